@@ -1,0 +1,24 @@
+"""jprop: exact input Jacobians, Hessians and Laplacians of feed-forward networks, and J-prop."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from ._activations import derivatives as derivatives
+from ._activations import logsig as logsig
+from ._activations import purelin as purelin
+from ._activations import softmax as softmax
+from ._activations import tansig as tansig
+from ._check import check as check
+from ._check import fd_hessian as fd_hessian
+from ._check import fd_jacobian as fd_jacobian
+from ._check import relative_error as relative_error
+from ._mlp import MLP as MLP
+from ._rbf import RBFNetwork as RBFNetwork
+from ._transforms import R as R
+from ._transforms import hessian as hessian
+from ._transforms import jacobian as jacobian
+from ._transforms import laplacian as laplacian
+
+try:
+    __version__ = version("jprop")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0"

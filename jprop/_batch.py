@@ -1,0 +1,29 @@
+"""Mapping a per-example function over the leading (batch) axes of its inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+
+def map_examples(
+    fn: Callable[..., Any], x: jax.Array, *per_example: jax.Array, batch_size: int | None = None
+) -> Any:
+    """Apply `fn(x_i, *args_i)` to every example, where an example is the last axis of `x`.
+
+    `x` has shape `(..., n)`; each array in `per_example` has the same leading axes as `x`. With no
+    leading axes `fn` is called once. Otherwise the leading axes are flattened, `fn` is mapped with
+    `jax.vmap` (or with `jax.lax.map` in chunks of `batch_size`, for bounded memory), and the
+    leading axes are restored on every output leaf.
+    """
+    lead = x.shape[:-1]
+    if not lead:
+        return fn(x, *per_example)
+    flat = tuple(a.reshape((-1,) + a.shape[len(lead) :]) for a in (x, *per_example))
+    if batch_size is None:
+        out = jax.vmap(fn)(*flat)
+    else:
+        out = jax.lax.map(lambda args: fn(*args), flat, batch_size=batch_size)
+    return jax.tree.map(lambda o: o.reshape(lead + o.shape[1:]), out)

@@ -1,0 +1,91 @@
+"""Trace-time checks shared by every public entry point.
+
+Everything here looks only at shapes, dtypes and pytree structure, which are static under `jit`, so
+the checks fire when a function is traced and cost nothing per call. Each error says what was
+expected, what came, and how to fix it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def as_float_array(value: Any, name: str, where: str) -> jax.Array:
+    """`value` as a JAX array with a floating dtype, or a `TypeError` that says so."""
+    try:
+        dtype = jnp.result_type(value)
+    except TypeError as error:
+        raise TypeError(
+            f"{where}: `{name}` must be an array of floats; got {type(value).__name__} ({error})."
+        ) from None
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(
+            f"{where}: `{name}` must have a floating dtype (float32 or float64); got {dtype}. "
+            f"Convert it first, e.g. `{name}.astype(jnp.float32)`."
+        )
+    return jnp.asarray(value)
+
+
+def check_input(x: Any, where: str, n: int | None = None) -> jax.Array:
+    """Check the network input `x`: floating, at least 1-D, last axis `n` when `n` is known."""
+    x = as_float_array(x, "x", where)
+    if x.ndim == 0:
+        raise ValueError(
+            f"{where}: `x` must have shape (n,) or (..., n); got a scalar. "
+            "For a one-input network pass `x` of shape (1,)."
+        )
+    if n is not None and x.shape[-1] != n:
+        raise ValueError(
+            f"{where}: the last axis of `x` must be the network's input size n = {n}; "
+            f"got x of shape {x.shape} (last axis {x.shape[-1]})."
+        )
+    return x
+
+
+def check_like(
+    value: Any, name: str, shape: tuple[int, ...], where: str, hint: str = ""
+) -> jax.Array:
+    """Check that `value` is a floating array of exactly `shape`."""
+    value = as_float_array(value, name, where)
+    if value.shape != tuple(shape):
+        raise ValueError(
+            f"{where}: `{name}` must have shape {tuple(shape)}; got {value.shape}.{hint}"
+        )
+    return value
+
+
+def check_method(method: str, allowed: tuple[str, ...], where: str) -> str:
+    if method not in allowed:
+        raise ValueError(
+            f"{where}: unknown method {method!r}; choose one of "
+            + ", ".join(repr(a) for a in allowed)
+            + "."
+        )
+    return method
+
+
+def check_size(value: Any, name: str, where: str, minimum: int = 1) -> int:
+    """A positive Python integer (bools and floats refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(
+            f"{where}: `{name}` must be an int; got {value!r} ({type(value).__name__})."
+        )
+    if value < minimum:
+        raise ValueError(f"{where}: `{name}` must be at least {minimum}; got {value}.")
+    return int(value)
+
+
+def single_array_output(out: Any, where: str) -> jax.ShapeDtypeStruct:
+    """The abstract output of `f` must be one floating array (not a tuple or dict)."""
+    if not isinstance(out, jax.ShapeDtypeStruct):
+        raise TypeError(
+            f"{where}: `f(params, x)` must return a single array of shape (m,) for x of shape (n,); "
+            f"it returned a {type(out).__name__}. For pytree outputs use jprop.R."
+        )
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise TypeError(f"{where}: `f(params, x)` must return floats; it returned {out.dtype}.")
+    return out

@@ -1,0 +1,50 @@
+"""Architectures, parameters and tolerances shared by the tests."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jprop
+
+# Several depths (1-4), n != m, m = 1, every output activation, both hidden activations.
+ARCHITECTURES = [
+    jprop.MLP((3, 5, 2)),
+    jprop.MLP((4, 6, 5, 1)),
+    jprop.MLP((2, 7, 3), activation="logsig", output="tansig"),
+    jprop.MLP((5, 4, 4, 4, 3), output="logsig"),
+    jprop.MLP((3, 6, 4), output="softmax"),
+    jprop.MLP((1, 10, 1)),
+    jprop.MLP((4, 3), output="tansig"),
+    jprop.MLP((2, 3, 3, 2), activation="purelin"),
+]
+ARCH_IDS = ["-".join(map(str, a.sizes)) + f"-{a.activation}-{a.output}" for a in ARCHITECTURES]
+
+DTYPES = [jnp.float32, jnp.float64]
+
+# Normwise relative error allowed, keyed by dtype. Float32 carries ~1e-7 rounding per operation and
+# the paths differ in summation order; float64 against float64 autodiff agrees to ~1e-14.
+TOL_EXACT = {jnp.float32: 2e-5, jnp.float64: 1e-11}
+# Against float64 central differences the oracle itself has O(eps²) truncation error: ~1e-9 for
+# first and up to ~1e-6 for second derivatives at the default steps, so float64 cannot be held
+# tighter than that.
+TOL_FD = {jnp.float32: 5e-5, jnp.float64: 1e-5}
+# Second differences carry an absolute rounding floor of ~1e-16/eps² = 1e-8 times |f|: references
+# smaller than FD_FLOOR (a linear net's zero Hessian) are compared absolutely: error <= tol * FD_FLOOR.
+FD_FLOOR = 1e-2
+
+
+def params_and_input(net, dtype, seed=0, batch=()):
+    """Random parameters (biases non-zero) and an input of shape batch + (n,)."""
+    key_p, key_x = jax.random.split(jax.random.key(seed))
+    params = net.init(key_p, dtype)
+    x = jax.random.normal(key_x, tuple(batch) + (net.sizes[0],), dtype)
+    return params, x
+
+
+def assert_close(a, b, tol, what="", floor=0.0):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape, f"{what}: shapes {a.shape} != {b.shape}"
+    err = jprop.relative_error(a, b, floor)
+    assert err <= tol, f"{what}: relative error {err:.3e} > {tol:.1e}"

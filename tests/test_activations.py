@@ -1,0 +1,118 @@
+"""tansig, logsig, purelin, softmax: values, rules three ways, the table, and saturation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import jprop
+
+X = jnp.linspace(-3.0, 3.0, 13, dtype=jnp.float64)
+
+
+def nth_derivative(fn, order):
+    for _ in range(order):
+        fn = jax.grad(fn)
+    return jax.vmap(fn)
+
+
+def test_tansig_reference_values():
+    # MATH.md §1: x = 0 → (0, 1, 0, -2); x = atanh ½ → (½, 0.75, -0.75, -0.375).
+    for x, expected in [
+        (0.0, (0.0, 1.0, 0.0, -2.0)),
+        (np.arctanh(0.5), (0.5, 0.75, -0.75, -0.375)),
+    ]:
+        x = jnp.asarray([x], jnp.float64)
+        got = [float(nth_derivative(lambda v: jprop.tansig(v), k)(x)[0]) for k in range(4)]
+        np.testing.assert_allclose(got, expected, rtol=1e-14, atol=1e-15)
+
+
+def test_tansig_is_tanh_and_matlab_formula():
+    x = jnp.linspace(-20.0, 20.0, 401, dtype=jnp.float64)
+    np.testing.assert_array_equal(jprop.tansig(x), jnp.tanh(x))
+    # XLA's tanh and numpy's differ by a few ulps: machine precision, not a formula error.
+    np.testing.assert_allclose(jprop.tansig(x), np.tanh(np.asarray(x)), rtol=0, atol=4e-15)
+    matlab = 2 / (1 + jnp.exp(-2 * x)) - 1  # MATLAB's definition, fine for moderate |x|
+    np.testing.assert_allclose(jprop.tansig(x), matlab, atol=1e-15)
+
+
+def test_max_second_derivative():
+    # max |t''| = 4/(3√3) at t = ±1/√3.
+    x = jnp.linspace(-3.0, 3.0, 200001, dtype=jnp.float64)
+    second = nth_derivative(lambda v: jprop.tansig(v), 2)(x)
+    np.testing.assert_allclose(np.max(np.abs(second)), 4 / (3 * np.sqrt(3)), rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "fn", [jprop.tansig, jprop.logsig, jprop.purelin], ids=lambda f: f.__name__
+)
+def test_rules_against_finite_differences(fn):
+    check_grads(fn, (X,), order=2, modes=("fwd", "rev"))
+
+
+def test_softmax_rule_against_finite_differences():
+    check_grads(jprop.softmax, (X[:5],), order=2, modes=("fwd", "rev"))
+
+
+@pytest.mark.parametrize(
+    "fn, naive",
+    [
+        (jprop.tansig, lambda v: 2 / (1 + jnp.exp(-2 * v)) - 1),
+        (jprop.logsig, lambda v: 1 / (1 + jnp.exp(-v))),
+        (jprop.softmax, lambda v: jnp.exp(v) / jnp.sum(jnp.exp(v))),
+    ],
+    ids=["tansig", "logsig", "softmax"],
+)
+def test_rules_against_autodiff_of_naive_formula(fn, naive):
+    # Where the naive formula is stable (|x| <= 3) plain autodiff of it is an exact oracle.
+    for order in (1, 2, 3):
+        ours = jax.jacfwd if order > 0 else None
+        a, b = fn, naive
+        for _ in range(order):
+            a, b = ours(a), ours(b)
+        np.testing.assert_allclose(a(X[:5]), b(X[:5]), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["tansig", "logsig", "purelin", "linear"])
+def test_derivative_table_matches_autodiff(name):
+    fn = {"tansig": jprop.tansig, "logsig": jprop.logsig}.get(name, jprop.purelin)
+    table = jprop.derivatives(name)
+    y = fn(X)
+    for order, d in enumerate(table, start=1):
+        np.testing.assert_allclose(d(y), nth_derivative(fn, order)(X), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("fn", [jprop.tansig, jprop.logsig], ids=lambda f: f.__name__)
+def test_derivatives_finite_when_saturated(fn):
+    x = jnp.asarray([-1e4, -50.0, 50.0, 1e4], jnp.float64)
+    for order in range(4):
+        values = nth_derivative(fn, order)(x)
+        assert np.all(np.isfinite(values)), (order, values)
+    for order in (1, 2, 3):  # saturated: every derivative is (numerically) zero
+        np.testing.assert_allclose(
+            nth_derivative(fn, order)(x[jnp.asarray([0, 3])]), 0.0, atol=1e-300
+        )
+
+
+def test_custom_rule_is_used(monkeypatch):
+    x = jnp.asarray([0.3, -1.2], jnp.float64)
+    right = jax.vmap(jax.grad(jprop.tansig))(x)
+
+    def wrong(primals, tangents):  # deliberately 2× the true derivative
+        (v,), (dv,) = primals, tangents
+        t = jnp.tanh(v)
+        return t, 2 * (1 - t * t) * dv
+
+    monkeypatch.setattr(jprop.tansig, "jvp", wrong)
+    doubled = jax.vmap(jax.grad(jprop.tansig))(x)
+    np.testing.assert_allclose(doubled, 2 * right, rtol=1e-14)
+    # The MLP goes through the same object, so its Jacobian changes too.
+    net = jprop.MLP((2, 1), output="tansig")
+    params = [{"W": jnp.eye(1, 2, dtype=jnp.float64), "b": jnp.zeros(1, jnp.float64)}]
+    np.testing.assert_allclose(jprop.jacobian(net)(params, x)[0, 0], 2 * right[0], rtol=1e-14)
+
+
+def test_unknown_derivative_table_name():
+    with pytest.raises(ValueError, match="unknown elementwise activation 'relu'.*'tansig'"):
+        jprop.derivatives("relu")

@@ -1,0 +1,132 @@
+"""Bad input raises ValueError/TypeError at trace time, naming what was expected and what came."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import jprop
+
+NET = jprop.MLP((3, 5, 2))
+PARAMS = NET.init(jax.random.key(0))
+X = jnp.ones(3, jnp.float32)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(sizes=(3,)), ValueError, r"at least two entries.*\(3,\)"),
+        (dict(sizes=()), ValueError, "at least two entries"),
+        (dict(sizes=(3, 0, 1)), ValueError, r"sizes\[1\].*at least 1; got 0"),
+        (dict(sizes=(3, 2.5, 1)), TypeError, r"sizes\[1\].*must be an int; got 2.5"),
+        (dict(sizes=(3, True)), TypeError, r"sizes\[1\].*must be an int"),
+        (dict(sizes="32"), TypeError, "sequence of layer widths"),
+        (dict(sizes=(3, 4), activation="relu"), ValueError, r"hidden activation 'relu'.*'tansig'"),
+        (dict(sizes=(3, 4), activation="softmax"), ValueError, "hidden activation 'softmax'"),
+        (
+            dict(sizes=(3, 4), output="sigmoid"),
+            ValueError,
+            r"output activation 'sigmoid'.*'softmax'",
+        ),
+        (dict(sizes=(3, 1), output="softmax"), ValueError, "softmax output needs at least 2"),
+    ],
+)
+def test_bad_mlp_description(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        jprop.MLP(**kwargs)
+
+
+def test_bad_rbf_description():
+    with pytest.raises(ValueError, match="n_centers.*at least 1; got 0"):
+        jprop.RBFNetwork(2, 0, 1)
+
+
+TRANSFORMS = [
+    lambda f: f,
+    jprop.jacobian,
+    jprop.hessian,
+    jprop.laplacian,
+]
+TRANSFORM_IDS = ["apply", "jacobian", "hessian", "laplacian"]
+
+
+@pytest.mark.parametrize("wrap", [lambda g: g, jax.jit], ids=["eager", "jit"])
+@pytest.mark.parametrize("transform", TRANSFORMS, ids=TRANSFORM_IDS)
+def test_wrong_input_size_names_both_numbers(transform, wrap):
+    with pytest.raises(
+        ValueError, match=r"input size n = 3; got x of shape \(4, 5\) \(last axis 5\)"
+    ):
+        wrap(transform(NET))(PARAMS, jnp.ones((4, 5), jnp.float32))
+
+
+@pytest.mark.parametrize("transform", TRANSFORMS, ids=TRANSFORM_IDS)
+def test_integer_input_refused(transform):
+    with pytest.raises(TypeError, match="floating dtype.*got int32.*astype"):
+        transform(NET)(PARAMS, jnp.ones(3, jnp.int32))
+
+
+@pytest.mark.parametrize("transform", TRANSFORMS, ids=TRANSFORM_IDS)
+def test_scalar_input_refused(transform):
+    with pytest.raises(ValueError, match=r"shape \(n,\).*got a scalar"):
+        transform(NET)(PARAMS, jnp.float32(1.0))
+
+
+@pytest.mark.parametrize("wrap", [lambda g: g, jax.jit], ids=["eager", "jit"])
+def test_params_shape_mismatch_names_the_layer(wrap):
+    bad = [dict(PARAMS[0]), dict(PARAMS[1])]
+    bad[1]["W"] = jnp.zeros((5, 2), jnp.float32)
+    with pytest.raises(ValueError, match=r"layer 2 W must have shape \(2, 5\).*got \(5, 2\)"):
+        wrap(jprop.hessian(NET))(bad, X)
+
+
+def test_params_wrong_structure():
+    with pytest.raises(ValueError, match="params have 1 layers but the network"):
+        NET(PARAMS[:1], X)
+    with pytest.raises(
+        ValueError, match="layer 1 must be a dict with keys 'W' and 'b'; got \\['W'\\]"
+    ):
+        NET([{"W": PARAMS[0]["W"]}, PARAMS[1]], X)
+    with pytest.raises(TypeError, match="params must be a list"):
+        NET({"W": 1}, X)
+    with pytest.raises(TypeError, match=r"params\[0\]\['b'\].*floating dtype"):
+        NET([{"W": PARAMS[0]["W"], "b": jnp.zeros(5, jnp.int32)}, PARAMS[1]], X)
+
+
+def test_unknown_method():
+    with pytest.raises(ValueError, match="unknown method 'fast'; choose one of 'auto'"):
+        jprop.hessian(NET, method="fast")
+
+
+def test_non_callable_f():
+    with pytest.raises(TypeError, match="must be a callable"):
+        jprop.jacobian("net")
+
+
+def test_pytree_output_refused_with_hint():
+    f = lambda p, x: {"y": x * 2}  # noqa: E731
+    with pytest.raises(TypeError, match="single array.*returned a dict.*jprop.R"):
+        jprop.jacobian(f)(None, X)
+
+
+def test_integer_output_refused():
+    f = lambda p, x: jnp.ones(2, jnp.int32)  # noqa: E731
+    with pytest.raises(TypeError, match="must return floats"):
+        jprop.hessian(f)(None, X)
+
+
+def test_R_direction_checks():
+    with pytest.raises(ValueError, match=r"`r` must have shape \(3,\); got \(2,\)"):
+        jprop.R(NET)(PARAMS, X, jnp.ones(2, jnp.float32))
+    with pytest.raises(
+        TypeError, match="`r` must have the dtype of `x` \\(float32\\); got float64"
+    ):
+        jprop.R(NET)(PARAMS, X, jnp.ones(3, jnp.float64))
+
+
+def test_check_refuses_unknown_transform():
+    with pytest.raises(ValueError, match="no finite-difference oracle"):
+        jprop.check(jprop.R, NET, PARAMS, X)
+
+
+def test_init_refuses_integer_dtype():
+    with pytest.raises(TypeError, match="floating dtype"):
+        NET.init(jax.random.key(0), jnp.int32)

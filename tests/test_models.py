@@ -1,0 +1,92 @@
+"""MLP and RBFNetwork: shapes, parameters, batching, hashability, and the hand-checkable nets."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import ARCH_IDS, ARCHITECTURES, params_and_input
+
+import jprop
+
+
+@pytest.mark.parametrize("net", ARCHITECTURES, ids=ARCH_IDS)
+def test_init_shapes_and_dtype(net):
+    for dtype in (jnp.float32, jnp.float64):
+        params = net.init(jax.random.key(0), dtype)
+        assert len(params) == net.depth
+        for layer, fan_in, fan_out in zip(params, net.sizes[:-1], net.sizes[1:]):
+            assert layer["W"].shape == (fan_out, fan_in) and layer["b"].shape == (fan_out,)
+            assert layer["W"].dtype == dtype and layer["b"].dtype == dtype
+
+
+@pytest.mark.parametrize("net", ARCHITECTURES, ids=ARCH_IDS)
+def test_apply_matches_manual_formula_and_batches(net):
+    params, x = params_and_input(net, jnp.float64, batch=(2, 3))
+    y = net(params, x)
+    assert y.shape == (2, 3, net.sizes[-1])
+    manual = np.asarray(x)
+    acts = {
+        "tansig": np.tanh,
+        "logsig": lambda z: 1 / (1 + np.exp(-z)),
+        "purelin": lambda z: z,
+        "linear": lambda z: z,
+        "softmax": lambda z: np.exp(z) / np.exp(z).sum(-1, keepdims=True),
+    }
+    for layer, name in zip(params, net.activations()):
+        manual = acts[name](manual @ np.asarray(layer["W"]).T + np.asarray(layer["b"]))
+    np.testing.assert_allclose(y, manual, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(y[1, 2], net(params, x[1, 2]), rtol=1e-12, atol=1e-15)
+
+
+def test_mlp_is_hashable_and_static_under_jit():
+    a, b = jprop.MLP([2, 3, 1]), jprop.MLP((2, 3, 1))
+    assert a == b and hash(a) == hash(b) and a.sizes == (2, 3, 1)
+    assert jprop.MLP((2, 3, 1), output="tansig") != a
+    params = a.init(jax.random.key(1))
+    out = jax.jit(lambda net, p, x: net(p, x), static_argnums=0)(
+        a, params, jnp.ones(2, jnp.float32)
+    )
+    assert out.shape == (1,)
+
+
+def test_one_hidden_unit_closed_form():
+    # MATH.md §7.3: f(x) = c tanh(wx + β) + d.
+    c, w, beta, d, x = 2.0, 0.5, 0.1, -0.3, 1.2
+    net = jprop.MLP((1, 1, 1))
+    params = [
+        {"W": jnp.full((1, 1), w), "b": jnp.full((1,), beta)},
+        {"W": jnp.full((1, 1), c), "b": jnp.full((1,), d)},
+    ]
+    xs = jnp.full((1,), x)
+    t = np.tanh(w * x + beta)
+    np.testing.assert_allclose(net(params, xs)[0], c * t + d, rtol=1e-15)
+    np.testing.assert_allclose(
+        jprop.jacobian(net)(params, xs)[0, 0], c * w * (1 - t * t), rtol=1e-14
+    )
+    np.testing.assert_allclose(jprop.jacobian(net)(params, xs)[0, 0], 0.6347395900, rtol=1e-9)
+    np.testing.assert_allclose(
+        jprop.hessian(net)(params, xs)[0, 0, 0], -2 * c * w * w * t * (1 - t * t), rtol=1e-13
+    )
+
+
+def test_linear_network_jacobian_is_weight_product_and_hessian_zero():
+    # MATH.md §7.2.
+    net = jprop.MLP((3, 4, 2), activation="purelin")
+    params, x = params_and_input(net, jnp.float64)
+    J = jprop.jacobian(net)(params, x)
+    np.testing.assert_allclose(J, params[1]["W"] @ params[0]["W"], rtol=1e-13)
+    np.testing.assert_allclose(jprop.hessian(net)(params, x), 0.0, atol=1e-15)
+
+
+def test_rbf_matches_manual_formula():
+    rbf = jprop.RBFNetwork(3, 4, 2)
+    key = jax.random.key(3)
+    params = jax.tree.map(lambda a: a + 0.1, rbf.init(key, jnp.float64))
+    x = jnp.asarray([0.2, -0.4, 0.9])
+    c, s = np.asarray(params["centers"]), np.exp(np.asarray(params["log_widths"]))
+    phi = np.exp(-np.sum((np.asarray(x) - c) ** 2, axis=1) / (2 * s**2))
+    np.testing.assert_allclose(
+        rbf(params, x), np.asarray(params["W"]) @ phi + params["b"], rtol=1e-13
+    )
+    batch = jnp.stack([x, -x])
+    np.testing.assert_allclose(rbf(params, batch)[1], rbf(params, -x), rtol=1e-14)

@@ -1,0 +1,187 @@
+"""jacobian, hessian, laplacian and R against JAX's own transforms and float64 finite differences."""
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import (
+    ARCH_IDS,
+    ARCHITECTURES,
+    DTYPES,
+    FD_FLOOR,
+    TOL_EXACT,
+    TOL_FD,
+    assert_close,
+    params_and_input,
+)
+
+import jprop
+
+METHODS = ["auto", "autodiff"]
+
+
+# The oracles are JAX's own transforms, mapped over the batch (jitted: eager dispatch is slow).
+@functools.partial(jax.jit, static_argnums=0)
+def oracle_jacobian(f, params, x):
+    return jax.vmap(jax.jacfwd(lambda xi: f(params, xi)))(x)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def oracle_hessian(f, params, x):
+    return jax.vmap(jax.hessian(lambda xi: f(params, xi)))(x)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("net", ARCHITECTURES, ids=ARCH_IDS)
+def test_against_jax_and_finite_differences(net, dtype, method):
+    params, x = params_and_input(net, dtype, seed=1, batch=(3,))
+    J = jprop.jacobian(net, method=method)(params, x)
+    H = jprop.hessian(net, method=method)(params, x)
+    L = jprop.laplacian(net, method=method)(params, x)
+    m, n = net.sizes[-1], net.sizes[0]
+    chex.assert_shape([J, H, L], [(3, m, n), (3, m, n, n), (3, m)])
+    assert J.dtype == H.dtype == L.dtype == dtype
+    assert_close(J, oracle_jacobian(net, params, x), TOL_EXACT[dtype], "J vs jacfwd")
+    assert_close(H, oracle_hessian(net, params, x), TOL_EXACT[dtype], "H vs jax.hessian")
+    assert_close(
+        L, jnp.trace(oracle_hessian(net, params, x), axis1=-2, axis2=-1), TOL_EXACT[dtype], "L"
+    )
+    assert_close(J, jprop.fd_jacobian(net)(params, x), TOL_FD[dtype], "J vs fd", FD_FLOOR)
+    assert_close(H, jprop.fd_hessian(net)(params, x), TOL_FD[dtype], "H vs fd", FD_FLOOR)
+    np.testing.assert_allclose(
+        H, jnp.swapaxes(H, -1, -2), rtol=0, atol=1e-6 if dtype == jnp.float32 else 1e-14
+    )
+
+
+@pytest.mark.parametrize("batch", [(), (4,), (2, 3)], ids=["single", "batch", "batch2d"])
+def test_batch_axes_are_mapped(batch):
+    net = ARCHITECTURES[3]
+    params, x = params_and_input(net, jnp.float64, batch=batch)
+    H = jprop.hessian(net)(params, x)
+    assert H.shape == batch + (3, 5, 5)
+    flat = oracle_hessian(net, params, x.reshape(-1, 5)).reshape(H.shape)
+    assert_close(H, flat, 1e-12)
+
+
+def test_generic_road_on_rbf_network():
+    rbf = jprop.RBFNetwork(3, 6, 2)
+    params = rbf.init(jax.random.key(4), jnp.float64)
+    x = jax.random.normal(jax.random.key(5), (4, 3), jnp.float64)
+    assert_close(jprop.jacobian(rbf)(params, x), jprop.fd_jacobian(rbf)(params, x), 1e-8, "J")
+    assert_close(jprop.hessian(rbf)(params, x), jprop.fd_hessian(rbf)(params, x), 1e-6, "H")
+    assert jprop.check(jprop.laplacian, rbf, params, x) < 1e-6
+
+
+def test_generic_road_on_user_function():
+    # f(x) = (sum x², prod sin x): Hessians known in closed form.
+    f = lambda p, x: jnp.stack([p * jnp.sum(x**2), jnp.prod(jnp.sin(x))])  # noqa: E731
+    x = jnp.asarray([0.3, -0.7, 1.1])
+    H = jprop.hessian(f)(2.0, x)
+    np.testing.assert_allclose(H[0], 4.0 * np.eye(3), atol=1e-14)
+    s, c = np.sin(np.asarray(x)), np.cos(np.asarray(x))
+    expected = np.outer(c / s, c / s) * np.prod(s)
+    np.fill_diagonal(expected, -np.prod(s))
+    np.testing.assert_allclose(H[1], expected, rtol=1e-12)
+    np.testing.assert_allclose(jprop.laplacian(f)(2.0, x), [12.0, -3 * np.prod(s)], rtol=1e-12)
+
+
+def test_scalar_output_function():
+    f = lambda p, x: jnp.sum(jnp.tanh(x)) * p  # noqa: E731
+    x = jnp.asarray([0.1, 0.2])
+    assert jprop.jacobian(f)(1.0, x).shape == (2,)
+    assert jprop.hessian(f)(1.0, x).shape == (2, 2)
+    assert jprop.laplacian(f)(1.0, x).shape == ()
+
+
+@pytest.mark.parametrize("net", ARCHITECTURES[:5], ids=ARCH_IDS[:5])
+def test_R_is_jacobian_vector_product(net):
+    params, x = params_and_input(net, jnp.float64, seed=2, batch=(3,))
+    r = jax.random.normal(jax.random.key(9), x.shape, jnp.float64)
+    Jr = jprop.R(net)(params, x, r)
+    J = jprop.jacobian(net)(params, x)
+    assert_close(Jr, jnp.einsum("bmn,bn->bm", J, r), 1e-12)
+    # R is linear in r and R{x} = r, R{w} = 0.
+    assert_close(jprop.R(net)(params, x, 2.5 * r), 2.5 * Jr, 1e-13)
+    np.testing.assert_allclose(jprop.R(lambda p, x: x)(params, x, r), r)
+    np.testing.assert_allclose(jprop.R(lambda p, x: p[0]["W"])(params, x, r), 0.0)
+
+
+def test_R_of_pytree_output_and_of_gradient():
+    # R of ∇_x(gᵀf) is the input Hessian-vector product Σ_k g_k ∇²f_k r (MATH.md §7.6).
+    net = ARCHITECTURES[1]
+    params, x = params_and_input(net, jnp.float64, seed=3)
+    g = jnp.asarray([0.7])
+    r = jnp.asarray([0.1, -0.2, 0.3, 0.4])
+    both = lambda p, x: {"y": net(p, x), "grad": jax.grad(lambda x: g @ net(p, x))(x)}  # noqa: E731
+    out = jprop.R(both)(params, x, r)
+    H = jprop.hessian(net)(params, x)
+    assert_close(out["grad"], jnp.einsum("k,kij,j->i", g, H, r), 1e-12)
+    assert_close(out["y"], jprop.jacobian(net)(params, x) @ r, 1e-12)
+
+
+# The composition matrix: each transform under jit, vmap and grad, and no retracing.
+TRANSFORMS = [jprop.jacobian, jprop.hessian, jprop.laplacian]
+ORACLES = {
+    jprop.jacobian: oracle_jacobian,
+    jprop.hessian: oracle_hessian,
+    jprop.laplacian: lambda f, p, x: jnp.trace(oracle_hessian(f, p, x), axis1=-2, axis2=-1),
+}
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("wrap", [lambda f: f, jax.jit], ids=["eager", "jit"])
+@pytest.mark.parametrize("transform", TRANSFORMS, ids=lambda t: t.__name__)
+def test_composition_jit_vmap_grad(transform, wrap, method):
+    net = ARCHITECTURES[2]
+    params, x = params_and_input(net, jnp.float64, seed=4, batch=(5,))
+    fn = wrap(transform(net, method=method))
+    expected = ORACLES[transform](net, params, x)
+    assert_close(fn(params, x), expected, 1e-12, "plain")
+    assert_close(jax.vmap(fn, in_axes=(None, 0))(params, x), expected, 1e-12, "vmap")
+    loss = lambda p: jnp.sum(jnp.sin(fn(p, x)))  # noqa: E731
+    reference = lambda p: jnp.sum(jnp.sin(ORACLES[transform](net, p, x)))  # noqa: E731
+    chex.assert_trees_all_close(
+        wrap(jax.grad(loss))(params), jax.grad(reference)(params), rtol=1e-11
+    )
+
+
+@pytest.mark.parametrize("transform", TRANSFORMS + [jprop.R], ids=lambda t: t.__name__)
+def test_no_retracing_on_second_call(transform):
+    net = ARCHITECTURES[0]
+    params, x = params_and_input(net, jnp.float32, seed=5, batch=(4,))
+    inner = transform(net)
+    fn = jax.jit(chex.assert_max_traces(inner, n=1))
+    args = (params, x, x) if transform is jprop.R else (params, x)
+    first = fn(*args)
+    params2 = jax.tree.map(lambda a: a * 1.5, params)
+    second = fn(params2, *args[1:])
+    assert not np.allclose(first, second)  # the second call really used the new values
+
+
+def test_check_detects_a_wrong_transform():
+    net = ARCHITECTURES[0]
+    params, x = params_and_input(net, jnp.float64, seed=6)
+    assert jprop.check(jprop.hessian, net, params, x) < 1e-7
+    assert jprop.check(jprop.jacobian, net, params, x, method="autodiff") < 1e-9
+    # A Jacobian scaled by 1.001 is reported as a 1e-3 relative error.
+    bad = lambda p, x: 1.001 * net(p, x)  # noqa: E731
+    assert (
+        abs(
+            jprop.relative_error(jprop.jacobian(bad)(params, x), jprop.fd_jacobian(net)(params, x))
+            - 1e-3
+        )
+        < 1e-6
+    )
+
+
+def test_finite_differences_work_without_global_x64():
+    # fd_* switch float64 on locally: the result is float64 even from float32 inputs.
+    net = ARCHITECTURES[0]
+    params, x = params_and_input(net, jnp.float32, seed=7)
+    J = jprop.fd_jacobian(net)(params, x)
+    assert J.dtype == jnp.float64
+    assert_close(jprop.jacobian(net)(params, x), J, 2e-5)
