@@ -15,6 +15,8 @@ from ._mlp import MLP as MLP
 from ._rbf import RBFNetwork as RBFNetwork
 from ._transforms import R as R
 from ._transforms import hessian as hessian
+from ._transforms import hessian_diagonal as hessian_diagonal
+from ._transforms import hessian_vector_product as hessian_vector_product
 from ._transforms import jacobian as jacobian
 from ._transforms import laplacian as laplacian
 

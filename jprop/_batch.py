@@ -27,3 +27,32 @@ def map_examples(
     else:
         out = jax.lax.map(lambda args: fn(*args), flat, batch_size=batch_size)
     return jax.tree.map(lambda o: o.reshape(lead + o.shape[1:]), out)
+
+
+def map_batches(
+    fn_batch: Callable[..., Any],
+    x: jax.Array,
+    *per_example: jax.Array,
+    batch_size: int | None = None,
+) -> Any:
+    """Apply a batch-level `fn_batch(x (B, n), *args (B, ...)) -> (B, ...)` to `x` of shape `(..., n)`.
+
+    The leading axes of `x` (and of each array in `per_example`, which shares them) are flattened
+    into one batch axis; a single example becomes a batch of one. With `batch_size`, the batch is
+    processed in chunks of that many examples with `jax.lax.map`, plus one call for the remainder,
+    so memory is bounded by the chunk. The leading axes are restored on every output leaf.
+    """
+    lead = x.shape[:-1]
+    flat = tuple(a.reshape((-1,) + a.shape[len(lead) :]) for a in (x, *per_example))
+    total = flat[0].shape[0]
+    if batch_size is None or batch_size >= total:
+        out = fn_batch(*flat)
+    else:
+        whole = total // batch_size * batch_size
+        chunks = tuple(a[:whole].reshape((-1, batch_size) + a.shape[1:]) for a in flat)
+        out = jax.lax.map(lambda args: fn_batch(*args), chunks)
+        out = jax.tree.map(lambda o: o.reshape((whole,) + o.shape[2:]), out)
+        if whole < total:
+            rest = fn_batch(*(a[whole:] for a in flat))
+            out = jax.tree.map(lambda a, b: jax.numpy.concatenate([a, b]), out, rest)
+    return jax.tree.map(lambda o: o.reshape(lead + o.shape[1:]), out)

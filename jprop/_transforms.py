@@ -1,9 +1,11 @@
-"""Derivatives with respect to the input: `jacobian`, `hessian`, `laplacian` and the R-operator.
+"""Derivatives with respect to the input: Jacobian, Hessian, Laplacian, Hessian diagonal, input-space
+Hessian-vector product, and the R-operator.
 
-Each transform takes `f(params, x)` and returns a function of `(params, x)`, in the manner of
+Each transform takes `f(params, x)` and returns a function of `(params, x, ...)`, in the manner of
 `jax.jacobian`. Two roads lead to every quantity (DESIGN.md principle 2): the generic autodiff road,
 built from `jax.jvp`/`jax.vjp` compositions, which works for any `f`; and the closed-form road for a
-`jprop.MLP`. `method="auto"` picks the closed form when it exists.
+`jprop.MLP` (`_closed.py`, built on the four passes of `_passes.py`). `method="auto"` picks the
+closed form when it exists.
 """
 
 from __future__ import annotations
@@ -14,19 +16,28 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ._batch import map_examples
+from . import _closed
+from ._batch import map_batches, map_examples
 from ._mlp import MLP
-from ._validation import check_input, check_like, check_method, single_array_output
+from ._validation import check_input, check_like, check_method, check_size, single_array_output
 
 Function = Callable[[Any, jax.Array], jax.Array]
-METHODS = ("auto", "autodiff")
+METHODS = ("auto", "closed", "autodiff")
 
 
 def _resolve_method(f: Any, method: str, where: str) -> str:
+    """'closed' or 'autodiff' for this `f`, or a clear error."""
     if not callable(f):
         raise TypeError(f"{where}: `f` must be a callable f(params, x); got {type(f).__name__}.")
     check_method(method, METHODS, where)
-    return "autodiff"
+    if method == "closed" and not isinstance(f, MLP):
+        raise ValueError(
+            f"{where}: method='closed' needs a jprop.MLP, whose structure jprop knows; got "
+            f"{type(f).__name__}. Use method='autodiff' (or 'auto') for other models."
+        )
+    if method == "auto":
+        return "closed" if isinstance(f, MLP) else "autodiff"
+    return method
 
 
 def _prepare(f: Any, params: Any, x: Any, where: str) -> tuple[jax.Array, jax.ShapeDtypeStruct]:
@@ -41,10 +52,62 @@ def _prepare(f: Any, params: Any, x: Any, where: str) -> tuple[jax.Array, jax.Sh
     return x, out
 
 
-def _autodiff_jacobian(f: Function, params: Any, x: jax.Array, out_size: int) -> jax.Array:
+_EXTRA_HINTS = {
+    "g": " `g` weights the outputs: shape (m,), with x's batch axes in front.",
+    "r": " `r` is a direction in input space, shaped like x.",
+}
+
+
+def _per_example_transform(
+    f: Any,
+    method: str,
+    batch_size: Any,
+    where: str,
+    closed: Callable[..., jax.Array],
+    autodiff: Callable[..., jax.Array],
+    extra: tuple[str, ...] = (),
+) -> Callable[..., jax.Array]:
+    """Build `(params, x, *extra) -> result` by mapping a per-example rule over x's leading axes.
+
+    `closed(net, params, x_i, *extra_i)` or `autodiff(f, params, x_i, *extra_i)` computes one
+    example. `extra` names per-example arguments: "g" (shaped like the output) and "r" (like x).
+    Validation runs in Python at trace time; the computation is jitted once per transform.
+    """
+    road = _resolve_method(f, method, where)
+    if batch_size is not None:
+        batch_size = check_size(batch_size, "batch_size", where)
+
+    @jax.jit
+    def compute(params, x, *others):
+        if road == "closed":
+            batch = lambda *args: closed(f, params, *args)  # noqa: E731
+            return map_batches(batch, x, *others, batch_size=batch_size)
+        one = lambda xi, *oi: autodiff(f, params, xi, *oi)  # noqa: E731
+        return map_examples(one, x, *others, batch_size=batch_size)
+
+    def transformed(params: Any, x: jax.Array, *others: jax.Array) -> jax.Array:
+        if len(others) != len(extra):
+            expected = ", ".join(("params", "x") + extra)
+            raise TypeError(f"{where}: expected arguments ({expected}); got {2 + len(others)}.")
+        x, out = _prepare(f, params, x, where)
+        checked = []
+        for name, value in zip(extra, others):
+            shape = x.shape[:-1] + (out.shape if name == "g" else x.shape[-1:])
+            value = check_like(value, name, shape, where, _EXTRA_HINTS[name])
+            if value.dtype != x.dtype:
+                raise TypeError(
+                    f"{where}: `{name}` must have the dtype of `x` ({x.dtype}); got {value.dtype}."
+                )
+            checked.append(value)
+        return compute(params, x, *checked)
+
+    return transformed
+
+
+def _autodiff_jacobian(f: Function, params: Any, x: jax.Array) -> jax.Array:
     # Forward mode costs n JVPs, reverse mode m VJPs: take the cheaper (MATH.md §2).
     g = lambda x: f(params, x)  # noqa: E731
-    return (jax.jacfwd if x.shape[-1] < out_size else jax.jacrev)(g)(x)
+    return (jax.jacfwd if x.shape[-1] < jax.eval_shape(g, x).size else jax.jacrev)(g)(x)
 
 
 def _autodiff_hessian(f: Function, params: Any, x: jax.Array) -> jax.Array:
@@ -55,39 +118,47 @@ def _autodiff_laplacian(f: Function, params: Any, x: jax.Array) -> jax.Array:
     return jnp.trace(_autodiff_hessian(f, params, x), axis1=-2, axis2=-1)
 
 
-def jacobian(f: Function, *, method: str = "auto") -> Callable[[Any, jax.Array], jax.Array]:
+def _autodiff_hessian_diagonal(f: Function, params: Any, x: jax.Array) -> jax.Array:
+    return jnp.diagonal(_autodiff_hessian(f, params, x), axis1=-2, axis2=-1)
+
+
+def _autodiff_hvp(f: Function, params: Any, x: jax.Array, g: jax.Array, r: jax.Array) -> jax.Array:
+    # Forward over reverse: R_r{∇_x(gᵀf)} (MATH.md §7.6).
+    grad = jax.grad(lambda x: jnp.sum(g * f(params, x)))
+    return jax.jvp(grad, (x,), (r,))[1]
+
+
+def jacobian(
+    f: Function, *, method: str = "auto", batch_size: int | None = None
+) -> Callable[[Any, jax.Array], jax.Array]:
     r"""The Jacobian of `f` with respect to its input, $J_{kj} = \partial f_k / \partial x_j$.
 
     **Arguments:**
     - `f`: a `jprop.MLP` or any function `f(params, x)` taking `x` of shape `(n,)`.
-    - `method`: `"auto"` (closed form for a `jprop.MLP`, else autodiff) or `"autodiff"`.
+    - `method`: `"auto"` (closed form for a `jprop.MLP`, else autodiff), `"closed"` or `"autodiff"`.
+    - `batch_size`: map over the batch in chunks of this many examples (`jax.lax.map`) to bound
+      memory; `None` (default) maps the whole batch at once with `jax.vmap`.
 
     **Returns:** a function `(params, x) -> J`. If `f(params, x)` has shape `(m,)` for `x` of shape
-    `(n,)`, `J` has shape `(m, n)`; `x` of shape `(..., n)` gives `(..., m, n)`. The autodiff road
-    uses forward mode when `n < m` and reverse mode otherwise.
+    `(n,)`, `J` has shape `(m, n)`; `x` of shape `(..., n)` gives `(..., m, n)`. Both roads propagate
+    forwards when `n < m` and backwards otherwise (Bishop §8.1.5).
 
     >>> import jax, jprop
     >>> net = jprop.MLP((3, 8, 2))
     >>> jprop.jacobian(net)(net.init(jax.random.key(0)), jax.numpy.ones(3)).shape
     (2, 3)
     """
-    where = "jprop.jacobian"
-    _resolve_method(f, method, where)
-
-    @jax.jit
-    def compute(params, x):
-        out_size = jax.eval_shape(f, params, x[..., 0, :] if x.ndim > 1 else x).size
-        return map_examples(lambda xi: _autodiff_jacobian(f, params, xi, out_size), x)
-
-    def jacobian_fn(params: Any, x: jax.Array) -> jax.Array:
-        x, _ = _prepare(f, params, x, where)
-        return compute(params, x)
-
-    return jacobian_fn
+    return _per_example_transform(
+        f, method, batch_size, "jprop.jacobian", _closed.jacobian, _autodiff_jacobian
+    )
 
 
-def hessian(f: Function, *, method: str = "auto") -> Callable[[Any, jax.Array], jax.Array]:
-    r"""The Hessian of every output with respect to the input, $H_{kij} = \partial^2 f_k/\partial x_i \partial x_j$.
+def hessian(
+    f: Function, *, method: str = "auto", batch_size: int | None = None
+) -> Callable[[Any, jax.Array], jax.Array]:
+    r"""The input Hessian of every output, $H_{kij} = \partial^2 f_k/\partial x_i \partial x_j$.
+
+    For a `jprop.MLP`, the sum over hidden units (MATH.md §4); otherwise `jax.hessian`.
 
     **Arguments:** as for `jprop.jacobian`.
 
@@ -100,22 +171,22 @@ def hessian(f: Function, *, method: str = "auto") -> Callable[[Any, jax.Array], 
     >>> jprop.hessian(net)(net.init(jax.random.key(0)), jax.numpy.ones(3)).shape
     (2, 3, 3)
     """
-    where = "jprop.hessian"
-    _resolve_method(f, method, where)
-
-    @jax.jit
-    def compute(params, x):
-        return map_examples(lambda xi: _autodiff_hessian(f, params, xi), x)
-
-    def hessian_fn(params: Any, x: jax.Array) -> jax.Array:
-        x, _ = _prepare(f, params, x, where)
-        return compute(params, x)
-
-    return hessian_fn
+    return _per_example_transform(
+        f,
+        method,
+        batch_size,
+        "jprop.hessian",
+        _closed.hessian,
+        _autodiff_hessian,
+    )
 
 
-def laplacian(f: Function, *, method: str = "auto") -> Callable[[Any, jax.Array], jax.Array]:
+def laplacian(
+    f: Function, *, method: str = "auto", batch_size: int | None = None
+) -> Callable[[Any, jax.Array], jax.Array]:
     r"""The Laplacian of every output, $\Delta f_k = \sum_i \partial^2 f_k / \partial x_i^2$.
+
+    For a `jprop.MLP` it never forms an $n \times n$ matrix (MATH.md §4).
 
     **Arguments:** as for `jprop.jacobian`.
 
@@ -127,18 +198,67 @@ def laplacian(f: Function, *, method: str = "auto") -> Callable[[Any, jax.Array]
     >>> jprop.laplacian(net)(net.init(jax.random.key(0)), jax.numpy.ones(3)).shape
     (2,)
     """
-    where = "jprop.laplacian"
-    _resolve_method(f, method, where)
+    return _per_example_transform(
+        f, method, batch_size, "jprop.laplacian", _closed.laplacian, _autodiff_laplacian
+    )
 
-    @jax.jit
-    def compute(params, x):
-        return map_examples(lambda xi: _autodiff_laplacian(f, params, xi), x)
 
-    def laplacian_fn(params: Any, x: jax.Array) -> jax.Array:
-        x, _ = _prepare(f, params, x, where)
-        return compute(params, x)
+def hessian_diagonal(
+    f: Function, *, method: str = "auto", batch_size: int | None = None
+) -> Callable[[Any, jax.Array], jax.Array]:
+    r"""The diagonal of every output's input Hessian, $D_{ki} = \partial^2 f_k / \partial x_i^2$.
 
-    return laplacian_fn
+    For a `jprop.MLP` it never forms an $n \times n$ matrix (MATH.md §4).
+
+    **Arguments:** as for `jprop.jacobian`.
+
+    **Returns:** a function `(params, x) -> D`. If `f(params, x)` has shape `(m,)` for `x` of shape
+    `(n,)`, `D` has shape `(m, n)`; `x` of shape `(..., n)` gives `(..., m, n)`.
+
+    >>> import jax, jprop
+    >>> net = jprop.MLP((3, 8, 2))
+    >>> jprop.hessian_diagonal(net)(net.init(jax.random.key(0)), jax.numpy.ones(3)).shape
+    (2, 3)
+    """
+    return _per_example_transform(
+        f,
+        method,
+        batch_size,
+        "jprop.hessian_diagonal",
+        _closed.hessian_diagonal,
+        _autodiff_hessian_diagonal,
+    )
+
+
+def hessian_vector_product(
+    f: Function, *, method: str = "auto", batch_size: int | None = None
+) -> Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]:
+    r"""The input-space Hessian-vector product $v = \sum_k g_k \nabla^2_x f_k\, r$.
+
+    For a `jprop.MLP` this is the by-product of J-prop's R-backward pass (MATH.md §3): forward,
+    backward with output weighting `g`, R-forward along `r`, R-backward; about two gradients' cost
+    and no $n \times n$ matrix. Otherwise forward-over-reverse autodiff.
+
+    **Arguments:** as for `jprop.jacobian`.
+
+    **Returns:** a function `(params, x, g, r) -> v` with `g` of shape `(m,)`, `r` and `v` of shape
+    `(n,)`; with batch axes, `x`, `r`, `v` of shape `(..., n)` and `g` of shape `(..., m)`.
+
+    >>> import jax, jax.numpy as jnp, jprop
+    >>> net = jprop.MLP((3, 8, 2))
+    >>> p = net.init(jax.random.key(0))
+    >>> jprop.hessian_vector_product(net)(p, jnp.ones(3), jnp.ones(2), jnp.ones(3)).shape
+    (3,)
+    """
+    return _per_example_transform(
+        f,
+        method,
+        batch_size,
+        "jprop.hessian_vector_product",
+        _closed.hessian_vector_product,
+        _autodiff_hvp,
+        extra=("g", "r"),
+    )
 
 
 def R(g: Callable[[Any, jax.Array], Any], *, method: str = "auto") -> Callable[..., Any]:
@@ -149,11 +269,12 @@ def R(g: Callable[[Any, jax.Array], Any], *, method: str = "auto") -> Callable[.
 
     **Arguments:**
     - `g`: any function `g(params, x)`; its output may be any pytree of arrays.
-    - `method`: `"auto"` or `"autodiff"`.
+    - `method`: `"auto"`, `"closed"` (the R-forward pass; `g` must be a `jprop.MLP`) or
+      `"autodiff"` (`jax.jvp`).
 
     **Returns:** a function `(params, x, r)`, with `r` of the same shape and dtype as `x`, returning
-    a pytree shaped like `g(params, x)`. `g` sees `x` exactly as given, so a batch-aware `g` gets the
-    whole batch.
+    a pytree shaped like `g(params, x)`. `g` sees `x` exactly as given, so a batch-aware `g` gets
+    the whole batch.
 
     >>> import jax, jprop
     >>> net = jprop.MLP((3, 8, 2))
@@ -162,15 +283,19 @@ def R(g: Callable[[Any, jax.Array], Any], *, method: str = "auto") -> Callable[.
     (2,)
     """
     where = "jprop.R"
-    _resolve_method(g, method, where)
+    road = _resolve_method(g, method, where)
 
     @jax.jit
     def compute(params, x, r):
+        if road == "closed":  # the R-forward pass; it takes any leading batch axes as they are
+            return _closed.jacobian_vector_product(g, params, x, r)
         return jax.jvp(lambda x: g(params, x), (x,), (r,))[1]
 
     def r_fn(params: Any, x: jax.Array, r: jax.Array) -> Any:
+        if isinstance(g, MLP):
+            g.check_params(params, where)
         x = check_input(x, where, g.n_inputs if isinstance(g, MLP) else None)
-        r = check_like(r, "r", x.shape, where, " `r` is a direction in input space, shaped like x.")
+        r = check_like(r, "r", x.shape, where, _EXTRA_HINTS["r"])
         if r.dtype != x.dtype:
             raise TypeError(f"{where}: `r` must have the dtype of `x` ({x.dtype}); got {r.dtype}.")
         return compute(params, x, r)

@@ -130,3 +130,25 @@ def test_check_refuses_unknown_transform():
 def test_init_refuses_integer_dtype():
     with pytest.raises(TypeError, match="floating dtype"):
         NET.init(jax.random.key(0), jnp.int32)
+
+
+def test_closed_method_needs_an_mlp():
+    rbf = jprop.RBFNetwork(3, 4, 2)
+    with pytest.raises(ValueError, match="method='closed' needs a jprop.MLP.*got RBFNetwork"):
+        jprop.hessian(rbf, method="closed")
+
+
+def test_hessian_vector_product_argument_checks():
+    hvp = jprop.hessian_vector_product(NET)
+    with pytest.raises(ValueError, match=r"`g` must have shape \(2,\); got \(3,\)"):
+        hvp(PARAMS, X, jnp.ones(3, jnp.float32), X)
+    with pytest.raises(ValueError, match=r"`r` must have shape \(4, 3\); got \(3,\)"):
+        hvp(PARAMS, jnp.ones((4, 3), jnp.float32), jnp.ones((4, 2), jnp.float32), X)
+    with pytest.raises(TypeError, match=r"expected arguments \(params, x, g, r\)"):
+        hvp(PARAMS, X)
+
+
+@pytest.mark.parametrize("batch_size, error", [(0, ValueError), (2.0, TypeError)])
+def test_bad_batch_size(batch_size, error):
+    with pytest.raises(error, match="batch_size"):
+        jprop.hessian(NET, batch_size=batch_size)

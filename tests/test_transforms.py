@@ -20,7 +20,7 @@ from helpers import (
 
 import jprop
 
-METHODS = ["auto", "autodiff"]
+METHODS = ["closed", "autodiff"]  # "auto" is "closed" for an MLP: see test_auto_picks_closed_form
 
 
 # The oracles are JAX's own transforms, mapped over the batch (jitted: eager dispatch is slow).
@@ -42,9 +42,12 @@ def test_against_jax_and_finite_differences(net, dtype, method):
     J = jprop.jacobian(net, method=method)(params, x)
     H = jprop.hessian(net, method=method)(params, x)
     L = jprop.laplacian(net, method=method)(params, x)
+    D = jprop.hessian_diagonal(net, method=method)(params, x)
     m, n = net.sizes[-1], net.sizes[0]
-    chex.assert_shape([J, H, L], [(3, m, n), (3, m, n, n), (3, m)])
-    assert J.dtype == H.dtype == L.dtype == dtype
+    chex.assert_shape([J, H, L, D], [(3, m, n), (3, m, n, n), (3, m), (3, m, n)])
+    assert J.dtype == H.dtype == L.dtype == D.dtype == dtype
+    diagonal = jnp.diagonal(oracle_hessian(net, params, x), axis1=-2, axis2=-1)
+    assert_close(D, diagonal, TOL_EXACT[dtype], "diag vs jax.hessian")
     assert_close(J, oracle_jacobian(net, params, x), TOL_EXACT[dtype], "J vs jacfwd")
     assert_close(H, oracle_hessian(net, params, x), TOL_EXACT[dtype], "H vs jax.hessian")
     assert_close(
@@ -65,6 +68,48 @@ def test_batch_axes_are_mapped(batch):
     assert H.shape == batch + (3, 5, 5)
     flat = oracle_hessian(net, params, x.reshape(-1, 5)).reshape(H.shape)
     assert_close(H, flat, 1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("net", ARCHITECTURES, ids=ARCH_IDS)
+def test_input_hessian_vector_product(net, dtype):
+    params, x = params_and_input(net, dtype, seed=8, batch=(3,))
+    g = jax.random.normal(jax.random.key(10), (3, net.sizes[-1]), dtype)
+    r = jax.random.normal(jax.random.key(11), x.shape, dtype)
+    # Oracle (MATH.md §7.6): jax.jvp(jax.grad(lambda x: g @ f(x)), (x,), (r,)).
+    oracle = jax.vmap(
+        lambda xi, gi, ri: jax.jvp(jax.grad(lambda v: gi @ net(params, v)), (xi,), (ri,))[1]
+    )(x, g, r)
+    for method in METHODS:
+        v = jprop.hessian_vector_product(net, method=method)(params, x, g, r)
+        assert_close(v, oracle, TOL_EXACT[dtype], method)
+    H = jprop.hessian(net)(params, x)
+    assert_close(v, jnp.einsum("bk,bkij,bj->bi", g, H, r), TOL_EXACT[dtype], "vs dense H")
+
+
+def test_auto_picks_closed_form(monkeypatch):
+    # Break the closed form on purpose: "auto" and "closed" must see it, "autodiff" must not.
+    from jprop import _closed
+
+    net = ARCHITECTURES[0]
+    params, x = params_and_input(net, jnp.float64)
+    right = jprop.hessian(net)(params, x)
+    original = _closed.hessian
+    monkeypatch.setattr(_closed, "hessian", lambda *args: 2 * original(*args))
+    assert_close(jprop.hessian(net, method="auto")(params, x), 2 * right, 1e-13)
+    assert_close(jprop.hessian(net, method="closed")(params, x), 2 * right, 1e-13)
+    assert_close(jprop.hessian(net, method="autodiff")(params, x), right, 1e-13)
+
+
+@pytest.mark.parametrize("batch_size", [4, 7])  # a remainder chunk, and one chunk
+@pytest.mark.parametrize("method", METHODS)
+def test_chunked_batches_equal_plain(method, batch_size):
+    net = ARCHITECTURES[4]
+    params, x = params_and_input(net, jnp.float64, seed=12, batch=(2, 5))
+    for transform in [jprop.jacobian, jprop.hessian, jprop.laplacian, jprop.hessian_diagonal]:
+        plain = transform(net, method=method)(params, x)
+        chunked = transform(net, method=method, batch_size=batch_size)(params, x)
+        assert_close(chunked, plain, 1e-14, transform.__name__)
 
 
 def test_generic_road_on_rbf_network():
@@ -124,11 +169,14 @@ def test_R_of_pytree_output_and_of_gradient():
 
 
 # The composition matrix: each transform under jit, vmap and grad, and no retracing.
-TRANSFORMS = [jprop.jacobian, jprop.hessian, jprop.laplacian]
+TRANSFORMS = [jprop.jacobian, jprop.hessian, jprop.laplacian, jprop.hessian_diagonal]
 ORACLES = {
     jprop.jacobian: oracle_jacobian,
     jprop.hessian: oracle_hessian,
     jprop.laplacian: lambda f, p, x: jnp.trace(oracle_hessian(f, p, x), axis1=-2, axis2=-1),
+    jprop.hessian_diagonal: lambda f, p, x: jnp.diagonal(
+        oracle_hessian(f, p, x), axis1=-2, axis2=-1
+    ),
 }
 
 
@@ -153,6 +201,7 @@ def test_composition_jit_vmap_grad(transform, wrap, method):
 def test_no_retracing_on_second_call(transform):
     net = ARCHITECTURES[0]
     params, x = params_and_input(net, jnp.float32, seed=5, batch=(4,))
+    chex.clear_trace_counter()  # the counter is keyed by code object, shared by all transforms
     inner = transform(net)
     fn = jax.jit(chex.assert_max_traces(inner, n=1))
     args = (params, x, x) if transform is jprop.R else (params, x)

@@ -1,0 +1,118 @@
+"""The four passes of J-prop for a `jprop.MLP` (MATH.md §3): the closed-form road's engine.
+
+Notation (MATH.md): layers l = 1..L, z^l = W^l y^{l-1} + b^l, y^l = σ(z^l), y^0 = x; s1^l = σ'(z^l),
+s2^l = σ''(z^l), both read from the activation's output through `derivatives`. Lists below are
+indexed by layer, entry 0 standing for layer 1.
+
+Every pass takes one example (x of shape (n,)) or a batch (B, n) alike: products with the weights are
+written `y @ Wᵀ` (= W y per example) and `g @ W` (= Wᵀ g), so a batch is a single large matrix
+product. A softmax output layer is not elementwise: its Jacobian y∘(· − ⟨y, ·⟩) and that Jacobian's
+R-derivative are applied where the elementwise layers multiply by s1 and s2.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ._activations import activation_function, derivatives
+from ._mlp import MLP, Params
+
+
+class Forward(NamedTuple):
+    """What the forward pass keeps: every layer's output and its σ', σ'' (None for softmax)."""
+
+    ys: list[jax.Array]  # y^0 = x, y^1, ..., y^L
+    s1: list[jax.Array | None]  # σ'(z^l) for l = 1..L
+    s2: list[jax.Array | None]  # σ''(z^l) for l = 1..L
+
+
+def forward(net: MLP, params: Params, x: jax.Array) -> Forward:
+    """Forward pass (paper eqs. 9-10): z^l = W^l y^{l-1} + b^l, y^l = σ(z^l), and s1^l, s2^l."""
+    ys, s1, s2 = [x], [], []
+    for layer, name in zip(params, net.activations()):
+        y = activation_function(name)(ys[-1] @ layer["W"].T + layer["b"])
+        ys.append(y)
+        if name == "softmax":
+            s1.append(None)
+            s2.append(None)
+        else:
+            table = derivatives(name)
+            s1.append(table.d1(y))
+            s2.append(table.d2(y))
+    return Forward(ys, s1, s2)
+
+
+def _is_linear(name: str) -> bool:
+    return name in ("purelin", "linear")
+
+
+def _to_z(fwd: Forward, layer: int, name: str, gy: jax.Array) -> jax.Array:
+    """Multiply a y-space vector (or the rows of a matrix) by ∂y^l/∂z^l: s1 ∘ g, or softmax's."""
+    if name == "softmax":
+        y = fwd.ys[layer + 1]
+        return y * (gy - jnp.sum(y * gy, axis=-1, keepdims=True))
+    return fwd.s1[layer] * gy
+
+
+def backward(net: MLP, params: Params, fwd: Forward, g: jax.Array) -> tuple[list, jax.Array]:
+    """Backward pass (eqs. 11-13) with output weighting g: gy^L = g, gz^l = s1^l ∘ gy^l,
+    gy^{l-1} = W^lᵀ gz^l. Returns ([gy^1..gy^L], [gz^1..gz^L]) and gy^0 = Jᵀg."""
+    gys, gzs = [None] * net.depth, [None] * net.depth
+    gy = g
+    for layer in reversed(range(net.depth)):
+        name = net.activations()[layer]
+        gys[layer] = gy
+        gzs[layer] = _to_z(fwd, layer, name, gy)
+        gy = gzs[layer] @ params[layer]["W"]
+    return (gys, gzs), gy
+
+
+def r_forward(net: MLP, params: Params, fwd: Forward, r: jax.Array) -> tuple[list, list]:
+    """R-forward pass (eqs. 14-17), the input-space R-operator: ry^0 = r, rz^l = W^l ry^{l-1},
+    ry^l = s1^l ∘ rz^l. Returns ([ry^0..ry^L], [rz^1..rz^L]); ry^L = J r."""
+    rys, rzs = [r], []
+    for layer, name in enumerate(net.activations()):
+        rz = rys[-1] @ params[layer]["W"].T
+        rzs.append(rz)
+        rys.append(_to_z(fwd, layer, name, rz))
+    return rys, rzs
+
+
+def r_backward(
+    net: MLP,
+    params: Params,
+    fwd: Forward,
+    gys: list[jax.Array],
+    rys: list[jax.Array],
+    rzs: list[jax.Array],
+    rg_out: jax.Array | None = None,
+) -> tuple[list[jax.Array], jax.Array]:
+    """R-backward pass (eqs. 18-23): the R-derivative of the backward pass with g held fixed.
+
+    rgy^L = rg_out (0 unless g depends on the output, MATH.md §3 trap 2);
+    rgz^l = s1^l ∘ rgy^l + s2^l ∘ rz^l ∘ gy^l;  rgy^{l-1} = W^lᵀ rgz^l.
+    Returns [rgz^1..rgz^L] and rgy^0 = Σ_k g_k ∇²_x f_k r, the input Hessian-vector product.
+    """
+    rgzs = [None] * net.depth
+    rgy = jnp.zeros_like(gys[-1]) if rg_out is None else rg_out
+    for layer in reversed(range(net.depth)):
+        name = net.activations()[layer]
+        gy, rz = gys[layer], rzs[layer]
+        if name == "softmax":
+            # gz = y∘(gy − ⟨y,gy⟩); its R-derivative, with ry = R{y} = y∘(rz − ⟨y,rz⟩):
+            y, ry = fwd.ys[layer + 1], rys[layer + 1]
+            rgz = (
+                ry * (gy - jnp.sum(y * gy, axis=-1, keepdims=True))
+                - y * jnp.sum(ry * gy, axis=-1, keepdims=True)
+                + _to_z(fwd, layer, name, rgy)
+            )
+        else:
+            rgz = fwd.s1[layer] * rgy
+            if not _is_linear(name):
+                rgz = rgz + fwd.s2[layer] * rz * gy
+        rgzs[layer] = rgz
+        rgy = rgz @ params[layer]["W"]
+    return rgzs, rgy
