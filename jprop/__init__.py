@@ -11,6 +11,13 @@ from ._check import check as check
 from ._check import fd_hessian as fd_hessian
 from ._check import fd_jacobian as fd_jacobian
 from ._check import relative_error as relative_error
+from ._jprop import bilinear as bilinear
+from ._jprop import derivative_targets as derivative_targets
+from ._jprop import double_backprop as double_backprop
+from ._jprop import jacobian_penalty as jacobian_penalty
+from ._jprop import jprop_u as jprop_u
+from ._jprop import jprop_v as jprop_v
+from ._jprop import tangent_prop as tangent_prop
 from ._mlp import MLP as MLP
 from ._rbf import RBFNetwork as RBFNetwork
 from ._transforms import R as R

@@ -111,7 +111,9 @@ def test_custom_rule_is_used(monkeypatch):
     # (the closed road reads σ' from the derivative table instead, tested against autodiff above).
     net = jprop.MLP((2, 1), output="tansig")
     params = [{"W": jnp.eye(1, 2, dtype=jnp.float64), "b": jnp.zeros(1, jnp.float64)}]
-    np.testing.assert_allclose(jprop.jacobian(net, method="autodiff")(params, x)[0, 0], 2 * right[0], rtol=1e-14)
+    np.testing.assert_allclose(
+        jprop.jacobian(net, method="autodiff")(params, x)[0, 0], 2 * right[0], rtol=1e-14
+    )
 
 
 def test_unknown_derivative_table_name():

@@ -53,8 +53,9 @@ def test_against_jax_and_finite_differences(net, dtype, method):
     assert_close(
         L, jnp.trace(oracle_hessian(net, params, x), axis1=-2, axis2=-1), TOL_EXACT[dtype], "L"
     )
-    assert_close(J, jprop.fd_jacobian(net)(params, x), TOL_FD[dtype], "J vs fd", FD_FLOOR)
-    assert_close(H, jprop.fd_hessian(net)(params, x), TOL_FD[dtype], "H vs fd", FD_FLOOR)
+    if method == "closed":  # the float64 oracle once per case; autodiff is held to jax above
+        assert_close(J, jprop.fd_jacobian(net)(params, x), TOL_FD[dtype], "J vs fd", FD_FLOOR)
+        assert_close(H, jprop.fd_hessian(net)(params, x), TOL_FD[dtype], "H vs fd", FD_FLOOR)
     np.testing.assert_allclose(
         H, jnp.swapaxes(H, -1, -2), rtol=0, atol=1e-6 if dtype == jnp.float32 else 1e-14
     )

@@ -1,0 +1,314 @@
+"""J-prop: both roads against each other, jax.grad of the autodiff objectives, float64 finite
+differences, the hand-checked numbers of MATH.md §7, the two traps, and the named objectives."""
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import ARCH_IDS, ARCHITECTURES, TOL_EXACT, assert_close, params_and_input
+from jax.flatten_util import ravel_pytree
+
+import jprop
+from jprop import _passes
+
+ROADS = ["closed", "autodiff"]
+
+
+def arguments(net, dtype, batch=4, seed=5):
+    m, n = net.sizes[-1], net.sizes[0]
+    k = jax.random.split(jax.random.key(seed), 4)
+    return {
+        "u": jax.random.normal(k[0], (batch, m), dtype),
+        "a": jax.random.normal(k[1], (batch, n), dtype),
+        "v": jax.random.normal(k[2], (batch, n), dtype),
+        "b": jax.random.normal(k[3], (batch, m), dtype),
+    }
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def reference_u(net, params, x, u, a):  # MATH.md §3's autodiff reference, batch mean
+    def e(p):
+        jtu = jax.vmap(lambda xi, ui: jax.vjp(lambda v: net(p, v), xi)[1](ui)[0])(x, u)
+        return 0.5 * jnp.mean(jnp.sum((jtu - a) ** 2, -1))
+
+    return jax.value_and_grad(e)(params)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def reference_v(net, params, x, v, b):
+    def e(p):
+        jv = jax.vmap(lambda xi, vi: jax.jvp(lambda z: net(p, z), (xi,), (vi,))[1])(x, v)
+        return 0.5 * jnp.mean(jnp.sum((jv - b) ** 2, -1))
+
+    return jax.value_and_grad(e)(params)
+
+
+def assert_result_close(result, reference, tol, what=""):
+    (value, grads), (ref_value, ref_grads) = result, reference
+    assert_close(value, ref_value, tol, f"{what} value")
+    chex.assert_trees_all_equal_structs(grads, ref_grads)
+    flat, ref_flat = ravel_pytree(grads)[0], ravel_pytree(ref_grads)[0]
+    assert_close(flat, ref_flat, tol, f"{what} grads")
+
+
+# The closed road in both dtypes; the autodiff road (jvp/vjp, close kin of the reference) in float64.
+@pytest.mark.parametrize(
+    "road, dtype", [("closed", jnp.float32), ("closed", jnp.float64), ("autodiff", jnp.float64)]
+)
+@pytest.mark.parametrize("net", ARCHITECTURES, ids=ARCH_IDS)
+def test_jprop_against_autodiff_references(net, dtype, road):
+    params, x = params_and_input(net, dtype, seed=3, batch=(4,))
+    args = arguments(net, dtype)
+    got_u = jprop.jprop_u(net, method=road)(params, x, args["u"], args["a"])
+    got_v = jprop.jprop_v(net, method=road)(params, x, args["v"], args["b"])
+    assert_result_close(
+        got_u, reference_u(net, params, x, args["u"], args["a"]), TOL_EXACT[dtype], "E_u"
+    )
+    assert_result_close(
+        got_v, reference_v(net, params, x, args["v"], args["b"]), TOL_EXACT[dtype], "E_v"
+    )
+    # Bilinear primitive against jax.grad of gᵀJr.
+    g, r = args["u"], args["v"]
+    bil = jprop.bilinear(net, method=road)(params, x, g, r)
+    ref = jax.jit(
+        jax.value_and_grad(
+            lambda p: jnp.mean(
+                jax.vmap(lambda xi, gi, ri: gi @ jax.jvp(lambda z: net(p, z), (xi,), (ri,))[1])(
+                    x, g, r
+                )
+            )
+        )
+    )(params)
+    assert_result_close(bil, ref, TOL_EXACT[dtype], "bilinear")
+
+
+@pytest.mark.parametrize("net", ARCHITECTURES[:5], ids=ARCH_IDS[:5])
+def test_jprop_against_finite_differences(net):
+    params, x = params_and_input(net, jnp.float64, seed=4, batch=(3,))
+    args = arguments(net, jnp.float64, batch=3)
+    flat, unravel = ravel_pytree(params)
+    for transform, extra in [(jprop.jprop_u, ("u", "a")), (jprop.jprop_v, ("v", "b"))]:
+        fn = transform(net)
+        energy = lambda w: fn(unravel(w), x, *(args[k] for k in extra))[0]  # noqa: B023, E731
+        eps = 1e-6
+        steps = eps * np.eye(flat.size)
+        fd = np.array([(energy(flat + s) - energy(flat - s)) / (2 * eps) for s in steps])
+        assert_close(
+            ravel_pytree(fn(params, x, *(args[k] for k in extra))[1])[0],
+            fd,
+            1e-7,
+            transform.__name__,
+        )
+
+
+def one_unit(c, w, beta, d):
+    return [
+        {"W": jnp.full((1, 1), w), "b": jnp.full((1,), beta)},
+        {"W": jnp.full((1, 1), c), "b": jnp.full((1,), d)},
+    ]
+
+
+@pytest.mark.parametrize("road", ROADS)
+def test_one_hidden_unit_hand_values(road):
+    # MATH.md §7.3.
+    net = jprop.MLP((1, 1, 1))
+    x = jnp.full((1,), np.arctanh(0.5))
+    E, g = jprop.jprop_v(net, method=road)(
+        one_unit(1.0, 1.0, 0.0, 0.0), x, jnp.ones(1), jnp.zeros(1)
+    )
+    np.testing.assert_allclose(E, 0.28125, rtol=1e-14)
+    np.testing.assert_allclose(g[1]["W"][0, 0], 0.5625, rtol=1e-14)
+    np.testing.assert_allclose(g[0]["W"][0, 0], 0.2535152938, rtol=1e-9)
+    np.testing.assert_allclose(g[0]["b"][0], -0.5625, rtol=1e-14)
+    assert g[1]["b"][0] == 0.0
+    params, x = one_unit(2.0, 0.5, 0.1, 0.0), jnp.full((1,), 1.2)
+    for transform in (jprop.jprop_v, jprop.jprop_u):  # in 1-D, E_u with u = v gives the same
+        E, g = transform(net, method=road)(params, x, jnp.ones(1), jnp.full((1,), 0.3))
+        np.testing.assert_allclose(g[1]["W"][0, 0], 0.1062362350, rtol=1e-9)
+        np.testing.assert_allclose(g[0]["W"][0, 0], 0.1167573055, rtol=1e-9)
+        np.testing.assert_allclose(g[0]["b"][0], -0.2568230289, rtol=1e-9)
+
+
+@pytest.mark.parametrize("road", ROADS)
+def test_linear_network_formulas(road):
+    # MATH.md §7.2: e = W²W¹v − b, ∂W² = e (W¹v)ᵀ, ∂W¹ = W²ᵀ e vᵀ; ρ = W¹ᵀW²ᵀu − a,
+    # ∂W¹ = (W²ᵀu) ρᵀ, ∂W² = u (W¹ρ)ᵀ; every bias gradient 0.
+    net = jprop.MLP((3, 4, 2), activation="purelin")
+    params, x = params_and_input(net, jnp.float64, seed=6)
+    W1, W2 = (np.asarray(p["W"]) for p in params)
+    v, b, u, a = (
+        np.array([0.3, -1.0, 0.5]),
+        np.array([0.2, 0.1]),
+        np.array([1.5, -0.5]),
+        np.array([0.1, 0.0, -0.2]),
+    )
+    _, g = jprop.jprop_v(net, method=road)(params, x, jnp.asarray(v), jnp.asarray(b))
+    e = W2 @ W1 @ v - b
+    np.testing.assert_allclose(g[1]["W"], np.outer(e, W1 @ v), rtol=1e-12)
+    np.testing.assert_allclose(g[0]["W"], np.outer(W2.T @ e, v), rtol=1e-12)
+    _, g = jprop.jprop_u(net, method=road)(params, x, jnp.asarray(u), jnp.asarray(a))
+    rho = W1.T @ W2.T @ u - a
+    np.testing.assert_allclose(g[0]["W"], np.outer(W2.T @ u, rho), rtol=1e-12)
+    np.testing.assert_allclose(g[1]["W"], np.outer(u, W1 @ rho), rtol=1e-12)
+    for layer in g:
+        np.testing.assert_array_equal(layer["b"], 0.0)
+
+
+LINEAR_OUTPUT = [(a, i) for a, i in zip(ARCHITECTURES, ARCH_IDS) if a.output == "linear"]
+
+
+@pytest.mark.parametrize("net", [a for a, _ in LINEAR_OUTPUT], ids=[i for _, i in LINEAR_OUTPUT])
+def test_output_bias_gradient_is_exactly_zero(net):
+    # MATH.md §7.4: with a linear output, nothing that depends only on J sees the output bias.
+    # (A curved output's σ'(z^L) does depend on it, so those architectures are not in this list.)
+    params, x = params_and_input(net, jnp.float64, seed=7, batch=(4,))
+    args = arguments(net, jnp.float64)
+    for _, g in (
+        jprop.jprop_u(net)(params, x, args["u"], args["a"]),
+        jprop.jprop_v(net)(params, x, args["v"], args["b"]),
+    ):
+        np.testing.assert_array_equal(g[-1]["b"], 0.0)
+
+
+def test_trap_one_skipping_the_primal_backward_pass_is_wrong():
+    # MATH.md §3 trap 1, reproduced: inject e only into the R-backward output, no backward pass.
+    net = ARCHITECTURES[0]
+    params, x = params_and_input(net, jnp.float64, seed=8, batch=(4,))
+    args = arguments(net, jnp.float64)
+    fwd = _passes.forward(net, params, x)
+    rys, rzs = _passes.r_forward(net, params, fwd, args["v"])
+    e = rys[-1] - args["b"]
+    zeros = [jnp.zeros_like(y) for y in fwd.ys[1:]]
+    rgzs, _ = _passes.r_backward(net, params, fwd, zeros, rys, rzs, rg_out=e)
+    wrong = [{"W": rgz.T @ fwd.ys[l] / 4} for l, rgz in enumerate(rgzs)]  # noqa: E741
+    _, right = jprop.jprop_v(net)(params, x, args["v"], args["b"])
+    err = jprop.relative_error(wrong[0]["W"], right[0]["W"])
+    assert err > 0.05, f"the trap should give an O(1) error, got {err:.1e}"
+
+
+@pytest.mark.parametrize("road", ROADS)
+def test_double_backprop_and_trap_two(road):
+    net = ARCHITECTURES[2]
+    params, x = params_and_input(net, jnp.float64, seed=9, batch=(4,))
+    t = arguments(net, jnp.float64)["b"]
+    lam = 0.7
+
+    def dense(p):  # slow formula: build J, then the penalty
+        y = net(p, x)
+        J = jax.vmap(jax.jacfwd(lambda xi: net(p, xi)))(x)
+        dedx = jnp.einsum("bmn,bm->bn", J, y - t)
+        return jnp.mean(0.5 * jnp.sum((y - t) ** 2, -1) + lam * 0.5 * jnp.sum(dedx**2, -1))
+
+    got = jprop.double_backprop(net, method=road)(params, x, t, lam)
+    assert_result_close(got, jax.jit(jax.value_and_grad(dense))(params), 1e-11, "double backprop")
+    # Trap 2 reproduced: treating u = y − t as a constant (plain E_u) misses the injection.
+    u = net(params, x) - t
+    _, constant_u = jprop.jprop_u(net)(params, x, u, jnp.zeros_like(x))
+    _, plain = jax.value_and_grad(lambda p: 0.5 * jnp.mean(jnp.sum((net(p, x) - t) ** 2, -1)))(
+        params
+    )
+    penalty = jax.tree.map(lambda total, p: (total - p) / lam, got[1], plain)
+    err = jprop.relative_error(ravel_pytree(constant_u)[0], ravel_pytree(penalty)[0])
+    assert err > 0.01, f"the trap should give an O(1) error, got {err:.1e}"
+
+
+def test_tangent_prop_against_dense_jacobian():
+    net = ARCHITECTURES[3]
+    params, x = params_and_input(net, jnp.float64, seed=10, batch=(3,))
+    tangents = jax.random.normal(jax.random.key(1), (3, 2, 5), jnp.float64)
+    targets = jax.random.normal(jax.random.key(2), (3, 2, 3), jnp.float64)
+
+    def dense(p, targets):
+        J = jax.vmap(jax.jacrev(lambda xi: net(p, xi)))(x)
+        d = jnp.einsum("bmn,bpn->bpm", J, tangents) - targets
+        return jnp.mean(jnp.sum(0.5 * jnp.sum(d**2, -1), -1))
+
+    for tg in (targets, None):
+        ref = jax.jit(jax.value_and_grad(dense))(
+            params, jnp.zeros_like(targets) if tg is None else tg
+        )
+        assert_result_close(
+            jprop.tangent_prop(net)(params, x, tangents, tg), ref, 1e-12, "tangent prop"
+        )
+
+
+@pytest.mark.parametrize("net", [ARCHITECTURES[0], ARCHITECTURES[2]], ids=["n>m", "n<m"])
+def test_derivative_targets_and_frobenius_penalty(net):
+    params, x = params_and_input(net, jnp.float64, seed=11, batch=(3,))
+    m, n = net.sizes[-1], net.sizes[0]
+    y = jax.random.normal(jax.random.key(3), (3, m), jnp.float64)
+    T = jax.random.normal(jax.random.key(4), (3, m, n), jnp.float64)
+    jac = lambda p: jax.vmap(jax.jacfwd(lambda xi: net(p, xi)))(x)  # noqa: E731
+
+    def sobolev(p):
+        return jnp.mean(
+            0.5 * 0.3 * jnp.sum((net(p, x) - y) ** 2, -1)
+            + 0.5 * jnp.sum((jac(p) - T) ** 2, (-2, -1))
+        )
+
+    got = jprop.derivative_targets(net, value_weight=0.3)(params, x, y, T)
+    assert_result_close(got, jax.jit(jax.value_and_grad(sobolev))(params), 1e-12, "sobolev")
+    frob = jax.jit(jax.value_and_grad(lambda p: jnp.mean(0.5 * jnp.sum(jac(p) ** 2, (-2, -1)))))(
+        params
+    )
+    assert_result_close(jprop.jacobian_penalty(net)(params, x), frob, 1e-12, "exact ‖J‖²")
+    # The random-probe estimate is unbiased: with many probes it approaches the exact value, and
+    # for fixed probes it is exactly the gradient of ½ mean ‖J v_p‖².
+    estimate, _ = jprop.jacobian_penalty(net, num_probes=4000)(params, x, jax.random.key(0))
+    np.testing.assert_allclose(estimate, frob[0], rtol=0.08)
+
+
+def test_objectives_compose_with_jit_and_grad():
+    net = ARCHITECTURES[1]
+    params, x = params_and_input(net, jnp.float32, seed=12, batch=(4,))
+    args = arguments(net, jnp.float32)
+    fn = jax.jit(chex.assert_max_traces(jprop.jprop_v(net), n=1))
+    value, grads = fn(params, x, args["v"], args["b"])
+    fn(jax.tree.map(lambda a: a * 1.1, params), x, args["v"], args["b"])  # no retrace
+    # The value is itself differentiable, and its jax.grad is the J-prop gradient.
+    again = jax.grad(lambda p: jprop.jprop_v(net)(p, x, args["v"], args["b"])[0])(params)
+    assert_close(ravel_pytree(again)[0], ravel_pytree(grads)[0], 2e-5)
+    # vmap over independent problems (e.g. several targets b).
+    bs = jnp.stack([args["b"], 2 * args["b"]])
+    values, _ = jax.vmap(lambda b: jprop.jprop_v(net)(params, x, args["v"], b))(bs)
+    assert values.shape == (2,) and values[0] != values[1]
+
+
+def test_generic_road_on_rbf_network():
+    rbf = jprop.RBFNetwork(3, 5, 2)
+    params = rbf.init(jax.random.key(1), jnp.float64)
+    x = jax.random.normal(jax.random.key(2), (4, 3), jnp.float64)
+    args = arguments(jprop.MLP((3, 2)), jnp.float64)
+    assert_result_close(
+        jprop.jprop_v(rbf)(params, x, args["v"], args["b"]),
+        reference_v(rbf, params, x, args["v"], args["b"]),
+        1e-12,
+    )
+    assert_result_close(
+        jprop.jprop_u(rbf)(params, x, args["u"], args["a"]),
+        reference_u(rbf, params, x, args["u"], args["a"]),
+        1e-12,
+    )
+
+
+def test_bad_arguments_are_named():
+    net = jprop.MLP((3, 5, 2))
+    params = net.init(jax.random.key(0))
+    x = jnp.ones((4, 3), jnp.float32)
+    with pytest.raises(
+        ValueError, match=r"`u` must have shape \(4, 2\); got \(4, 3\).*output space \(m = 2\)"
+    ):
+        jprop.jprop_u(net)(params, x, jnp.ones((4, 3), jnp.float32), x)
+    with pytest.raises(
+        ValueError, match=r"`v` must have shape \(4, 3\); got \(3,\).*input space \(n = 3\)"
+    ):
+        jprop.jprop_v(net)(params, x, jnp.ones(3, jnp.float32), jnp.ones((4, 2), jnp.float32))
+    with pytest.raises(TypeError, match="`b` must have x's dtype float32; got float64"):
+        jprop.jprop_v(net)(params, x, x, jnp.ones((4, 2), jnp.float64))
+    with pytest.raises(TypeError, match=r"expected arguments \(params, x, v, b\)"):
+        jprop.jprop_v(net)(params, x, x)
+    with pytest.raises(ValueError, match="num_probes=3 draws random probes and needs `key`"):
+        jprop.jacobian_penalty(net, num_probes=3)(params, x)
