@@ -23,3 +23,9 @@ def test_closed_forms_benchmark_quick(tmp_path):
     assert {r["quantity"] for r in rows} == {"hessian", "jacobian", "hessian_diagonal", "laplacian"}
     assert all(r["jprop_ms"] > 0 and r["ratio"] > 0 for r in rows)
     assert "speed-up" in table.read_text()
+
+
+def test_jprop_gradients_benchmark_quick():
+    rows = load("benchmarks/jprop_gradients.py").main(quick=True, repeats=1)
+    assert {r["objective"] for r in rows} == {"E_u", "E_v"} and len(rows) == 4
+    assert all(r["jprop ms"] > 0 for r in rows)

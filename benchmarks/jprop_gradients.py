@@ -1,0 +1,125 @@
+"""J-prop gradients of E_u and E_v against a plain MSE gradient, JAX's double-backprop compositions
+and the naive route (build J, then the penalty), side by side in one run.
+
+Reports, per network and objective, the median time of each contender (compile time separately),
+jprop's cost relative to one plain MSE gradient of the same network and batch (the paper's O(1);
+target ≤ 1.5×), and the speed-up over the best JAX composition (target ≥ 1). Each row asserts that
+every contender computes the same gradient.
+
+Run: python benchmarks/jprop_gradients.py [--quick] [--repeats N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # the sibling timing harness
+from closed_forms import race  # noqa: E402
+
+import jprop  # noqa: E402
+
+
+def contenders(net, objective):
+    def mse(p, x, first, second):  # a plain gradient of the same network and batch, for scale
+        t = first if objective == "E_u" else second  # whichever argument lives in output space
+        return jax.value_and_grad(lambda q: 0.5 * jnp.mean(jnp.sum((net(q, x) - t) ** 2, -1)))(p)
+
+    if objective == "E_u":
+        ours = jprop.jprop_u(net)
+
+        def composition(p, x, u, a):
+            def e(q):
+                jtu = jax.vmap(lambda xi, ui: jax.vjp(lambda z: net(q, z), xi)[1](ui)[0])(x, u)
+                return 0.5 * jnp.mean(jnp.sum((jtu - a) ** 2, -1))
+
+            return jax.value_and_grad(e)(p)
+
+        def naive(p, x, u, a):
+            def e(q):
+                J = jax.vmap(jax.jacrev(lambda xi: net(q, xi)))(x)
+                return 0.5 * jnp.mean(jnp.sum((jnp.einsum("bm,bmn->bn", u, J) - a) ** 2, -1))
+
+            return jax.value_and_grad(e)(p)
+
+    else:
+        ours = jprop.jprop_v(net)
+
+        def composition(p, x, v, b):
+            def e(q):
+                jv = jax.vmap(lambda xi, vi: jax.jvp(lambda z: net(q, z), (xi,), (vi,))[1])(x, v)
+                return 0.5 * jnp.mean(jnp.sum((jv - b) ** 2, -1))
+
+            return jax.value_and_grad(e)(p)
+
+        def naive(p, x, v, b):
+            def e(q):
+                J = jax.vmap(jax.jacfwd(lambda xi: net(q, xi)))(x)
+                return 0.5 * jnp.mean(jnp.sum((jnp.einsum("bmn,bn->bm", J, v) - b) ** 2, -1))
+
+            return jax.value_and_grad(e)(p)
+
+    return {
+        "jprop": ours,
+        "jax.grad(composition)": composition,
+        "naive (build J)": naive,
+        "plain MSE gradient": mse,
+    }
+
+
+def main(quick: bool = False, repeats: int | None = None) -> list[dict]:
+    repeats = repeats or (3 if quick else 30)
+    shapes = (
+        [((8, 32, 32, 4), 64), ((2, 32, 32, 1), 256)]
+        if quick
+        else [((32, 256, 256, 256, 8), 512), ((2, 128, 128, 128, 128, 1), 4096)]
+    )
+    print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), float32")
+    rows = []
+    for sizes, batch in shapes:
+        net = jprop.MLP(sizes)
+        params = net.init(jax.random.key(0), jnp.float32)
+        keys = jax.random.split(jax.random.key(1), 3)
+        x = jax.random.normal(keys[0], (batch, sizes[0]), jnp.float32)
+        n_side = jax.random.normal(keys[1], (batch, sizes[0]), jnp.float32)
+        m_side = jax.random.normal(keys[2], (batch, sizes[-1]), jnp.float32)
+        for objective in ("E_u", "E_v"):
+            args = (params, x, m_side, n_side) if objective == "E_u" else (params, x, n_side, m_side)
+            fns = contenders(net, objective)
+            res = race(fns, args, repeats)
+            for name in ("jax.grad(composition)", "naive (build J)"):
+                err = jprop.relative_error(
+                    ravel_pytree(res["jprop"]["out"][1])[0], ravel_pytree(res[name]["out"][1])[0]
+                )
+                assert err < 1e-3, f"{objective} {sizes}: jprop and {name} differ by {err:.1e}"
+            best = min(("jax.grad(composition)", "naive (build J)"), key=lambda k: res[k]["ms"])
+            row = {
+                "objective": objective,
+                "sizes": sizes,
+                "batch": batch,
+                **{f"{k} ms": r["ms"] for k, r in res.items()},
+                "jprop / MSE gradient": res["jprop"]["ms"] / res["plain MSE gradient"]["ms"],
+                "speed-up vs best composition": res[best]["ms"] / res["jprop"]["ms"],
+                "jprop compile s": res["jprop"]["compile_s"],
+            }
+            rows.append(row)
+            print(
+                f"{objective} {'-'.join(map(str, sizes)):22s} B={batch:<5d} "
+                + " | ".join(f"{k} {r['ms']:.2f} ms" for k, r in res.items())
+                + f" | jprop/MSE {row['jprop / MSE gradient']:.2f}x"
+                + f" | vs best composition {row['speed-up vs best composition']:.2f}x"
+            )
+    return rows
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small shapes, few repeats")
+    parser.add_argument("--repeats", type=int, default=None)
+    args = parser.parse_args()
+    main(args.quick, args.repeats)
