@@ -1,6 +1,9 @@
 """jacobian, hessian, laplacian and R against JAX's own transforms and float64 finite differences."""
 
 import functools
+import os
+import subprocess
+import sys
 
 import chex
 import jax
@@ -229,9 +232,21 @@ def test_check_detects_a_wrong_transform():
 
 
 def test_finite_differences_work_without_global_x64():
-    # fd_* switch float64 on locally: the result is float64 even from float32 inputs.
-    net = ARCHITECTURES[0]
-    params, x = params_and_input(net, jnp.float32, seed=7)
-    J = jprop.fd_jacobian(net)(params, x)
-    assert J.dtype == jnp.float64
-    assert_close(jprop.jacobian(net)(params, x), J, 2e-5)
+    # The suite enables x64 globally, so run a user's session, with JAX's defaults, in a subprocess:
+    # fd_* must switch float64 on locally and still agree with the float32 Jacobian.
+    script = """
+import jax, jax.numpy as jnp, jprop
+assert not jax.config.read("jax_enable_x64")
+net = jprop.MLP((3, 5, 2))
+params, x = net.init(jax.random.key(7)), jnp.linspace(-1.0, 1.0, 3)
+J = jprop.fd_jacobian(net)(params, x)
+assert J.dtype == jnp.float64, J.dtype
+H = jprop.fd_hessian(net)(params, x)
+assert H.dtype == jnp.float64, H.dtype
+assert jprop.relative_error(jprop.jacobian(net)(params, x), J) < 2e-5
+assert jprop.check(jprop.hessian, net, params, x) < 1e-4
+print("ok")
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
