@@ -250,3 +250,17 @@ print("ok")
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("net", ARCHITECTURES, ids=ARCH_IDS)
+def test_closed_form_branches_for_wide_inputs_and_many_outputs(net, monkeypatch):
+    # Very wide inputs fold the first layer into the per-example contraction, and many outputs use
+    # an einsum; at these test sizes neither branch triggers, so lower the thresholds to reach them.
+    from jprop import _closed
+
+    params, x = params_and_input(net, jnp.float64, seed=13, batch=(3,))
+    expected = {t: t(net, method="autodiff")(params, x) for t in TRANSFORMS[1:]}
+    monkeypatch.setattr(_closed, "_MAX_FIRST_LAYER_PRODUCTS", 0)
+    monkeypatch.setattr(_closed, "_MAX_UNROLLED_OUTPUTS", 0)
+    for transform, value in expected.items():
+        assert_close(transform(net, method="closed")(params, x), value, 1e-12, transform.__name__)
