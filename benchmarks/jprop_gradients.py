@@ -25,50 +25,41 @@ from closed_forms import race  # noqa: E402
 import jprop  # noqa: E402
 
 
+def _mean_half_square(residual):
+    return 0.5 * jnp.mean(jnp.sum(residual**2, -1))
+
+
 def contenders(net, objective):
-    def mse(p, x, first, second):  # a plain gradient of the same network and batch, for scale
-        t = first if objective == "E_u" else second  # whichever argument lives in output space
-        return jax.value_and_grad(lambda q: 0.5 * jnp.mean(jnp.sum((net(q, x) - t) ** 2, -1)))(p)
+    """name -> fn(params, x, c, d) returning (value, weight gradient); (c, d) = (u, a) or (v, b)."""
+
+    def jtu_by_vjp(q, x, u):
+        return jax.vmap(lambda xi, ui: jax.vjp(lambda z: net(q, z), xi)[1](ui)[0])(x, u)
+
+    def jv_by_jvp(q, x, v):
+        return jax.vmap(lambda xi, vi: jax.jvp(lambda z: net(q, z), (xi,), (vi,))[1])(x, v)
 
     if objective == "E_u":
         ours = jprop.jprop_u(net)
-
-        def composition(p, x, u, a):
-            def e(q):
-                jtu = jax.vmap(lambda xi, ui: jax.vjp(lambda z: net(q, z), xi)[1](ui)[0])(x, u)
-                return 0.5 * jnp.mean(jnp.sum((jtu - a) ** 2, -1))
-
-            return jax.value_and_grad(e)(p)
-
-        def naive(p, x, u, a):
-            def e(q):
-                J = jax.vmap(jax.jacrev(lambda xi: net(q, xi)))(x)
-                return 0.5 * jnp.mean(jnp.sum((jnp.einsum("bm,bmn->bn", u, J) - a) ** 2, -1))
-
-            return jax.value_and_grad(e)(p)
-
+        composition = lambda q, x, u, a: _mean_half_square(jtu_by_vjp(q, x, u) - a)  # noqa: E731
+        naive = lambda q, x, u, a: _mean_half_square(  # noqa: E731
+            jnp.einsum("bm,bmn->bn", u, jax.vmap(jax.jacrev(lambda xi: net(q, xi)))(x)) - a
+        )
+        target = lambda x, u, a: u  # noqa: E731  (the output-space argument)
     else:
         ours = jprop.jprop_v(net)
+        composition = lambda q, x, v, b: _mean_half_square(jv_by_jvp(q, x, v) - b)  # noqa: E731
+        naive = lambda q, x, v, b: _mean_half_square(  # noqa: E731
+            jnp.einsum("bmn,bn->bm", jax.vmap(jax.jacfwd(lambda xi: net(q, xi)))(x), v) - b
+        )
+        target = lambda x, v, b: b  # noqa: E731
 
-        def composition(p, x, v, b):
-            def e(q):
-                jv = jax.vmap(lambda xi, vi: jax.jvp(lambda z: net(q, z), (xi,), (vi,))[1])(x, v)
-                return 0.5 * jnp.mean(jnp.sum((jv - b) ** 2, -1))
-
-            return jax.value_and_grad(e)(p)
-
-        def naive(p, x, v, b):
-            def e(q):
-                J = jax.vmap(jax.jacfwd(lambda xi: net(q, xi)))(x)
-                return 0.5 * jnp.mean(jnp.sum((jnp.einsum("bmn,bn->bm", J, v) - b) ** 2, -1))
-
-            return jax.value_and_grad(e)(p)
-
+    # A plain MSE gradient of the same network and batch, for scale.
+    mse = lambda q, x, c, d: _mean_half_square(net(q, x) - target(x, c, d))  # noqa: E731
     return {
         "jprop": ours,
-        "jax.grad(composition)": composition,
-        "naive (build J)": naive,
-        "plain MSE gradient": mse,
+        "jax.grad(composition)": jax.value_and_grad(composition),
+        "naive (build J)": jax.value_and_grad(naive),
+        "plain MSE gradient": jax.value_and_grad(mse),
     }
 
 
@@ -89,7 +80,9 @@ def main(quick: bool = False, repeats: int | None = None) -> list[dict]:
         n_side = jax.random.normal(keys[1], (batch, sizes[0]), jnp.float32)
         m_side = jax.random.normal(keys[2], (batch, sizes[-1]), jnp.float32)
         for objective in ("E_u", "E_v"):
-            args = (params, x, m_side, n_side) if objective == "E_u" else (params, x, n_side, m_side)
+            args = (
+                (params, x, m_side, n_side) if objective == "E_u" else (params, x, n_side, m_side)
+            )
             fns = contenders(net, objective)
             res = race(fns, args, repeats)
             for name in ("jax.grad(composition)", "naive (build J)"):
