@@ -174,12 +174,43 @@ def _objective_transform(
             )
             value = check_like(value, name, shape, where, hint)
             if value.dtype != x.dtype:
-                raise TypeError(f"{where}: `{name}` must have x's dtype {x.dtype}; got {value.dtype}.")
+                raise TypeError(
+                    f"{where}: `{name}` must have x's dtype {x.dtype}; got {value.dtype}."
+                )
             arrays.append(value.reshape(-1, sizes[space]))
         extra = [jnp.asarray(s, x.dtype) for s in args[len(arguments) :]]
         return compute(params, x.reshape(-1, sizes["n"]), *arrays, *extra)
 
     return objective
+
+
+def _check_batch_objective(
+    f: Any, params: Any, x: Any, where: str, **arrays: tuple[Any, tuple]
+) -> tuple[jax.Array, int, dict[str, jax.Array]]:
+    """Validate x (B, n) and named arrays for the composite objectives; return x, m and the arrays.
+
+    Each array is given as (value, shape), the shape written with the symbols "B", "n", "m" and
+    ints, e.g. ("B", "P", "n"), where "P" (a count of tangents or probes) takes the value's own size.
+    """
+    x, out = _prepare(f, params, x, where)
+    if x.ndim != 2 or len(out.shape) != 1:
+        raise ValueError(
+            f"{where}: needs x of shape (B, n) and f(params, x) of shape (m,) per example; got x of "
+            f"shape {x.shape} and an output of shape {out.shape}."
+        )
+    sizes = {"B": x.shape[0], "n": x.shape[1], "m": out.shape[0]}
+    checked = {}
+    for name, (value, symbols) in arrays.items():
+        value = jnp.asarray(value) if value is not None else None
+        if value is None:
+            continue
+        given = dict(sizes, P=value.shape[1] if value.ndim > 1 else -1)
+        shape = tuple(given[s] for s in symbols)
+        spelled = "(" + ", ".join(symbols) + ") = " + str(shape)
+        checked[name] = check_like(value, name, shape, where, f" Expected {spelled}.")
+        if checked[name].dtype != x.dtype:
+            raise TypeError(f"{where}: `{name}` must have x's dtype {x.dtype}; got {value.dtype}.")
+    return x, sizes["m"], checked
 
 
 def bilinear(f: Any, *, method: str = "auto") -> Callable[..., Result]:
@@ -288,20 +319,18 @@ def tangent_prop(f: Any, *, method: str = "auto") -> Callable[..., Result]:
     inner = jprop_v(f, method=method)
 
     def objective(params, x, tangents, targets=None):
-        x = jnp.asarray(x)
-        if x.ndim != 2:
-            raise ValueError(f"{where}: `x` must have shape (B, n); got {x.shape}.")
-        tangents = jnp.asarray(tangents)
-        if tangents.ndim != 3 or tangents.shape[0] != x.shape[0] or tangents.shape[2] != x.shape[1]:
-            raise ValueError(
-                f"{where}: `tangents` must have shape (B, P, n) = ({x.shape[0]}, P, {x.shape[1]}); "
-                f"got {tangents.shape}."
-            )
+        x, m, a = _check_batch_objective(
+            f,
+            params,
+            x,
+            where,
+            tangents=(tangents, ("B", "P", "n")),
+            targets=(targets, ("B", "P", "m")),
+        )
+        tangents = a["tangents"]
         count = tangents.shape[1]
+        targets = a.get("targets", jnp.zeros(tangents.shape[:2] + (m,), x.dtype))
         xs = jnp.repeat(x[:, None, :], count, axis=1)
-        if targets is None:
-            m = jax.eval_shape(lambda p, e: f(p, e), params, x[0]).shape[0]
-            targets = jnp.zeros(tangents.shape[:2] + (m,), x.dtype)
         value, grads = inner(params, xs, tangents, targets)  # mean over B·P pairs
         return value * count, jax.tree.map(lambda gr: gr * count, grads)
 
@@ -320,14 +349,12 @@ def derivative_targets(f: Any, *, method: str = "auto", value_weight: float = 1.
     where = "jprop.derivative_targets"
     by_columns, by_rows = jprop_v(f, method=method), jprop_u(f, method=method)
 
-    def objective(params, x, y, targets):
-        x = jnp.atleast_2d(jnp.asarray(x))
-        targets = jnp.asarray(targets).reshape((x.shape[0],) + jnp.shape(targets)[-2:])
+    def objective(params, x, y, T):
+        x, m, a = _check_batch_objective(
+            f, params, x, where, y=(y, ("B", "m")), T=(T, ("B", "m", "n"))
+        )
+        y, targets = a["y"], a["T"]
         batch, n = x.shape
-        m = targets.shape[1]
-        if targets.shape != (batch, m, n):
-            raise ValueError(f"{where}: `T` must have shape (B, m, n) = ({batch}, m, {n}); got {targets.shape}.")
-        y = jnp.asarray(y).reshape(batch, m)
 
         def value_loss(p):
             return 0.5 * jnp.mean(jnp.sum((f(p, x) - y) ** 2, axis=-1))
@@ -365,9 +392,8 @@ def jacobian_penalty(f: Any, *, method: str = "auto", num_probes: int | None = N
     by_columns, by_rows = jprop_v(f, method=method), jprop_u(f, method=method)
 
     def objective(params, x, key=None):
-        x = jnp.atleast_2d(jnp.asarray(x))
+        x, m, _ = _check_batch_objective(f, params, x, where)
         batch, n = x.shape
-        m = jax.eval_shape(lambda p, e: f(p, e), params, x[0]).shape[0]
         if num_probes is None:
             use_rows = m < n
             size, space = (m, m) if use_rows else (n, n)
@@ -381,7 +407,9 @@ def jacobian_penalty(f: Any, *, method: str = "auto", num_probes: int | None = N
                 grads = g if grads is None else jax.tree.map(jnp.add, grads, g)
             return total, grads
         if key is None:
-            raise ValueError(f"{where}: num_probes={num_probes} draws random probes and needs `key`.")
+            raise ValueError(
+                f"{where}: num_probes={num_probes} draws random probes and needs `key`."
+            )
         probes = jax.random.normal(key, (batch, num_probes, n), x.dtype)
         xs = jnp.repeat(x[:, None, :], num_probes, axis=1)
         return by_columns(params, xs, probes, jnp.zeros((batch, num_probes, m), x.dtype))

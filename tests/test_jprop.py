@@ -312,3 +312,52 @@ def test_bad_arguments_are_named():
         jprop.jprop_v(net)(params, x, x)
     with pytest.raises(ValueError, match="num_probes=3 draws random probes and needs `key`"):
         jprop.jacobian_penalty(net, num_probes=3)(params, x)
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (
+            lambda net, p, x: jprop.derivative_targets(net)(
+                p, x, jnp.ones((4, 2)), jnp.ones((4, 3, 2))
+            ),
+            ValueError,
+            r"derivative_targets: `T` must have shape \(4, 2, 3\); got \(4, 3, 2\)\. Expected \(B, m, n\)",
+        ),
+        (
+            lambda net, p, x: jprop.derivative_targets(net)(
+                p, x, jnp.ones((4, 3)), jnp.ones((4, 2, 3))
+            ),
+            ValueError,
+            r"derivative_targets: `y` must have shape \(4, 2\); got \(4, 3\)",
+        ),
+        (
+            lambda net, p, x: jprop.tangent_prop(net)(p, x, jnp.ones((4, 2, 5))),
+            ValueError,
+            r"tangent_prop: `tangents` must have shape \(4, 2, 3\); got \(4, 2, 5\)\. Expected \(B, P, n\)",
+        ),
+        (
+            lambda net, p, x: jprop.tangent_prop(net)(
+                p, x, jnp.ones((4, 2, 3)), jnp.ones((4, 2, 3))
+            ),
+            ValueError,
+            r"tangent_prop: `targets` must have shape \(4, 2, 2\); got \(4, 2, 3\)",
+        ),
+        (
+            lambda net, p, x: jprop.jacobian_penalty(net)(p, x[0]),
+            ValueError,
+            r"jacobian_penalty: needs x of shape \(B, n\).*got x of shape \(3,\)",
+        ),
+        (
+            lambda net, p, x: jprop.jacobian_penalty(net)(p, x.astype(jnp.int32)),
+            TypeError,
+            r"jacobian_penalty: `x` must have a floating dtype",
+        ),
+    ],
+    ids=["T-transposed", "y-wrong", "tangents-n", "targets-m", "x-1d", "x-int"],
+)
+def test_composite_objectives_name_bad_arguments(call, error, match):
+    net = jprop.MLP((3, 5, 2))
+    params = net.init(jax.random.key(0), jnp.float64)
+    with pytest.raises(error, match=match):
+        call(net, params, jnp.ones((4, 3), jnp.float64))
