@@ -337,6 +337,24 @@ def tangent_prop(f: Any, *, method: str = "auto") -> Callable[..., Result]:
     return objective
 
 
+def _jacobian_target_term(by_columns, by_rows, params, x, targets) -> Result:
+    """Σ over the fewer of J's columns or rows of the J-prop objective that fits it to `targets`:
+    ½‖J − T‖²_F = Σ_i ½‖J e_i − T_{:,i}‖² (n `jprop_v` calls) = Σ_k ½‖e_kᵀJ − T_{k,:}‖² (m `jprop_u`).
+    x (B, n), targets (B, m, n); batch means."""
+    batch, m, n = targets.shape
+    use_rows = m < n
+    total, grads = None, None
+    for i in range(m if use_rows else n):
+        e = jnp.zeros((batch, m if use_rows else n), x.dtype).at[:, i].set(1)
+        if use_rows:
+            part, g = by_rows(params, x, e, targets[:, i, :])
+        else:
+            part, g = by_columns(params, x, e, targets[:, :, i])
+        total = part if total is None else total + part
+        grads = g if grads is None else jax.tree.map(jnp.add, grads, g)
+    return total, grads
+
+
 def derivative_targets(f: Any, *, method: str = "auto", value_weight: float = 1.0):
     r"""Sobolev training: $w_0\,\tfrac12\|f(x) - y\|^2 + \tfrac12\|J(x) - T\|_F^2$ per example.
 
@@ -353,26 +371,15 @@ def derivative_targets(f: Any, *, method: str = "auto", value_weight: float = 1.
         x, m, a = _check_batch_objective(
             f, params, x, where, y=(y, ("B", "m")), T=(T, ("B", "m", "n"))
         )
-        y, targets = a["y"], a["T"]
-        batch, n = x.shape
+        y = a["y"]
 
         def value_loss(p):
             return 0.5 * jnp.mean(jnp.sum((f(p, x) - y) ** 2, axis=-1))
 
         value, grads = jax.value_and_grad(value_loss)(params)
-        total = value_weight * value
-        grads = jax.tree.map(lambda gr: value_weight * gr, grads)
-        if n <= m:
-            for i in range(n):
-                e = jnp.zeros((batch, n), x.dtype).at[:, i].set(1)
-                part, g = by_columns(params, x, e, targets[:, :, i])
-                total, grads = total + part, jax.tree.map(jnp.add, grads, g)
-        else:
-            for k in range(m):
-                e = jnp.zeros((batch, m), x.dtype).at[:, k].set(1)
-                part, g = by_rows(params, x, e, targets[:, k, :])
-                total, grads = total + part, jax.tree.map(jnp.add, grads, g)
-        return total, grads
+        term, term_grads = _jacobian_target_term(by_columns, by_rows, params, x, a["T"])
+        total = value_weight * value + term
+        return total, jax.tree.map(lambda v, t: value_weight * v + t, grads, term_grads)
 
     return objective
 
@@ -394,18 +401,9 @@ def jacobian_penalty(f: Any, *, method: str = "auto", num_probes: int | None = N
     def objective(params, x, key=None):
         x, m, _ = _check_batch_objective(f, params, x, where)
         batch, n = x.shape
-        if num_probes is None:
-            use_rows = m < n
-            size, space = (m, m) if use_rows else (n, n)
-            fn = by_rows if use_rows else by_columns
-            total, grads = None, None
-            for i in range(size):
-                e = jnp.zeros((batch, space), x.dtype).at[:, i].set(1)
-                zeros = jnp.zeros((batch, n if use_rows else m), x.dtype)
-                part, g = fn(params, x, e, zeros)
-                total = part if total is None else total + part
-                grads = g if grads is None else jax.tree.map(jnp.add, grads, g)
-            return total, grads
+        if num_probes is None:  # ½‖J‖²_F is the fit to a zero target Jacobian
+            zero = jnp.zeros((batch, m, n), x.dtype)
+            return _jacobian_target_term(by_columns, by_rows, params, x, zero)
         if key is None:
             raise ValueError(
                 f"{where}: num_probes={num_probes} draws random probes and needs `key`."
