@@ -1,7 +1,7 @@
 """Closed-form input derivatives of MLPs against the best JAX compositions (and folx), one run.
 
 For each quantity and shape, every contender is jitted; its compile time is measured on its own
-(`lower(...).compile()`), then the compiled functions are timed in interleaved rounds with
+(`lower(...).compile()`), then the compiled functions are timed in interleaved rounds (the order rotating) with
 `jax.block_until_ready`, and the median is reported with the ratio baseline / jprop, where the
 baseline is the fastest composition measured in this same run (so > 1 means jprop is faster).
 Each row also asserts that jprop agrees with the composition.
@@ -40,8 +40,10 @@ def race(contenders: dict[str, Callable], args: tuple, repeats: int) -> dict[str
         compiled[name], compile_s = _compile(fn, *args)
         out = jax.block_until_ready(compiled[name](*args))  # warm-up, kept for the oracle check
         results[name] = {"compile_s": compile_s, "times": [], "out": out}
-    for _ in range(repeats):
-        for name, fn in compiled.items():
+    names = list(compiled)
+    for round_ in range(repeats):  # rotate who goes first, so no contender always follows another
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+            fn = compiled[name]
             start = time.perf_counter()
             jax.block_until_ready(fn(*args))
             results[name]["times"].append(time.perf_counter() - start)

@@ -11,8 +11,9 @@ diagonal reuse a_j and C without forming any n × n matrix; a softmax output add
 second-derivative tensor (derived below).
 
 Layout is chosen for large matrix products (MATH.md §4: layout matters as much as flops): forward
-tangents are held input-direction-major, T^l[p, b, :] = ∂z^l_b/∂x_p of shape (n, B, n_l), so each
-layer is one (n·B × n_{l-1}) @ (n_{l-1} × n_l) product; sensitivities are (B, m, n_l), one
+tangents are held example-major, T^l[b, p, :] = ∂z^l_b/∂x_p of shape (B, n, n_l), so each layer is
+one (B·n × n_{l-1}) @ (n_{l-1} × n_l) product and each example's rows a_j are the columns of one
+contiguous (n × N) block, ready for its Gram matrix; sensitivities are (B, m, n_l), one
 (B·m × n_l) @ (n_l × n_{l-1}) product per layer. The first layer's rows a_j = W^1_j are the same for
 every example, and are used as such rather than copied per example.
 """
@@ -37,10 +38,10 @@ def _rows_to_z(fwd: Forward, layer: int, name: str, rows: jax.Array) -> jax.Arra
 
 
 def _tangents(net: MLP, params: Params, fwd: Forward) -> list[jax.Array]:
-    """T^l = ∂z^l/∂x in layout (n, B, n_l) for l = 1..L; T^1 = W^1ᵀ is kept as (n, 1, n_1)."""
-    ts = [params[0]["W"].T[:, None, :]]
+    """T^l = ∂z^l/∂x in layout (B, n, n_l) for l = 1..L; T^1 = W^1ᵀ is kept as (1, n, n_1)."""
+    ts = [params[0]["W"].T[None]]
     for layer in range(1, net.depth):
-        ts.append((ts[-1] * fwd.s1[layer - 1][None]) @ params[layer]["W"].T)
+        ts.append((ts[-1] * fwd.s1[layer - 1][:, None, :]) @ params[layer]["W"].T)
     return ts
 
 
@@ -58,20 +59,20 @@ def jacobian(net: MLP, params: Params, x: jax.Array) -> jax.Array:
     fwd = forward(net, params, x)
     output = net.activations()[-1]
     if net.n_inputs < net.n_outputs:
-        t = _tangents(net, params, fwd)[-1]  # ∂z^L/∂x, (n, B, m)
-        t = jnp.broadcast_to(t, (t.shape[0], x.shape[0], t.shape[2]))
+        t = _tangents(net, params, fwd)[-1]  # ∂z^L/∂x, (B, n, m)
+        t = jnp.broadcast_to(t, (x.shape[0], *t.shape[1:]))
         if output == "softmax":  # Bishop 8.34: ∂y_k/∂z_l = δ_kl y_k − y_k y_l
-            y = fwd.ys[-1][None]
-            return jnp.transpose(y * (t - jnp.sum(y * t, axis=-1, keepdims=True)), (1, 2, 0))
-        return jnp.transpose(fwd.s1[-1][None] * t, (1, 2, 0))
+            y = fwd.ys[-1][:, None, :]
+            return jnp.swapaxes(y * (t - jnp.sum(y * t, axis=-1, keepdims=True)), 1, 2)
+        return jnp.swapaxes(fwd.s1[-1][:, None, :] * t, 1, 2)
     b1 = _sensitivities(net, params, fwd)[0]  # ∂f/∂y^1, (B, m, n_1)
     return _rows_to_z(fwd, 0, net.activations()[0], b1) @ params[0]["W"]
 
 
 class _Curvature(NamedTuple):
     first: jax.Array | None  # C^1 (B, m, n_1) for a curved first layer (rows W^1), else None
-    rows: jax.Array | None  # a_j of the later curved layers, layout (n, B, N), else None
-    weights: jax.Array | None  # their C, (B, m, N)
+    rows: tuple[jax.Array, ...]  # a_j of each later curved layer, layout (B, n, n_l)
+    weights: tuple[jax.Array, ...]  # their C, (B, m, n_l)
     softmax: tuple[jax.Array, jax.Array] | None  # (y (B, m), G = ∂z^L/∂x as (B, m, n))
 
 
@@ -91,11 +92,9 @@ def _curvature(net: MLP, params: Params, x: jax.Array) -> _Curvature:
             weights.append(c)
     softmax = None
     if net.output == "softmax":
-        g = jnp.broadcast_to(ts[-1], (ts[-1].shape[0], x.shape[0], ts[-1].shape[2]))
-        softmax = (fwd.ys[-1], jnp.transpose(g, (1, 2, 0)))
-    if not rows:
-        return _Curvature(first, None, None, softmax)
-    return _Curvature(first, jnp.concatenate(rows, -1), jnp.concatenate(weights, -1), softmax)
+        g = jnp.broadcast_to(ts[-1], (x.shape[0], *ts[-1].shape[1:]))
+        softmax = (fwd.ys[-1], jnp.swapaxes(g, 1, 2))
+    return _Curvature(first, tuple(rows), tuple(weights), softmax)
 
 
 # Softmax output: with y = softmax(z), ∂²y_k/∂z∂z = y_k [(e_k − y)(e_k − y)ᵀ − diag(y) + y yᵀ].
@@ -146,13 +145,12 @@ def hessian(net: MLP, params: Params, x: jax.Array) -> jax.Array:
     first, rows, weights = cur.first, cur.rows, cur.weights
     w1 = params[0]["W"]
     if first is not None and w1.shape[0] * n * n > _MAX_FIRST_LAYER_PRODUCTS:
-        w1_rows = jnp.broadcast_to(w1.T[:, None, :], (n, batch, w1.shape[0]))
-        rows = w1_rows if rows is None else jnp.concatenate([w1_rows, rows], -1)
-        weights = first if weights is None else jnp.concatenate([first, weights], -1)
-        first = None
+        rows = (jnp.broadcast_to(w1.T[None], (batch, n, w1.shape[0])), *rows)
+        weights, first = (first, *weights), None
     products = None if first is None else (w1[:, :, None] * w1[:, None, :]).reshape(-1, n * n)
+    gram = (jnp.concatenate(weights, -1), jnp.concatenate(rows, -1)) if rows else None
     per_example = {
-        "gram": None if rows is None else (weights, jnp.transpose(rows, (1, 0, 2))),  # (B, n, N)
+        "gram": gram,
         "first": first,
         "softmax": cur.softmax,
     }
@@ -174,39 +172,25 @@ def hessian(net: MLP, params: Params, x: jax.Array) -> jax.Array:
     return jax.lax.map(one, per_example, batch_size=_CONTRACTION_CHUNK)
 
 
-def _squared_rows_weighted(cur: _Curvature) -> jax.Array:
-    """Σ_j C_kj (a_j)_p², the later curved layers' part of the Hessian diagonal, (B, m, n).
+def _squared_rows_weighted(rows: jax.Array, weights: jax.Array) -> jax.Array:
+    """Σ_j C_kj (a_j)_p² over one later curved layer: its part of the Hessian diagonal, (B, m, n).
 
     One output: an elementwise product reduced over the minor (unit) axis, which XLA fuses into one
-    pass (for few inputs, one pass per input: transposing the small (n, B) result measured 1.6×
-    slower end to end at n = 3). Several outputs: one batched (m × N) @ (N × n) product per
-    example; the fused form, repeated per output, measured 3-6× slower there, and the product
-    1.2-1.6× slower for one output.
+    pass (for few inputs, one such pass per input: a (B, n, N) -> (B, n) reduction with tiny n
+    measured 2× slower). Several outputs: one batched (m × N) @ (N × n) product per example; the
+    fused form, repeated per output, measured 3-6× slower there.
     """
-    squares = cur.rows**2  # (n, B, N)
-    n, c = squares.shape[0], cur.weights
+    squares, c = rows**2, weights  # (B, n, n_l), (B, m, n_l)
+    n = squares.shape[1]
     if c.shape[1] == 1 and n <= _MAX_UNROLLED_INPUTS:
-        return jnp.stack([jnp.sum(squares[p] * c[:, 0, :], -1) for p in range(n)], -1)[:, None]
+        return jnp.stack([jnp.sum(squares[:, p] * c[:, 0], -1) for p in range(n)], -1)[:, None]
     if c.shape[1] == 1:
-        return jnp.transpose(jnp.sum(squares * c[None, :, 0, :], -1), (1, 0))[:, None]
-    return c @ jnp.transpose(squares, (1, 2, 0))
+        return jnp.sum(squares * c, axis=-1)[:, None, :]
+    return c @ jnp.swapaxes(squares, 1, 2)
 
 
 # Inputs up to which the one-output diagonal is reduced in one pass per input.
 _MAX_UNROLLED_INPUTS = 8
-
-
-def _weighted_row_norms(cur: _Curvature) -> jax.Array:
-    """Σ_j C_kj ‖a_j‖², the later curved layers' part of the Laplacian, (B, m).
-
-    ‖a_j‖² sums over the leading (tangent) axis, which XLA's CPU reductions do 10-20× slower than a
-    product with a vector of ones, so it is written as that product.
-    """
-    if cur.weights.shape[1] == 1:  # one fused pass, as for the diagonal
-        return jnp.sum(_squared_rows_weighted(cur), axis=-1)
-    n, batch, units = cur.rows.shape
-    norms = jnp.ones(n, cur.rows.dtype) @ (cur.rows**2).reshape(n, batch * units)
-    return jnp.einsum("bkj,bj->bk", cur.weights, norms.reshape(batch, units))
 
 
 def hessian_diagonal(net: MLP, params: Params, x: jax.Array) -> jax.Array:
@@ -215,8 +199,8 @@ def hessian_diagonal(net: MLP, params: Params, x: jax.Array) -> jax.Array:
     diag = jnp.zeros((x.shape[0], net.n_outputs, net.n_inputs), x.dtype)
     if cur.first is not None:
         diag = diag + cur.first @ (params[0]["W"] ** 2)
-    if cur.rows is not None:
-        diag = diag + _squared_rows_weighted(cur)
+    for rows, weights in zip(cur.rows, cur.weights):
+        diag = diag + _squared_rows_weighted(rows, weights)
     if cur.softmax is not None:
         diag = diag + jax.vmap(_softmax_diagonal)(*cur.softmax)
     return diag
@@ -228,8 +212,11 @@ def laplacian(net: MLP, params: Params, x: jax.Array) -> jax.Array:
     lap = jnp.zeros((x.shape[0], net.n_outputs), x.dtype)
     if cur.first is not None:
         lap = lap + cur.first @ jnp.sum(params[0]["W"] ** 2, axis=1)
-    if cur.rows is not None:
-        lap = lap + _weighted_row_norms(cur)
+    for rows, weights in zip(cur.rows, cur.weights):  # layer by layer: concatenated, XLA's CPU
+        if weights.shape[1] == 1:  # reduce ran 2× slower; one output is one fused reduction
+            lap = lap + jnp.sum(rows**2 * weights, axis=(1, 2))[:, None]
+        else:
+            lap = lap + jnp.sum(_squared_rows_weighted(rows, weights), axis=-1)
     if cur.softmax is not None:
         lap = lap + jax.vmap(_softmax_laplacian)(*cur.softmax)
     return lap
