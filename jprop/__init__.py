@@ -26,6 +26,9 @@ from ._transforms import hessian_diagonal as hessian_diagonal
 from ._transforms import hessian_vector_product as hessian_vector_product
 from ._transforms import jacobian as jacobian
 from ._transforms import laplacian as laplacian
+from ._whole_jacobian import SpectralNorm as SpectralNorm
+from ._whole_jacobian import SpectralState as SpectralState
+from ._whole_jacobian import log_abs_det_jacobian as log_abs_det_jacobian
 
 try:
     __version__ = version("jprop")

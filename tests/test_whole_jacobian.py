@@ -1,0 +1,167 @@
+"""Spectral norm and log|det J|: values against numpy's SVD and slogdet of the dense Jacobian,
+gradients against jax.grad of those dense formulas, both roads, carried state, and clear errors."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+from helpers import ARCH_IDS, ARCHITECTURES, TOL_EXACT, assert_close, params_and_input
+from jax.flatten_util import ravel_pytree
+
+import jprop
+
+BATCH = 3
+
+
+def dense_jacobian(f, params, x):
+    return jax.vmap(lambda xi: jax.jacfwd(lambda v: f(params, v))(xi))(x)
+
+
+def dense_reference(f, statistic):
+    """Batch mean of statistic(J) and its gradient, by autodiff through the dense Jacobian."""
+    return jax.jit(
+        jax.value_and_grad(lambda p, x: jnp.mean(jax.vmap(statistic)(dense_jacobian(f, p, x)))),
+        static_argnums=(),
+    )
+
+
+def flat(tree):
+    return ravel_pytree(tree)[0]
+
+
+def top_singular_value(J):
+    return jnp.linalg.svd(J, compute_uv=False)[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Spectral norm
+
+
+SPECTRAL_CASES = [(net, False) for net in ARCHITECTURES] + [
+    (net, True) for net in ARCHITECTURES[2:5]
+]
+SPECTRAL_IDS = ARCH_IDS + [f"squared-{i}" for i in ARCH_IDS[2:5]]
+
+
+@pytest.mark.parametrize("net, squared", SPECTRAL_CASES, ids=SPECTRAL_IDS)
+def test_spectral_norm_matches_svd_and_its_gradient(net, squared):
+    params, x = params_and_input(net, jnp.float64, seed=3, batch=(BATCH,))
+    sn = jprop.SpectralNorm(net, num_iterations=300, squared=squared)
+    (value, grads), state = sn(params, x, sn.init(params, x, jax.random.key(0)))
+    J = dense_jacobian(net, params, x)
+    sigma = jax.vmap(top_singular_value)(J)
+    assert_close(state.sigma, sigma, 1e-9, "sigma")
+    statistic = (lambda J: 0.5 * top_singular_value(J) ** 2) if squared else top_singular_value
+    ref_value, ref_grads = dense_reference(net, statistic)(params, x)
+    assert_close(value, ref_value, 1e-9, "value")
+    assert_close(flat(grads), flat(ref_grads), 1e-7, "grads")
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_spectral_norm_roads_agree_for_the_same_state(dtype):
+    net = jprop.MLP((4, 8, 6, 3))
+    params, x = params_and_input(net, dtype, seed=1, batch=(BATCH,))
+    results = {}
+    for road in ["closed", "autodiff"]:
+        sn = jprop.SpectralNorm(net, method=road, num_iterations=3)
+        results[road] = sn(params, x, sn.init(params, x, jax.random.key(2)))
+    (v_c, g_c), s_c = results["closed"]
+    (v_a, g_a), s_a = results["autodiff"]
+    assert_close(v_c, v_a, TOL_EXACT[dtype], "value")
+    assert_close(flat(g_c), flat(g_a), TOL_EXACT[dtype], "grads")
+    assert_close(s_c.u, s_a.u, TOL_EXACT[dtype], "u")
+
+
+def test_spectral_state_carried_over_calls_equals_more_iterations():
+    net = jprop.MLP((5, 7, 4))
+    params, x = params_and_input(net, jnp.float64, seed=4, batch=(BATCH,))
+    one, five = jprop.SpectralNorm(net), jprop.SpectralNorm(net, num_iterations=5)
+    start = one.init(params, x, jax.random.key(3))
+    state = start
+    for _ in range(5):
+        (value, grads), state = one(params, x, state)
+    (value5, grads5), state5 = five(params, x, start)
+    assert_close(state.u, state5.u, 1e-12, "u")
+    assert_close(value, value5, 1e-12, "value")
+    assert_close(flat(grads), flat(grads5), 1e-12, "grads")
+
+
+def test_spectral_norm_on_the_generic_road_and_of_a_zero_jacobian():
+    rbf = jprop.RBFNetwork(3, 5, 2)
+    params = rbf.init(jax.random.key(0), jnp.float64)
+    x = jax.random.normal(jax.random.key(1), (BATCH, 3), jnp.float64)
+    sn = jprop.SpectralNorm(rbf, num_iterations=300)
+    (value, grads), state = sn(params, x, sn.init(params, x, jax.random.key(2)))
+    ref_value, ref_grads = dense_reference(rbf, top_singular_value)(params, x)
+    assert_close(value, ref_value, 1e-9, "rbf value")
+    assert_close(flat(grads), flat(ref_grads), 1e-7, "rbf grads")
+
+    net = jprop.MLP((3, 4, 2))
+    zero = jax.tree.map(jnp.zeros_like, net.init(jax.random.key(0), jnp.float64))
+    sn = jprop.SpectralNorm(net)
+    (value, grads), state = sn(zero, x, sn.init(zero, x, jax.random.key(2)))
+    assert float(value) == 0.0 and bool(jnp.all(state.sigma == 0))
+    assert bool(jnp.all(jnp.isfinite(flat(grads))))
+
+
+def test_spectral_norm_errors():
+    net = jprop.MLP((3, 4, 2))
+    params, x = params_and_input(net, jnp.float32, batch=(BATCH,))
+    sn = jprop.SpectralNorm(net)
+    state = sn.init(params, x, jax.random.key(0))
+    with pytest.raises(ValueError, match=r"`state.u` must have shape \(3, 2\); got \(3, 3\)"):
+        sn(params, x, state._replace(u=jnp.ones((BATCH, 3))))
+    with pytest.raises(ValueError, match=r"`state.v` must have shape \(3, 3\); got \(4, 3\)"):
+        sn(params, x, state._replace(v=jnp.ones((4, 3))))
+    with pytest.raises(ValueError, match=r"needs x of shape \(B, n\)"):
+        sn(params, x[0], state)
+    with pytest.raises(ValueError, match="`num_iterations` must be at least 1; got 0"):
+        jprop.SpectralNorm(net, num_iterations=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# log|det J|
+
+SQUARE = [
+    jprop.MLP((2, 6, 2)),
+    jprop.MLP((3, 5, 4, 3), output="tansig"),
+    jprop.MLP((4, 6, 4), activation="logsig", output="logsig"),
+]
+
+
+def log_abs_det(J):
+    return jnp.linalg.slogdet(J)[1]
+
+
+@pytest.mark.parametrize("net", SQUARE, ids=lambda n: "-".join(map(str, n.sizes)))
+@pytest.mark.parametrize(
+    "road, dtype", [("closed", jnp.float32), ("closed", jnp.float64), ("autodiff", jnp.float64)]
+)
+def test_log_abs_det_matches_slogdet_and_its_gradient(net, road, dtype):
+    params, x = params_and_input(net, dtype, seed=6, batch=(BATCH,))
+    value, grads = jprop.log_abs_det_jacobian(net, method=road)(params, x)
+    ref_value, ref_grads = dense_reference(net, log_abs_det)(params, x)
+    tol = 1e-4 if dtype == jnp.float32 else 1e-10  # float32: an n × n inverse on top of the sums
+    assert_close(value, ref_value, tol, "value")
+    assert_close(flat(grads), flat(ref_grads), tol, "grads")
+
+
+def test_log_abs_det_generic_road_and_singular_jacobian():
+    rbf = jprop.RBFNetwork(2, 6, 2)
+    params = rbf.init(jax.random.key(0), jnp.float64)
+    x = jax.random.normal(jax.random.key(1), (BATCH, 2), jnp.float64)
+    value, grads = jprop.log_abs_det_jacobian(rbf)(params, x)
+    ref_value, ref_grads = dense_reference(rbf, log_abs_det)(params, x)
+    assert_close(value, ref_value, 1e-10, "rbf value")
+    assert_close(flat(grads), flat(ref_grads), 1e-10, "rbf grads")
+
+    net = jprop.MLP((2, 3, 2))
+    zero = jax.tree.map(jnp.zeros_like, net.init(jax.random.key(0), jnp.float64))
+    value, _ = jprop.log_abs_det_jacobian(net)(zero, x)
+    assert float(value) == -jnp.inf  # det J = 0 exactly
+
+
+def test_log_abs_det_refuses_a_non_square_jacobian():
+    net = jprop.MLP((3, 4, 2))
+    params, x = params_and_input(net, jnp.float32, batch=(BATCH,))
+    with pytest.raises(ValueError, match=r"needs a square Jacobian.*n = 3 inputs to m = 2 outputs"):
+        jprop.log_abs_det_jacobian(net)(params, x)
