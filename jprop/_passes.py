@@ -57,25 +57,40 @@ def _to_z(fwd: Forward, layer: int, name: str, gy: jax.Array) -> jax.Array:
     return fwd.s1[layer] * gy
 
 
-def backward(net: MLP, params: Params, fwd: Forward, g: jax.Array) -> tuple[list, jax.Array]:
+def backward(
+    net: MLP, params: Params, fwd: Forward, g: jax.Array | None, top_gz: jax.Array | None = None
+) -> tuple[list, jax.Array]:
     """Backward pass (eqs. 11-13) with output weighting g: gy^L = g, gz^l = s1^l ∘ gy^l,
-    gy^{l-1} = W^lᵀ gz^l. Returns ([gy^1..gy^L], [gz^1..gz^L]) and gy^0 = Jᵀg."""
+    gy^{l-1} = W^lᵀ gz^l. Returns ([gy^1..gy^L], [gz^1..gz^L]) and gy^0 = Jᵀg.
+
+    `top_gz` starts the pass from gz^L instead (g unused, gy^L = None): cross-entropy with its
+    canonical output (logsig, softmax) has gz^L = y − t directly."""
     gys, gzs = [None] * net.depth, [None] * net.depth
     gy = g
     for layer in reversed(range(net.depth)):
         name = net.activations()[layer]
         gys[layer] = gy
-        gzs[layer] = _to_z(fwd, layer, name, gy)
+        if layer == net.depth - 1 and top_gz is not None:
+            gzs[layer] = top_gz
+        else:
+            gzs[layer] = _to_z(fwd, layer, name, gy)
         gy = gzs[layer] @ params[layer]["W"]
     return (gys, gzs), gy
 
 
-def r_forward(net: MLP, params: Params, fwd: Forward, r: jax.Array) -> tuple[list, list]:
+def r_forward(
+    net: MLP, params: Params, fwd: Forward, r: jax.Array, direction: Params | None = None
+) -> tuple[list, list]:
     """R-forward pass (eqs. 14-17), the input-space R-operator: ry^0 = r, rz^l = W^l ry^{l-1},
-    ry^l = s1^l ∘ rz^l. Returns ([ry^0..ry^L], [rz^1..rz^L]); ry^L = J r."""
+    ry^l = s1^l ∘ rz^l. Returns ([ry^0..ry^L], [rz^1..rz^L]); ry^L = J r.
+
+    With a weight-space `direction` V (shaped like params), Pearlmutter's R-operator in weight space
+    (MATH.md §6): rz^l gains V^l y^{l-1} + V_b^l; pass r = 0 for the weight direction alone."""
     rys, rzs = [r], []
     for layer, name in enumerate(net.activations()):
         rz = rys[-1] @ params[layer]["W"].T
+        if direction is not None:
+            rz = rz + fwd.ys[layer] @ direction[layer]["W"].T + direction[layer]["b"]
         rzs.append(rz)
         rys.append(_to_z(fwd, layer, name, rz))
     return rys, rzs
@@ -89,19 +104,27 @@ def r_backward(
     rys: list[jax.Array],
     rzs: list[jax.Array],
     rg_out: jax.Array | None = None,
+    direction: Params | None = None,
+    gzs: list[jax.Array] | None = None,
+    top_rgz: jax.Array | None = None,
 ) -> tuple[list[jax.Array], jax.Array]:
     """R-backward pass (eqs. 18-23): the R-derivative of the backward pass with g held fixed.
 
     rgy^L = rg_out (0 unless g depends on the output, MATH.md §3 trap 2);
     rgz^l = s1^l ∘ rgy^l + s2^l ∘ rz^l ∘ gy^l;  rgy^{l-1} = W^lᵀ rgz^l.
     Returns [rgz^1..rgz^L] and rgy^0 = Σ_k g_k ∇²_x f_k r, the input Hessian-vector product.
+
+    With a weight-space `direction` V (and the backward pass's `gzs`), rgy^{l-1} gains V^lᵀ gz^l
+    (MATH.md §6); `top_rgz` gives rgz^L directly (the canonical cross-entropy output).
     """
     rgzs = [None] * net.depth
-    rgy = jnp.zeros_like(gys[-1]) if rg_out is None else rg_out
+    rgy = jnp.zeros_like(rzs[-1]) if rg_out is None else rg_out
     for layer in reversed(range(net.depth)):
         name = net.activations()[layer]
         gy, rz = gys[layer], rzs[layer]
-        if name == "softmax":
+        if layer == net.depth - 1 and top_rgz is not None:
+            rgz = top_rgz
+        elif name == "softmax":
             # gz = y∘(gy − ⟨y,gy⟩); its R-derivative, with ry = R{y} = y∘(rz − ⟨y,rz⟩):
             y, ry = fwd.ys[layer + 1], rys[layer + 1]
             rgz = (
@@ -115,4 +138,6 @@ def r_backward(
                 rgz = rgz + fwd.s2[layer] * rz * gy
         rgzs[layer] = rgz
         rgy = rgz @ params[layer]["W"]
+        if direction is not None:
+            rgy = rgy + gzs[layer] @ direction[layer]["W"]
     return rgzs, rgy

@@ -1,0 +1,569 @@
+"""Curvature of a loss with respect to the weights (MATH.md §6; Bishop §8.1.6; Pearlmutter 1994).
+
+A loss is either a `jprop.SquaredError` / `jprop.CrossEntropy` built on a model — the closed road
+when the model is a `jprop.MLP` — or any callable `E(params, *data)` (the autodiff road). Both
+losses are batch means: E = (1/B) Σ_b e(f(x_b), t_b).
+
+Closed road, per MLP (all batch-wide matrix products):
+- Hessian-vector product Hv: forward; backward with ∂E/∂y; the weight-space R-forward
+  (rz^l = W^l ry^{l-1} + V^l y^{l-1} + V_b^l); the R-backward with output injection E''(y) ry^L
+  and the extra V^lᵀ gz^l term; then ∂/∂W^l = rgz^lᵀ y^{l-1} + gz^lᵀ ry^{l-1}, as in J-prop.
+- Gauss-Newton G v = J_wᵀ H_out J_w v: the weight-space R-forward gives J_w v; one linear backward
+  pass from H_out J_w v (ry^L for squared error, taken through y; for cross-entropy with its
+  canonical logsig/softmax output, H_z R{z^L} = R{y^L}, taken through z) gives J_wᵀ of it.
+- Becker & LeCun's diagonal: the exact diagonal of ∂²E/∂(z^L)², then
+  d^l = (s1^l)² ∘ (d^{l+1} (W^{l+1})²) + s2^l ∘ gy^l, and ∂²E/∂W_ji² ≈ d_j y_i².
+
+Flattening: `jprop.param_layout(params)` names each leaf's slice of the flat vector that the
+matrices here index (`jax.flatten_util.ravel_pytree` order).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from ._activations import activation_function
+from ._jprop import _weight_gradients
+from ._mlp import MLP, Params
+from ._passes import backward, forward, r_backward, r_forward
+from ._transforms import _prepare
+from ._validation import check_like, check_method, check_size
+
+# ----------------------------------------------------------------------------------------------
+# Losses
+
+
+def _check_data(loss, params, x, t, where) -> tuple[jax.Array, jax.Array]:
+    x, out = _prepare(loss.f, params, x, where)
+    if x.ndim != 2 or len(out.shape) != 1:
+        raise ValueError(
+            f"{where}: needs x of shape (B, n) and f(params, x) of shape (m,) per example; got x "
+            f"of shape {x.shape} and an output of shape {out.shape}."
+        )
+    t = check_like(t, "t", (x.shape[0], out.shape[0]), where, " Targets are (B, m), one row per x.")
+    if t.dtype != x.dtype:
+        raise TypeError(f"{where}: `t` must have x's dtype {x.dtype}; got {t.dtype}.")
+    return x, t
+
+
+@dataclasses.dataclass(frozen=True)
+class SquaredError:
+    r"""$E = \frac1B\sum_b \tfrac12\|f(x_b) - t_b\|^2$ for any model `f`; a loss the curvature
+    transforms read as data `(x (B, n), t (B, m))`. On a `jprop.MLP` they take the closed road.
+
+    >>> import jax, jax.numpy as jnp, jprop
+    >>> net = jprop.MLP((2, 4, 1)); p = net.init(jax.random.key(0))
+    >>> float(jprop.SquaredError(net)(p, jnp.zeros((3, 2)), net(p, jnp.zeros((3, 2)))))
+    0.0
+    """
+
+    f: Any
+
+    def __call__(self, params: Any, x: jax.Array, t: jax.Array) -> jax.Array:
+        x, t = _check_data(self, params, x, t, "jprop.SquaredError")
+        return 0.5 * jnp.mean(jnp.sum((self.f(params, x) - t) ** 2, axis=-1))
+
+    def output_hessian_diagonal(self, net: MLP, params: Params, x, t) -> jax.Array:
+        """diag ∂²e/∂(z^L)² per example, (B, m), exactly (m is small)."""
+        output = activation_function(net.output)
+
+        def e(z, ti):  # the per-example loss as a function of the output layer's net input
+            return 0.5 * jnp.sum((output(z) - ti) ** 2)
+
+        return _diagonal_of_hessian(e, _logits(net, params, x), t)
+
+
+@dataclasses.dataclass(frozen=True)
+class CrossEntropy:
+    r"""Cross-entropy for a `jprop.MLP` with a logsig (independent classes) or softmax output:
+    $-\frac1B\sum_b\sum_k [t\log y + (1-t)\log(1-y)]$ or $-\frac1B\sum_b\sum_k t\log y$, computed
+    from the output's net input so it stays finite when the output saturates.
+
+    >>> import jax, jax.numpy as jnp, jprop
+    >>> net = jprop.MLP((2, 4, 3), output="softmax"); p = net.init(jax.random.key(0))
+    >>> E = jprop.CrossEntropy(net)(p, jnp.zeros((2, 2)), jnp.array([[1., 0, 0], [0, 1, 0]]))
+    >>> bool(E > 0)
+    True
+    """
+
+    f: MLP
+
+    def __post_init__(self):
+        if not isinstance(self.f, MLP) or self.f.output not in ("logsig", "softmax"):
+            if isinstance(self.f, MLP):
+                got = f"an MLP with output {self.f.output!r}"
+            else:
+                got = type(self.f).__name__
+            raise ValueError(
+                "jprop.CrossEntropy: needs a jprop.MLP with a 'logsig' or 'softmax' output (its "
+                f"curvature is taken through the output's net input); got {got}. For other models "
+                "write the loss as a function E(params, *data) and use the autodiff road."
+            )
+
+    def __call__(self, params: Any, x: jax.Array, t: jax.Array) -> jax.Array:
+        x, t = _check_data(self, params, x, t, "jprop.CrossEntropy")
+        return jnp.mean(jax.vmap(self._per_example)(_logits(self.f, params, x), t))
+
+    def _per_example(self, z, t):
+        if self.f.output == "softmax":
+            return -jnp.sum(t * jax.nn.log_softmax(z))
+        return jnp.sum(jax.nn.softplus(z) - t * z)  # -[t log σ(z) + (1-t) log(1-σ(z))]
+
+    def output_hessian_diagonal(self, net: MLP, params: Params, x, t) -> jax.Array:
+        return _diagonal_of_hessian(self._per_example, _logits(net, params, x), t)
+
+
+def _logits(net: MLP, params: Params, x) -> jax.Array:
+    """z^L, the output layer's net input, (B, m)."""
+    linear = MLP(net.sizes, activation=net.activation, output="linear")
+    return linear(params, x)
+
+
+def _diagonal_of_hessian(e, z, t):
+    return jax.vmap(lambda zi, ti: jnp.diagonal(jax.hessian(e)(zi, ti)))(z, t)
+
+
+def _road(loss: Any, method: str, where: str) -> str:
+    if not callable(loss):
+        raise TypeError(
+            f"{where}: `loss` must be jprop.SquaredError(f), jprop.CrossEntropy(net) or a callable "
+            f"E(params, *data); got {type(loss).__name__}."
+        )
+    check_method(method, ("auto", "closed", "autodiff"), where)
+    closed_ok = isinstance(loss, (SquaredError, CrossEntropy)) and isinstance(loss.f, MLP)
+    if method == "closed" and not closed_ok:
+        raise ValueError(
+            f"{where}: method='closed' needs jprop.SquaredError or jprop.CrossEntropy of a "
+            f"jprop.MLP; got {type(loss).__name__}. Use method='autodiff' (or 'auto')."
+        )
+    if method == "auto":
+        return "closed" if closed_ok else "autodiff"
+    return method
+
+
+def _check_direction(params: Any, v: Any, where: str, name: str = "v") -> Any:
+    """`v` must be a pytree with params' structure, shapes and dtypes."""
+    p_leaves, p_tree = jax.tree_util.tree_flatten_with_path(params)
+    v_leaves, v_tree = jax.tree_util.tree_flatten_with_path(v)
+    if p_tree != v_tree:
+        raise ValueError(
+            f"{where}: `{name}` must be a pytree shaped like params ({p_tree}); got {v_tree}. "
+            f"Build it with jax.tree.map over params, e.g. jax.tree.map(jnp.ones_like, params)."
+        )
+    for (path, p), (_, leaf) in zip(p_leaves, v_leaves):
+        leaf = jnp.asarray(leaf)
+        if leaf.shape != jnp.shape(p) or leaf.dtype != jnp.result_type(p):
+            raise ValueError(
+                f"{where}: `{name}` at {jax.tree_util.keystr(path)} must have shape "
+                f"{jnp.shape(p)} and dtype {jnp.result_type(p)} like params; got {leaf.shape} "
+                f"{leaf.dtype}."
+            )
+    return v
+
+
+# ----------------------------------------------------------------------------------------------
+# Closed road
+
+
+def _output_gradient(loss, fwd, t, batch):
+    """(g, top_gz): ∂E/∂y^L for squared error, or ∂E/∂z^L for the canonical cross-entropy."""
+    if isinstance(loss, CrossEntropy):
+        return None, (fwd.ys[-1] - t) / batch
+    return (fwd.ys[-1] - t) / batch, None
+
+
+def _closed_hvp(loss, params, x, t, v):
+    net, batch = loss.f, x.shape[0]
+    fwd = forward(net, params, x)
+    g, top_gz = _output_gradient(loss, fwd, t, batch)
+    (gys, gzs), _ = backward(net, params, fwd, g, top_gz=top_gz)
+    rys, rzs = r_forward(net, params, fwd, jnp.zeros_like(x), direction=v)
+    if isinstance(loss, CrossEntropy):  # R{gz^L} = R{y^L} / B
+        rgzs, _ = r_backward(
+            net, params, fwd, gys, rys, rzs, direction=v, gzs=gzs, top_rgz=rys[-1] / batch
+        )
+    else:  # E''(y) = I / B
+        rgzs, _ = r_backward(net, params, fwd, gys, rys, rzs, rys[-1] / batch, v, gzs)
+    return _weight_gradients(params, fwd, gzs, rgzs, rys)
+
+
+def _closed_gauss_newton(loss, params, x, t, v):
+    net, batch = loss.f, x.shape[0]
+    fwd = forward(net, params, x)
+    rys, _ = r_forward(net, params, fwd, jnp.zeros_like(x), direction=v)
+    if isinstance(loss, CrossEntropy):
+        (_, gzs), _ = backward(net, params, fwd, None, top_gz=rys[-1] / batch)
+    else:
+        (_, gzs), _ = backward(net, params, fwd, rys[-1] / batch)
+    return [{"W": gz.T @ fwd.ys[l], "b": jnp.sum(gz, axis=0)} for l, gz in enumerate(gzs)]  # noqa: E741
+
+
+def _becker_lecun(loss, params, x, t):
+    net, batch = loss.f, x.shape[0]
+    fwd = forward(net, params, x)
+    g, top_gz = _output_gradient(loss, fwd, t, batch)
+    (_, gzs), _ = backward(net, params, fwd, g, top_gz=top_gz)
+    d = loss.output_hessian_diagonal(net, params, x, t) / batch  # exact at the output
+    out = [None] * net.depth
+    for layer in reversed(range(net.depth)):
+        if layer < net.depth - 1:
+            w_next = params[layer + 1]["W"]
+            gy = gzs[layer + 1] @ w_next
+            d = fwd.s1[layer] ** 2 * (d @ w_next**2) + fwd.s2[layer] * gy
+        out[layer] = {"W": d.T @ fwd.ys[layer] ** 2, "b": jnp.sum(d, axis=0)}
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Autodiff road
+
+
+def _autodiff_hvp(loss, params, v, *data):
+    return jax.jvp(lambda p: jax.grad(loss)(p, *data), (params,), (v,))[1]
+
+
+def _autodiff_gauss_newton(loss, params, x, t, v):
+    if isinstance(loss, CrossEntropy):  # through the net input z^L, with H_z of the loss
+
+        def z_of(p):
+            return _logits(loss.f, p, x)
+
+        def h_out(z, t, r):  # H_z r per example, forward-over-reverse on the per-example loss
+            grad_z = jax.grad(loss._per_example)
+            return jax.vmap(lambda zi, ti, ri: jax.jvp(lambda q: grad_z(q, ti), (zi,), (ri,))[1])(
+                z, t, r
+            )
+    else:
+
+        def z_of(p):
+            return loss.f(p, x)
+
+        def h_out(z, t, r):
+            return r
+
+    z, jv = jax.jvp(z_of, (params,), (v,))
+    _, vjp = jax.vjp(z_of, params)
+    return vjp(h_out(z, t, jv) / x.shape[0])[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Public transforms
+
+
+def _hvp_fn(loss, road):
+    if road == "closed":
+        return lambda params, v, x, t: _closed_hvp(loss, params, x, t, v)
+    return lambda params, v, *data: _autodiff_hvp(loss, params, v, *data)
+
+
+def _validate_data(loss, params, data, where):
+    if isinstance(loss, (SquaredError, CrossEntropy)):
+        if len(data) != 2:
+            raise TypeError(
+                f"{where}: a {type(loss).__name__} loss takes data (x, t); got "
+                f"{len(data)} data arguments."
+            )
+        return _check_data(loss, params, *data, where)
+    return data
+
+
+def weight_hvp(loss: Any, *, method: str = "auto") -> Callable[..., Any]:
+    r"""The exact Hessian-vector product $H v$ of a loss with respect to the weights (Pearlmutter).
+
+    **Arguments:** `loss`: `jprop.SquaredError(f)`, `jprop.CrossEntropy(net)` or any callable
+    `E(params, *data)`; `method`: "auto" (closed passes for an MLP loss), "closed" or "autodiff"
+    (`jax.jvp(jax.grad(E))`).
+
+    **Returns:** a function `(params, v, *data) -> Hv`, `v` and `Hv` pytrees shaped like params.
+
+    >>> import jax, jax.numpy as jnp, jprop
+    >>> net = jprop.MLP((2, 4, 1)); p = net.init(jax.random.key(0))
+    >>> x, t = jnp.ones((3, 2)), jnp.zeros((3, 1))
+    >>> Hv = jprop.weight_hvp(jprop.SquaredError(net))(p, jax.tree.map(jnp.ones_like, p), x, t)
+    >>> jax.tree.map(jnp.shape, Hv) == jax.tree.map(jnp.shape, p)
+    True
+    """
+    where = "jprop.weight_hvp"
+    road = _road(loss, method, where)
+    compute = jax.jit(_hvp_fn(loss, road))
+
+    def hvp(params, v, *data):
+        data = _validate_data(loss, params, data, where)
+        return compute(params, _check_direction(params, v, where), *data)
+
+    return hvp
+
+
+def gauss_newton_vp(loss: SquaredError | CrossEntropy, *, method: str = "auto") -> Callable:
+    r"""The Gauss-Newton (outer-product) matrix times a vector, $G v = J_w^\top H_{out} J_w v$.
+
+    Squared error: $G = \frac1B\sum_b J_y^\top J_y$ (Levenberg-Marquardt; drops the residual term).
+    Cross-entropy with logsig/softmax outputs: $G = \frac1B\sum_b J_z^\top H_z J_z$, with
+    $H_z = \mathrm{diag}(y(1-y))$ or $\mathrm{diag}(y) - yy^\top$. Positive semi-definite.
+
+    **Returns:** a function `(params, v, x, t) -> Gv`, pytrees shaped like params.
+    """
+    where = "jprop.gauss_newton_vp"
+    if not isinstance(loss, (SquaredError, CrossEntropy)):
+        raise TypeError(
+            f"{where}: needs a jprop.SquaredError or jprop.CrossEntropy loss (Gauss-Newton needs "
+            f"the model and the loss apart); got {type(loss).__name__}."
+        )
+    road = _road(loss, method, where)
+    rule = _closed_gauss_newton if road == "closed" else _autodiff_gauss_newton
+    compute = jax.jit(lambda params, v, x, t: rule(loss, params, x, t, v))
+
+    def gvp(params, v, x, t):
+        x, t = _validate_data(loss, params, (x, t), where)
+        return compute(params, _check_direction(params, v, where), x, t)
+
+    return gvp
+
+
+class ParamSlice(NamedTuple):
+    """Where one parameter leaf lives in the flat vector: its path, slice and shape."""
+
+    name: str
+    start: int
+    stop: int
+    shape: tuple[int, ...]
+
+
+def param_layout(params: Any) -> list[ParamSlice]:
+    """The flat order used by the weight-space matrices (`ravel_pytree`): one entry per leaf.
+
+    >>> import jax, jprop
+    >>> jprop.param_layout(jprop.MLP((2, 3, 1)).init(jax.random.key(0)))[0]
+    ParamSlice(name="[0]['W']", start=0, stop=6, shape=(3, 2))
+    """
+    layout, start = [], 0
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        size = int(np.prod(jnp.shape(leaf), dtype=int))
+        layout.append(ParamSlice(jax.tree_util.keystr(path), start, start + size, jnp.shape(leaf)))
+        start += size
+    return layout
+
+
+_DEFAULT_MAX_BYTES = 1 << 30
+
+
+def _dense(product, params, data, max_bytes, where, what):
+    flat, unravel = ravel_pytree(params)
+    size = flat.size
+    need = size * size * flat.dtype.itemsize
+    if need > max_bytes:
+        raise ValueError(
+            f"{where}: the {what} over P = {size} parameters is a {size} × {size} matrix of "
+            f"{flat.dtype}, {need / 2**20:.1f} MiB, over max_bytes = {max_bytes / 2**20:.1f} MiB. "
+            f"Pass max_bytes={need} (or more) to allow it, or use matrix-free products and "
+            "jprop.top_eigenpairs instead."
+        )
+    column = lambda e: ravel_pytree(product(params, unravel(e), *data))[0]  # noqa: E731
+    eye = jnp.eye(size, dtype=flat.dtype)
+    return jax.lax.map(column, eye, batch_size=min(size, 64))
+
+
+def weight_hessian(
+    loss: Any, *, method: str = "auto", max_bytes: int = _DEFAULT_MAX_BYTES
+) -> Callable[..., jax.Array]:
+    r"""The full weight Hessian as a (P, P) matrix over the flattened parameters, one HVP per column.
+
+    Rows and columns follow `jprop.param_layout(params)`. Refuses, saying the size it would need,
+    when P² values exceed `max_bytes` (default 1 GiB); raise it to allow more.
+
+    **Returns:** a function `(params, *data) -> H`.
+    """
+    where = "jprop.weight_hessian"
+    road = _road(loss, method, where)
+    check_size(max_bytes, "max_bytes", where)
+    product = _hvp_fn(loss, road)
+    compute = jax.jit(lambda p, *d: _dense(product, p, d, max_bytes, where, "weight Hessian"))
+
+    def hessian(params, *data):
+        return compute(params, *_validate_data(loss, params, data, where))
+
+    return hessian
+
+
+def gauss_newton(
+    loss: SquaredError | CrossEntropy, *, method: str = "auto", max_bytes: int = _DEFAULT_MAX_BYTES
+) -> Callable[..., jax.Array]:
+    """The Gauss-Newton matrix (P, P), column by column from `gauss_newton_vp`; `max_bytes` as for
+    `jprop.weight_hessian`. **Returns:** a function `(params, x, t) -> G`."""
+    where = "jprop.gauss_newton"
+    gvp = gauss_newton_vp(loss, method=method)
+    check_size(max_bytes, "max_bytes", where)
+    compute = jax.jit(lambda p, *d: _dense(gvp, p, d, max_bytes, where, "Gauss-Newton matrix"))
+
+    def matrix(params, x, t):
+        return compute(params, *_validate_data(loss, params, (x, t), where))
+
+    return matrix
+
+
+def weight_hessian_diagonal(
+    loss: SquaredError | CrossEntropy | Any,
+    *,
+    exact: bool = False,
+    max_bytes: int = _DEFAULT_MAX_BYTES,
+) -> Callable[..., Any]:
+    r"""The diagonal of the weight Hessian, shaped like params.
+
+    `exact=False`: Becker & LeCun's O(W) approximation for a `jprop.MLP` loss (exact output-layer
+    second derivatives, off-diagonal terms dropped below; exact for a net with no hidden layer).
+    `exact=True`: the diagonal of `jprop.weight_hessian`, for small nets and for comparison.
+
+    **Returns:** a function `(params, *data) -> diagonal` (a pytree like params).
+    """
+    where = "jprop.weight_hessian_diagonal"
+    if exact:
+        full = weight_hessian(loss, max_bytes=max_bytes)
+
+        def diagonal(params, *data):
+            return ravel_pytree(params)[1](jnp.diagonal(full(params, *data)))
+
+        return diagonal
+    if not (isinstance(loss, (SquaredError, CrossEntropy)) and isinstance(loss.f, MLP)):
+        raise ValueError(
+            f"{where}: the Becker-LeCun approximation needs jprop.SquaredError or "
+            f"jprop.CrossEntropy of a jprop.MLP; got {type(loss).__name__}. Pass exact=True for "
+            "the exact diagonal of any loss."
+        )
+    compute = jax.jit(lambda params, x, t: _becker_lecun(loss, params, x, t))
+
+    def approximate(params, x, t):
+        x, t = _validate_data(loss, params, (x, t), where)
+        return compute(params, x, t)
+
+    return approximate
+
+
+def curvature_along(loss: Any, *, method: str = "auto") -> Callable[..., jax.Array]:
+    r"""$v^\top H v / v^\top v$: the loss's curvature along the direction v (one HVP).
+
+    **Returns:** a function `(params, v, *data) -> scalar`.
+    """
+    hvp = weight_hvp(loss, method=method)
+
+    def along(params, v, *data):
+        hv = hvp(params, v, *data)
+        flat_v, flat_hv = ravel_pytree(v)[0], ravel_pytree(hv)[0]
+        return flat_v @ flat_hv / (flat_v @ flat_v)
+
+    return along
+
+
+class Eigenpairs(NamedTuple):
+    """Top eigenpairs of a weight-space operator and how well they converged.
+
+    eigenvalues (k,) in decreasing order; eigenvectors: a pytree like params with a leading axis k;
+    residuals (k,): ‖Hq − λq‖ for each unit Ritz vector q (0 when exact); iterations: Lanczos steps.
+    """
+
+    eigenvalues: jax.Array
+    eigenvectors: Any
+    residuals: jax.Array
+    iterations: int
+
+
+def top_eigenpairs(
+    loss: Any,
+    k: int = 1,
+    *,
+    num_iterations: int | None = None,
+    method: str = "auto",
+    operator: str = "hessian",
+) -> Callable[..., Eigenpairs]:
+    r"""The k largest eigenvalues of the weight Hessian (or Gauss-Newton matrix) and their vectors.
+
+    Lanczos with full reorthogonalisation on the matrix-free product (`weight_hvp`, or
+    `gauss_newton_vp` with `operator="gauss_newton"`), `num_iterations` steps (default
+    min(P, 2k + 30)); the report's residuals say how far each pair is from converged.
+
+    **Returns:** a function `(params, *data, key=None) -> Eigenpairs`; `key` picks the random start.
+    """
+    where = "jprop.top_eigenpairs"
+    k = check_size(k, "k", where)
+    if operator not in ("hessian", "gauss_newton"):
+        raise ValueError(
+            f"{where}: unknown operator {operator!r}; choose 'hessian' or 'gauss_newton'."
+        )
+    if num_iterations is not None:
+        num_iterations = check_size(num_iterations, "num_iterations", where)
+    if operator == "hessian":
+        road = _road(loss, method, where)
+        product = _hvp_fn(loss, road)
+    else:
+        gvp = gauss_newton_vp(loss, method=method)
+        product = lambda p, v, x, t: gvp(p, v, x, t)  # noqa: E731
+
+    def run(params, data, start, steps):
+        unravel = ravel_pytree(params)[1]
+        matvec = lambda q: ravel_pytree(product(params, unravel(q), *data))[0]  # noqa: E731
+        values, vectors, residuals = _lanczos(matvec, start, steps, k)
+        return values, jax.vmap(unravel)(vectors), residuals
+
+    run = jax.jit(run, static_argnums=3)
+
+    def eigenpairs(params, *data, key=None):
+        data = _validate_data(loss, params, data, where)
+        flat = ravel_pytree(params)[0]
+        size = flat.size
+        steps = min(size, num_iterations or 2 * k + 30)
+        if k > steps:
+            raise ValueError(
+                f"{where}: k = {k} eigenpairs need at least k Lanczos steps; num_iterations "
+                f"gives {steps} (P = {size})."
+            )
+        key = jax.random.key(0) if key is None else key
+        start = jax.random.normal(key, (size,), flat.dtype)
+        return Eigenpairs(*run(params, tuple(data), start, steps), steps)
+
+    return eigenpairs
+
+
+def _lanczos(matvec, start, steps, k):
+    """k largest Ritz pairs after `steps` Lanczos steps with full reorthogonalisation.
+
+    When the Krylov space closes (a low-rank Gauss-Newton matrix, β ≈ 0), w/β is rounding noise
+    that is no longer orthogonal to the basis; it is orthogonalised again after normalising (or
+    replaced by a fresh random vector when β = 0), which restarts the iteration in the
+    complement with a (near-)zero coupling, as the tridiagonal matrix requires.
+    """
+    size = start.shape[0]
+    basis = jnp.zeros((steps, size), start.dtype).at[0].set(start / jnp.linalg.norm(start))
+    alphas = jnp.zeros(steps, start.dtype)
+    betas = jnp.zeros(steps, start.dtype)
+    key = jax.random.key(size)
+
+    def orthogonal_unit(basis, w):
+        for _ in range(2):  # against every basis vector so far (rows after j are still zero), twice
+            w = w - basis.T @ (basis @ w)
+        norm = jnp.linalg.norm(w)
+        return w / jnp.where(norm > 0, norm, 1), norm
+
+    def step(j, carry):
+        basis, alphas, betas = carry
+        w = matvec(basis[j])
+        alpha = basis[j] @ w
+        w, beta = orthogonal_unit(basis, w)
+        fresh = jax.random.normal(jax.random.fold_in(key, j), (size,), start.dtype)
+        w = orthogonal_unit(basis, jnp.where(beta > 0, w, fresh))[0]
+        following = jnp.minimum(j + 1, steps - 1)
+        basis = basis.at[following].set(jnp.where(j + 1 < steps, w, basis[following]))
+        return basis, alphas.at[j].set(alpha), betas.at[j].set(beta)
+
+    basis, alphas, betas = jax.lax.fori_loop(0, steps, step, (basis, alphas, betas))
+    tri = jnp.diag(alphas) + jnp.diag(betas[:-1], 1) + jnp.diag(betas[:-1], -1)
+    theta, s = jnp.linalg.eigh(tri)
+    order = jnp.argsort(-theta)[:k]
+    vectors = (basis.T @ s[:, order]).T  # (k, P)
+    residuals = jnp.abs(betas[-1] * s[-1, order])  # ‖H q − θ q‖ for each Ritz pair
+    return theta[order], vectors, residuals

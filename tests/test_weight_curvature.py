@@ -1,0 +1,250 @@
+"""Weight-space curvature: HVPs and the full Hessian against jax.hessian of the flattened loss and
+float64 differences, Gauss-Newton against its dense definition, Becker-LeCun against the exact
+diagonal where it is exact, eigenpairs against numpy.linalg.eigh, and clear errors."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import TOL_EXACT, assert_close, params_and_input
+from jax.flatten_util import ravel_pytree
+
+import jprop
+
+BATCH = 5
+
+# (net, loss kind): squared error on several depths and outputs (softmax included), cross-entropy
+# on both canonical outputs, a linear hidden layer.
+CASES = [
+    (jprop.MLP((3, 5, 2)), "squared"),
+    (jprop.MLP((2, 4, 3, 1), output="logsig"), "squared"),
+    (jprop.MLP((3, 4, 3), output="softmax"), "squared"),
+    (jprop.MLP((2, 3, 3, 2), activation="purelin", output="tansig"), "squared"),
+    (jprop.MLP((3, 4, 2), output="logsig"), "cross_entropy"),
+    (jprop.MLP((2, 5, 4, 3), activation="logsig", output="softmax"), "cross_entropy"),
+]
+CASE_IDS = ["-".join(map(str, n.sizes)) + f"-{n.output}-{kind}" for n, kind in CASES]
+
+
+def problem(net, kind, dtype, seed=0):
+    params, x = params_and_input(net, dtype, seed=seed, batch=(BATCH,))
+    m = net.n_outputs
+    key = jax.random.key(seed + 100)
+    if kind == "squared":
+        loss, t = jprop.SquaredError(net), jax.random.normal(key, (BATCH, m), dtype)
+    elif net.output == "softmax":
+        loss, t = jprop.CrossEntropy(net), jax.nn.one_hot(jnp.arange(BATCH) % m, m, dtype=dtype)
+    else:
+        loss, t = jprop.CrossEntropy(net), jax.random.bernoulli(key, 0.5, (BATCH, m)).astype(dtype)
+    v = jax.tree.map(lambda p: jax.random.normal(jax.random.key(seed + 7), p.shape, dtype), params)
+    return loss, params, x, t, v
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def dense_hessian(loss, params, x, t):
+    flat, unravel = ravel_pytree(params)
+    return jax.hessian(lambda w: loss(unravel(w), x, t))(flat)
+
+
+def flat(tree):
+    return ravel_pytree(tree)[0]
+
+
+# The closed road on every case in float64, and on alternate cases in float32 and by autodiff.
+HVP_RUNS = [
+    pytest.param(net, kind, road, dtype, id=f"{road}-{dtype.__name__}-{name}")
+    for i, ((net, kind), name) in enumerate(zip(CASES, CASE_IDS))
+    for road, dtype in [("closed", jnp.float64)]
+    + ([("closed", jnp.float32)] if i % 2 == 0 else [("autodiff", jnp.float64)])
+]
+
+
+@pytest.mark.parametrize("net, kind, road, dtype", HVP_RUNS)
+def test_hvp_against_dense_hessian(net, kind, road, dtype):
+    loss, params, x, t, v = problem(net, kind, dtype)
+    hv = jprop.weight_hvp(loss, method=road)(params, v, x, t)
+    up = lambda tree: jax.tree.map(lambda a: a.astype(jnp.float64), tree)  # noqa: E731
+    expected = dense_hessian(loss, up(params), up(x), up(t)) @ flat(up(v))  # the same numbers
+    assert_close(flat(hv), expected, TOL_EXACT[dtype] * 10, f"{road} Hv")
+
+
+def test_hvp_against_float64_differences_of_the_gradient():
+    net = jprop.MLP((3, 6, 4, 2), output="tansig")
+    loss, params, x, t, v = problem(net, "squared", jnp.float64, seed=3)
+    eps = 1e-5
+    grad = jax.jit(jax.grad(loss))
+    shift = lambda s: jax.tree.map(lambda p, d: p + s * eps * d, params, v)  # noqa: E731
+    fd = (flat(grad(shift(1), x, t)) - flat(grad(shift(-1), x, t))) / (2 * eps)
+    assert_close(flat(jprop.weight_hvp(loss)(params, v, x, t)), fd, 1e-8, "Hv vs fd")
+
+
+def test_full_hessian_layout_symmetry_and_curvature_along():
+    net = jprop.MLP((2, 4, 3, 2))
+    loss, params, x, t, v = problem(net, "squared", jnp.float64, seed=1)
+    H = jprop.weight_hessian(loss)(params, x, t)
+    reference = dense_hessian(loss, params, x, t)
+    assert_close(H, reference, 1e-12, "H")
+    assert_close(H, H.T, 1e-12, "symmetry")
+    layout = jprop.param_layout(params)
+    assert layout[-1].stop == H.shape[0] == sum(p.size for p in jax.tree.leaves(params))
+    second_w = next(s for s in layout if s.name == "[1]['W']")
+    assert second_w.shape == (3, 4) and second_w.stop - second_w.start == 12
+    block = H[second_w.start : second_w.stop, second_w.start : second_w.stop]  # ∂²E/∂W²∂W²
+    W2 = params[1]["W"]
+
+    def of_w2(w):
+        return loss([params[0], {"W": w.reshape(W2.shape), "b": params[1]["b"]}, params[2]], x, t)
+
+    assert_close(block, jax.hessian(of_w2)(W2.ravel()), 1e-12, "layer-2 block")
+    along = jprop.curvature_along(loss)(params, v, x, t)
+    assert_close(along, flat(v) @ reference @ flat(v) / (flat(v) @ flat(v)), 1e-12, "vᵀHv/vᵀv")
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def dense_gauss_newton(loss, params, x, t):
+    flat_p, unravel = ravel_pytree(params)
+    net = loss.f
+    if isinstance(loss, jprop.CrossEntropy):
+        z = lambda w, xi: jprop.MLP(net.sizes, net.activation, "linear")(unravel(w), xi)  # noqa: E731
+        y = net(params, x)
+        if net.output == "softmax":
+            h = jax.vmap(lambda yi: jnp.diag(yi) - jnp.outer(yi, yi))(y)
+        else:
+            h = jax.vmap(lambda yi: jnp.diag(yi * (1 - yi)))(y)
+    else:
+        z = lambda w, xi: net(unravel(w), xi)  # noqa: E731
+        h = jnp.broadcast_to(jnp.eye(net.n_outputs), (BATCH, net.n_outputs, net.n_outputs))
+    J = jax.vmap(lambda xi: jax.jacfwd(z)(flat_p, xi))(x)  # (B, m, P)
+    return jnp.einsum("bkp,bkl,blq->pq", J, h, J) / BATCH
+
+
+@pytest.mark.parametrize(
+    "net, kind, road",
+    [pytest.param(n, k, "closed", id=f"closed-{i}") for (n, k), i in zip(CASES, CASE_IDS)]
+    + [pytest.param(n, k, "autodiff", id=f"autodiff-{i}") for (n, k), i in zip(CASES, CASE_IDS)][
+        1::2
+    ],
+)
+def test_gauss_newton_against_dense_definition(net, kind, road):
+    loss, params, x, t, v = problem(net, kind, jnp.float64, seed=2)
+    G = jprop.gauss_newton(loss, method=road)(params, x, t)
+    expected = dense_gauss_newton(loss, params, x, t)
+    assert_close(G, expected, 1e-11, f"{road} G")
+    assert np.linalg.eigvalsh(np.asarray(G)).min() > -1e-10  # positive semi-definite
+    gv = jprop.gauss_newton_vp(loss, method=road)(params, v, x, t)
+    assert_close(flat(gv), expected @ flat(v), 1e-11, f"{road} Gv")
+
+
+@pytest.mark.parametrize(
+    "net, kind",
+    [
+        (jprop.MLP((3, 2), output="tansig"), "squared"),
+        (jprop.MLP((4, 3), output="softmax"), "squared"),
+        (jprop.MLP((3, 4), output="softmax"), "cross_entropy"),
+        (jprop.MLP((2, 3), output="logsig"), "cross_entropy"),
+    ],
+    ids=["tansig-squared", "softmax-squared", "softmax-ce", "logsig-ce"],
+)
+def test_becker_lecun_is_exact_without_hidden_layers(net, kind):
+    loss, params, x, t, _ = problem(net, kind, jnp.float64, seed=4)
+    approx = jprop.weight_hessian_diagonal(loss)(params, x, t)
+    exact = jprop.weight_hessian_diagonal(loss, exact=True)(params, x, t)
+    assert_close(flat(approx), flat(exact), 1e-12, "one-layer diagonal")
+    assert_close(flat(exact), jnp.diagonal(dense_hessian(loss, params, x, t)), 1e-12, "exact")
+
+
+def test_becker_lecun_drops_off_diagonal_terms_in_deeper_nets():
+    # One hidden layer under a linear squared-error output is still exact (H_z at the output is
+    # I, so no off-diagonal terms exist to drop); two hidden layers are not.
+    net = jprop.MLP((3, 6, 2))
+    loss, params, x, t, _ = problem(net, "squared", jnp.float64, seed=5)
+    approx = flat(jprop.weight_hessian_diagonal(loss)(params, x, t))
+    assert_close(approx, jnp.diagonal(dense_hessian(loss, params, x, t)), 1e-12, "one hidden")
+    net = jprop.MLP((3, 6, 4, 2))
+    loss, params, x, t, _ = problem(net, "squared", jnp.float64, seed=5)
+    approx = flat(jprop.weight_hessian_diagonal(loss)(params, x, t))
+    exact = flat(jprop.weight_hessian_diagonal(loss, exact=True)(params, x, t))
+    err = jprop.relative_error(approx, exact)
+    assert 1e-6 < err < 1.0, err
+    last = slice(-(2 * 4 + 2), None)  # the output layer's weights and biases are exact
+    assert_close(approx[last], exact[last], 1e-12, "output layer")
+
+
+@pytest.mark.parametrize("operator", ["hessian", "gauss_newton"])
+def test_top_eigenpairs_against_eigh(operator):
+    net = jprop.MLP((2, 4, 3, 1))
+    loss, params, x, t, _ = problem(net, "squared", jnp.float64, seed=6)
+    dense = (
+        dense_hessian(loss, params, x, t)
+        if operator == "hessian"
+        else dense_gauss_newton(loss, params, x, t)
+    )
+    values, vectors = np.linalg.eigh(np.asarray(dense))
+    size = dense.shape[0]
+    result = jprop.top_eigenpairs(loss, k=3, num_iterations=size, operator=operator)(
+        params, x, t, key=jax.random.key(1)
+    )
+    assert result.iterations == size
+    assert_close(result.eigenvalues, values[::-1][:3], 1e-9, "eigenvalues")
+    found = jax.vmap(lambda tree: ravel_pytree(tree)[0])(result.eigenvectors)  # (3, P)
+    overlap = np.abs(np.asarray(found) @ vectors[:, ::-1][:, :3])
+    assert_close(np.diag(overlap), np.ones(3), 1e-6, "eigenvectors")
+    assert float(jnp.max(result.residuals)) < 1e-8
+
+
+def test_few_lanczos_steps_report_their_residuals():
+    net = jprop.MLP((3, 6, 5, 2))
+    loss, params, x, t, _ = problem(net, "squared", jnp.float64, seed=7)
+    values = np.linalg.eigvalsh(np.asarray(dense_hessian(loss, params, x, t)))
+    result = jprop.top_eigenpairs(loss, k=1, num_iterations=30)(params, x, t)
+    # The Ritz value's error is bounded by its residual (for symmetric operators).
+    assert abs(float(result.eigenvalues[0]) - values[-1]) <= float(result.residuals[0]) + 1e-10
+
+
+def test_any_callable_loss_takes_the_autodiff_road():
+    rbf = jprop.RBFNetwork(2, 4, 1)
+    params = rbf.init(jax.random.key(0), jnp.float64)
+    x = jax.random.normal(jax.random.key(1), (BATCH, 2), jnp.float64)
+    t = jnp.sin(x[:, :1])
+
+    def energy(p, x, t):
+        return jnp.mean((rbf(p, x) - t) ** 2) + 1e-3 * jnp.sum(p["W"] ** 2)
+
+    v = jax.tree.map(jnp.ones_like, params)
+    flat_p, unravel = ravel_pytree(params)
+    dense = jax.jit(jax.hessian(lambda w: energy(unravel(w), x, t)))(flat_p)
+    assert_close(flat(jprop.weight_hvp(energy)(params, v, x, t)), dense @ flat(v), 1e-12, "Hv")
+    assert_close(jprop.weight_hessian(energy)(params, x, t), dense, 1e-12, "H")
+    rbf_loss = jprop.SquaredError(rbf)  # a SquaredError of a non-MLP: Gauss-Newton by autodiff
+    G = jprop.gauss_newton(rbf_loss)(params, x, t)
+    J = jax.jit(jax.vmap(lambda xi: jax.jacfwd(lambda w: rbf(unravel(w), xi))(flat_p)))(x)
+    assert_close(G, jnp.einsum("bkp,bkq->pq", J, J) / BATCH, 1e-12, "rbf G")
+
+
+def test_curvature_errors_say_what_was_expected():
+    net = jprop.MLP((3, 4, 2))
+    loss, params, x, t, v = problem(net, "squared", jnp.float32)
+    hvp = jprop.weight_hvp(loss)
+    with pytest.raises(ValueError, match="`v` must be a pytree shaped like params"):
+        hvp(params, v[:1], x, t)
+    bad = [v[0], {"W": v[1]["W"].T, "b": v[1]["b"]}]
+    with pytest.raises(ValueError, match=r"`v` at \[1\]\['W'\] must have shape \(2, 4\)"):
+        hvp(params, bad, x, t)
+    with pytest.raises(ValueError, match=r"`t` must have shape \(5, 2\); got \(5, 3\)"):
+        hvp(params, v, x, jnp.zeros((BATCH, 3), jnp.float32))
+    with pytest.raises(TypeError, match="takes data \\(x, t\\); got 1"):
+        hvp(params, v, x)
+    with pytest.raises(ValueError, match=r"P = 26 parameters .* over max_bytes"):
+        jprop.weight_hessian(loss, max_bytes=1000)(params, x, t)
+    with pytest.raises(TypeError, match="Gauss-Newton needs the model and the loss apart"):
+        jprop.gauss_newton_vp(lambda p, x, t: 0.0)
+    with pytest.raises(ValueError, match="'logsig' or 'softmax' output.*output 'linear'"):
+        jprop.CrossEntropy(net)
+    with pytest.raises(ValueError, match="Becker-LeCun approximation needs"):
+        jprop.weight_hessian_diagonal(lambda p, x, t: 0.0)
+    with pytest.raises(ValueError, match="method='closed' needs jprop.SquaredError"):
+        jprop.weight_hvp(lambda p: 0.0, method="closed")
+    with pytest.raises(ValueError, match="unknown operator 'fisher'"):
+        jprop.top_eigenpairs(loss, operator="fisher")
