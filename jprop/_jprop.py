@@ -34,18 +34,21 @@ Result = tuple[jax.Array, Any]
 
 def _weight_gradients(params: Params, fwd, gzs, rgzs, rys) -> Params:
     """∂/∂W^l = rgz^lᵀ y^{l-1} + gz^lᵀ ry^{l-1}, ∂/∂b^l = Σ rgz^l, summed over the batch (eq. 23)."""
-    return [
-        {"W": rgz.T @ fwd.ys[l] + gz.T @ rys[l], "b": jnp.sum(rgz, axis=0)}
-        for l, (gz, rgz) in enumerate(zip(gzs, rgzs))  # noqa: E741
-    ]
+    grads = []
+    for l, (gz, rgz) in enumerate(zip(gzs, rgzs)):  # noqa: E741
+        w = rgz.T @ fwd.ys[l]
+        if rys[l] is not None:  # ry^0 = None: a weight-space direction with no input direction
+            w = w + gz.T @ rys[l]
+        grads.append({"W": w, "b": jnp.sum(rgz, axis=0)})
+    return grads
 
 
 def _closed_bilinear(net: MLP, params: Params, x, g, r) -> Result:
     # forward; backward with g; R-forward along r; R-backward.
     fwd = forward(net, params, x)
-    (gys, gzs), _ = backward(net, params, fwd, g)
+    (gys, gzs), _ = backward(net, params, fwd, g, to_input=False)
     rys, rzs = r_forward(net, params, fwd, r)
-    rgzs, _ = r_backward(net, params, fwd, gys, rys, rzs)
+    rgzs, _ = r_backward(net, params, fwd, gys, rys, rzs, to_input=False)
     value = jnp.sum(g * rys[-1])
     return value, _weight_gradients(params, fwd, gzs, rgzs, rys)
 
@@ -56,8 +59,8 @@ def _closed_jprop_v(net: MLP, params: Params, x, v, b) -> Result:
     fwd = forward(net, params, x)
     rys, rzs = r_forward(net, params, fwd, v)
     e = rys[-1] - b
-    (gys, gzs), _ = backward(net, params, fwd, e)
-    rgzs, _ = r_backward(net, params, fwd, gys, rys, rzs)
+    (gys, gzs), _ = backward(net, params, fwd, e, to_input=False)
+    rgzs, _ = r_backward(net, params, fwd, gys, rys, rzs, to_input=False)
     return 0.5 * jnp.sum(e * e), _weight_gradients(params, fwd, gzs, rgzs, rys)
 
 
@@ -67,7 +70,7 @@ def _closed_jprop_u(net: MLP, params: Params, x, u, a) -> Result:
     (gys, gzs), jtu = backward(net, params, fwd, u)
     rho = jtu - a
     rys, rzs = r_forward(net, params, fwd, rho)
-    rgzs, _ = r_backward(net, params, fwd, gys, rys, rzs)
+    rgzs, _ = r_backward(net, params, fwd, gys, rys, rzs, to_input=False)
     return 0.5 * jnp.sum(rho * rho), _weight_gradients(params, fwd, gzs, rgzs, rys)
 
 
@@ -78,7 +81,7 @@ def _closed_double_backprop(net: MLP, params: Params, x, t, lam) -> Result:
     u = fwd.ys[-1] - t
     (gys, gzs), rho = backward(net, params, fwd, u)
     rys, rzs = r_forward(net, params, fwd, rho)
-    rgzs, _ = r_backward(net, params, fwd, gys, rys, rzs, rg_out=rys[-1])
+    rgzs, _ = r_backward(net, params, fwd, gys, rys, rzs, rg_out=rys[-1], to_input=False)
     penalty = _weight_gradients(params, fwd, gzs, rgzs, rys)
     plain = [{"W": gz.T @ fwd.ys[l], "b": jnp.sum(gz, axis=0)} for l, gz in enumerate(gzs)]  # noqa: E741
     grads = jax.tree.map(lambda p, q: p + lam * q, plain, penalty)

@@ -58,13 +58,19 @@ def _to_z(fwd: Forward, layer: int, name: str, gy: jax.Array) -> jax.Array:
 
 
 def backward(
-    net: MLP, params: Params, fwd: Forward, g: jax.Array | None, top_gz: jax.Array | None = None
-) -> tuple[list, jax.Array]:
+    net: MLP,
+    params: Params,
+    fwd: Forward,
+    g: jax.Array | None,
+    top_gz: jax.Array | None = None,
+    to_input: bool = True,
+) -> tuple[list, jax.Array | None]:
     """Backward pass (eqs. 11-13) with output weighting g: gy^L = g, gz^l = s1^l ∘ gy^l,
     gy^{l-1} = W^lᵀ gz^l. Returns ([gy^1..gy^L], [gz^1..gz^L]) and gy^0 = Jᵀg.
 
     `top_gz` starts the pass from gz^L instead (g unused, gy^L = None): cross-entropy with its
-    canonical output (logsig, softmax) has gz^L = y − t directly."""
+    canonical output (logsig, softmax) has gz^L = y − t directly. `to_input=False` skips the
+    last product, gy^0 (returned as None), when only weight gradients are wanted."""
     gys, gzs = [None] * net.depth, [None] * net.depth
     gy = g
     for layer in reversed(range(net.depth)):
@@ -74,23 +80,25 @@ def backward(
             gzs[layer] = top_gz
         else:
             gzs[layer] = _to_z(fwd, layer, name, gy)
-        gy = gzs[layer] @ params[layer]["W"]
+        gy = gzs[layer] @ params[layer]["W"] if layer or to_input else None
     return (gys, gzs), gy
 
 
 def r_forward(
-    net: MLP, params: Params, fwd: Forward, r: jax.Array, direction: Params | None = None
+    net: MLP, params: Params, fwd: Forward, r: jax.Array | None, direction: Params | None = None
 ) -> tuple[list, list]:
     """R-forward pass (eqs. 14-17), the input-space R-operator: ry^0 = r, rz^l = W^l ry^{l-1},
     ry^l = s1^l ∘ rz^l. Returns ([ry^0..ry^L], [rz^1..rz^L]); ry^L = J r.
 
     With a weight-space `direction` V (shaped like params), Pearlmutter's R-operator in weight space
-    (MATH.md §6): rz^l gains V^l y^{l-1} + V_b^l; pass r = 0 for the weight direction alone."""
+    (MATH.md §6): rz^l gains V^l y^{l-1} + V_b^l; pass r = None for the weight direction alone
+    (ry^0 = 0, returned as None)."""
     rys, rzs = [r], []
     for layer, name in enumerate(net.activations()):
-        rz = rys[-1] @ params[layer]["W"].T
+        rz = None if rys[-1] is None else rys[-1] @ params[layer]["W"].T
         if direction is not None:
-            rz = rz + fwd.ys[layer] @ direction[layer]["W"].T + direction[layer]["b"]
+            moved = fwd.ys[layer] @ direction[layer]["W"].T + direction[layer]["b"]
+            rz = moved if rz is None else rz + moved
         rzs.append(rz)
         rys.append(_to_z(fwd, layer, name, rz))
     return rys, rzs
@@ -107,7 +115,8 @@ def r_backward(
     direction: Params | None = None,
     gzs: list[jax.Array] | None = None,
     top_rgz: jax.Array | None = None,
-) -> tuple[list[jax.Array], jax.Array]:
+    to_input: bool = True,
+) -> tuple[list[jax.Array], jax.Array | None]:
     """R-backward pass (eqs. 18-23): the R-derivative of the backward pass with g held fixed.
 
     rgy^L = rg_out (0 unless g depends on the output, MATH.md §3 trap 2);
@@ -115,7 +124,8 @@ def r_backward(
     Returns [rgz^1..rgz^L] and rgy^0 = Σ_k g_k ∇²_x f_k r, the input Hessian-vector product.
 
     With a weight-space `direction` V (and the backward pass's `gzs`), rgy^{l-1} gains V^lᵀ gz^l
-    (MATH.md §6); `top_rgz` gives rgz^L directly (the canonical cross-entropy output).
+    (MATH.md §6); `top_rgz` gives rgz^L directly (the canonical cross-entropy output);
+    `to_input=False` skips rgy^0 (returned as None).
     """
     rgzs = [None] * net.depth
     rgy = jnp.zeros_like(rzs[-1]) if rg_out is None else rg_out
@@ -137,6 +147,8 @@ def r_backward(
             if not _is_linear(name):
                 rgz = rgz + fwd.s2[layer] * rz * gy
         rgzs[layer] = rgz
+        if layer == 0 and not to_input:
+            return rgzs, None
         rgy = rgz @ params[layer]["W"]
         if direction is not None:
             rgy = rgy + gzs[layer] @ direction[layer]["W"]

@@ -183,25 +183,26 @@ def _closed_hvp(loss, params, x, t, v):
     net, batch = loss.f, x.shape[0]
     fwd = forward(net, params, x)
     g, top_gz = _output_gradient(loss, fwd, t, batch)
-    (gys, gzs), _ = backward(net, params, fwd, g, top_gz=top_gz)
-    rys, rzs = r_forward(net, params, fwd, jnp.zeros_like(x), direction=v)
+    (gys, gzs), _ = backward(net, params, fwd, g, top_gz=top_gz, to_input=False)
+    rys, rzs = r_forward(net, params, fwd, None, direction=v)
     if isinstance(loss, CrossEntropy):  # R{gz^L} = R{y^L} / B
-        rgzs, _ = r_backward(
-            net, params, fwd, gys, rys, rzs, direction=v, gzs=gzs, top_rgz=rys[-1] / batch
-        )
+        rg_out, top_rgz = None, rys[-1] / batch
     else:  # E''(y) = I / B
-        rgzs, _ = r_backward(net, params, fwd, gys, rys, rzs, rys[-1] / batch, v, gzs)
+        rg_out, top_rgz = rys[-1] / batch, None
+    rgzs, _ = r_backward(
+        net, params, fwd, gys, rys, rzs, rg_out, v, gzs, top_rgz=top_rgz, to_input=False
+    )
     return _weight_gradients(params, fwd, gzs, rgzs, rys)
 
 
 def _closed_gauss_newton(loss, params, x, t, v):
     net, batch = loss.f, x.shape[0]
     fwd = forward(net, params, x)
-    rys, _ = r_forward(net, params, fwd, jnp.zeros_like(x), direction=v)
+    rys, _ = r_forward(net, params, fwd, None, direction=v)
     if isinstance(loss, CrossEntropy):
-        (_, gzs), _ = backward(net, params, fwd, None, top_gz=rys[-1] / batch)
+        (_, gzs), _ = backward(net, params, fwd, None, top_gz=rys[-1] / batch, to_input=False)
     else:
-        (_, gzs), _ = backward(net, params, fwd, rys[-1] / batch)
+        (_, gzs), _ = backward(net, params, fwd, rys[-1] / batch, to_input=False)
     return [{"W": gz.T @ fwd.ys[l], "b": jnp.sum(gz, axis=0)} for l, gz in enumerate(gzs)]  # noqa: E741
 
 
@@ -209,7 +210,7 @@ def _becker_lecun(loss, params, x, t):
     net, batch = loss.f, x.shape[0]
     fwd = forward(net, params, x)
     g, top_gz = _output_gradient(loss, fwd, t, batch)
-    (_, gzs), _ = backward(net, params, fwd, g, top_gz=top_gz)
+    (_, gzs), _ = backward(net, params, fwd, g, top_gz=top_gz, to_input=False)
     d = loss.output_hessian_diagonal(net, params, x, t) / batch  # exact at the output
     out = [None] * net.depth
     for layer in reversed(range(net.depth)):

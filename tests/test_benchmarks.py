@@ -20,3 +20,8 @@ def test_jprop_gradients_benchmark_quick():
     rows = load_script("benchmarks/jprop_gradients.py").main(quick=True, repeats=1)
     assert {r["objective"] for r in rows} == {"E_u", "E_v"} and len(rows) == 4
     assert all(r["jprop ms"] > 0 for r in rows)
+
+
+def test_weight_curvature_benchmark_quick():
+    rows = load_script("benchmarks/weight_curvature.py").main(quick=True, repeats=1)
+    assert len(rows) == 1 and rows[0]["hvp / gradient"] > 0

@@ -1,0 +1,79 @@
+"""Weight-space Hessian-vector products: jprop's closed passes against `jax.jvp(jax.grad(E))` and
+against one plain gradient of the same loss, side by side in one run.
+
+Target (issue 5): an HVP costs at most 2.5 gradients and is no slower than JAX's forward-over-
+reverse composition. Also times the Gauss-Newton product. Each row asserts the HVPs agree.
+
+Run: python benchmarks/weight_curvature.py [--quick] [--repeats N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # the sibling timing harness
+from closed_forms import race  # noqa: E402
+
+import jprop  # noqa: E402
+
+
+def main(quick: bool = False, repeats: int | None = None) -> list[dict]:
+    repeats = repeats or (3 if quick else 30)
+    shapes = [((16, 32, 32, 4), 64)] if quick else [((100, 256, 256, 10), 1024)]
+    print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), float32")
+    rows = []
+    for sizes, batch in shapes:
+        net = jprop.MLP(sizes)
+        loss = jprop.SquaredError(net)
+        params = net.init(jax.random.key(0), jnp.float32)
+        keys = jax.random.split(jax.random.key(1), 3)
+        x = jax.random.normal(keys[0], (batch, sizes[0]), jnp.float32)
+        t = jax.random.normal(keys[1], (batch, sizes[-1]), jnp.float32)
+        v = jax.tree.map(lambda p: jax.random.normal(keys[2], p.shape, p.dtype), params)
+        contenders = {
+            "jprop.weight_hvp": jprop.weight_hvp(loss),
+            "jax.jvp(jax.grad(E))": lambda p, v, x, t: jax.jvp(
+                lambda q: jax.grad(loss)(q, x, t), (p,), (v,)
+            )[1],
+            "jax.grad(E)": lambda p, v, x, t: jax.grad(loss)(p, x, t),
+            "jprop.gauss_newton_vp": jprop.gauss_newton_vp(loss),
+        }
+        res = race(contenders, (params, v, x, t), repeats)
+        ours, theirs = (
+            ravel_pytree(res[k]["out"])[0] for k in contenders if "hvp" in k or "jvp" in k
+        )
+        err = jprop.relative_error(ours, theirs)
+        assert err < 1e-3, f"{sizes}: jprop and jax.jvp(jax.grad) HVPs differ by {err:.1e}"
+        weights = ravel_pytree(params)[0].size
+        row = {
+            "sizes": sizes,
+            "batch": batch,
+            "weights": weights,
+            **{f"{k} ms": r["ms"] for k, r in res.items()},
+            "hvp / gradient": res["jprop.weight_hvp"]["ms"] / res["jax.grad(E)"]["ms"],
+            "speed-up vs jvp(grad)": res["jax.jvp(jax.grad(E))"]["ms"]
+            / res["jprop.weight_hvp"]["ms"],
+            "compile s": {k: r["compile_s"] for k, r in res.items()},
+        }
+        rows.append(row)
+        print(
+            f"{'-'.join(map(str, sizes))} ({weights} weights) B={batch}: "
+            + " | ".join(f"{k} {r['ms']:.2f} ms" for k, r in res.items())
+            + f" | HVP/gradient {row['hvp / gradient']:.2f}x"
+            + f" | vs jvp(grad) {row['speed-up vs jvp(grad)']:.2f}x"
+        )
+    return rows
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small shapes, few repeats")
+    parser.add_argument("--repeats", type=int, default=None)
+    args = parser.parse_args()
+    main(args.quick, args.repeats)
