@@ -34,13 +34,20 @@ from ._jprop import _weight_gradients
 from ._mlp import MLP, Params
 from ._passes import backward, forward, r_backward, r_forward
 from ._transforms import _prepare
-from ._validation import check_like, check_method, check_size
+from ._validation import as_float_array, check_like, check_method, check_size
 
 # ----------------------------------------------------------------------------------------------
 # Losses
 
 
 def _check_data(loss, params, x, t, where) -> tuple[jax.Array, jax.Array]:
+    x = as_float_array(x, "x", where)
+    kinds = {jnp.result_type(leaf) for leaf in jax.tree.leaves(params)}
+    if kinds != {x.dtype}:
+        raise TypeError(
+            f"{where}: params ({', '.join(sorted(map(str, kinds)))}) and x ({x.dtype}) must share "
+            "one dtype, so that curvature vectors and matrices have it; cast x or the params."
+        )
     x, out = _prepare(loss.f, params, x, where)
     if x.ndim != 2 or len(out.shape) != 1:
         raise ValueError(

@@ -12,7 +12,8 @@ README = (ROOT / "README.md").read_text()
 def test_python_blocks_run():
     blocks = re.findall(r"^```python\n(.*?)^```", README, re.S | re.M)
     assert blocks, "the README should show runnable Python"
-    with jax.numpy_dtype_promotion("standard"):  # as a user runs it, outside the strict test config
+    # As a user runs it: JAX's default float32 and standard promotion, not the suite's config.
+    with jax.numpy_dtype_promotion("standard"), jax.enable_x64(False):
         for block in blocks:
             exec(compile(block, "README.md", "exec"), {})
 
