@@ -11,6 +11,8 @@ from ._check import check as check
 from ._check import fd_hessian as fd_hessian
 from ._check import fd_jacobian as fd_jacobian
 from ._check import relative_error as relative_error
+from ._fit import FitResult as FitResult
+from ._fit import fit as fit
 from ._jprop import bilinear as bilinear
 from ._jprop import derivative_targets as derivative_targets
 from ._jprop import double_backprop as double_backprop

@@ -1,5 +1,6 @@
 """Every example script runs in quick mode and asserts its own claim."""
 
+import jax
 import pytest
 from helpers import load_script
 
@@ -10,3 +11,15 @@ def test_jacobian_hessian_example(quick, capsys):
     assert set(errors) == {"jacobian", "hessian", "laplacian"}
     assert max(errors.values()) < 1e-4
     assert "Hessian of output 0" in capsys.readouterr().out
+
+
+def test_learn_derivative_main_job(tmp_path, capsys):
+    out = tmp_path / "figure.png"
+    with jax.numpy_dtype_promotion("standard"):
+        metrics = load_script("examples/learn_derivative.py").main(
+            quick=True, out=str(out), progress=False
+        )
+    assert out.stat().st_size > 10_000
+    assert metrics["relative"] < 0.1  # derivative RMSE as a fraction of the target's std
+    assert metrics["function_rmse_shifted"] < 0.2 < metrics["function_rmse"]
+    assert "output-bias gradient  0.0e+00" in capsys.readouterr().out
