@@ -25,7 +25,14 @@ def test_learn_derivative_main_job(tmp_path, capsys):
     assert "output-bias gradient  0.0e+00" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("script", ["examples/sobolev.py", "examples/jacobian_regularisation.py"])
+@pytest.mark.parametrize(
+    "script",
+    [
+        "examples/sobolev.py",
+        "examples/jacobian_regularisation.py",
+        "examples/tangent_prop_digits.py",
+    ],
+)
 def test_training_examples_assert_their_claims(script, tmp_path):
     out = tmp_path / "figure.png"
     with jax.numpy_dtype_promotion("standard"):
