@@ -38,3 +38,9 @@ def test_training_examples_assert_their_claims(script, tmp_path):
     with jax.numpy_dtype_promotion("standard"):
         report = load_script(script).main(quick=True, out=str(out), progress=False)
     assert out.stat().st_size > 10_000 and len(report) >= 2  # main() asserted the claim itself
+
+
+def test_equinox_interop_example(capsys):
+    result = load_script("examples/equinox_interop.py").main(quick=True)
+    assert result["error"] < 1e-5
+    assert "closed vs generic road differ by" in capsys.readouterr().out
