@@ -54,11 +54,17 @@ def assert_result_close(result, reference, tol, what=""):
     assert_close(flat, ref_flat, tol, f"{what} grads")
 
 
-# The closed road in both dtypes; the autodiff road (jvp/vjp, close kin of the reference) in float64.
-@pytest.mark.parametrize(
-    "road, dtype", [("closed", jnp.float32), ("closed", jnp.float64), ("autodiff", jnp.float64)]
-)
-@pytest.mark.parametrize("net", ARCHITECTURES, ids=ARCH_IDS)
+# The closed road in float64 on every architecture; in float32, and the autodiff road (jvp/vjp,
+# close kin of the reference) in float64, on alternate ones.
+JPROP_RUNS = [
+    pytest.param(net, dtype, road, id=f"{name}-{road}-{dtype.__name__}")
+    for i, (net, name) in enumerate(zip(ARCHITECTURES, ARCH_IDS))
+    for road, dtype in [("closed", jnp.float64)]
+    + ([("closed", jnp.float32)] if i % 2 == 0 else [("autodiff", jnp.float64)])
+]
+
+
+@pytest.mark.parametrize("net, dtype, road", JPROP_RUNS)
 def test_jprop_against_autodiff_references(net, dtype, road):
     params, x = params_and_input(net, dtype, seed=3, batch=(4,))
     args = arguments(net, dtype)

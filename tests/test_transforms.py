@@ -37,8 +37,12 @@ def oracle_hessian(f, params, x):
     return jax.vmap(jax.hessian(lambda xi: f(params, xi)))(x)
 
 
-@pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+# The closed road in both dtypes, the autodiff road (JAX's own transforms underneath) in float64.
+@pytest.mark.parametrize(
+    "dtype, method",
+    [(jnp.float32, "closed"), (jnp.float64, "closed"), (jnp.float64, "autodiff")],
+    ids=["f32-closed", "f64-closed", "f64-autodiff"],
+)
 @pytest.mark.parametrize("net", ARCHITECTURES, ids=ARCH_IDS)
 def test_against_jax_and_finite_differences(net, dtype, method):
     params, x = params_and_input(net, dtype, seed=1, batch=(3,))
@@ -81,8 +85,10 @@ def test_input_hessian_vector_product(net, dtype):
     g = jax.random.normal(jax.random.key(10), (3, net.sizes[-1]), dtype)
     r = jax.random.normal(jax.random.key(11), x.shape, dtype)
     # Oracle (MATH.md §7.6): jax.jvp(jax.grad(lambda x: g @ f(x)), (x,), (r,)).
-    oracle = jax.vmap(
-        lambda xi, gi, ri: jax.jvp(jax.grad(lambda v: gi @ net(params, v)), (xi,), (ri,))[1]
+    oracle = jax.jit(
+        jax.vmap(
+            lambda xi, gi, ri: jax.jvp(jax.grad(lambda v: gi @ net(params, v)), (xi,), (ri,))[1]
+        )
     )(x, g, r)
     for method in METHODS:
         v = jprop.hessian_vector_product(net, method=method)(params, x, g, r)
