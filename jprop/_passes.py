@@ -121,14 +121,15 @@ def r_backward(
 
     rgy^L = rg_out (0 unless g depends on the output, MATH.md §3 trap 2);
     rgz^l = s1^l ∘ rgy^l + s2^l ∘ rz^l ∘ gy^l;  rgy^{l-1} = W^lᵀ rgz^l.
-    Returns [rgz^1..rgz^L] and rgy^0 = Σ_k g_k ∇²_x f_k r, the input Hessian-vector product.
+    Returns [rgz^1..rgz^L] (None where exactly zero: a linear layer above which nothing is
+    curved) and rgy^0 = Σ_k g_k ∇²_x f_k r, the input Hessian-vector product.
 
     With a weight-space `direction` V (and the backward pass's `gzs`), rgy^{l-1} gains V^lᵀ gz^l
     (MATH.md §6); `top_rgz` gives rgz^L directly (the canonical cross-entropy output);
     `to_input=False` skips rgy^0 (returned as None).
     """
     rgzs = [None] * net.depth
-    rgy = jnp.zeros_like(rzs[-1]) if rg_out is None else rg_out
+    rgy = rg_out  # None stands for an exact zero, so no product is spent on it
     for layer in reversed(range(net.depth)):
         name = net.activations()[layer]
         gy, rz = gys[layer], rzs[layer]
@@ -137,19 +138,21 @@ def r_backward(
         elif name == "softmax":
             # gz = y∘(gy − ⟨y,gy⟩); its R-derivative, with ry = R{y} = y∘(rz − ⟨y,rz⟩):
             y, ry = fwd.ys[layer + 1], rys[layer + 1]
-            rgz = (
-                ry * (gy - jnp.sum(y * gy, axis=-1, keepdims=True))
-                - y * jnp.sum(ry * gy, axis=-1, keepdims=True)
-                + _to_z(fwd, layer, name, rgy)
+            rgz = ry * (gy - jnp.sum(y * gy, axis=-1, keepdims=True)) - y * jnp.sum(
+                ry * gy, axis=-1, keepdims=True
             )
+            if rgy is not None:
+                rgz = rgz + _to_z(fwd, layer, name, rgy)
         else:
-            rgz = fwd.s1[layer] * rgy
+            rgz = None if rgy is None else fwd.s1[layer] * rgy
             if not _is_linear(name):
-                rgz = rgz + fwd.s2[layer] * rz * gy
+                curvature = fwd.s2[layer] * rz * gy
+                rgz = curvature if rgz is None else rgz + curvature
         rgzs[layer] = rgz
         if layer == 0 and not to_input:
             return rgzs, None
-        rgy = rgz @ params[layer]["W"]
+        rgy = None if rgz is None else rgz @ params[layer]["W"]
         if direction is not None:
-            rgy = rgy + gzs[layer] @ direction[layer]["W"]
-    return rgzs, rgy
+            moved = gzs[layer] @ direction[layer]["W"]
+            rgy = moved if rgy is None else rgy + moved
+    return rgzs, (jnp.zeros_like(fwd.ys[0]) if rgy is None else rgy)
