@@ -56,3 +56,22 @@ def map_batches(
             rest = fn_batch(*(a[whole:] for a in flat))
             out = jax.tree.map(lambda a, b: jax.numpy.concatenate([a, b]), out, rest)
     return jax.tree.map(lambda o: o.reshape(lead + o.shape[1:]), out)
+
+
+def sum_batches(
+    fn_batch: Callable[..., Any], *arrays: jax.Array, batch_size: int | None = None
+) -> Any:
+    """Σ over the batch of a batch-level `fn_batch(*arrays (B, ...)) -> pytree of sums`.
+
+    With `batch_size`, the batch runs in chunks of that many examples under `jax.lax.map` (plus one
+    call for the remainder) and the chunks' sums are added, so memory is bounded by one chunk.
+    """
+    total = arrays[0].shape[0]
+    if batch_size is None or batch_size >= total:
+        return fn_batch(*arrays)
+    whole = total // batch_size * batch_size
+    chunks = tuple(a[:whole].reshape((-1, batch_size) + a.shape[1:]) for a in arrays)
+    out = jax.tree.map(lambda o: o.sum(axis=0), jax.lax.map(lambda c: fn_batch(*c), chunks))
+    if whole < total:
+        out = jax.tree.map(jax.numpy.add, out, fn_batch(*(a[whole:] for a in arrays)))
+    return out

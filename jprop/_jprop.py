@@ -20,6 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from ._batch import sum_batches
 from ._mlp import MLP, Params
 from ._passes import backward, forward, r_backward, r_forward
 from ._transforms import _prepare, _resolve_method
@@ -143,6 +144,7 @@ def _objective_transform(
     autodiff: Callable,
     arguments: tuple[tuple[str, str], ...],
     scalars: tuple[str, ...] = (),
+    batch_size: int | None = None,
 ) -> Callable[..., Result]:
     """Build `(params, x, *arguments, *scalars) -> (batch-mean value, batch-mean gradients)`.
 
@@ -150,14 +152,19 @@ def _objective_transform(
     x's batch axes in front. `x` may be (n,) or (..., n); leading axes are flattened to one batch.
     """
     road = _resolve_method(f, method, where)
+    if batch_size is not None:
+        batch_size = check_size(batch_size, "batch_size", where)
+    rule = closed if road == "closed" else autodiff
 
     @jax.jit
     def compute(params, x, *args):
-        batch = x.shape[0]
-        if road == "closed":
-            value, grads = closed(f, params, x, *args)
-        else:
-            value, grads = autodiff(f, params, x, *args)
+        batch, n_args = x.shape[0], len(args) - len(scalars)
+        extra = args[n_args:]  # scalars are shared by every chunk
+
+        def summed(x, *per_example):  # (sum of values, sum of gradients) over these examples
+            return rule(f, params, x, *per_example, *extra)
+
+        value, grads = sum_batches(summed, x, *args[:n_args], batch_size=batch_size)
         return value / batch, jax.tree.map(lambda gr: gr / batch, grads)
 
     def objective(params: Any, x: jax.Array, *args: Any) -> Result:
@@ -219,14 +226,17 @@ def _check_batch_objective(
     return x, sizes["m"], checked
 
 
-def bilinear(f: Any, *, method: str = "auto") -> Callable[..., Result]:
+def bilinear(
+    f: Any, *, method: str = "auto", batch_size: int | None = None
+) -> Callable[..., Result]:
     r"""The bilinear primitive: $g^\top J r$ and its exact gradient $\nabla_w (g^\top J r)$, g and r held fixed.
 
     Every J-prop objective reduces to this (MATH.md §3); it is also the gradient of a spectral norm
     (top singular pair held fixed) and of log|det J| (u_i = J^{-T} e_i held fixed).
 
     **Arguments:** `f`: a `jprop.MLP` (four passes) or any `f(params, x)` (autodiff);
-    `method`: "auto", "closed" or "autodiff".
+    `method`: "auto", "closed" or "autodiff"; `batch_size`: run the batch in chunks of this many
+    examples (`jax.lax.map`), summing as it goes, so memory is bounded by one chunk.
 
     **Returns:** a function `(params, x, g, r) -> (value, grads)`, `x` and `r` of shape `(n,)` or
     `(B, n)`, `g` of shape `(m,)` or `(B, m)`; `value` a scalar (batch mean), `grads` shaped like params.
@@ -244,16 +254,19 @@ def bilinear(f: Any, *, method: str = "auto") -> Callable[..., Result]:
         _closed_bilinear,
         _autodiff_bilinear,
         (("g", "m"), ("r", "n")),
+        batch_size=batch_size,
     )
 
 
-def jprop_u(f: Any, *, method: str = "auto") -> Callable[..., Result]:
+def jprop_u(
+    f: Any, *, method: str = "auto", batch_size: int | None = None
+) -> Callable[..., Result]:
     r"""$E_u = \tfrac12\|u^\top J - a\|^2$ and its exact weight-gradient, by J-prop.
 
     Closed road (a `jprop.MLP`): forward, backward with u (gives $J^\top u$), R-forward along
     $\rho = J^\top u - a$, R-backward — about twice the cost of a plain gradient.
 
-    **Arguments:** `f`, `method` as for `jprop.bilinear`.
+    **Arguments:** `f`, `method`, `batch_size` as for `jprop.bilinear`.
 
     **Returns:** a function `(params, x, u, a) -> (E_u, grads)`; `x` and `a` of shape `(n,)` or
     `(B, n)`, `u` of shape `(m,)` or `(B, m)`. With a batch, `E_u` and `grads` are batch means.
@@ -265,17 +278,25 @@ def jprop_u(f: Any, *, method: str = "auto") -> Callable[..., Result]:
     ((), (2,))
     """
     return _objective_transform(
-        f, method, "jprop.jprop_u", _closed_jprop_u, _autodiff_jprop_u, (("u", "m"), ("a", "n"))
+        f,
+        method,
+        "jprop.jprop_u",
+        _closed_jprop_u,
+        _autodiff_jprop_u,
+        (("u", "m"), ("a", "n")),
+        batch_size=batch_size,
     )
 
 
-def jprop_v(f: Any, *, method: str = "auto") -> Callable[..., Result]:
+def jprop_v(
+    f: Any, *, method: str = "auto", batch_size: int | None = None
+) -> Callable[..., Result]:
     r"""$E_v = \tfrac12\|J v - b\|^2$ and its exact weight-gradient, by J-prop.
 
     Closed road (a `jprop.MLP`): forward, R-forward along v (gives $Jv$), backward with
     $e = Jv - b$, R-backward — about twice the cost of a plain gradient.
 
-    **Arguments:** `f`, `method` as for `jprop.bilinear`.
+    **Arguments:** `f`, `method`, `batch_size` as for `jprop.bilinear`.
 
     **Returns:** a function `(params, x, v, b) -> (E_v, grads)`; `x` and `v` of shape `(n,)` or
     `(B, n)`, `b` of shape `(m,)` or `(B, m)`. With a batch, `E_v` and `grads` are batch means.
@@ -287,11 +308,19 @@ def jprop_v(f: Any, *, method: str = "auto") -> Callable[..., Result]:
     0.0
     """
     return _objective_transform(
-        f, method, "jprop.jprop_v", _closed_jprop_v, _autodiff_jprop_v, (("v", "n"), ("b", "m"))
+        f,
+        method,
+        "jprop.jprop_v",
+        _closed_jprop_v,
+        _autodiff_jprop_v,
+        (("v", "n"), ("b", "m")),
+        batch_size=batch_size,
     )
 
 
-def double_backprop(f: Any, *, method: str = "auto") -> Callable[..., Result]:
+def double_backprop(
+    f: Any, *, method: str = "auto", batch_size: int | None = None
+) -> Callable[..., Result]:
     r"""Double Backpropagation (Drucker & LeCun 1992): $E_0 + \lambda\,\tfrac12\|\partial E_0/\partial x\|^2$.
 
     With $E_0 = \tfrac12\|f(x) - t\|^2$, $\partial E_0/\partial x = J^\top (y - t)$: the penalty is
@@ -309,6 +338,7 @@ def double_backprop(f: Any, *, method: str = "auto") -> Callable[..., Result]:
         _autodiff_double_backprop,
         (("t", "m"),),
         scalars=("lam",),
+        batch_size=batch_size,
     )
 
 

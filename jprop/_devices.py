@@ -1,0 +1,52 @@
+"""Spreading a batch over devices with `jax.sharding`: the existing engine, nothing home-made.
+
+Every jprop transform is a jitted function of arrays whose leading axis is the batch, so an input
+sharded along that axis makes XLA run each device's share locally (the closed forms and J-prop
+passes are per-example except for the final batch sums, which XLA reduces across devices).
+
+Multi-host: call `jax.distributed.initialize()` on every host first; `jax.devices()` then lists
+every host's devices, the same mesh spans them, and each host supplies its own rows with
+`jax.make_array_from_process_local_data(sharding, local_rows)` instead of `shard_batch`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+
+def batch_sharding(devices: Sequence[Any] | None = None) -> NamedSharding:
+    """A sharding that splits an array's leading axis over `devices` (default: all of them)."""
+    devices = list(jax.devices() if devices is None else devices)
+    return NamedSharding(Mesh(np.array(devices), ("batch",)), PartitionSpec("batch"))
+
+
+def shard_batch(*arrays: Any, devices: Sequence[Any] | None = None) -> Any:
+    """Place each array with its leading (batch) axis split over `devices` (default: all local).
+
+    The batch must divide evenly by the number of devices; the error says by how much to pad.
+    Returns the one array, or a tuple of them.
+
+    >>> import jax, jax.numpy as jnp, jprop
+    >>> x = jprop.shard_batch(jnp.ones((8, 3)))
+    >>> x.shape, len(x.sharding.device_set) == len(jax.devices())
+    ((8, 3), True)
+    """
+    sharding = batch_sharding(devices)
+    count = len(sharding.device_set)
+    placed = []
+    for index, array in enumerate(arrays):
+        array = jax.numpy.asarray(array)
+        if array.ndim == 0 or array.shape[0] % count:
+            size = "a scalar" if array.ndim == 0 else f"a batch of {array.shape[0]}"
+            raise ValueError(
+                f"jprop.shard_batch: argument {index} is {size}; its leading axis must divide "
+                f"evenly over {count} devices. Pad the batch to a multiple of {count} (and drop "
+                "the padded rows from the results), or pass fewer `devices`."
+            )
+        placed.append(jax.device_put(array, sharding))
+    return placed[0] if len(placed) == 1 else tuple(placed)
