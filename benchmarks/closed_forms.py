@@ -1,9 +1,11 @@
 """Closed-form input derivatives of MLPs against the best JAX compositions (and folx), one run.
 
 For each quantity and shape, every contender is jitted; its compile time is measured on its own
-(`lower(...).compile()`), then the compiled functions are timed in interleaved rounds (the order rotating) with
-`jax.block_until_ready`, and the median is reported with the ratio baseline / jprop, where the
-baseline is the fastest composition measured in this same run (so > 1 means jprop is faster).
+(`lower(...).compile()`), then the compiled functions are timed in interleaved rounds with
+`jax.block_until_ready`. The order rotates, and each timed call follows an untimed call of the same
+function, so no contender pays for re-touching memory that another has just freed (a Laplacian
+timed right after folx's measured 6× slower). The median is reported with the ratio baseline /
+jprop, where the baseline is the fastest composition measured in this same run (> 1: jprop faster).
 Each row also asserts that jprop agrees with the composition.
 
 Run: python benchmarks/closed_forms.py [--quick] [--repeats N] [--markdown FILE]
@@ -33,17 +35,34 @@ def _compile(fn: Callable, *args) -> tuple[Callable, float]:
     return compiled, time.perf_counter() - start
 
 
+def _peak_bytes(compiled) -> int | None:
+    """XLA's own account of the compiled program's memory: its peak, or at least arguments +
+    outputs + temporaries (None where the backend gives no account)."""
+    try:
+        stats = compiled.memory_analysis()
+        total = stats.temp_size_in_bytes + stats.argument_size_in_bytes + stats.output_size_in_bytes
+        return max(int(getattr(stats, "peak_memory_in_bytes", 0)), int(total)) or None
+    except (AttributeError, NotImplementedError, TypeError):  # pragma: no cover - backend-specific
+        return None
+
+
 def race(contenders: dict[str, Callable], args: tuple, repeats: int) -> dict[str, dict]:
     """Compile each contender, then time them in interleaved rounds; medians in milliseconds."""
     compiled, results = {}, {}
     for name, fn in contenders.items():
         compiled[name], compile_s = _compile(fn, *args)
         out = jax.block_until_ready(compiled[name](*args))  # warm-up, kept for the oracle check
-        results[name] = {"compile_s": compile_s, "times": [], "out": out}
+        results[name] = {
+            "compile_s": compile_s,
+            "times": [],
+            "out": out,
+            "peak_bytes": _peak_bytes(compiled[name]),
+        }
     names = list(compiled)
     for round_ in range(repeats):  # rotate who goes first, so no contender always follows another
         for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
             fn = compiled[name]
+            jax.block_until_ready(fn(*args))  # untimed: re-touch its memory after the others ran
             start = time.perf_counter()
             jax.block_until_ready(fn(*args))
             results[name]["times"].append(time.perf_counter() - start)
@@ -63,6 +82,33 @@ def _per_example(fn_of_x: Callable) -> Callable:
     return lambda params, x: jax.vmap(lambda xi: fn_of_x(params, xi))(x)
 
 
+def jax_hessian(net):
+    return _per_example(lambda p, xi: jax.hessian(lambda v: net(p, v))(xi))
+
+
+def composition_baselines(net, quantity):
+    """The JAX compositions (and folx) that compute `quantity` for `net`: name -> fn(params, x)."""
+    h = jax_hessian(net)
+    if quantity == "hessian":
+        return {"vmap(jax.hessian)": h}
+    if quantity == "hessian_diagonal":
+        return {"diag(vmap(jax.hessian))": lambda p, x: jnp.diagonal(h(p, x), axis1=-2, axis2=-1)}
+    if quantity == "jacobian":
+        return {
+            "vmap(jax.jacrev)": _per_example(lambda p, xi: jax.jacrev(lambda v: net(p, v))(xi)),
+            "vmap(jax.jacfwd)": _per_example(lambda p, xi: jax.jacfwd(lambda v: net(p, v))(xi)),
+        }
+    out = {"trace(vmap(jax.hessian))": lambda p, x: jnp.trace(h(p, x), axis1=-2, axis2=-1)}
+    if folx is not None:
+
+        def folx_laplacian(p, x):
+            one = folx.forward_laplacian(lambda v: net(p, v), sparsity_threshold=0)
+            return jax.vmap(lambda xi: one(xi).laplacian)(x)
+
+        out["folx.forward_laplacian"] = folx_laplacian
+    return out
+
+
 def cases(quick: bool):
     """(quantity, sizes, batch, jprop transform, {baseline name: fn(params, x)})."""
     hess_shape = ((32, 64, 64, 8), 32) if quick else ((32, 128, 128, 128, 8), 256)
@@ -75,32 +121,6 @@ def cases(quick: bool):
             ((64, 256, 256, 256, 1), 128),
         ]
     )
-
-    def jax_hessian(net):
-        return _per_example(lambda p, xi: jax.hessian(lambda v: net(p, v))(xi))
-
-    def composition_baselines(net, quantity):
-        h = jax_hessian(net)
-        if quantity == "hessian":
-            return {"vmap(jax.hessian)": h}
-        if quantity == "hessian_diagonal":
-            return {
-                "diag(vmap(jax.hessian))": lambda p, x: jnp.diagonal(h(p, x), axis1=-2, axis2=-1)
-            }
-        if quantity == "jacobian":
-            return {
-                "vmap(jax.jacrev)": _per_example(lambda p, xi: jax.jacrev(lambda v: net(p, v))(xi)),
-                "vmap(jax.jacfwd)": _per_example(lambda p, xi: jax.jacfwd(lambda v: net(p, v))(xi)),
-            }
-        out = {"trace(vmap(jax.hessian))": lambda p, x: jnp.trace(h(p, x), axis1=-2, axis2=-1)}
-        if folx is not None:
-
-            def folx_laplacian(p, x):
-                one = folx.forward_laplacian(lambda v: net(p, v), sparsity_threshold=0)
-                return jax.vmap(lambda xi: one(xi).laplacian)(x)
-
-            out["folx.forward_laplacian"] = folx_laplacian
-        return out
 
     sizes, batch = hess_shape
     for quantity, transform in [

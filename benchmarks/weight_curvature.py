@@ -23,6 +23,19 @@ from closed_forms import race  # noqa: E402
 import jprop  # noqa: E402
 
 
+def contenders(net):
+    """name -> fn(params, v, x, t): the weight HVP, JAX's composition, a gradient, Gauss-Newton."""
+    loss = jprop.SquaredError(net)
+    return {
+        "jprop.weight_hvp": jprop.weight_hvp(loss),
+        "jax.jvp(jax.grad(E))": lambda p, v, x, t: jax.jvp(
+            lambda q: jax.grad(loss)(q, x, t), (p,), (v,)
+        )[1],
+        "jax.grad(E)": lambda p, v, x, t: jax.grad(loss)(p, x, t),
+        "jprop.gauss_newton_vp": jprop.gauss_newton_vp(loss),
+    }
+
+
 def main(quick: bool = False, repeats: int | None = None) -> list[dict]:
     repeats = repeats or (3 if quick else 30)
     shapes = [((16, 32, 32, 4), 64)] if quick else [((100, 256, 256, 10), 1024)]
@@ -30,23 +43,15 @@ def main(quick: bool = False, repeats: int | None = None) -> list[dict]:
     rows = []
     for sizes, batch in shapes:
         net = jprop.MLP(sizes)
-        loss = jprop.SquaredError(net)
         params = net.init(jax.random.key(0), jnp.float32)
         keys = jax.random.split(jax.random.key(1), 3)
         x = jax.random.normal(keys[0], (batch, sizes[0]), jnp.float32)
         t = jax.random.normal(keys[1], (batch, sizes[-1]), jnp.float32)
         v = jax.tree.map(lambda p: jax.random.normal(keys[2], p.shape, p.dtype), params)
-        contenders = {
-            "jprop.weight_hvp": jprop.weight_hvp(loss),
-            "jax.jvp(jax.grad(E))": lambda p, v, x, t: jax.jvp(
-                lambda q: jax.grad(loss)(q, x, t), (p,), (v,)
-            )[1],
-            "jax.grad(E)": lambda p, v, x, t: jax.grad(loss)(p, x, t),
-            "jprop.gauss_newton_vp": jprop.gauss_newton_vp(loss),
-        }
-        res = race(contenders, (params, v, x, t), repeats)
+        contenders_ = contenders(net)
+        res = race(contenders_, (params, v, x, t), repeats)
         ours, theirs = (
-            ravel_pytree(res[k]["out"])[0] for k in contenders if "hvp" in k or "jvp" in k
+            ravel_pytree(res[k]["out"])[0] for k in contenders_ if "hvp" in k or "jvp" in k
         )
         err = jprop.relative_error(ours, theirs)
         assert err < 1e-3, f"{sizes}: jprop and jax.jvp(jax.grad) HVPs differ by {err:.1e}"

@@ -25,3 +25,21 @@ def test_jprop_gradients_benchmark_quick():
 def test_weight_curvature_benchmark_quick():
     rows = load_script("benchmarks/weight_curvature.py").main(quick=True, repeats=1)
     assert len(rows) == 1 and rows[0]["hvp / gradient"] > 0
+
+
+def test_benchmark_suite_quick(tmp_path):
+    with jax.numpy_dtype_promotion("standard"):  # folx, as in the closed-forms test above
+        rows = load_script("benchmarks/run.py").main(
+            quick=True, repeats=1, out=str(tmp_path), progress=False
+        )
+    assert {r["quantity"] for r in rows} >= {
+        "jacobian",
+        "hessian",
+        "laplacian",
+        "E_v",
+        "weight_hvp",
+    }
+    assert all(r["speedup"] > 0 and r["jprop_peak_mib"] > 0 for r in rows)
+    table = (tmp_path / "results.md").read_text()
+    assert "speed-up" in table and "peak RSS" in table  # (Linux: /proc/self/status)
+    assert (tmp_path / "speedup_vs_inputs.png").stat().st_size > 5_000

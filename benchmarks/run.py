@@ -1,0 +1,254 @@
+"""The benchmark suite: jprop against the best JAX composition for each quantity, over a grid of
+shapes, in one run — median time, speed-up, compile time and XLA's peak memory per program — plus
+the peak RSS of a million-point chunked run. Writes a markdown table and a PNG of speed-up versus
+input size, and records the device it ran on (it runs unchanged on a GPU).
+
+Run: python benchmarks/run.py [--quick] [--repeats N] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # the sibling benchmark scripts
+import closed_forms  # noqa: E402
+import jprop_gradients  # noqa: E402
+import weight_curvature  # noqa: E402
+
+import jprop  # noqa: E402
+
+INPUT_TRANSFORMS = {
+    "jacobian": jprop.jacobian,
+    "hessian": jprop.hessian,
+    "laplacian": jprop.laplacian,
+    "hessian_diagonal": jprop.hessian_diagonal,
+}
+
+
+def grid(quick: bool):
+    """(quantity, sizes, batch): an input-size sweep per quantity, then width, depth and batch
+    extremes. Hessian batches shrink as n grows, so B·m·n² stays near 2²² values."""
+    if quick:
+        return [
+            ("jacobian", (4, 16, 3), 8),
+            ("hessian", (4, 16, 3), 8),
+            ("laplacian", (4, 16, 1), 8),
+            ("E_v", (4, 16, 3), 8),
+            ("weight_hvp", (4, 16, 3), 8),
+        ]
+    rows = []
+    for n in (1, 4, 16, 64, 256):
+        rows += [
+            ("jacobian", (n, 128, 128, 128, 4), 256),
+            ("hessian", (n, 128, 128, 128, 4), max(1, min(256, (1 << 22) // (4 * n * n)))),
+            ("laplacian", (n, 128, 128, 128, 1), 256),
+            ("hessian_diagonal", (n, 128, 128, 128, 1), 256),
+            ("E_u", (n, 128, 128, 128, 4), 256),
+            ("E_v", (n, 128, 128, 128, 4), 256),
+        ]
+    rows += [
+        ("hessian", (16, 32, 32, 32, 4), 256),
+        ("hessian", (16, 512, 512, 4), 64),
+        ("laplacian", (16, 64, 1), 1024),
+        ("laplacian", (16, 64, 64, 64, 64, 64, 64, 1), 1024),
+        ("jacobian", (8, 64, 64, 4), 1),
+        ("jacobian", (8, 64, 64, 4), 16384),
+        ("E_v", (8, 64, 64, 4), 16384),
+        ("weight_hvp", (100, 256, 256, 10), 1024),
+        ("weight_hvp", (16, 64, 64, 4), 16384),
+    ]
+    return rows
+
+
+def contenders(quantity, sizes, batch):
+    """(jprop's function, {baseline name: function}, arguments) for one row."""
+    net, params, x = closed_forms._net_and_data(sizes, batch)
+    if quantity in INPUT_TRANSFORMS:
+        baselines = closed_forms.composition_baselines(net, quantity)
+        return INPUT_TRANSFORMS[quantity](net), baselines, (params, x)
+    keys = jax.random.split(jax.random.key(1), 3)
+    n_side = jax.random.normal(keys[0], (batch, sizes[0]), jnp.float32)
+    m_side = jax.random.normal(keys[1], (batch, sizes[-1]), jnp.float32)
+    if quantity in ("E_u", "E_v"):
+        fns = jprop_gradients.contenders(net, quantity)
+        args = (params, x, m_side, n_side) if quantity == "E_u" else (params, x, n_side, m_side)
+        others = {k: v for k, v in fns.items() if k not in ("jprop", "plain MSE gradient")}
+        return fns["jprop"], others, args
+    fns = weight_curvature.contenders(net)
+    v = jax.tree.map(lambda p: jax.random.normal(keys[2], p.shape, p.dtype), params)
+    return (
+        fns["jprop.weight_hvp"],
+        {"jax.jvp(jax.grad(E))": fns["jax.jvp(jax.grad(E))"]},
+        (
+            params,
+            v,
+            x,
+            m_side,
+        ),
+    )
+
+
+_RSS_SCRIPT = """
+import jax, jax.numpy as jnp, jprop
+
+def high_water_mib():  # this process's own peak RSS (VmHWM restarts at exec, ru_maxrss does not)
+    with open("/proc/self/status") as status:
+        return next(int(l.split()[1]) for l in status if l.startswith("VmHWM")) / 1024
+
+net = jprop.MLP((2, 64, 64, 1))
+params = net.init(jax.random.key(0))
+x = jax.random.normal(jax.random.key(1), ({count}, 2))
+jax.block_until_ready(x)
+base = high_water_mib()
+chunk = {chunk}
+jax.block_until_ready(jprop.laplacian(net, batch_size=chunk)(params, x))
+E, g = jprop.jprop_v(net, batch_size=chunk)(params, x, jnp.ones_like(x), jnp.zeros(({count}, 1)))
+jax.block_until_ready(g)
+print(base, high_water_mib())
+"""
+
+
+def million_point_rss(quick: bool) -> dict:
+    """Peak RSS of fresh processes computing Laplacians and a J-prop gradient of 10⁶ points
+    (10⁴ in quick mode), in chunks of 16384 and in one piece, each against its own RSS just
+    before the computation. Linux only (it reads /proc); elsewhere it reports nothing."""
+    count = 10_000 if quick else 1_000_000
+    report = {"points": count}
+    for label, chunk in (("chunked", 16384), ("whole", None)):
+        script = _RSS_SCRIPT.format(count=count, chunk=chunk)
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+        if done.returncode:
+            return {**report, "error": done.stderr.strip().splitlines()[-1]}
+        base, peak = (float(v) for v in done.stdout.split())
+        report[label] = {"before_mib": base, "peak_mib": peak}
+    return report
+
+
+def main(
+    quick: bool = False, repeats: int | None = None, out: str | None = None, progress: bool = True
+) -> list[dict]:
+    repeats = repeats or (3 if quick else 20)
+    out_dir = pathlib.Path(out or pathlib.Path(__file__).with_name("results"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = (
+        f"{jax.devices()[0].device_kind} ({jax.default_backend()}, {len(jax.devices())} devices)"
+    )
+    print(f"device: {device}, float32")
+    rss = million_point_rss(quick)  # first, while this process is small
+    rows = []
+    cases = grid(quick)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(cases), desc="benchmarks", leave=False)
+    for quantity, sizes, batch in cases:
+        ours, baselines, args = contenders(quantity, sizes, batch)
+        res = closed_forms.race({"jprop": ours, **baselines}, args, repeats)
+        best = min(baselines, key=lambda name: res[name]["ms"])
+        ours_out, best_out = res["jprop"]["out"], res[best]["out"]
+        if quantity.startswith("E_"):
+            ours_out, best_out = ours_out[1], best_out[1]  # compare the gradients
+        flat = lambda tree: jnp.concatenate([jnp.ravel(a) for a in jax.tree.leaves(tree)])  # noqa: E731
+        err = jprop.relative_error(flat(ours_out), flat(best_out))
+        assert err < 1e-3, f"{quantity} {sizes}: jprop and {best} differ by {err:.1e}"
+        rows.append(
+            {
+                "quantity": quantity,
+                "sizes": sizes,
+                "batch": batch,
+                "jprop_ms": res["jprop"]["ms"],
+                "baseline": best,
+                "baseline_ms": res[best]["ms"],
+                "speedup": res[best]["ms"] / res["jprop"]["ms"],
+                "jprop_compile_s": res["jprop"]["compile_s"],
+                "baseline_compile_s": res[best]["compile_s"],
+                "jprop_peak_mib": (res["jprop"]["peak_bytes"] or 0) / 2**20,
+                "baseline_peak_mib": (res[best]["peak_bytes"] or 0) / 2**20,
+            }
+        )
+        if bar is not None:
+            bar.update()
+    if bar is not None:
+        bar.close()
+    table = _markdown(rows, rss, repeats, device)
+    print(table)
+    (out_dir / "results.md").write_text(table)
+    (out_dir / "results.json").write_text(
+        json.dumps({"device": device, "rows": rows, "rss": rss}, indent=1, default=str)
+    )
+    _plot(rows, out_dir / "speedup_vs_inputs.png", device)
+    return rows
+
+
+def _markdown(rows, rss, repeats, device) -> str:
+    lines = [
+        "| quantity | sizes | batch | jprop (ms) | best composition (ms) | speed-up | compile jprop / "
+        "baseline (s) | peak MiB jprop / baseline |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['quantity']} | {'-'.join(map(str, r['sizes']))} | {r['batch']} | "
+            f"{r['jprop_ms']:.2f} | {r['baseline']}: {r['baseline_ms']:.2f} | "
+            f"**{r['speedup']:.2f}×** | {r['jprop_compile_s']:.2f} / {r['baseline_compile_s']:.2f} | "
+            f"{r['jprop_peak_mib']:.1f} / {r['baseline_peak_mib']:.1f} |"
+        )
+    lines.append(
+        f"\nMedians of {repeats} interleaved runs, float32, {device}. Peak memory is XLA's own "
+        f"account of each compiled program.\n"
+    )
+    if "error" not in rss:
+        lines.append(
+            f"{rss['points']:,} points through `jprop.laplacian` and `jprop.jprop_v`: peak RSS "
+            f"{rss['chunked']['peak_mib']:.0f} MiB with `batch_size=16384`, "
+            f"{rss['whole']['peak_mib']:.0f} MiB in one piece (each process held "
+            f"{rss['chunked']['before_mib']:.0f} MiB before computing).\n"
+        )
+    return "\n".join(lines)
+
+
+def _plot(rows, path, device):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    sweep = [r for r in rows if len(r["sizes"]) == 5 and r["sizes"][1] == 128]
+    for quantity in dict.fromkeys(r["quantity"] for r in sweep):
+        points = sorted((r["sizes"][0], r["speedup"]) for r in sweep if r["quantity"] == quantity)
+        if len(points) > 1:
+            ax.plot(*zip(*points), "o-", label=quantity)
+    ax.axhline(1.0, color="k", lw=0.8, ls="--")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="input size n (widths 128-128-128)",
+        ylabel="speed-up over the best JAX composition",
+        title=f"jprop vs JAX, float32, {device}",
+    )
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny shapes, few repeats (smoke test)"
+    )
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--out", default=None, help="directory for results.md/.json and the PNG")
+    args = parser.parse_args()
+    main(args.quick, args.repeats, args.out)
