@@ -39,14 +39,14 @@ def contenders(net, objective):
         return jax.vmap(lambda xi, vi: jax.jvp(lambda z: net(q, z), (xi,), (vi,))[1])(x, v)
 
     if objective == "E_u":
-        ours = jprop.jprop_u(net)
+        ours = jprop.jprop_u(net, method="closed")  # the paper's passes
         composition = lambda q, x, u, a: _mean_half_square(jtu_by_vjp(q, x, u) - a)  # noqa: E731
         naive = lambda q, x, u, a: _mean_half_square(  # noqa: E731
             jnp.einsum("bm,bmn->bn", u, jax.vmap(jax.jacrev(lambda xi: net(q, xi)))(x)) - a
         )
         target = lambda x, u, a: u  # noqa: E731  (the output-space argument)
     else:
-        ours = jprop.jprop_v(net)
+        ours = jprop.jprop_v(net, method="closed")  # ("auto" takes the jvp road)
         composition = lambda q, x, v, b: _mean_half_square(jv_by_jvp(q, x, v) - b)  # noqa: E731
         naive = lambda q, x, v, b: _mean_half_square(  # noqa: E731
             jnp.einsum("bmn,bn->bm", jax.vmap(jax.jacfwd(lambda xi: net(q, xi)))(x), v) - b

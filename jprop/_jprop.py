@@ -293,8 +293,9 @@ def jprop_v(
 ) -> Callable[..., Result]:
     r"""$E_v = \tfrac12\|J v - b\|^2$ and its exact weight-gradient, by J-prop.
 
-    Closed road (a `jprop.MLP`): forward, R-forward along v (gives $Jv$), backward with
-    $e = Jv - b$, R-backward — about twice the cost of a plain gradient.
+    Closed road (a `jprop.MLP`, `method="closed"`): forward, R-forward along v (gives $Jv$),
+    backward with $e = Jv - b$, R-backward — about twice the cost of a plain gradient. `"auto"`
+    takes the autodiff road (`jax.grad` of the jvp), measured 0-20% faster on CPU.
 
     **Arguments:** `f`, `method`, `batch_size` as for `jprop.bilinear`.
 

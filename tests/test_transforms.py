@@ -23,7 +23,7 @@ from helpers import (
 
 import jprop
 
-METHODS = ["closed", "autodiff"]  # "auto" is "closed" for an MLP: see test_auto_picks_closed_form
+METHODS = ["closed", "autodiff"]  # "auto" picks one of them: see the test_auto_* tests below
 
 
 # The oracles are JAX's own transforms, mapped over the batch (jitted: eager dispatch is slow).
@@ -95,6 +95,26 @@ def test_input_hessian_vector_product(net, dtype):
         assert_close(v, oracle, TOL_EXACT[dtype], method)
     H = jprop.hessian(net)(params, x)
     assert_close(v, jnp.einsum("bk,bkij,bj->bi", g, H, r), TOL_EXACT[dtype], "vs dense H")
+
+
+@pytest.mark.parametrize("transform", [jprop.jacobian, jprop.jprop_v], ids=lambda t: t.__name__)
+def test_auto_takes_the_measured_faster_autodiff_road(transform, monkeypatch):
+    # The Jacobian and E_v measured faster by JAX's composition: a broken closed form must not
+    # reach "auto", and must reach "closed".
+    from jprop import _closed, _jprop
+
+    net = ARCHITECTURES[0]
+    params, x = params_and_input(net, jnp.float64, batch=(2,))
+    args = () if transform is jprop.jacobian else (x, jnp.zeros((2, net.n_outputs)))
+    right = transform(net, method="auto")(params, x, *args)
+    if transform is jprop.jacobian:
+        monkeypatch.setattr(_closed, "jacobian", lambda *a: jnp.zeros((2, 2, 3)))
+    else:
+        monkeypatch.setattr(_jprop, "_closed_jprop_v", lambda *a: (jnp.nan, params))
+    fresh = transform(net, method="auto")(params, x, *args)
+    jax.tree.map(lambda a, b: assert_close(a, b, 0.0), fresh, right)
+    broken = transform(net, method="closed")(params, x, *args)
+    assert not np.allclose(jax.tree.leaves(broken)[0], jax.tree.leaves(right)[0])
 
 
 def test_auto_picks_closed_form(monkeypatch):
