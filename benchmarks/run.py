@@ -228,9 +228,13 @@ def _plot(rows, path, device):
         if len(points) > 1:
             ax.plot(*zip(*points), "o-", label=quantity)
     ax.axhline(1.0, color="k", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ticks = [0.5, 0.75, 1, 1.5, 2, 3, 4]
+    ax.set_yticks(ticks, [f"{t:g}×" for t in ticks])
+    ax.minorticks_off()
     ax.set(
-        xscale="log",
-        yscale="log",
+        ylim=(0.45, 4.5),
         xlabel="input size n (widths 128-128-128)",
         ylabel="speed-up over the best JAX composition",
         title=f"jprop vs JAX, float32, {device}",
