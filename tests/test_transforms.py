@@ -117,6 +117,17 @@ def test_auto_takes_the_measured_faster_autodiff_road(transform, monkeypatch):
     assert not np.allclose(jax.tree.leaves(broken)[0], jax.tree.leaves(right)[0])
 
 
+def test_auto_takes_autodiff_for_the_hessian_of_wide_inputs(monkeypatch):
+    from jprop import _closed
+
+    wide, narrow = jprop.MLP((6, 4, 2)), jprop.MLP((4, 6, 2))
+    monkeypatch.setattr(_closed, "hessian", lambda *args: jnp.full((1, 2, 99, 99), jnp.nan))
+    for net, expect_closed in ((wide, False), (narrow, True)):
+        params, x = params_and_input(net, jnp.float64, batch=(1,))
+        H = jprop.hessian(net)(params, x)
+        assert (H.shape[-1] == 99) == expect_closed, net.sizes
+
+
 def test_auto_picks_closed_form(monkeypatch):
     # Break the closed form on purpose: "auto" and "closed" must see it, "autodiff" must not.
     from jprop import _closed
