@@ -165,3 +165,24 @@ def test_log_abs_det_refuses_a_non_square_jacobian():
     params, x = params_and_input(net, jnp.float32, batch=(BATCH,))
     with pytest.raises(ValueError, match=r"needs a square Jacobian.*n = 3 inputs to m = 2 outputs"):
         jprop.log_abs_det_jacobian(net)(params, x)
+
+
+def test_gradients_against_float64_differences_of_the_dense_value():
+    # Directional central differences of the batch mean of σ₁(J) and log|det J| over the weights.
+    net = jprop.MLP((3, 6, 3), output="tansig")
+    params, x = params_and_input(net, jnp.float64, seed=11, batch=(BATCH,))
+    sn = jprop.SpectralNorm(net, num_iterations=300)
+    (_, g_sigma), _ = sn(params, x, sn.init(params, x, jax.random.key(0)))
+    _, g_logdet = jprop.log_abs_det_jacobian(net)(params, x)
+    flat_p, unravel = ravel_pytree(params)
+
+    def mean_of(statistic):
+        return jax.jit(lambda w: jnp.mean(jax.vmap(statistic)(dense_jacobian(net, unravel(w), x))))
+
+    eps = 1e-6
+    for statistic, grads in ((top_singular_value, g_sigma), (log_abs_det, g_logdet)):
+        value = mean_of(statistic)
+        for k in range(3):
+            d = jax.random.normal(jax.random.key(20 + k), flat_p.shape, jnp.float64)
+            fd = (value(flat_p + eps * d) - value(flat_p - eps * d)) / (2 * eps)
+            assert_close(flat(grads) @ d, fd, 1e-7, f"{statistic.__name__} along d{k}")
