@@ -30,11 +30,10 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from ._activations import activation_function
-from ._jprop import _weight_gradients
+from ._jprop import _check_batch_objective, _weight_gradients
 from ._mlp import MLP, Params
 from ._passes import backward, forward, r_backward, r_forward
-from ._transforms import _prepare
-from ._validation import as_float_array, check_like, check_method, check_size
+from ._validation import as_float_array, check_method, check_size
 
 # ----------------------------------------------------------------------------------------------
 # Losses
@@ -48,15 +47,8 @@ def _check_data(loss, params, x, t, where) -> tuple[jax.Array, jax.Array]:
             f"{where}: params ({', '.join(sorted(map(str, kinds)))}) and x ({x.dtype}) must share "
             "one dtype, so that curvature vectors and matrices have it; cast x or the params."
         )
-    x, out = _prepare(loss.f, params, x, where)
-    if x.ndim != 2 or len(out.shape) != 1:
-        raise ValueError(
-            f"{where}: needs x of shape (B, n) and f(params, x) of shape (m,) per example; got x "
-            f"of shape {x.shape} and an output of shape {out.shape}."
-        )
-    t = check_like(t, "t", (x.shape[0], out.shape[0]), where, " Targets are (B, m), one row per x.")
-    if t.dtype != x.dtype:
-        raise TypeError(f"{where}: `t` must have x's dtype {x.dtype}; got {t.dtype}.")
+    x, _, checked = _check_batch_objective(loss.f, params, x, where, t=(t, ("B", "m")))
+    t = checked["t"]
     return x, t
 
 
