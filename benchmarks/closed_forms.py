@@ -71,6 +71,26 @@ def race(contenders: dict[str, Callable], args: tuple, repeats: int) -> dict[str
     return results
 
 
+def summary_row(results: dict, baselines, quantity: str, sizes, batch: int) -> dict:
+    """One table row from a race: jprop against the fastest of `baselines` (speed-up > 1: jprop
+    faster), with compile times and XLA's memory account of both."""
+    best = min(baselines, key=lambda name: results[name]["ms"])
+    ours, theirs = results["jprop"], results[best]
+    return {
+        "quantity": quantity,
+        "sizes": sizes,
+        "batch": batch,
+        "jprop_ms": ours["ms"],
+        "baseline": best,
+        "baseline_ms": theirs["ms"],
+        "speedup": theirs["ms"] / ours["ms"],
+        "jprop_compile_s": ours["compile_s"],
+        "baseline_compile_s": theirs["compile_s"],
+        "jprop_peak_mib": (ours["peak_bytes"] or 0) / 2**20,
+        "baseline_peak_mib": (theirs["peak_bytes"] or 0) / 2**20,
+    }
+
+
 def _net_and_data(sizes, batch, seed=0):
     net = jprop.MLP(sizes)
     params = net.init(jax.random.key(seed), jnp.float32)
@@ -159,27 +179,17 @@ def main(
     for quantity, sizes, batch, ours, baselines in cases(quick):
         _, params, x = _net_and_data(sizes, batch)
         results = race({"jprop": ours, **baselines}, (params, x), repeats)
-        best = min(baselines, key=lambda name: results[name]["ms"])
         for name in baselines:  # every composition agrees with jprop (float32 rounding only)
             err = jprop.relative_error(results["jprop"]["out"], results[name]["out"])
             assert err < 1e-4, f"{quantity} {sizes}: jprop and {name} differ by {err:.1e}"
-        row = {
-            "quantity": quantity,
-            "sizes": sizes,
-            "batch": batch,
-            "jprop_ms": results["jprop"]["ms"],
-            "baseline": best,
-            "baseline_ms": results[best]["ms"],
-            "ratio": results[best]["ms"] / results["jprop"]["ms"],
-            "jprop_compile_s": results["jprop"]["compile_s"],
-            "baseline_compile_s": results[best]["compile_s"],
-            "others": {k: results[k]["ms"] for k in baselines if k != best},
-        }
+        row = summary_row(results, baselines, quantity, sizes, batch)
+        best = row["baseline"]
+        row["others"] = {k: results[k]["ms"] for k in baselines if k != best}
         rows.append(row)
         others = ", ".join(f"{k} {v:.2f} ms" for k, v in row["others"].items())
         print(
             f"{quantity:17s} {str(sizes):26s} B={batch:<5d} jprop {row['jprop_ms']:8.2f} ms | "
-            f"{best} {row['baseline_ms']:8.2f} ms | {row['ratio']:5.2f}x"
+            f"{best} {row['baseline_ms']:8.2f} ms | {row['speedup']:5.2f}x"
             + (f" | {others}" if others else "")
         )
     table = _markdown(rows, repeats)
@@ -200,7 +210,7 @@ def _markdown(rows: list[dict], repeats: int) -> str:
         lines.append(
             f"| {r['quantity']} | {'-'.join(map(str, r['sizes']))} | {r['batch']} | "
             f"{r['jprop_ms']:.2f} | {r['baseline']}: {r['baseline_ms']:.2f} | "
-            f"**{r['ratio']:.2f}×** | {r['jprop_compile_s']:.2f} / {r['baseline_compile_s']:.2f} |"
+            f"**{r['speedup']:.2f}×** | {r['jprop_compile_s']:.2f} / {r['baseline_compile_s']:.2f} |"
         )
     lines.append(
         f"\nMedians of {repeats} interleaved runs, float32, {jax.devices()[0].device_kind}.\n"

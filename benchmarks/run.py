@@ -152,28 +152,14 @@ def main(
     for quantity, sizes, batch in cases:
         ours, baselines, args = contenders(quantity, sizes, batch)
         res = closed_forms.race({"jprop": ours, **baselines}, args, repeats)
-        best = min(baselines, key=lambda name: res[name]["ms"])
-        ours_out, best_out = res["jprop"]["out"], res[best]["out"]
+        row = closed_forms.summary_row(res, baselines, quantity, sizes, batch)
+        ours_out, best_out = res["jprop"]["out"], res[row["baseline"]]["out"]
         if quantity.startswith("E_"):
             ours_out, best_out = ours_out[1], best_out[1]  # compare the gradients
         flat = lambda tree: jnp.concatenate([jnp.ravel(a) for a in jax.tree.leaves(tree)])  # noqa: E731
         err = jprop.relative_error(flat(ours_out), flat(best_out))
-        assert err < 1e-3, f"{quantity} {sizes}: jprop and {best} differ by {err:.1e}"
-        rows.append(
-            {
-                "quantity": quantity,
-                "sizes": sizes,
-                "batch": batch,
-                "jprop_ms": res["jprop"]["ms"],
-                "baseline": best,
-                "baseline_ms": res[best]["ms"],
-                "speedup": res[best]["ms"] / res["jprop"]["ms"],
-                "jprop_compile_s": res["jprop"]["compile_s"],
-                "baseline_compile_s": res[best]["compile_s"],
-                "jprop_peak_mib": (res["jprop"]["peak_bytes"] or 0) / 2**20,
-                "baseline_peak_mib": (res[best]["peak_bytes"] or 0) / 2**20,
-            }
-        )
+        assert err < 1e-3, f"{quantity} {sizes}: jprop and {row['baseline']} differ by {err:.1e}"
+        rows.append(row)
         if bar is not None:
             bar.update()
     if bar is not None:
