@@ -70,9 +70,13 @@ def test_hvp_against_dense_hessian(net, kind, road, dtype):
     assert_close(flat(hv), expected, TOL_EXACT[dtype] * 10, f"{road} Hv")
 
 
-def test_hvp_against_float64_differences_of_the_gradient():
-    net = jprop.MLP((3, 6, 4, 2), output="tansig")
-    loss, params, x, t, v = problem(net, "squared", jnp.float64, seed=3)
+@pytest.mark.parametrize(
+    "net, kind",
+    [(jprop.MLP((3, 6, 4, 2), output="tansig"), "squared"), (CASES[5][0], "cross_entropy")],
+    ids=["tansig-squared", "softmax-cross_entropy"],
+)
+def test_hvp_against_float64_differences_of_the_gradient(net, kind):
+    loss, params, x, t, v = problem(net, kind, jnp.float64, seed=3)
     eps = 1e-5
     grad = jax.jit(jax.grad(loss))
     shift = lambda s: jax.tree.map(lambda p, d: p + s * eps * d, params, v)  # noqa: E731
