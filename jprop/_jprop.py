@@ -343,17 +343,22 @@ def double_backprop(
     )
 
 
-def tangent_prop(f: Any, *, method: str = "auto") -> Callable[..., Result]:
+def tangent_prop(
+    f: Any, *, method: str = "auto", batch_size: int | None = None
+) -> Callable[..., Result]:
     r"""Tangent Prop (Simard et al. 1992): $\sum_p \tfrac12\|J \tau_p - b_p\|^2$ over tangent vectors.
 
     $\tau_p$ is the tangent of a transformation of the input (a small rotation, a shift), $b_p$ the
     desired directional derivative — zero for invariance. One `jprop_v` per tangent.
 
+    **Arguments:** `f`, `method` as for `jprop.bilinear`; `batch_size` chunks the B·P
+    (example, tangent) pairs.
+
     **Returns:** a function `(params, x, tangents, targets=None) -> (E, grads)` with `x` of shape
     `(B, n)`, `tangents` of shape `(B, P, n)` and `targets` `(B, P, m)` (default zeros); batch means.
     """
     where = "jprop.tangent_prop"
-    inner = jprop_v(f, method=method)
+    inner = jprop_v(f, method=method, batch_size=batch_size)
 
     def objective(params, x, tangents, targets=None):
         x, m, a = _check_batch_objective(
@@ -392,7 +397,9 @@ def _jacobian_target_term(by_columns, by_rows, params, x, targets) -> Result:
     return total, grads
 
 
-def derivative_targets(f: Any, *, method: str = "auto", value_weight: float = 1.0):
+def derivative_targets(
+    f: Any, *, method: str = "auto", value_weight: float = 1.0, batch_size: int | None = None
+):
     r"""Sobolev training: $w_0\,\tfrac12\|f(x) - y\|^2 + \tfrac12\|J(x) - T\|_F^2$ per example.
 
     The Jacobian term is summed from whichever is fewer: n `jprop_v` calls with $v = e_i$,
@@ -400,20 +407,27 @@ def derivative_targets(f: Any, *, method: str = "auto", value_weight: float = 1.
 
     **Returns:** a function `(params, x, y, T) -> (E, grads)`, `x` `(B, n)`, `y` `(B, m)`,
     `T` `(B, m, n)`; batch means. Pass `value_weight=0` to fit derivatives alone (MATH.md §5).
+    `batch_size` runs every term over chunks of that many examples (bounded memory).
     """
     where = "jprop.derivative_targets"
-    by_columns, by_rows = jprop_v(f, method=method), jprop_u(f, method=method)
+    if batch_size is not None:
+        batch_size = check_size(batch_size, "batch_size", where)
+    by_columns = jprop_v(f, method=method, batch_size=batch_size)
+    by_rows = jprop_u(f, method=method, batch_size=batch_size)
+
+    @jax.jit
+    def value_term(params, x, y):  # mean ½‖f(x) − y‖² and its gradient
+        def sums(x, y):
+            return jax.value_and_grad(lambda p: 0.5 * jnp.sum((f(p, x) - y) ** 2))(params)
+
+        value, grads = sum_batches(sums, x, y, batch_size=batch_size)
+        return value / x.shape[0], jax.tree.map(lambda gr: gr / x.shape[0], grads)
 
     def objective(params, x, y, T):
         x, m, a = _check_batch_objective(
             f, params, x, where, y=(y, ("B", "m")), T=(T, ("B", "m", "n"))
         )
-        y = a["y"]
-
-        def value_loss(p):
-            return 0.5 * jnp.mean(jnp.sum((f(p, x) - y) ** 2, axis=-1))
-
-        value, grads = jax.value_and_grad(value_loss)(params)
+        value, grads = value_term(params, x, a["y"])
         term, term_grads = _jacobian_target_term(by_columns, by_rows, params, x, a["T"])
         total = value_weight * value + term
         return total, jax.tree.map(lambda v, t: value_weight * v + t, grads, term_grads)
@@ -421,19 +435,23 @@ def derivative_targets(f: Any, *, method: str = "auto", value_weight: float = 1.
     return objective
 
 
-def jacobian_penalty(f: Any, *, method: str = "auto", num_probes: int | None = None):
+def jacobian_penalty(
+    f: Any, *, method: str = "auto", num_probes: int | None = None, batch_size: int | None = None
+):
     r"""The Frobenius penalty $\tfrac12\|J\|_F^2$ (contractive auto-encoders, Jacobian regularisation).
 
     Exact with `num_probes=None`: $\tfrac12\sum_i\|J e_i\|^2$, n `jprop_v` calls (or m `jprop_u`,
     whichever is fewer). With `num_probes=k`: the unbiased estimate $\tfrac1k\sum_p \tfrac12\|J v_p\|^2$,
-    $v_p \sim N(0, I)$ (Hutchinson; Hoffman et al. 2019), which then needs a `key`.
+    $v_p \sim N(0, I)$ (Hutchinson; Hoffman et al. 2019), which then needs a `key`. `batch_size`
+    chunks the examples (and probes) for bounded memory.
 
     **Returns:** a function `(params, x, key=None) -> (penalty, grads)`; `x` `(B, n)`; batch means.
     """
     where = "jprop.jacobian_penalty"
     if num_probes is not None:
         num_probes = check_size(num_probes, "num_probes", where)
-    by_columns, by_rows = jprop_v(f, method=method), jprop_u(f, method=method)
+    by_columns = jprop_v(f, method=method, batch_size=batch_size)
+    by_rows = jprop_u(f, method=method, batch_size=batch_size)
 
     def objective(params, x, key=None):
         x, m, _ = _check_batch_objective(f, params, x, where)

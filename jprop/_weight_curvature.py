@@ -30,6 +30,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from ._activations import activation_function
+from ._batch import sum_batches
 from ._jprop import _check_batch_objective, _weight_gradients
 from ._mlp import MLP, Params
 from ._passes import backward, forward, r_backward, r_forward
@@ -167,6 +168,36 @@ def _check_direction(params: Any, v: Any, where: str, name: str = "v") -> Any:
     return v
 
 
+def _check_batch_size(loss: Any, batch_size: Any, where: str) -> int | None:
+    """`batch_size` chunks the data of a batch-mean loss; a generic E(params, *data) is not one."""
+    if batch_size is None:
+        return None
+    batch_size = check_size(batch_size, "batch_size", where)
+    if not isinstance(loss, (SquaredError, CrossEntropy)):
+        raise ValueError(
+            f"{where}: batch_size needs a jprop.SquaredError or jprop.CrossEntropy loss, whose "
+            f"value is a mean over the examples of (x, t); got {type(loss).__name__}, which jprop "
+            "cannot split. Chunk inside your E(params, *data) instead, or drop batch_size."
+        )
+    return batch_size
+
+
+def _in_chunks(rule: Callable, batch_size: int | None) -> Callable:
+    """`rule(params, v, x, t)`, a batch mean over (x, t), computed as a sum over chunks of
+    `batch_size` examples (`jax.lax.map`), so memory is bounded by one chunk."""
+    if batch_size is None:
+        return rule
+
+    def chunked(params, v, x, t):
+        def sums(x, t):
+            return jax.tree.map(lambda a: a * x.shape[0], rule(params, v, x, t))
+
+        total = sum_batches(sums, x, t, batch_size=batch_size)
+        return jax.tree.map(lambda a: a / x.shape[0], total)
+
+    return chunked
+
+
 # ----------------------------------------------------------------------------------------------
 # Closed road
 
@@ -257,10 +288,12 @@ def _autodiff_gauss_newton(loss, params, x, t, v):
 # Public transforms
 
 
-def _hvp_fn(loss, road):
+def _hvp_fn(loss, road, batch_size=None):
     if road == "closed":
-        return lambda params, v, x, t: _closed_hvp(loss, params, x, t, v)
-    return lambda params, v, *data: _autodiff_hvp(loss, params, v, *data)
+        rule = lambda params, v, x, t: _closed_hvp(loss, params, x, t, v)  # noqa: E731
+    else:
+        rule = lambda params, v, *data: _autodiff_hvp(loss, params, v, *data)  # noqa: E731
+    return _in_chunks(rule, batch_size)
 
 
 def _validate_data(loss, params, data, where):
@@ -274,12 +307,15 @@ def _validate_data(loss, params, data, where):
     return data
 
 
-def weight_hvp(loss: Any, *, method: str = "auto") -> Callable[..., Any]:
+def weight_hvp(
+    loss: Any, *, method: str = "auto", batch_size: int | None = None
+) -> Callable[..., Any]:
     r"""The exact Hessian-vector product $H v$ of a loss with respect to the weights (Pearlmutter).
 
     **Arguments:** `loss`: `jprop.SquaredError(f)`, `jprop.CrossEntropy(net)` or any callable
     `E(params, *data)`; `method`: "auto" (closed passes for an MLP loss), "closed" or "autodiff"
-    (`jax.jvp(jax.grad(E))`).
+    (`jax.jvp(jax.grad(E))`); `batch_size`: sum the product over chunks of this many examples
+    (`jax.lax.map`) for bounded memory (a `SquaredError` or `CrossEntropy` loss).
 
     **Returns:** a function `(params, v, *data) -> Hv`, `v` and `Hv` pytrees shaped like params.
 
@@ -292,7 +328,7 @@ def weight_hvp(loss: Any, *, method: str = "auto") -> Callable[..., Any]:
     """
     where = "jprop.weight_hvp"
     road = _road(loss, method, where)
-    compute = jax.jit(_hvp_fn(loss, road))
+    compute = jax.jit(_hvp_fn(loss, road, _check_batch_size(loss, batch_size, where)))
 
     def hvp(params, v, *data):
         data = _validate_data(loss, params, data, where)
@@ -301,12 +337,15 @@ def weight_hvp(loss: Any, *, method: str = "auto") -> Callable[..., Any]:
     return hvp
 
 
-def gauss_newton_vp(loss: SquaredError | CrossEntropy, *, method: str = "auto") -> Callable:
+def gauss_newton_vp(
+    loss: SquaredError | CrossEntropy, *, method: str = "auto", batch_size: int | None = None
+) -> Callable:
     r"""The Gauss-Newton (outer-product) matrix times a vector, $G v = J_w^\top H_{out} J_w v$.
 
     Squared error: $G = \frac1B\sum_b J_y^\top J_y$ (Levenberg-Marquardt; drops the residual term).
     Cross-entropy with logsig/softmax outputs: $G = \frac1B\sum_b J_z^\top H_z J_z$, with
     $H_z = \mathrm{diag}(y(1-y))$ or $\mathrm{diag}(y) - yy^\top$. Positive semi-definite.
+    `batch_size` as for `jprop.weight_hvp`.
 
     **Returns:** a function `(params, v, x, t) -> Gv`, pytrees shaped like params.
     """
@@ -318,7 +357,8 @@ def gauss_newton_vp(loss: SquaredError | CrossEntropy, *, method: str = "auto") 
         )
     road = _road(loss, method, where)
     rule = _closed_gauss_newton if road == "closed" else _autodiff_gauss_newton
-    compute = jax.jit(lambda params, v, x, t: rule(loss, params, x, t, v))
+    product = lambda params, v, x, t: rule(loss, params, x, t, v)  # noqa: E731
+    compute = jax.jit(_in_chunks(product, _check_batch_size(loss, batch_size, where)))
 
     def gvp(params, v, x, t):
         x, t = _validate_data(loss, params, (x, t), where)
@@ -371,19 +411,24 @@ def _dense(product, params, data, max_bytes, where, what):
 
 
 def weight_hessian(
-    loss: Any, *, method: str = "auto", max_bytes: int = _DEFAULT_MAX_BYTES
+    loss: Any,
+    *,
+    method: str = "auto",
+    max_bytes: int = _DEFAULT_MAX_BYTES,
+    batch_size: int | None = None,
 ) -> Callable[..., jax.Array]:
     r"""The full weight Hessian as a (P, P) matrix over the flattened parameters, one HVP per column.
 
     Rows and columns follow `jprop.param_layout(params)`. Refuses, saying the size it would need,
-    when P² values exceed `max_bytes` (default 1 GiB); raise it to allow more.
+    when P² values exceed `max_bytes` (default 1 GiB); raise it to allow more. `batch_size` as for
+    `jprop.weight_hvp`.
 
     **Returns:** a function `(params, *data) -> H`.
     """
     where = "jprop.weight_hessian"
     road = _road(loss, method, where)
     check_size(max_bytes, "max_bytes", where)
-    product = _hvp_fn(loss, road)
+    product = _hvp_fn(loss, road, _check_batch_size(loss, batch_size, where))
     compute = jax.jit(lambda p, *d: _dense(product, p, d, max_bytes, where, "weight Hessian"))
 
     def hessian(params, *data):
@@ -393,12 +438,16 @@ def weight_hessian(
 
 
 def gauss_newton(
-    loss: SquaredError | CrossEntropy, *, method: str = "auto", max_bytes: int = _DEFAULT_MAX_BYTES
+    loss: SquaredError | CrossEntropy,
+    *,
+    method: str = "auto",
+    max_bytes: int = _DEFAULT_MAX_BYTES,
+    batch_size: int | None = None,
 ) -> Callable[..., jax.Array]:
-    """The Gauss-Newton matrix (P, P), column by column from `gauss_newton_vp`; `max_bytes` as for
-    `jprop.weight_hessian`. **Returns:** a function `(params, x, t) -> G`."""
+    """The Gauss-Newton matrix (P, P), column by column from `gauss_newton_vp`; `max_bytes` and
+    `batch_size` as for `jprop.weight_hessian`. **Returns:** a function `(params, x, t) -> G`."""
     where = "jprop.gauss_newton"
-    gvp = gauss_newton_vp(loss, method=method)
+    gvp = gauss_newton_vp(loss, method=method, batch_size=batch_size)
     check_size(max_bytes, "max_bytes", where)
     compute = jax.jit(lambda p, *d: _dense(gvp, p, d, max_bytes, where, "Gauss-Newton matrix"))
 
@@ -413,18 +462,20 @@ def weight_hessian_diagonal(
     *,
     exact: bool = False,
     max_bytes: int = _DEFAULT_MAX_BYTES,
+    batch_size: int | None = None,
 ) -> Callable[..., Any]:
     r"""The diagonal of the weight Hessian, shaped like params.
 
     `exact=False`: Becker & LeCun's O(W) approximation for a `jprop.MLP` loss (exact output-layer
     second derivatives, off-diagonal terms dropped below; exact for a net with no hidden layer).
     `exact=True`: the diagonal of `jprop.weight_hessian`, for small nets and for comparison.
+    `batch_size` as for `jprop.weight_hvp`.
 
     **Returns:** a function `(params, *data) -> diagonal` (a pytree like params).
     """
     where = "jprop.weight_hessian_diagonal"
     if exact:
-        full = weight_hessian(loss, max_bytes=max_bytes)
+        full = weight_hessian(loss, max_bytes=max_bytes, batch_size=batch_size)
 
         def diagonal(params, *data):
             return ravel_pytree(params)[1](jnp.diagonal(full(params, *data)))
@@ -436,7 +487,9 @@ def weight_hessian_diagonal(
             f"jprop.CrossEntropy of a jprop.MLP; got {type(loss).__name__}. Pass exact=True for "
             "the exact diagonal of any loss."
         )
-    compute = jax.jit(lambda params, x, t: _becker_lecun(loss, params, x, t))
+    rule = lambda params, _, x, t: _becker_lecun(loss, params, x, t)  # noqa: E731
+    chunked = _in_chunks(rule, _check_batch_size(loss, batch_size, where))
+    compute = jax.jit(lambda params, x, t: chunked(params, None, x, t))
 
     def approximate(params, x, t):
         x, t = _validate_data(loss, params, (x, t), where)
@@ -445,12 +498,15 @@ def weight_hessian_diagonal(
     return approximate
 
 
-def curvature_along(loss: Any, *, method: str = "auto") -> Callable[..., jax.Array]:
-    r"""$v^\top H v / v^\top v$: the loss's curvature along the direction v (one HVP).
+def curvature_along(
+    loss: Any, *, method: str = "auto", batch_size: int | None = None
+) -> Callable[..., jax.Array]:
+    r"""$v^\top H v / v^\top v$: the loss's curvature along the direction v (one HVP; `batch_size`
+    as for `jprop.weight_hvp`).
 
     **Returns:** a function `(params, v, *data) -> scalar`.
     """
-    hvp = weight_hvp(loss, method=method)
+    hvp = weight_hvp(loss, method=method, batch_size=batch_size)
 
     def along(params, v, *data):
         hv = hvp(params, v, *data)
@@ -480,12 +536,14 @@ def top_eigenpairs(
     num_iterations: int | None = None,
     method: str = "auto",
     operator: str = "hessian",
+    batch_size: int | None = None,
 ) -> Callable[..., Eigenpairs]:
     r"""The k largest eigenvalues of the weight Hessian (or Gauss-Newton matrix) and their vectors.
 
     Lanczos with full reorthogonalisation on the matrix-free product (`weight_hvp`, or
     `gauss_newton_vp` with `operator="gauss_newton"`), `num_iterations` steps (default
     min(P, 2k + 30)); the report's residuals say how far each pair is from converged.
+    `batch_size` as for `jprop.weight_hvp`.
 
     **Returns:** a function `(params, *data, key=None) -> Eigenpairs`; `key` picks the random start.
     """
@@ -499,9 +557,9 @@ def top_eigenpairs(
         num_iterations = check_size(num_iterations, "num_iterations", where)
     if operator == "hessian":
         road = _road(loss, method, where)
-        product = _hvp_fn(loss, road)
+        product = _hvp_fn(loss, road, _check_batch_size(loss, batch_size, where))
     else:
-        gvp = gauss_newton_vp(loss, method=method)
+        gvp = gauss_newton_vp(loss, method=method, batch_size=batch_size)
         product = lambda p, v, x, t: gvp(p, v, x, t)  # noqa: E731
 
     def run(params, data, start, steps):

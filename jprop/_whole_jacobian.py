@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ._batch import map_batches
 from ._jprop import Result, _check_batch_objective, bilinear
 from ._transforms import jacobian
 from ._validation import check_size
@@ -50,7 +51,7 @@ class SpectralNorm:
 
     **Arguments:** `f`: a `jprop.MLP` or any `f(params, x)`; `method`: "auto", "closed" or
     "autodiff" (for the gradient; the iteration uses `jax.jvp`/`jax.vjp`); `num_iterations` per
-    call; `squared`.
+    call; `squared`; `batch_size`: iterate and differentiate in chunks of this many examples.
 
     **Use:** `state = sn.init(params, x, key)`, then `(value, grads), state = sn(params, x, state)`;
     `x` of shape `(B, n)`; value and grads are batch means.
@@ -64,13 +65,20 @@ class SpectralNorm:
     """
 
     def __init__(
-        self, f: Any, *, method: str = "auto", num_iterations: int = 1, squared: bool = False
+        self,
+        f: Any,
+        *,
+        method: str = "auto",
+        num_iterations: int = 1,
+        squared: bool = False,
+        batch_size: int | None = None,
     ):
         self.where = "jprop.SpectralNorm"
         self.f = f
         self.num_iterations = check_size(num_iterations, "num_iterations", self.where)
         self.squared = bool(squared)
-        self._bilinear = bilinear(f, method=method)
+        self._bilinear = bilinear(f, method=method, batch_size=batch_size)
+        self.batch_size = batch_size
         self._iterate = jax.jit(self._power_iteration)
 
     def init(self, params: Any, x: jax.Array, key: jax.Array) -> SpectralState:
@@ -93,14 +101,17 @@ class SpectralNorm:
         def jtu(xi, ui):
             return jax.vjp(lambda e: f(params, e), xi)[1](ui)[0]
 
-        def step(_, pair):
-            u, _ = pair
-            v = _unit(jax.vmap(jtu)(x, u))
-            return _unit(jax.vmap(jv)(x, v)), v
+        def iterate(x, u, v):  # every example is independent: chunks iterate on their own
+            def step(_, pair):
+                u, _ = pair
+                v = _unit(jax.vmap(jtu)(x, u))
+                return _unit(jax.vmap(jv)(x, v)), v
 
-        u, v = jax.lax.fori_loop(0, self.num_iterations, step, (u, v))
-        sigma = jnp.sum(u * jax.vmap(jv)(x, v), axis=-1)
-        return jax.lax.stop_gradient((u, v, sigma))
+            u, v = jax.lax.fori_loop(0, self.num_iterations, step, (u, v))
+            return u, v, jnp.sum(u * jax.vmap(jv)(x, v), axis=-1)
+
+        pair = map_batches(iterate, x, u, v, batch_size=self.batch_size)
+        return jax.lax.stop_gradient(pair)
 
     def __call__(
         self, params: Any, x: jax.Array, state: SpectralState
@@ -120,12 +131,15 @@ class SpectralNorm:
         return (0.5 * value, grads), SpectralState(u, v, sigma)
 
 
-def log_abs_det_jacobian(f: Any, *, method: str = "auto") -> Callable[..., Result]:
+def log_abs_det_jacobian(
+    f: Any, *, method: str = "auto", batch_size: int | None = None
+) -> Callable[..., Result]:
     r"""$\log|\det J|$ for a square input Jacobian (flows, blind source separation), with its gradient.
 
     $\nabla_w \log|\det J| = \sum_i \nabla_w(u_i^\top J e_i)$, $u_i = J^{-\top} e_i$ held fixed:
     one Jacobian, one n × n inverse and n bilinear calls per example. A singular J gives
-    $-\infty$ and non-finite gradients, as the mathematics does.
+    $-\infty$ and non-finite gradients, as the mathematics does. `batch_size` chunks the
+    Jacobians and the B·n bilinear calls (bounded memory).
 
     **Returns:** a function `(params, x) -> (mean log|det J|, grads)`, `x` of shape `(B, n)`;
     raises a `ValueError` when the network's m ≠ n.
@@ -137,7 +151,8 @@ def log_abs_det_jacobian(f: Any, *, method: str = "auto") -> Callable[..., Resul
     True
     """
     where = "jprop.log_abs_det_jacobian"
-    jac, bil = jacobian(f, method=method), bilinear(f, method=method)
+    jac = jacobian(f, method=method, batch_size=batch_size)
+    bil = bilinear(f, method=method, batch_size=batch_size)
 
     @jax.jit
     def compute(params, x):

@@ -1,6 +1,6 @@
-"""Chunked and sharded batches give the plain results: J-prop objectives with `batch_size`, and
-every transform on inputs sharded over 8 simulated CPU devices (in a fresh process, since the
-device count is fixed when XLA starts)."""
+"""Chunked and sharded batches give the plain results: every batch transform with `batch_size`
+(the input-derivative transforms are in test_transforms.py), and every transform on inputs sharded
+over 8 simulated CPU devices (in a fresh process, since the device count is fixed when XLA starts)."""
 
 import os
 import subprocess
@@ -29,6 +29,73 @@ def test_jprop_objectives_in_chunks_equal_the_whole_batch(road):
         assert_close(ravel_pytree(chunked[1])[0], ravel_pytree(whole[1])[0], 1e-13, "grads")
     with pytest.raises(ValueError, match="`batch_size` must be at least 1"):
         jprop.jprop_u(net, batch_size=0)
+
+
+def _flat(result):
+    return ravel_pytree(result)[0]
+
+
+def test_composite_objectives_in_chunks_equal_the_whole_batch(road="closed"):
+    """Tangent Prop, Sobolev targets, both Frobenius penalties, σ₁ (carried state) and log|det J|:
+    11 examples in chunks of 4 (two chunks and a remainder of 3) against one call. (Both roads
+    chunk through the same code, tested on each road by the test above.)"""
+    net, square = ARCHITECTURES[1], jprop.MLP((3, 6, 3))
+    params, x = params_and_input(net, jnp.float64, seed=4, batch=(11,))
+    sq_params, sq_x = params_and_input(square, jnp.float64, seed=5, batch=(11,))
+    keys = jax.random.split(jax.random.key(8), 4)
+    n, m = net.sizes[0], net.n_outputs
+    tangents = jax.random.normal(keys[0], (11, 2, n), jnp.float64)
+    y = jax.random.normal(keys[1], (11, m), jnp.float64)
+    T = jax.random.normal(keys[2], (11, m, n), jnp.float64)
+    sn = lambda **kw: jprop.SpectralNorm(net, method=road, num_iterations=3, **kw)  # noqa: E731
+    state = sn().init(params, x, keys[3])
+    jobs = {
+        "tangent_prop": lambda **kw: jprop.tangent_prop(net, method=road, **kw)(
+            params, x, tangents
+        ),
+        "derivative_targets": lambda **kw: jprop.derivative_targets(net, method=road, **kw)(
+            params, x, y, T
+        ),
+        "jacobian_penalty": lambda **kw: jprop.jacobian_penalty(net, method=road, **kw)(params, x),
+        "jacobian_penalty probes": lambda **kw: jprop.jacobian_penalty(
+            net, method=road, num_probes=3, **kw
+        )(params, x, keys[3]),
+        "SpectralNorm": lambda **kw: sn(**kw)(params, x, state),
+        "log_abs_det_jacobian": lambda **kw: jprop.log_abs_det_jacobian(square, method=road, **kw)(
+            sq_params, sq_x
+        ),
+    }
+    for name, job in jobs.items():
+        assert_close(_flat(job(batch_size=4)), _flat(job()), 1e-12, name)
+
+
+@pytest.mark.parametrize("road", ["closed", "autodiff"])
+def test_weight_curvature_in_chunks_equals_the_whole_batch(road):
+    """Every weight-space transform with batch_size=4 over 11 examples: the closed road on softmax
+    cross-entropy, the autodiff road's own products on squared error."""
+    net = ARCHITECTURES[4] if road == "closed" else ARCHITECTURES[1]
+    params, x = params_and_input(net, jnp.float64, seed=6, batch=(11,))
+    t = jax.nn.softmax(jax.random.normal(jax.random.key(7), (11, net.n_outputs)))
+    loss = jprop.CrossEntropy(net) if road == "closed" else jprop.SquaredError(net)
+    v = jax.tree.map(lambda p: jnp.cos(jnp.arange(p.size, dtype=p.dtype)).reshape(p.shape), params)
+    ops = {
+        "weight_hvp": lambda **kw: jprop.weight_hvp(loss, method=road, **kw)(params, v, x, t),
+        "gauss_newton_vp": lambda **kw: jprop.gauss_newton_vp(loss, method=road, **kw)(
+            params, v, x, t
+        ),
+    }
+    if road == "closed":
+        ops |= {
+            "becker_lecun": lambda **kw: jprop.weight_hessian_diagonal(loss, **kw)(params, x, t),
+            "weight_hessian": lambda **kw: jprop.weight_hessian(loss, **kw)(params, x, t),
+            "gauss_newton": lambda **kw: jprop.gauss_newton(loss, **kw)(params, x, t),
+            "curvature_along": lambda **kw: jprop.curvature_along(loss, **kw)(params, v, x, t),
+            "top_eigenpairs": lambda **kw: jprop.top_eigenpairs(loss, 2, **kw)(params, x, t)[:3],
+        }
+    for name, op in ops.items():
+        assert_close(_flat(op(batch_size=4)), _flat(op()), 1e-11, name)
+    with pytest.raises(ValueError, match="batch_size needs a jprop.SquaredError"):
+        jprop.weight_hvp(lambda p, x: jnp.sum(x), batch_size=4)
 
 
 SHARDED = r"""
