@@ -119,8 +119,15 @@ jobs = {
     "hessian": lambda x, v, b: jprop.hessian(net)(params, x),
     "laplacian": lambda x, v, b: jprop.laplacian(net)(params, x),
     "hessian_autodiff": lambda x, v, b: jprop.hessian(net, method="autodiff")(params, x),
+    "hessian_diagonal": lambda x, v, b: jprop.hessian_diagonal(net)(params, x),
     "jprop_v": lambda x, v, b: jprop.jprop_v(net)(params, x, v, b),
+    "jprop_u": lambda x, v, b: jprop.jprop_u(net)(params, x, b, v),
+    "double_backprop": lambda x, v, b: jprop.double_backprop(net)(params, x, b, 0.5),
+    "tangent_prop": lambda x, v, b: jprop.tangent_prop(net)(params, x, v[:, None]),
+    "jacobian_penalty": lambda x, v, b: jprop.jacobian_penalty(net)(params, x),
     "weight_hvp": lambda x, v, b: jprop.weight_hvp(loss)(params, direction, x, b),
+    "gauss_newton_vp": lambda x, v, b: jprop.gauss_newton_vp(loss)(params, direction, x, b),
+    "becker_lecun": lambda x, v, b: jprop.weight_hessian_diagonal(loss)(params, x, b),
 }
 for name, job in jobs.items():
     plain = job(x, v, b)
