@@ -63,15 +63,23 @@ def sum_batches(
 ) -> Any:
     """Σ over the batch of a batch-level `fn_batch(*arrays (B, ...)) -> pytree of sums`.
 
-    With `batch_size`, the batch runs in chunks of that many examples under `jax.lax.map` (plus one
-    call for the remainder) and the chunks' sums are added, so memory is bounded by one chunk.
+    With `batch_size`, the batch runs in chunks of that many examples under `jax.lax.scan` (plus
+    one call for the remainder), each chunk's sums added to a running total, so memory is bounded
+    by one chunk whatever the batch (stacking the chunks' results, as `jax.lax.map` would, grows
+    with the number of chunks).
     """
     total = arrays[0].shape[0]
     if batch_size is None or batch_size >= total:
         return fn_batch(*arrays)
     whole = total // batch_size * batch_size
     chunks = tuple(a[:whole].reshape((-1, batch_size) + a.shape[1:]) for a in arrays)
-    out = jax.tree.map(lambda o: o.sum(axis=0), jax.lax.map(lambda c: fn_batch(*c), chunks))
+    shapes = jax.eval_shape(fn_batch, *(c[0] for c in chunks))
+    zeros = jax.tree.map(lambda s: jax.numpy.zeros(s.shape, s.dtype), shapes)
+
+    def add_chunk(running, chunk):
+        return jax.tree.map(jax.numpy.add, running, fn_batch(*chunk)), None
+
+    out = jax.lax.scan(add_chunk, zeros, chunks)[0]
     if whole < total:
         out = jax.tree.map(jax.numpy.add, out, fn_batch(*(a[whole:] for a in arrays)))
     return out

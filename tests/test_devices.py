@@ -2,6 +2,7 @@
 (the input-derivative transforms are in test_transforms.py), and every transform on inputs sharded
 over 8 simulated CPU devices (in a fresh process, since the device count is fixed when XLA starts)."""
 
+import functools
 import os
 import subprocess
 import sys
@@ -96,6 +97,39 @@ def test_weight_curvature_in_chunks_equals_the_whole_batch(road):
         assert_close(_flat(op(batch_size=4)), _flat(op()), 1e-11, name)
     with pytest.raises(ValueError, match="batch_size needs a jprop.SquaredError"):
         jprop.weight_hvp(lambda p, x: jnp.sum(x), batch_size=4)
+
+
+def test_batch_size_bounds_the_compiled_programs_memory():
+    """The equality tests above would pass if batch_size were ignored; this one would not. In
+    chunks of 128, each transform family's temporaries (XLA's own account of the compiled
+    program) grow from 1024 to 4096 examples by no more than the arguments do (input-sized
+    copies, such as the slices of T), and are a quarter or less of the unchunked program's."""
+    net = jprop.MLP((3, 64, 64, 2))
+    loss = jprop.SquaredError(net)
+    jobs = {
+        "hessian": lambda kw, p, x, t, T: jprop.hessian(net, **kw)(p, x),
+        "jprop_v": lambda kw, p, x, t, T: jprop.jprop_v(net, method="closed", **kw)(p, x, x, t),
+        "derivative_targets": lambda kw, p, x, t, T: jprop.derivative_targets(net, **kw)(
+            p, x, t, T
+        ),
+        "weight_hvp": lambda kw, p, x, t, T: jprop.weight_hvp(loss, **kw)(p, p, x, t),
+        "becker_lecun": lambda kw, p, x, t, T: jprop.weight_hessian_diagonal(loss, **kw)(p, x, t),
+    }
+
+    def temporaries(job, batch, **kw):
+        params, x = params_and_input(net, jnp.float32, seed=2, batch=(batch,))
+        t, T = jnp.zeros((batch, 2), jnp.float32), jnp.zeros((batch, 2, 3), jnp.float32)
+        compiled = jax.jit(functools.partial(job, kw)).lower(params, x, t, T).compile()
+        stats = compiled.memory_analysis()
+        return stats.temp_size_in_bytes, stats.argument_size_in_bytes
+
+    for name, job in jobs.items():
+        (small, args_small), (large, args_large) = (
+            temporaries(job, batch, batch_size=128) for batch in (1024, 4096)
+        )
+        whole = temporaries(job, 4096)[0]
+        report = f"{name}: chunked {small} -> {large} bytes, whole {whole}"
+        assert large - small <= args_large - args_small and 4 * large <= whole, report
 
 
 SHARDED = r"""
