@@ -221,8 +221,12 @@ ORACLES = {
 }
 
 
-@pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("wrap", [lambda f: f, jax.jit], ids=["eager", "jit"])
+# Eager and jitted on the closed road; the autodiff road is JAX's own transforms, jitted once.
+@pytest.mark.parametrize(
+    "wrap, method",
+    [(lambda f: f, "closed"), (jax.jit, "closed"), (jax.jit, "autodiff")],
+    ids=["eager-closed", "jit-closed", "jit-autodiff"],
+)
 @pytest.mark.parametrize("transform", TRANSFORMS, ids=lambda t: t.__name__)
 def test_composition_jit_vmap_grad(transform, wrap, method):
     net = ARCHITECTURES[2]
@@ -289,7 +293,7 @@ print("ok")
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
-@pytest.mark.parametrize("net", ARCHITECTURES, ids=ARCH_IDS)
+@pytest.mark.parametrize("net", ARCHITECTURES[::2], ids=ARCH_IDS[::2])
 def test_closed_form_branch_for_wide_inputs(net, monkeypatch):
     # Very wide inputs fold the first layer into the per-example contraction; at these test sizes
     # the branch does not trigger, so lower the threshold to reach it. 19 examples are one full
