@@ -236,7 +236,7 @@ def bilinear(
 
     **Arguments:** `f`: a `jprop.MLP` (four passes) or any `f(params, x)` (autodiff);
     `method`: "auto", "closed" or "autodiff"; `batch_size`: run the batch in chunks of this many
-    examples (`jax.lax.map`), summing as it goes, so memory is bounded by one chunk.
+    examples (`jax.lax.scan`), adding each chunk to a running sum, so memory is bounded by one chunk.
 
     **Returns:** a function `(params, x, g, r) -> (value, grads)`, `x` and `r` of shape `(n,)` or
     `(B, n)`, `g` of shape `(m,)` or `(B, m)`; `value` a scalar (batch mean), `grads` shaped like params.

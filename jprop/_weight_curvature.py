@@ -184,7 +184,7 @@ def _check_batch_size(loss: Any, batch_size: Any, where: str) -> int | None:
 
 def _in_chunks(rule: Callable, batch_size: int | None) -> Callable:
     """`rule(params, v, x, t)`, a batch mean over (x, t), computed as a sum over chunks of
-    `batch_size` examples (`jax.lax.map`), so memory is bounded by one chunk."""
+    `batch_size` examples (`jax.lax.scan` keeping a running sum), so memory is bounded by one chunk."""
     if batch_size is None:
         return rule
 
@@ -315,7 +315,7 @@ def weight_hvp(
     **Arguments:** `loss`: `jprop.SquaredError(f)`, `jprop.CrossEntropy(net)` or any callable
     `E(params, *data)`; `method`: "auto" (closed passes for an MLP loss), "closed" or "autodiff"
     (`jax.jvp(jax.grad(E))`); `batch_size`: sum the product over chunks of this many examples
-    (`jax.lax.map`) for bounded memory (a `SquaredError` or `CrossEntropy` loss).
+    (`jax.lax.scan`) for bounded memory (a `SquaredError` or `CrossEntropy` loss).
 
     **Returns:** a function `(params, v, *data) -> Hv`, `v` and `Hv` pytrees shaped like params.
 
