@@ -120,9 +120,10 @@ def test_auto_takes_the_measured_faster_autodiff_road(transform, monkeypatch):
 def test_auto_takes_autodiff_for_the_hessian_of_wide_inputs(monkeypatch):
     from jprop import _closed
 
-    wide, narrow = jprop.MLP((6, 4, 2)), jprop.MLP((4, 6, 2))
+    # n > n₁/2 takes jax.hessian; n = n₁/2 and below keep the closed form.
+    nets = {jprop.MLP((6, 4, 2)): False, jprop.MLP((4, 6, 2)): False, jprop.MLP((3, 6, 2)): True}
     monkeypatch.setattr(_closed, "hessian", lambda *args: jnp.full((1, 2, 99, 99), jnp.nan))
-    for net, expect_closed in ((wide, False), (narrow, True)):
+    for net, expect_closed in nets.items():
         params, x = params_and_input(net, jnp.float64, batch=(1,))
         H = jprop.hessian(net)(params, x)
         assert (H.shape[-1] == 99) == expect_closed, net.sizes
@@ -132,7 +133,7 @@ def test_auto_picks_closed_form(monkeypatch):
     # Break the closed form on purpose: "auto" and "closed" must see it, "autodiff" must not.
     from jprop import _closed
 
-    net = ARCHITECTURES[0]
+    net = ARCHITECTURES[5]  # n = 1 ≤ n₁/2: "auto" takes the closed form
     params, x = params_and_input(net, jnp.float64)
     right = jprop.hessian(net)(params, x)
     original = _closed.hessian
