@@ -24,7 +24,7 @@ from ._batch import sum_batches
 from ._mlp import MLP, Params
 from ._passes import backward, forward, r_backward, r_forward
 from ._transforms import _prepare, _resolve_method
-from ._validation import check_like, check_size
+from ._validation import check_like, check_size, optional_size
 
 Result = tuple[jax.Array, Any]
 
@@ -152,8 +152,7 @@ def _objective_transform(
     x's batch axes in front. `x` may be (n,) or (..., n); leading axes are flattened to one batch.
     """
     road = _resolve_method(f, method, where)
-    if batch_size is not None:
-        batch_size = check_size(batch_size, "batch_size", where)
+    batch_size = optional_size(batch_size, "batch_size", where)
     rule = closed if road == "closed" else autodiff
 
     @jax.jit
@@ -358,6 +357,7 @@ def tangent_prop(
     `(B, n)`, `tangents` of shape `(B, P, n)` and `targets` `(B, P, m)` (default zeros); batch means.
     """
     where = "jprop.tangent_prop"
+    batch_size = optional_size(batch_size, "batch_size", where)
     inner = jprop_v(f, method=method, batch_size=batch_size)
 
     def objective(params, x, tangents, targets=None):
@@ -410,8 +410,7 @@ def derivative_targets(
     `batch_size` runs every term over chunks of that many examples (bounded memory).
     """
     where = "jprop.derivative_targets"
-    if batch_size is not None:
-        batch_size = check_size(batch_size, "batch_size", where)
+    batch_size = optional_size(batch_size, "batch_size", where)
     by_columns = jprop_v(f, method=method, batch_size=batch_size)
     by_rows = jprop_u(f, method=method, batch_size=batch_size)
 
@@ -448,6 +447,7 @@ def jacobian_penalty(
     **Returns:** a function `(params, x, key=None) -> (penalty, grads)`; `x` `(B, n)`; batch means.
     """
     where = "jprop.jacobian_penalty"
+    batch_size = optional_size(batch_size, "batch_size", where)
     if num_probes is not None:
         num_probes = check_size(num_probes, "num_probes", where)
     by_columns = jprop_v(f, method=method, batch_size=batch_size)

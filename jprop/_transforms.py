@@ -19,7 +19,13 @@ import jax.numpy as jnp
 from . import _closed
 from ._batch import map_batches, map_examples
 from ._mlp import MLP
-from ._validation import check_input, check_like, check_method, check_size, single_array_output
+from ._validation import (
+    check_input,
+    check_like,
+    check_method,
+    optional_size,
+    single_array_output,
+)
 
 Function = Callable[[Any, jax.Array], jax.Array]
 METHODS = ("auto", "closed", "autodiff")
@@ -91,8 +97,7 @@ def _per_example_transform(
     Validation runs in Python at trace time; the computation is jitted once per transform.
     """
     road = _resolve_method(f, method, where)
-    if batch_size is not None:
-        batch_size = check_size(batch_size, "batch_size", where)
+    batch_size = optional_size(batch_size, "batch_size", where)
 
     @jax.jit
     def compute(params, x, *others):

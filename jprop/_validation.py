@@ -79,6 +79,11 @@ def check_size(value: Any, name: str, where: str, minimum: int = 1) -> int:
     return int(value)
 
 
+def optional_size(value: Any, name: str, where: str) -> int | None:
+    """None, or a positive Python integer as for `check_size`."""
+    return None if value is None else check_size(value, name, where)
+
+
 def single_array_output(out: Any, where: str) -> jax.ShapeDtypeStruct:
     """The abstract output of `f` must be one floating array (not a tuple or dict)."""
     if not isinstance(out, jax.ShapeDtypeStruct):

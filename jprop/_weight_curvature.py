@@ -447,6 +447,7 @@ def gauss_newton(
     """The Gauss-Newton matrix (P, P), column by column from `gauss_newton_vp`; `max_bytes` and
     `batch_size` as for `jprop.weight_hessian`. **Returns:** a function `(params, x, t) -> G`."""
     where = "jprop.gauss_newton"
+    batch_size = _check_batch_size(loss, batch_size, where)
     gvp = gauss_newton_vp(loss, method=method, batch_size=batch_size)
     check_size(max_bytes, "max_bytes", where)
     compute = jax.jit(lambda p, *d: _dense(gvp, p, d, max_bytes, where, "Gauss-Newton matrix"))
@@ -474,6 +475,7 @@ def weight_hessian_diagonal(
     **Returns:** a function `(params, *data) -> diagonal` (a pytree like params).
     """
     where = "jprop.weight_hessian_diagonal"
+    batch_size = _check_batch_size(loss, batch_size, where)
     if exact:
         full = weight_hessian(loss, max_bytes=max_bytes, batch_size=batch_size)
 
@@ -506,6 +508,7 @@ def curvature_along(
 
     **Returns:** a function `(params, v, *data) -> scalar`.
     """
+    batch_size = _check_batch_size(loss, batch_size, "jprop.curvature_along")
     hvp = weight_hvp(loss, method=method, batch_size=batch_size)
 
     def along(params, v, *data):
@@ -548,6 +551,7 @@ def top_eigenpairs(
     **Returns:** a function `(params, *data, key=None) -> Eigenpairs`; `key` picks the random start.
     """
     where = "jprop.top_eigenpairs"
+    batch_size = _check_batch_size(loss, batch_size, where)
     k = check_size(k, "k", where)
     if operator not in ("hessian", "gauss_newton"):
         raise ValueError(
@@ -557,7 +561,7 @@ def top_eigenpairs(
         num_iterations = check_size(num_iterations, "num_iterations", where)
     if operator == "hessian":
         road = _road(loss, method, where)
-        product = _hvp_fn(loss, road, _check_batch_size(loss, batch_size, where))
+        product = _hvp_fn(loss, road, batch_size)
     else:
         gvp = gauss_newton_vp(loss, method=method, batch_size=batch_size)
         product = lambda p, v, x, t: gvp(p, v, x, t)  # noqa: E731

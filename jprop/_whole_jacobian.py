@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from ._batch import map_batches
 from ._jprop import Result, _check_batch_objective, bilinear
 from ._transforms import jacobian
-from ._validation import check_size
+from ._validation import check_size, optional_size
 
 
 class SpectralState(NamedTuple):
@@ -77,8 +77,8 @@ class SpectralNorm:
         self.f = f
         self.num_iterations = check_size(num_iterations, "num_iterations", self.where)
         self.squared = bool(squared)
-        self._bilinear = bilinear(f, method=method, batch_size=batch_size)
-        self.batch_size = batch_size
+        self.batch_size = optional_size(batch_size, "batch_size", self.where)
+        self._bilinear = bilinear(f, method=method, batch_size=self.batch_size)
         self._iterate = jax.jit(self._power_iteration)
 
     def init(self, params: Any, x: jax.Array, key: jax.Array) -> SpectralState:
@@ -151,6 +151,7 @@ def log_abs_det_jacobian(
     True
     """
     where = "jprop.log_abs_det_jacobian"
+    batch_size = optional_size(batch_size, "batch_size", where)
     jac = jacobian(f, method=method, batch_size=batch_size)
     bil = bilinear(f, method=method, batch_size=batch_size)
 

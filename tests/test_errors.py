@@ -148,7 +148,26 @@ def test_hessian_vector_product_argument_checks():
         hvp(PARAMS, X)
 
 
+BATCHED = {
+    "jprop.hessian": lambda **kw: jprop.hessian(NET, **kw),
+    "jprop.jprop_v": lambda **kw: jprop.jprop_v(NET, **kw),
+    "jprop.tangent_prop": lambda **kw: jprop.tangent_prop(NET, **kw),
+    "jprop.derivative_targets": lambda **kw: jprop.derivative_targets(NET, **kw),
+    "jprop.jacobian_penalty": lambda **kw: jprop.jacobian_penalty(NET, **kw),
+    "jprop.SpectralNorm": lambda **kw: jprop.SpectralNorm(NET, **kw),
+    "jprop.log_abs_det_jacobian": lambda **kw: jprop.log_abs_det_jacobian(NET, **kw),
+    "jprop.weight_hvp": lambda **kw: jprop.weight_hvp(jprop.SquaredError(NET), **kw),
+    "jprop.gauss_newton": lambda **kw: jprop.gauss_newton(jprop.SquaredError(NET), **kw),
+    "jprop.weight_hessian_diagonal": lambda **kw: jprop.weight_hessian_diagonal(
+        jprop.SquaredError(NET), **kw
+    ),
+    "jprop.curvature_along": lambda **kw: jprop.curvature_along(jprop.SquaredError(NET), **kw),
+    "jprop.top_eigenpairs": lambda **kw: jprop.top_eigenpairs(jprop.SquaredError(NET), **kw),
+}
+
+
 @pytest.mark.parametrize("batch_size, error", [(0, ValueError), (2.0, TypeError)])
-def test_bad_batch_size(batch_size, error):
-    with pytest.raises(error, match="batch_size"):
-        jprop.hessian(NET, batch_size=batch_size)
+def test_bad_batch_size_is_named_by_the_transform_given_it(batch_size, error):
+    for where, make in BATCHED.items():
+        with pytest.raises(error, match=f"^{where}: `batch_size` must be"):
+            make(batch_size=batch_size)
