@@ -65,23 +65,17 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, standard_promotio
 
 def test_scipy_run_checkpoints_and_resumes(tmp_path):
     path = tmp_path / "cg.eqx"
-    first = jprop.fit(
-        quadratic,
-        {"w": jnp.zeros(3)},
-        TARGET,
-        optimizer="cg",
-        steps=1,
-        progress=False,
-        checkpoint=path,
-    )
-    resumed = jprop.fit(
-        quadratic,
-        {"w": jnp.zeros(3)},
-        TARGET,
-        optimizer="cg",
-        steps=30,
-        progress=False,
-        checkpoint=path,
+    first, resumed = (  # one step, then resumed from its checkpoint to 30
+        jprop.fit(
+            quadratic,
+            {"w": jnp.zeros(3)},
+            TARGET,
+            optimizer="cg",
+            steps=steps,
+            progress=False,
+            checkpoint=path,
+        )
+        for steps in (1, 30)
     )
     assert len(first.history) == 1 and resumed.history[0] == first.history[0]
     assert_close(resumed.params["w"], TARGET, 1e-6, "resumed minimiser")
