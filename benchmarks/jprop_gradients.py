@@ -39,7 +39,7 @@ def contenders(net, objective):
         return jax.vmap(lambda xi, vi: jax.jvp(lambda z: net(q, z), (xi,), (vi,))[1])(x, v)
 
     if objective == "E_u":
-        ours = jprop.jprop_u(net, method="closed")  # the paper's passes
+        ours = jprop.jprop_u(net, method="closed")  # the paper's passes, through jax.grad
         composition = lambda q, x, u, a: _mean_half_square(jtu_by_vjp(q, x, u) - a)  # noqa: E731
         naive = lambda q, x, u, a: _mean_half_square(  # noqa: E731
             jnp.einsum("bm,bmn->bn", u, jax.vmap(jax.jacrev(lambda xi: net(q, xi)))(x)) - a
@@ -56,7 +56,7 @@ def contenders(net, objective):
     # A plain MSE gradient of the same network and batch, for scale.
     mse = lambda q, x, c, d: _mean_half_square(net(q, x) - target(x, c, d))  # noqa: E731
     return {
-        "jprop": ours,
+        "jprop": jax.value_and_grad(ours),
         "jax.grad(composition)": jax.value_and_grad(composition),
         "naive (build J)": jax.value_and_grad(naive),
         "plain MSE gradient": jax.value_and_grad(mse),

@@ -109,7 +109,9 @@ jax.block_until_ready(x)
 base = high_water_mib()
 chunk = {chunk}
 jax.block_until_ready(jprop.laplacian(net, batch_size=chunk)(params, x))
-E, g = jprop.jprop_v(net, batch_size=chunk)(params, x, jnp.ones_like(x), jnp.zeros(({count}, 1)))
+E, g = jax.value_and_grad(jprop.jprop_v(net, batch_size=chunk))(
+    params, x, jnp.ones_like(x), jnp.zeros(({count}, 1))
+)
 jax.block_until_ready(g)
 print(base, high_water_mib())
 """

@@ -42,7 +42,7 @@ def train(optimizer: str, steps: int, seed: int, progress: bool = True):
     params = net.init(jax.random.key(seed), jnp.float64)
     x = jnp.linspace(-1.0, 1.0, 100)[:, None]
     targets = slope(x)
-    objective = jprop.jprop_v(net)  # (params, x, v, b) -> (E_v, grads)
+    objective = jprop.jprop_v(net)  # a loss (params, x, v, b) -> E_v; fit takes its gradient
     opt = optax.adam(optax.cosine_decay_schedule(0.05, steps)) if optimizer == "adam" else optimizer
     result = jprop.fit(
         objective,
@@ -153,7 +153,7 @@ def main(
     seconds = time.perf_counter() - start
     metrics = evaluate(net, result.params)
     # The J-prop gradient of the output bias is exactly zero: training never moves it.
-    _, grads = jprop.jprop_v(net)(
+    grads = jax.grad(jprop.jprop_v(net))(
         result.params, jnp.zeros((3, 1)), jnp.ones((3, 1)), jnp.ones((3, 1))
     )
     bias_gradient = float(jnp.abs(grads[-1]["b"]).max())

@@ -40,9 +40,9 @@ def main(quick: bool = False, out: str | None = None, progress: bool = True) -> 
     y, T = truth(x), truth_slope(x)[:, :, None]  # values (B, 1), Jacobians (B, 1, 1)
     steps = 150 if quick else 600
 
-    values_only = jax.value_and_grad(
-        lambda p, x, y: 0.5 * jnp.mean(jnp.sum((net(p, x) - y) ** 2, -1))
-    )
+    def values_only(p, x, y):
+        return 0.5 * jnp.mean(jnp.sum((net(p, x) - y) ** 2, -1))
+
     sobolev = jprop.derivative_targets(net)  # ½‖f − y‖² + ½‖J − T‖², batch means
     fitted = {
         "values only": jprop.fit(values_only, start, x, y, steps=steps, progress=progress),

@@ -1,7 +1,8 @@
 """`jprop.fit`: train parameters on a jprop objective with optax or scipy, resumably.
 
-An objective is any `(params, *data) -> (value, grads)` — every J-prop objective, or
-`jax.value_and_grad(loss)` for a plain loss. The step is jit-compiled once. Checkpoints are
+An objective is any scalar loss `(params, *data) -> value`: every J-prop objective, sums of them with
+other losses, any function of jprop's input derivatives. `jax.value_and_grad` of it runs the
+hand-written rules where jprop has them. The step is jit-compiled once. Checkpoints are
 equinox's leaf serialisation of {params, optimiser state, step} and the history, written atomically, so
 a run killed at any moment resumes from its last checkpoint with nothing lost but the steps since.
 """
@@ -70,7 +71,7 @@ def _load(path: str, like: dict) -> dict:
 
 
 def fit(
-    objective: Callable[..., tuple[jax.Array, Any]],
+    objective: Callable[..., jax.Array],
     params: Any,
     *data: Any,
     optimizer: optax.GradientTransformation | str = "lbfgs",
@@ -79,7 +80,7 @@ def fit(
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 50,
 ) -> FitResult:
-    """Minimise `objective(params, *data) -> (value, grads)` for `steps` steps.
+    """Minimise a scalar loss `objective(params, *data)` for `steps` steps.
 
     **Arguments:**
     - `optimizer`: an optax `GradientTransformation` (a jitted update per step), or `"cg"` /
@@ -93,7 +94,7 @@ def fit(
     training: `params` are then the last finite ones, `success` is False and `message` says where.
 
     >>> import jax, jax.numpy as jnp, optax, jprop
-    >>> loss = jax.value_and_grad(lambda p, x: jnp.sum((p - x) ** 2))
+    >>> loss = lambda p, x: jnp.sum((p - x) ** 2)
     >>> result = jprop.fit(loss, jnp.zeros(3), jnp.ones(3), optimizer=optax.sgd(0.25),
     ...                    steps=20, progress=False)
     >>> bool(jnp.allclose(result.params, 1.0)), result.success
@@ -103,9 +104,18 @@ def fit(
     checkpoint_every = check_size(checkpoint_every, "checkpoint_every", "jprop.fit")
     if not callable(objective):
         raise TypeError(
-            "jprop.fit: `objective` must be a callable (params, *data) -> (value, grads), e.g. a "
-            f"jprop objective or jax.value_and_grad(loss); got {type(objective).__name__}."
+            "jprop.fit: `objective` must be a scalar loss (params, *data) -> value, e.g. a jprop "
+            f"objective or a sum of losses; got {type(objective).__name__}."
         )
+    out = jax.eval_shape(objective, params, *data)
+    if not (isinstance(out, jax.ShapeDtypeStruct) and out.shape == ()):
+        shape = out.shape if isinstance(out, jax.ShapeDtypeStruct) else type(out).__name__
+        raise TypeError(
+            "jprop.fit: `objective(params, *data)` must return a scalar loss; it returned "
+            f"{shape}. A function returning (value, grads) pairs is the old form: pass the loss "
+            "itself, and fit differentiates it."
+        )
+    objective = jax.value_and_grad(objective)
     checkpoint = None if checkpoint is None else os.fspath(checkpoint)
     if isinstance(optimizer, str):
         if optimizer not in SCIPY_METHODS:

@@ -14,37 +14,33 @@ are batch means.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 
 from ._batch import sum_batches
+from ._dispatch import all_arrays, cached, choose, count_trace
 from ._mlp import MLP, Params
-from ._passes import backward, forward, r_backward, r_forward
-from ._transforms import _prepare, _resolve_method
-from ._validation import check_like, check_size, optional_size
+from ._passes import backward, forward, r_backward, r_forward, weight_gradients
+from ._validation import (
+    as_float_array,
+    check_batch_objective,
+    check_like,
+    check_same_dtype,
+    check_size,
+    optional_size,
+    prepare_call,
+)
 
 Result = tuple[jax.Array, Any]
 
 
 # ----------------------------------------------------------------------------------------------
 # Closed road: the four passes. All arrays carry a leading batch axis (B, ·).
-
-
-def _weight_gradients(params: Params, fwd, gzs, rgzs, rys) -> Params:
-    """∂/∂W^l = rgz^lᵀ y^{l-1} + gz^lᵀ ry^{l-1}, ∂/∂b^l = Σ rgz^l, summed over the batch (eq. 23)."""
-    grads = []
-    for l, (gz, rgz, layer) in enumerate(zip(gzs, rgzs, params)):  # noqa: E741
-        # None marks an exact zero: rgz above the curved layers, ry^0 in a weight direction alone.
-        terms = [
-            a.T @ b for a, b in ((rgz, fwd.ys[l]), (gz, rys[l])) if a is not None and b is not None
-        ]
-        w = sum(terms[1:], terms[0]) if terms else jnp.zeros_like(layer["W"])
-        b = jnp.zeros_like(layer["b"]) if rgz is None else jnp.sum(rgz, axis=0)
-        grads.append({"W": w, "b": b})
-    return grads
 
 
 def _closed_bilinear(net: MLP, params: Params, x, g, r) -> Result:
@@ -54,7 +50,7 @@ def _closed_bilinear(net: MLP, params: Params, x, g, r) -> Result:
     rys, rzs = r_forward(net, params, fwd, r)
     rgzs, _ = r_backward(net, params, fwd, gys, rys, rzs, to_input=False)
     value = jnp.sum(g * rys[-1])
-    return value, _weight_gradients(params, fwd, gzs, rgzs, rys)
+    return value, weight_gradients(params, fwd, gzs, rgzs, rys)
 
 
 def _closed_jprop_v(net: MLP, params: Params, x, v, b) -> Result:
@@ -65,7 +61,7 @@ def _closed_jprop_v(net: MLP, params: Params, x, v, b) -> Result:
     e = rys[-1] - b
     (gys, gzs), _ = backward(net, params, fwd, e, to_input=False)
     rgzs, _ = r_backward(net, params, fwd, gys, rys, rzs, to_input=False)
-    return 0.5 * jnp.sum(e * e), _weight_gradients(params, fwd, gzs, rgzs, rys)
+    return 0.5 * jnp.sum(e * e), weight_gradients(params, fwd, gzs, rgzs, rys)
 
 
 def _closed_jprop_u(net: MLP, params: Params, x, u, a) -> Result:
@@ -75,7 +71,7 @@ def _closed_jprop_u(net: MLP, params: Params, x, u, a) -> Result:
     rho = jtu - a
     rys, rzs = r_forward(net, params, fwd, rho)
     rgzs, _ = r_backward(net, params, fwd, gys, rys, rzs, to_input=False)
-    return 0.5 * jnp.sum(rho * rho), _weight_gradients(params, fwd, gzs, rgzs, rys)
+    return 0.5 * jnp.sum(rho * rho), weight_gradients(params, fwd, gzs, rgzs, rys)
 
 
 def _closed_double_backprop(net: MLP, params: Params, x, t, lam) -> Result:
@@ -86,7 +82,7 @@ def _closed_double_backprop(net: MLP, params: Params, x, t, lam) -> Result:
     (gys, gzs), rho = backward(net, params, fwd, u)
     rys, rzs = r_forward(net, params, fwd, rho)
     rgzs, _ = r_backward(net, params, fwd, gys, rys, rzs, rg_out=rys[-1], to_input=False)
-    penalty = _weight_gradients(params, fwd, gzs, rgzs, rys)
+    penalty = weight_gradients(params, fwd, gzs, rgzs, rys)
     plain = [{"W": gz.T @ fwd.ys[l], "b": jnp.sum(gz, axis=0)} for l, gz in enumerate(gzs)]  # noqa: E741
     grads = jax.tree.map(lambda p, q: p + lam * q, plain, penalty)
     return 0.5 * jnp.sum(u * u) + lam * 0.5 * jnp.sum(rho * rho), grads
@@ -104,73 +100,138 @@ def _vjp(f, params, x, u):
     return jax.vjp(lambda xi: f(params, xi), x)[1](u)[0]
 
 
-def _autodiff_objective(per_example: Callable) -> Callable:
-    """(f, params, x (B, n), *args (B, ·)) -> (sum over the batch, grads) by jax.value_and_grad."""
-
-    def run(f, params, x, *args):
-        total = lambda p: jnp.sum(jax.vmap(lambda *a: per_example(f, p, *a))(x, *args))  # noqa: E731
-        return jax.value_and_grad(total)(params)
-
-    return run
+# Per-example values (f, params, x_i, *args_i, *shared) -> scalar, summed by `_sum_of`.
+def _autodiff_bilinear(f, p, x, g, r):
+    return g @ _jvp(f, p, x, r)
 
 
-_autodiff_bilinear = _autodiff_objective(lambda f, p, x, g, r: g @ _jvp(f, p, x, r))
-_autodiff_jprop_v = _autodiff_objective(
-    lambda f, p, x, v, b: 0.5 * jnp.sum((_jvp(f, p, x, v) - b) ** 2)
-)
-_autodiff_jprop_u = _autodiff_objective(
-    lambda f, p, x, u, a: 0.5 * jnp.sum((_vjp(f, p, x, u) - a) ** 2)
-)
+def _autodiff_jprop_v(f, p, x, v, b):
+    return 0.5 * jnp.sum((_jvp(f, p, x, v) - b) ** 2)
 
 
-def _autodiff_double_backprop(f, params, x, t, lam):
-    def per_example(p, xi, ti):
-        loss = lambda v: 0.5 * jnp.sum((f(p, v) - ti) ** 2)  # noqa: E731
-        return loss(xi) + lam * 0.5 * jnp.sum(jax.grad(loss)(xi) ** 2)
+def _autodiff_jprop_u(f, p, x, u, a):
+    return 0.5 * jnp.sum((_vjp(f, p, x, u) - a) ** 2)
 
-    total = lambda p: jnp.sum(jax.vmap(per_example, in_axes=(None, 0, 0))(p, x, t))  # noqa: E731
-    return jax.value_and_grad(total)(params)
+
+def _autodiff_double_backprop(f, p, x, t, lam):
+    loss = lambda v: 0.5 * jnp.sum((f(p, v) - t) ** 2)  # noqa: E731
+    return loss(x) + lam * 0.5 * jnp.sum(jax.grad(loss)(x) ** 2)
 
 
 # ----------------------------------------------------------------------------------------------
-# Public transforms.
+# The loss engine: a batch-mean scalar whose derivative rule runs the passes.
 
 
-def _objective_transform(
-    f: Any,
-    method: str,
-    where: str,
-    closed: Callable,
-    autodiff: Callable,
-    arguments: tuple[tuple[str, str], ...],
-    scalars: tuple[str, ...] = (),
-    batch_size: int | None = None,
-) -> Callable[..., Result]:
-    """Build `(params, x, *arguments, *scalars) -> (batch-mean value, batch-mean gradients)`.
+def _leaves(tree):
+    return jax.tree.leaves(tree, is_leaf=lambda t: isinstance(t, SymbolicZero))
 
-    `arguments` pairs a name with the space it lives in ("m": output, "n": input); each must have
+
+def _is_zero(tangent) -> bool:
+    return all(isinstance(t, SymbolicZero) for t in _leaves(tangent))
+
+
+def mean_loss(
+    value_sums: Callable[..., jax.Array],
+    rule_sums: Callable[..., Result],
+    batch_size: int | None,
+) -> Callable[..., jax.Array]:
+    """A batch-mean loss `(params, x (B, n), *args (B, ·), *shared) -> scalar` whose derivative is
+    hand-made.
+
+    `value_sums(params, x, *args, *shared)` gives Σ over the examples it is handed;
+    `rule_sums(...)` gives (that sum, Σ of its weight gradients) — the passes on the closed road.
+    `shared` arguments are scalars common to every chunk; their count is what `args` leaves over.
+
+    The loss is a `jax.custom_jvp` whose tangent is ⟨∇_w E, dw⟩ with ∇_w E from `rule_sums`. Reverse
+    mode transposes that inner product, so `jax.grad` returns exactly the passes' gradient and
+    never differentiates through them; forward mode (`jax.jvp`, `jax.jacfwd`, `jax.hessian` as
+    jacfwd of jacrev) works because the passes are plain `jnp` code that JAX can push tangents
+    through. Tangents of the data (x, targets) take `jax.jvp` of the value. With `batch_size`, both
+    run over chunks under a `jax.lax.scan` with running sums (bounded memory).
+    """
+
+    def split(args, x):
+        per_example = [a for a in args if jnp.ndim(a) and a.shape[0] == x.shape[0]]
+        return per_example, list(args[len(per_example) :])
+
+    def mean_value(params, x, *args):
+        per_example, shared = split(args, x)
+        total = sum_batches(
+            lambda *chunk: value_sums(params, *chunk, *shared),
+            x,
+            *per_example,
+            batch_size=batch_size,
+        )
+        return total / x.shape[0]
+
+    @jax.custom_jvp
+    def loss(params, x, *args):
+        return mean_value(params, x, *args)
+
+    def rule(primals, tangents):
+        params, x, *args = primals
+        dparams, *ddata = tangents
+        per_example, shared = split(args, x)
+        value, grads = sum_batches(
+            lambda *chunk: rule_sums(params, *chunk, *shared),
+            x,
+            *per_example,
+            batch_size=batch_size,
+        )
+        value = jnp.asarray(value) / x.shape[0]
+        tangent = jnp.zeros_like(value)
+        for g, d in zip(_leaves(grads), _leaves(dparams)):
+            if not isinstance(d, SymbolicZero):
+                tangent = tangent + jnp.vdot(g, d).astype(value.dtype) / x.shape[0]
+        if not _is_zero(ddata):  # a derivative in the data: the value's own jvp
+            data = (x, *args)
+            filled = [
+                jnp.zeros_like(a) if isinstance(d, SymbolicZero) else d for a, d in zip(data, ddata)
+            ]
+            tangent = tangent + jax.jvp(
+                lambda *data: mean_value(params, *data), tuple(data), tuple(filled)
+            )[1].astype(value.dtype)
+        return value, tangent
+
+    loss.defjvp(rule, symbolic_zeros=True)
+    return loss
+
+
+def _autodiff_rule(value_sums: Callable[..., jax.Array]) -> Callable[..., Result]:
+    return lambda params, *data: jax.value_and_grad(value_sums)(params, *data)
+
+
+# quantity -> (arguments with their space, shared scalars, per-example value on the autodiff road);
+# the closed road's (Σ value, Σ grads) is `_closed_<quantity>`.
+_OBJECTIVES = {
+    "bilinear": ((("g", "m"), ("r", "n")), (), _autodiff_bilinear),
+    "jprop_u": ((("u", "m"), ("a", "n")), (), _autodiff_jprop_u),
+    "jprop_v": ((("v", "n"), ("b", "m")), (), _autodiff_jprop_v),
+    "double_backprop": ((("t", "m"),), ("lam",), _autodiff_double_backprop),
+}
+
+
+@cached
+def _objective(quantity: str, f: Any, method: str, batch_size: Any) -> Callable[..., jax.Array]:
+    """Build `(params, x, *arguments, *scalars) -> batch-mean loss` for a primitive objective.
+
+    `arguments` pair a name with the space it lives in ("m": output, "n": input); each must have
     x's batch axes in front. `x` may be (n,) or (..., n); leading axes are flattened to one batch.
     """
-    road = _resolve_method(f, method, where)
+    where = f"jprop.{quantity}"
+    arguments, scalars, per_example = _OBJECTIVES[quantity]
+    closed = globals()[f"_closed_{quantity}"]  # looked up when built, so a test can swap it
+    road = choose(f, quantity, method, where).road
     batch_size = optional_size(batch_size, "batch_size", where)
-    rule = closed if road == "closed" else autodiff
+    value_sums = _sum_of(per_example, f)
+    rule_sums = functools.partial(closed, f) if road == "closed" else _autodiff_rule(value_sums)
+    loss = mean_loss(value_sums, rule_sums, batch_size)
+    names = tuple(name for name, _ in arguments) + scalars
 
-    @jax.jit
-    def compute(params, x, *args):
-        batch, n_args = x.shape[0], len(args) - len(scalars)
-        extra = args[n_args:]  # scalars are shared by every chunk
-
-        def summed(x, *per_example):  # (sum of values, sum of gradients) over these examples
-            return rule(f, params, x, *per_example, *extra)
-
-        value, grads = sum_batches(summed, x, *args[:n_args], batch_size=batch_size)
-        return value / batch, jax.tree.map(lambda gr: gr / batch, grads)
-
-    def objective(params: Any, x: jax.Array, *args: Any) -> Result:
-        names = tuple(name for name, _ in arguments) + scalars
+    def validate(params, x, args):
         if len(args) != len(names):
             raise TypeError(f"{where}: expected arguments (params, x, {', '.join(names)}).")
-        x, out = _prepare(f, params, x, where)
+        x, out = prepare_call(f, params, x, where)
         if len(out.shape) != 1:
             raise TypeError(
                 f"{where}: f(params, x) must return a vector of shape (m,) for x of shape (n,); "
@@ -179,189 +240,198 @@ def _objective_transform(
         lead, sizes = x.shape[:-1], {"m": out.shape[0], "n": x.shape[-1]}
         arrays = []
         for (name, space), value in zip(arguments, args):
-            shape = lead + (sizes[space],)
             hint = (
                 f" `{name}` lives in the {'output' if space == 'm' else 'input'} space "
                 f"({space} = {sizes[space]}), with x's batch axes {lead} in front."
             )
-            value = check_like(value, name, shape, where, hint)
-            if value.dtype != x.dtype:
-                raise TypeError(
-                    f"{where}: `{name}` must have x's dtype {x.dtype}; got {value.dtype}."
-                )
+            value = check_like(value, name, lead + (sizes[space],), where, hint)
+            check_same_dtype(value, name, x, where)
             arrays.append(value.reshape(-1, sizes[space]))
-        extra = [jnp.asarray(s, x.dtype) for s in args[len(arguments) :]]
-        return compute(params, x.reshape(-1, sizes["n"]), *arrays, *extra)
+        shared = []
+        for name, value in zip(scalars, args[len(arguments) :]):
+            value = as_float_array(value, name, where)
+            if value.ndim:
+                raise ValueError(f"{where}: `{name}` must be a scalar; got shape {value.shape}.")
+            shared.append(value.astype(x.dtype))
+        return x.reshape(-1, sizes["n"]), arrays, shared
+
+    @jax.jit
+    def compute(params, x, *args):
+        count_trace(quantity)
+        x, arrays, shared = validate(params, x, args)
+        return loss(params, x, *arrays, *shared)
+
+    def objective(params: Any, x: jax.Array, *args: Any) -> jax.Array:
+        if not all_arrays(params, x, args):
+            validate(params, x, args)
+        return compute(params, x, *args)
 
     return objective
 
 
-def _check_batch_objective(
-    f: Any, params: Any, x: Any, where: str, **arrays: tuple[Any, tuple]
-) -> tuple[jax.Array, int, dict[str, jax.Array]]:
-    """Validate x (B, n) and named arrays for the composite objectives; return x, m and the arrays.
+def _sum_of(per_example: Callable, f: Any) -> Callable[..., jax.Array]:
+    """Σ over a batch of `per_example(f, params, x_i, *args_i, *shared)`."""
 
-    Each array is given as (value, shape), the shape written with the symbols "B", "n", "m" and
-    ints, e.g. ("B", "P", "n"), where "P" (a count of tangents or probes) takes the value's own size.
-    """
-    x, out = _prepare(f, params, x, where)
-    if x.ndim != 2 or len(out.shape) != 1:
-        raise ValueError(
-            f"{where}: needs x of shape (B, n) and f(params, x) of shape (m,) per example; got x of "
-            f"shape {x.shape} and an output of shape {out.shape}."
-        )
-    sizes = {"B": x.shape[0], "n": x.shape[1], "m": out.shape[0]}
-    checked = {}
-    for name, (value, symbols) in arrays.items():
-        value = jnp.asarray(value) if value is not None else None
-        if value is None:
-            continue
-        given = dict(sizes, P=value.shape[1] if value.ndim > 1 else -1)
-        shape = tuple(given[s] for s in symbols)
-        spelled = "(" + ", ".join(symbols) + ") = " + str(shape)
-        checked[name] = check_like(value, name, shape, where, f" Expected {spelled}.")
-        if checked[name].dtype != x.dtype:
-            raise TypeError(f"{where}: `{name}` must have x's dtype {x.dtype}; got {value.dtype}.")
-    return x, sizes["m"], checked
+    def sums(params, x, *args):
+        batched = [a for a in args if jnp.ndim(a)]
+        shared = list(args[len(batched) :])
+        one = lambda xi, *ai: per_example(f, params, xi, *ai, *shared)  # noqa: E731
+        return jnp.sum(jax.vmap(one)(x, *batched))
+
+    return sums
 
 
-def bilinear(
-    f: Any, *, method: str = "auto", batch_size: int | None = None
-) -> Callable[..., Result]:
-    r"""The bilinear primitive: $g^\top J r$ and its exact gradient $\nabla_w (g^\top J r)$, g and r held fixed.
+def bilinear(f: Any, *, method: str = "auto", batch_size: int | None = None) -> Callable[..., Any]:
+    r"""The bilinear primitive $g^\top J r$ as a loss, with g and r held fixed by its gradient.
 
-    Every J-prop objective reduces to this (MATH.md §3); it is also the gradient of a spectral norm
-    (top singular pair held fixed) and of log|det J| (u_i = J^{-T} e_i held fixed).
+    Every J-prop objective reduces to this (MATH.md §3): $\nabla_w(g^\top J r)$ is what the passes
+    compute. It is also the gradient of a spectral norm (top singular pair held fixed) and of
+    log|det J| ($u_i = J^{-\top} e_i$ held fixed).
 
     **Arguments:** `f`: a `jprop.MLP` (four passes) or any `f(params, x)` (autodiff);
-    `method`: "auto", "closed" or "autodiff"; `batch_size`: run the batch in chunks of this many
-    examples (`jax.lax.scan`), adding each chunk to a running sum, so memory is bounded by one chunk.
+    `method`: "auto", "closed" or "autodiff" (`jprop.road(f, "bilinear")` says which runs);
+    `batch_size`: run the batch in chunks of this many examples (`jax.lax.scan`) with running
+    sums, so memory is bounded by one chunk.
 
-    **Returns:** a function `(params, x, g, r) -> (value, grads)`, `x` and `r` of shape `(n,)` or
-    `(B, n)`, `g` of shape `(m,)` or `(B, m)`; `value` a scalar (batch mean), `grads` shaped like params.
+    **Returns:** a loss `(params, x, g, r) -> value`, `x` and `r` of shape `(n,)` or `(B, n)`, `g`
+    of shape `(m,)` or `(B, m)`; `value` a scalar, the batch mean. `jax.grad` of it (or of any sum
+    it is part of) runs the passes; `jax.value_and_grad` gives the pair.
 
     >>> import jax, jax.numpy as jnp, jprop
     >>> net = jprop.MLP((3, 8, 2)); p = net.init(jax.random.key(0))
-    >>> value, grads = jprop.bilinear(net)(p, jnp.ones(3), jnp.ones(2), jnp.ones(3))
+    >>> grads = jax.grad(jprop.bilinear(net))(p, jnp.ones(3), jnp.ones(2), jnp.ones(3))
     >>> grads[0]["W"].shape
     (8, 3)
     """
-    return _objective_transform(
-        f,
-        method,
-        "jprop.bilinear",
-        _closed_bilinear,
-        _autodiff_bilinear,
-        (("g", "m"), ("r", "n")),
-        batch_size=batch_size,
-    )
+    return _objective("bilinear", f, method, batch_size)
 
 
-def jprop_u(
-    f: Any, *, method: str = "auto", batch_size: int | None = None
-) -> Callable[..., Result]:
-    r"""$E_u = \tfrac12\|u^\top J - a\|^2$ and its exact weight-gradient, by J-prop.
+def jprop_u(f: Any, *, method: str = "auto", batch_size: int | None = None) -> Callable[..., Any]:
+    r"""$E_u = \tfrac12\|u^\top J - a\|^2$ as a loss whose gradient is J-prop's.
 
-    Closed road (a `jprop.MLP`): forward, backward with u (gives $J^\top u$), R-forward along
-    $\rho = J^\top u - a$, R-backward — about twice the cost of a plain gradient.
+    Closed road (a `jprop.MLP`): `jax.grad` runs forward, backward with u (gives $J^\top u$),
+    R-forward along $\rho = J^\top u - a$, R-backward — about twice the cost of a plain gradient.
 
     **Arguments:** `f`, `method`, `batch_size` as for `jprop.bilinear`.
 
-    **Returns:** a function `(params, x, u, a) -> (E_u, grads)`; `x` and `a` of shape `(n,)` or
-    `(B, n)`, `u` of shape `(m,)` or `(B, m)`. With a batch, `E_u` and `grads` are batch means.
+    **Returns:** a loss `(params, x, u, a) -> E_u`; `x` and `a` of shape `(n,)` or `(B, n)`, `u` of
+    shape `(m,)` or `(B, m)`. With a batch, `E_u` is the batch mean.
 
     >>> import jax, jax.numpy as jnp, jprop
     >>> net = jprop.MLP((3, 8, 2)); p = net.init(jax.random.key(0))
-    >>> E, grads = jprop.jprop_u(net)(p, jnp.ones((5, 3)), jnp.ones((5, 2)), jnp.zeros((5, 3)))
+    >>> x, u, a = jnp.ones((5, 3)), jnp.ones((5, 2)), jnp.zeros((5, 3))
+    >>> E, grads = jax.value_and_grad(jprop.jprop_u(net))(p, x, u, a)
     >>> E.shape, grads[1]["b"].shape
     ((), (2,))
     """
-    return _objective_transform(
-        f,
-        method,
-        "jprop.jprop_u",
-        _closed_jprop_u,
-        _autodiff_jprop_u,
-        (("u", "m"), ("a", "n")),
-        batch_size=batch_size,
-    )
+    return _objective("jprop_u", f, method, batch_size)
 
 
-def jprop_v(
-    f: Any, *, method: str = "auto", batch_size: int | None = None
-) -> Callable[..., Result]:
-    r"""$E_v = \tfrac12\|J v - b\|^2$ and its exact weight-gradient, by J-prop.
+def jprop_v(f: Any, *, method: str = "auto", batch_size: int | None = None) -> Callable[..., Any]:
+    r"""$E_v = \tfrac12\|J v - b\|^2$ as a loss whose gradient is J-prop's.
 
-    Closed road (a `jprop.MLP`, `method="closed"`): forward, R-forward along v (gives $Jv$),
+    Closed road (`method="closed"`): `jax.grad` runs forward, R-forward along v (gives $Jv$),
     backward with $e = Jv - b$, R-backward — about twice the cost of a plain gradient. `"auto"`
-    takes the autodiff road (`jax.grad` of the jvp), measured 0-20% faster on CPU.
+    takes the autodiff road (`jax.grad` of the jvp), which compiles to the same products.
 
     **Arguments:** `f`, `method`, `batch_size` as for `jprop.bilinear`.
 
-    **Returns:** a function `(params, x, v, b) -> (E_v, grads)`; `x` and `v` of shape `(n,)` or
-    `(B, n)`, `b` of shape `(m,)` or `(B, m)`. With a batch, `E_v` and `grads` are batch means.
+    **Returns:** a loss `(params, x, v, b) -> E_v`; `x` and `v` of shape `(n,)` or `(B, n)`, `b` of
+    shape `(m,)` or `(B, m)`. With a batch, `E_v` is the batch mean.
 
     >>> import jax, jax.numpy as jnp, jprop
     >>> net = jprop.MLP((1, 10, 1)); p = net.init(jax.random.key(0))
-    >>> E, grads = jprop.jprop_v(net)(p, jnp.zeros((4, 1)), jnp.ones((4, 1)), jnp.ones((4, 1)))
+    >>> x, v, b = jnp.zeros((4, 1)), jnp.ones((4, 1)), jnp.ones((4, 1))
+    >>> grads = jax.grad(jprop.jprop_v(net, method="closed"))(p, x, v, b)
     >>> float(grads[1]["b"][0])  # no derivative depends on the output bias
     0.0
     """
-    return _objective_transform(
-        f,
-        method,
-        "jprop.jprop_v",
-        _closed_jprop_v,
-        _autodiff_jprop_v,
-        (("v", "n"), ("b", "m")),
-        batch_size=batch_size,
-    )
+    return _objective("jprop_v", f, method, batch_size)
 
 
 def double_backprop(
     f: Any, *, method: str = "auto", batch_size: int | None = None
-) -> Callable[..., Result]:
+) -> Callable[..., Any]:
     r"""Double Backpropagation (Drucker & LeCun 1992): $E_0 + \lambda\,\tfrac12\|\partial E_0/\partial x\|^2$.
 
     With $E_0 = \tfrac12\|f(x) - t\|^2$, $\partial E_0/\partial x = J^\top (y - t)$: the penalty is
     $E_u$ with $u = y - t$, $a = 0$; because u depends on the weights, the closed road's R-backward
     pass starts from the output injection $J\rho$ (MATH.md §3, trap 2).
 
-    **Returns:** a function `(params, x, t, lam) -> (E, grads)`, `t` of shape `(m,)` or `(B, m)`,
-    `lam` a scalar; batch means.
+    **Returns:** a loss `(params, x, t, lam) -> E`, `t` of shape `(m,)` or `(B, m)`, `lam` a
+    scalar; the batch mean.
+
+    >>> import jax, jax.numpy as jnp, jprop
+    >>> net = jprop.MLP((2, 8, 1)); p = net.init(jax.random.key(0))
+    >>> E = jprop.double_backprop(net)(p, jnp.ones((3, 2)), jnp.zeros((3, 1)), 0.1)
+    >>> E.shape
+    ()
     """
-    return _objective_transform(
-        f,
-        method,
-        "jprop.double_backprop",
-        _closed_double_backprop,
-        _autodiff_double_backprop,
-        (("t", "m"),),
-        scalars=("lam",),
-        batch_size=batch_size,
-    )
+    return _objective("double_backprop", f, method, batch_size)
 
 
-def tangent_prop(
-    f: Any, *, method: str = "auto", batch_size: int | None = None
-) -> Callable[..., Result]:
+def _repeat(x: jax.Array, count: int) -> jax.Array:
+    """(B, n) -> (B·count, n): each example repeated `count` times in a row."""
+    return jnp.repeat(x, count, axis=0)
+
+
+def _jacobian_fit(by_columns, by_rows, params, x, targets) -> jax.Array:
+    """½‖J − T‖²_F per example, batch mean, by whichever of J's columns or rows is fewer:
+    Σ_i ½‖J e_i − T_{:,i}‖² (E_v with v = e_i) or Σ_k ½‖e_kᵀJ − T_{k,:}‖² (E_u with u = e_k), as
+    one objective over the B·count (example, column or row) pairs. x (B, n), targets (B, m, n)."""
+    batch, m, n = targets.shape
+    if m < n:
+        units = jnp.tile(jnp.eye(m, dtype=x.dtype), (batch, 1))
+        return m * by_rows(params, _repeat(x, m), units, targets.reshape(batch * m, n))
+    units = jnp.tile(jnp.eye(n, dtype=x.dtype), (batch, 1))
+    columns = jnp.swapaxes(targets, 1, 2).reshape(batch * n, m)
+    return n * by_columns(params, _repeat(x, n), units, columns)
+
+
+def _composite(where: str, validate: Callable, body: Callable) -> Callable[..., jax.Array]:
+    """A composite objective under one `jax.jit`: validation when traced, then `body`."""
+
+    @jax.jit
+    def compute(params, x, *args):
+        count_trace(where)
+        return body(params, *validate(params, x, *args))
+
+    def objective(params, x, *args):
+        if not all_arrays(params, x, args):
+            validate(params, x, *args)
+        return compute(params, x, *args)
+
+    return objective
+
+
+def tangent_prop(f: Any, *, method: str = "auto", batch_size: int | None = None):
     r"""Tangent Prop (Simard et al. 1992): $\sum_p \tfrac12\|J \tau_p - b_p\|^2$ over tangent vectors.
 
     $\tau_p$ is the tangent of a transformation of the input (a small rotation, a shift), $b_p$ the
-    desired directional derivative — zero for invariance. One `jprop_v` per tangent.
+    desired directional derivative — zero for invariance. One `jprop_v` over all (example, tangent)
+    pairs.
 
-    **Arguments:** `f`, `method` as for `jprop.bilinear`; `batch_size` chunks the B·P
-    (example, tangent) pairs.
+    **Arguments:** `f`, `method` as for `jprop.bilinear`; `batch_size` chunks the B·P pairs.
 
-    **Returns:** a function `(params, x, tangents, targets=None) -> (E, grads)` with `x` of shape
-    `(B, n)`, `tangents` of shape `(B, P, n)` and `targets` `(B, P, m)` (default zeros); batch means.
+    **Returns:** a loss `(params, x, tangents, targets=None) -> E` with `x` of shape `(B, n)`,
+    `tangents` of shape `(B, P, n)` and `targets` `(B, P, m)` (default zeros); the batch mean.
+
+    >>> import jax, jax.numpy as jnp, jprop
+    >>> net = jprop.MLP((2, 8, 1)); p = net.init(jax.random.key(0))
+    >>> jprop.tangent_prop(net)(p, jnp.ones((3, 2)), jnp.ones((3, 4, 2))).shape
+    ()
     """
+    return _build_tangent_prop(f, method, batch_size)
+
+
+@cached
+def _build_tangent_prop(f: Any, method: str, batch_size: Any):
     where = "jprop.tangent_prop"
     batch_size = optional_size(batch_size, "batch_size", where)
     inner = jprop_v(f, method=method, batch_size=batch_size)
 
-    def objective(params, x, tangents, targets=None):
-        x, m, a = _check_batch_objective(
+    def validate(params, x, tangents, targets=None):
+        x, m, a = check_batch_objective(
             f,
             params,
             x,
@@ -370,31 +440,15 @@ def tangent_prop(
             targets=(targets, ("B", "P", "m")),
         )
         tangents = a["tangents"]
-        count = tangents.shape[1]
         targets = a.get("targets", jnp.zeros(tangents.shape[:2] + (m,), x.dtype))
-        xs = jnp.repeat(x[:, None, :], count, axis=1)
-        value, grads = inner(params, xs, tangents, targets)  # mean over B·P pairs
-        return value * count, jax.tree.map(lambda gr: gr * count, grads)
+        return x, tangents, targets
 
-    return objective
+    def body(params, x, tangents, targets):
+        batch, count, n = tangents.shape
+        pairs = (_repeat(x, count), tangents.reshape(-1, n), targets.reshape(batch * count, -1))
+        return count * inner(params, *pairs)  # the mean over B·P pairs, times P
 
-
-def _jacobian_target_term(by_columns, by_rows, params, x, targets) -> Result:
-    """Σ over the fewer of J's columns or rows of the J-prop objective that fits it to `targets`:
-    ½‖J − T‖²_F = Σ_i ½‖J e_i − T_{:,i}‖² (n `jprop_v` calls) = Σ_k ½‖e_kᵀJ − T_{k,:}‖² (m `jprop_u`).
-    x (B, n), targets (B, m, n); batch means."""
-    batch, m, n = targets.shape
-    use_rows = m < n
-    total, grads = None, None
-    for i in range(m if use_rows else n):
-        e = jnp.zeros((batch, m if use_rows else n), x.dtype).at[:, i].set(1)
-        if use_rows:
-            part, g = by_rows(params, x, e, targets[:, i, :])
-        else:
-            part, g = by_columns(params, x, e, targets[:, :, i])
-        total = part if total is None else total + part
-        grads = g if grads is None else jax.tree.map(jnp.add, grads, g)
-    return total, grads
+    return _composite(where, validate, body)
 
 
 def derivative_targets(
@@ -402,36 +456,51 @@ def derivative_targets(
 ):
     r"""Sobolev training: $w_0\,\tfrac12\|f(x) - y\|^2 + \tfrac12\|J(x) - T\|_F^2$ per example.
 
-    The Jacobian term is summed from whichever is fewer: n `jprop_v` calls with $v = e_i$,
-    $b = T_{:,i}$ (the columns) or m `jprop_u` calls with $u = e_k$, $a = T_{k,:}$ (the rows).
+    The Jacobian term is one J-prop objective over whichever is fewer: the n columns ($E_v$ with
+    $v = e_i$, $b = T_{:,i}$) or the m rows ($E_u$ with $u = e_k$, $a = T_{k,:}$).
 
-    **Returns:** a function `(params, x, y, T) -> (E, grads)`, `x` `(B, n)`, `y` `(B, m)`,
-    `T` `(B, m, n)`; batch means. Pass `value_weight=0` to fit derivatives alone (MATH.md §5).
-    `batch_size` runs every term over chunks of that many examples (bounded memory).
+    **Returns:** a loss `(params, x, y, T) -> E`, `x` `(B, n)`, `y` `(B, m)`, `T` `(B, m, n)`; the
+    batch mean. Pass `value_weight=0` to fit derivatives alone (MATH.md §5). `batch_size` runs
+    every term over chunks of that many examples (bounded memory).
+
+    >>> import jax, jax.numpy as jnp, jprop
+    >>> net = jprop.MLP((1, 8, 1)); p = net.init(jax.random.key(0))
+    >>> x = jnp.linspace(-1, 1, 5)[:, None]
+    >>> jprop.derivative_targets(net)(p, x, jnp.sin(x), jnp.cos(x)[:, :, None]).shape
+    ()
     """
+    return _build_derivative_targets(f, method, value_weight, batch_size)
+
+
+@cached
+def _build_derivative_targets(f: Any, method: str, value_weight: Any, batch_size: Any):
     where = "jprop.derivative_targets"
     batch_size = optional_size(batch_size, "batch_size", where)
+    value_weight = as_float_array(value_weight, "value_weight", where)
     by_columns = jprop_v(f, method=method, batch_size=batch_size)
     by_rows = jprop_u(f, method=method, batch_size=batch_size)
+    values = _squared_error(f, batch_size)
 
-    @jax.jit
-    def value_term(params, x, y):  # mean ½‖f(x) − y‖² and its gradient
-        def sums(x, y):
-            return jax.value_and_grad(lambda p: 0.5 * jnp.sum((f(p, x) - y) ** 2))(params)
-
-        value, grads = sum_batches(sums, x, y, batch_size=batch_size)
-        return value / x.shape[0], jax.tree.map(lambda gr: gr / x.shape[0], grads)
-
-    def objective(params, x, y, T):
-        x, m, a = _check_batch_objective(
+    def validate(params, x, y, T):
+        x, _, a = check_batch_objective(
             f, params, x, where, y=(y, ("B", "m")), T=(T, ("B", "m", "n"))
         )
-        value, grads = value_term(params, x, a["y"])
-        term, term_grads = _jacobian_target_term(by_columns, by_rows, params, x, a["T"])
-        total = value_weight * value + term
-        return total, jax.tree.map(lambda v, t: value_weight * v + t, grads, term_grads)
+        return x, a["y"], a["T"]
 
-    return objective
+    def body(params, x, y, T):
+        fit = _jacobian_fit(by_columns, by_rows, params, x, T)
+        return value_weight.astype(fit.dtype) * values(params, x, y) + fit
+
+    return _composite(where, validate, body)
+
+
+def _squared_error(f: Any, batch_size: int | None) -> Callable[..., jax.Array]:
+    """The batch mean of ½‖f(params, x_b) − y_b‖², f called per example, chunked under a scan."""
+
+    def sums(params, x, y):
+        return jnp.sum(jax.vmap(lambda xi, yi: 0.5 * jnp.sum((f(params, xi) - yi) ** 2))(x, y))
+
+    return mean_loss(sums, _autodiff_rule(sums), batch_size)
 
 
 def jacobian_penalty(
@@ -439,13 +508,24 @@ def jacobian_penalty(
 ):
     r"""The Frobenius penalty $\tfrac12\|J\|_F^2$ (contractive auto-encoders, Jacobian regularisation).
 
-    Exact with `num_probes=None`: $\tfrac12\sum_i\|J e_i\|^2$, n `jprop_v` calls (or m `jprop_u`,
-    whichever is fewer). With `num_probes=k`: the unbiased estimate $\tfrac1k\sum_p \tfrac12\|J v_p\|^2$,
+    Exact with `num_probes=None`: $\tfrac12\sum_i\|J e_i\|^2$ over the fewer of J's columns or rows.
+    With `num_probes=k`: the unbiased estimate $\tfrac1k\sum_p \tfrac12\|J v_p\|^2$,
     $v_p \sim N(0, I)$ (Hutchinson; Hoffman et al. 2019), which then needs a `key`. `batch_size`
     chunks the examples (and probes) for bounded memory.
 
-    **Returns:** a function `(params, x, key=None) -> (penalty, grads)`; `x` `(B, n)`; batch means.
+    **Returns:** a loss `(params, x, key=None) -> penalty`; `x` `(B, n)`; the batch mean.
+
+    >>> import jax, jax.numpy as jnp, jprop
+    >>> net = jprop.MLP((3, 8, 2)); p = net.init(jax.random.key(0))
+    >>> exact = jprop.jacobian_penalty(net)(p, jnp.ones((4, 3)))
+    >>> bool(jnp.isclose(exact, 0.5 * jnp.sum(jprop.jacobian(net)(p, jnp.ones(3)) ** 2)))
+    True
     """
+    return _build_jacobian_penalty(f, method, num_probes, batch_size)
+
+
+@cached
+def _build_jacobian_penalty(f: Any, method: str, num_probes: Any, batch_size: Any):
     where = "jprop.jacobian_penalty"
     batch_size = optional_size(batch_size, "batch_size", where)
     if num_probes is not None:
@@ -453,18 +533,20 @@ def jacobian_penalty(
     by_columns = jprop_v(f, method=method, batch_size=batch_size)
     by_rows = jprop_u(f, method=method, batch_size=batch_size)
 
-    def objective(params, x, key=None):
-        x, m, _ = _check_batch_objective(f, params, x, where)
-        batch, n = x.shape
-        if num_probes is None:  # ½‖J‖²_F is the fit to a zero target Jacobian
-            zero = jnp.zeros((batch, m, n), x.dtype)
-            return _jacobian_target_term(by_columns, by_rows, params, x, zero)
-        if key is None:
+    def validate(params, x, key=None):
+        x, m, _ = check_batch_objective(f, params, x, where)
+        if num_probes is not None and key is None:
             raise ValueError(
                 f"{where}: num_probes={num_probes} draws random probes and needs `key`."
             )
-        probes = jax.random.normal(key, (batch, num_probes, n), x.dtype)
-        xs = jnp.repeat(x[:, None, :], num_probes, axis=1)
-        return by_columns(params, xs, probes, jnp.zeros((batch, num_probes, m), x.dtype))
+        return (x, m) if num_probes is None else (x, m, key)
 
-    return objective
+    def body(params, x, m, key=None):
+        batch, n = x.shape
+        if num_probes is None:  # ½‖J‖²_F is the fit to a zero target Jacobian
+            return _jacobian_fit(by_columns, by_rows, params, x, jnp.zeros((batch, m, n), x.dtype))
+        probes = jax.random.normal(key, (batch * num_probes, n), x.dtype)
+        zeros = jnp.zeros((batch * num_probes, m), x.dtype)
+        return by_columns(params, _repeat(x, num_probes), probes, zeros)
+
+    return _composite(where, validate, body)

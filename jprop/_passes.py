@@ -156,3 +156,17 @@ def r_backward(
             moved = gzs[layer] @ direction[layer]["W"]
             rgy = moved if rgy is None else rgy + moved
     return rgzs, (jnp.zeros_like(fwd.ys[0]) if rgy is None else rgy)
+
+
+def weight_gradients(params: Params, fwd, gzs, rgzs, rys) -> Params:
+    """∂/∂W^l = rgz^lᵀ y^{l-1} + gz^lᵀ ry^{l-1}, ∂/∂b^l = Σ rgz^l, summed over the batch (eq. 23)."""
+    grads = []
+    for l, (gz, rgz, layer) in enumerate(zip(gzs, rgzs, params)):  # noqa: E741
+        # None marks an exact zero: rgz above the curved layers, ry^0 in a weight direction alone.
+        terms = [
+            a.T @ b for a, b in ((rgz, fwd.ys[l]), (gz, rys[l])) if a is not None and b is not None
+        ]
+        w = sum(terms[1:], terms[0]) if terms else jnp.zeros_like(layer["W"])
+        b = jnp.zeros_like(layer["b"]) if rgz is None else jnp.sum(rgz, axis=0)
+        grads.append({"W": w, "b": b})
+    return grads

@@ -10,6 +10,7 @@ closed form when it exists.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -18,61 +19,18 @@ import jax.numpy as jnp
 
 from . import _closed
 from ._batch import map_batches, map_examples
+from ._dispatch import all_arrays, cached, choose, count_trace
+from ._forward_laplacian import second_order, supports
 from ._mlp import MLP
-from ._validation import (
-    check_input,
-    check_like,
-    check_method,
-    optional_size,
-    single_array_output,
-)
+from ._validation import check_input, check_like, check_same_dtype, optional_size, prepare_call
 
 Function = Callable[[Any, jax.Array], jax.Array]
-METHODS = ("auto", "closed", "autodiff")
 
-
-# Where `benchmarks/run.py` measured the closed road slower than JAX's own composition on most of
-# its grid, "auto" takes the autodiff road even for an MLP (both are exact and tested against each
-# other): the Jacobian (closed 0.76-1.04× vmap(jacrev/jacfwd)) and E_v (closed 0.78-1.02× jax.grad
-# of the jvp composition). `method="closed"` still forces the passes.
-_AUTO_TAKES_AUTODIFF = frozenset({"jprop.jacobian", "jprop.jprop_v"})
-
-
-def _closed_loses(f: MLP, where: str) -> bool:
-    """Shapes where the closed form measured slower: the Hessian of a net with more than half as
-    many inputs as first-layer units, where per-example n × n Gram matrices cost more than JAX's
-    forward-over-reverse. Measured speed-ups: n/n₁ = 2 (256 over widths 128) 0.76×; 1 (32, 64 or
-    128 over the same) 0.51-0.74×; 0.75 (24/32, 48/64, 96/128) 0.72-0.89×; 0.5 (16/32, 64/128)
-    0.98-1.46×; 0.25 (32/128) 3.9×."""
-    wide_inputs = f.depth > 1 and 2 * f.sizes[0] > f.sizes[1]
-    return where in _AUTO_TAKES_AUTODIFF or (where == "jprop.hessian" and wide_inputs)
-
-
-def _resolve_method(f: Any, method: str, where: str) -> str:
-    """'closed' or 'autodiff' for this `f`, or a clear error."""
-    if not callable(f):
-        raise TypeError(f"{where}: `f` must be a callable f(params, x); got {type(f).__name__}.")
-    check_method(method, METHODS, where)
-    if method == "closed" and not isinstance(f, MLP):
-        raise ValueError(
-            f"{where}: method='closed' needs a jprop.MLP, whose structure jprop knows; got "
-            f"{type(f).__name__}. Use method='autodiff' (or 'auto') for other models."
-        )
-    if method == "auto":
-        return "closed" if isinstance(f, MLP) and not _closed_loses(f, where) else "autodiff"
-    return method
-
-
-def _prepare(f: Any, params: Any, x: Any, where: str) -> tuple[jax.Array, jax.ShapeDtypeStruct]:
-    """Validate `x` (and params for an MLP) and return `x` with the abstract per-example output."""
-    if isinstance(f, MLP):
-        f.check_params(params, where)
-        x = check_input(x, where, f.n_inputs)
-    else:
-        x = check_input(x, where)
-    example = jax.ShapeDtypeStruct(x.shape[-1:], x.dtype)
-    out = single_array_output(jax.eval_shape(lambda p, e: f(p, e), params, example), where)
-    return x, out
+# Quantities whose closed form is the forward Laplacian with its hand-written tangent pass
+# (`_forward_laplacian.py`). `benchmarks/pinn_step.py` measured the same pass for the Hessian
+# diagonal (a per-input λ) at 0.37-0.9× autodiff of the sum-over-units diagonal, which therefore
+# keeps its closed form and JAX's derivative of it.
+_TRAINED_THROUGH = ("laplacian",)
 
 
 _EXTRA_HINTS = {
@@ -81,26 +39,43 @@ _EXTRA_HINTS = {
 }
 
 
-def _per_example_transform(
-    f: Any,
-    method: str,
-    batch_size: Any,
-    where: str,
-    closed: Callable[..., jax.Array],
-    autodiff: Callable[..., jax.Array],
-    extra: tuple[str, ...] = (),
+def _validate(f: Any, params: Any, x: Any, others: tuple, extra: tuple[str, ...], where: str):
+    """Check params, x and the extra arguments; return x and the checked extras (trace time)."""
+    x, out = prepare_call(f, params, x, where)
+    checked = []
+    for name, value in zip(extra, others):
+        shape = x.shape[:-1] + (out.shape if name == "g" else x.shape[-1:])
+        value = check_like(value, name, shape, where, _EXTRA_HINTS[name])
+        check_same_dtype(value, name, x, where)
+        checked.append(value)
+    return x, tuple(checked)
+
+
+@cached
+def _input_transform(
+    quantity: str, f: Any, method: str, batch_size: Any, extra: tuple[str, ...] = ()
 ) -> Callable[..., jax.Array]:
     """Build `(params, x, *extra) -> result` by mapping a per-example rule over x's leading axes.
 
-    `closed(net, params, x_i, *extra_i)` or `autodiff(f, params, x_i, *extra_i)` computes one
-    example. `extra` names per-example arguments: "g" (shaped like the output) and "r" (like x).
-    Validation runs in Python at trace time; the computation is jitted once per transform.
+    On the closed road `_closed.<quantity>(net, params, x (B, n), *extra (B, ·))` computes a whole
+    batch; on the autodiff road `_autodiff_<quantity>(f, params, x_i, *extra_i)` one example.
+    `extra` names per-example arguments: "g" (shaped like the output) and "r" (like x).
+    Validation runs when the program is traced, so an eager call costs one dispatch of the
+    compiled program; the builder is cached, so rebuilding the transform reuses that program.
     """
-    road = _resolve_method(f, method, where)
+    where = f"jprop.{quantity}"
+    road = choose(f, quantity, method, where).road
     batch_size = optional_size(batch_size, "batch_size", where)
+    closed, autodiff = getattr(_closed, quantity), _AUTODIFF[quantity]
+    if road == "closed" and quantity in _TRAINED_THROUGH and supports(f):
+        # The forward Laplacian, differentiated by its hand-written tangent pass.
+        fast = second_order(f, None, quantity == "hessian_diagonal")
+        closed = lambda net, params, x: fast(params, x)  # noqa: E731
 
     @jax.jit
     def compute(params, x, *others):
+        count_trace(quantity)
+        x, others = _validate(f, params, x, others, extra, where)
         if road == "closed":
             batch = lambda *args: closed(f, params, *args)  # noqa: E731
             return map_batches(batch, x, *others, batch_size=batch_size)
@@ -111,17 +86,9 @@ def _per_example_transform(
         if len(others) != len(extra):
             expected = ", ".join(("params", "x") + extra)
             raise TypeError(f"{where}: expected arguments ({expected}); got {2 + len(others)}.")
-        x, out = _prepare(f, params, x, where)
-        checked = []
-        for name, value in zip(extra, others):
-            shape = x.shape[:-1] + (out.shape if name == "g" else x.shape[-1:])
-            value = check_like(value, name, shape, where, _EXTRA_HINTS[name])
-            if value.dtype != x.dtype:
-                raise TypeError(
-                    f"{where}: `{name}` must have the dtype of `x` ({x.dtype}); got {value.dtype}."
-                )
-            checked.append(value)
-        return compute(params, x, *checked)
+        if not all_arrays(params, x, others):  # jit would refuse these with its own words
+            _validate(f, params, x, others, extra, where)
+        return compute(params, x, *others)
 
     return transformed
 
@@ -150,6 +117,15 @@ def _autodiff_hvp(f: Function, params: Any, x: jax.Array, g: jax.Array, r: jax.A
     return jax.jvp(grad, (x,), (r,))[1]
 
 
+_AUTODIFF = {
+    "jacobian": _autodiff_jacobian,
+    "hessian": _autodiff_hessian,
+    "laplacian": _autodiff_laplacian,
+    "hessian_diagonal": _autodiff_hessian_diagonal,
+    "hessian_vector_product": _autodiff_hvp,
+}
+
+
 def jacobian(
     f: Function, *, method: str = "auto", batch_size: int | None = None
 ) -> Callable[[Any, jax.Array], jax.Array]:
@@ -171,9 +147,7 @@ def jacobian(
     >>> jprop.jacobian(net)(net.init(jax.random.key(0)), jax.numpy.ones(3)).shape
     (2, 3)
     """
-    return _per_example_transform(
-        f, method, batch_size, "jprop.jacobian", _closed.jacobian, _autodiff_jacobian
-    )
+    return _input_transform("jacobian", f, method, batch_size)
 
 
 def hessian(
@@ -196,14 +170,7 @@ def hessian(
     >>> jprop.hessian(net)(net.init(jax.random.key(0)), jax.numpy.ones(3)).shape
     (2, 3, 3)
     """
-    return _per_example_transform(
-        f,
-        method,
-        batch_size,
-        "jprop.hessian",
-        _closed.hessian,
-        _autodiff_hessian,
-    )
+    return _input_transform("hessian", f, method, batch_size)
 
 
 def laplacian(
@@ -223,9 +190,7 @@ def laplacian(
     >>> jprop.laplacian(net)(net.init(jax.random.key(0)), jax.numpy.ones(3)).shape
     (2,)
     """
-    return _per_example_transform(
-        f, method, batch_size, "jprop.laplacian", _closed.laplacian, _autodiff_laplacian
-    )
+    return _input_transform("laplacian", f, method, batch_size)
 
 
 def hessian_diagonal(
@@ -245,14 +210,7 @@ def hessian_diagonal(
     >>> jprop.hessian_diagonal(net)(net.init(jax.random.key(0)), jax.numpy.ones(3)).shape
     (2, 3)
     """
-    return _per_example_transform(
-        f,
-        method,
-        batch_size,
-        "jprop.hessian_diagonal",
-        _closed.hessian_diagonal,
-        _autodiff_hessian_diagonal,
-    )
+    return _input_transform("hessian_diagonal", f, method, batch_size)
 
 
 def hessian_vector_product(
@@ -275,15 +233,7 @@ def hessian_vector_product(
     >>> jprop.hessian_vector_product(net)(p, jnp.ones(3), jnp.ones(2), jnp.ones(3)).shape
     (3,)
     """
-    return _per_example_transform(
-        f,
-        method,
-        batch_size,
-        "jprop.hessian_vector_product",
-        _closed.hessian_vector_product,
-        _autodiff_hvp,
-        extra=("g", "r"),
-    )
+    return _input_transform("hessian_vector_product", f, method, batch_size, extra=("g", "r"))
 
 
 def R(g: Callable[[Any, jax.Array], Any], *, method: str = "auto") -> Callable[..., Any]:
@@ -307,22 +257,33 @@ def R(g: Callable[[Any, jax.Array], Any], *, method: str = "auto") -> Callable[.
     >>> jprop.R(net)(p, x, x).shape
     (2,)
     """
+    return _r_operator(g, method)
+
+
+@cached
+def _r_operator(g: Any, method: str) -> Callable[..., Any]:
     where = "jprop.R"
-    road = _resolve_method(g, method, where)
+    road = choose(g, "R", method, where).road
+
+    def validate(params, x, r):
+        if isinstance(g, MLP):
+            g.check_params(params, where)
+        x = check_input(x, where, g.n_inputs if isinstance(g, MLP) else None)
+        r = check_like(r, "r", x.shape, where, _EXTRA_HINTS["r"])
+        check_same_dtype(r, "r", x, where)
+        return x, r
 
     @jax.jit
     def compute(params, x, r):
+        count_trace("R")
+        x, r = validate(params, x, r)
         if road == "closed":  # the R-forward pass; it takes any leading batch axes as they are
             return _closed.jacobian_vector_product(g, params, x, r)
         return jax.jvp(lambda x: g(params, x), (x,), (r,))[1]
 
     def r_fn(params: Any, x: jax.Array, r: jax.Array) -> Any:
-        if isinstance(g, MLP):
-            g.check_params(params, where)
-        x = check_input(x, where, g.n_inputs if isinstance(g, MLP) else None)
-        r = check_like(r, "r", x.shape, where, _EXTRA_HINTS["r"])
-        if r.dtype != x.dtype:
-            raise TypeError(f"{where}: `r` must have the dtype of `x` ({x.dtype}); got {r.dtype}.")
+        if not all_arrays(params, x, r):
+            validate(params, x, r)
         return compute(params, x, r)
 
     return r_fn

@@ -94,3 +94,53 @@ def single_array_output(out: Any, where: str) -> jax.ShapeDtypeStruct:
     if not jnp.issubdtype(out.dtype, jnp.floating):
         raise TypeError(f"{where}: `f(params, x)` must return floats; it returned {out.dtype}.")
     return out
+
+
+def check_same_dtype(value: jax.Array, name: str, x: jax.Array, where: str) -> None:
+    """An extra argument must have x's dtype (strict about it, so results have one dtype)."""
+    if value.dtype != x.dtype:
+        raise TypeError(
+            f"{where}: `{name}` must have the dtype of `x` ({x.dtype}); got {value.dtype}. "
+            f"Cast it, e.g. `{name}.astype(x.dtype)`."
+        )
+
+
+def prepare_call(f: Any, params: Any, x: Any, where: str) -> tuple[jax.Array, jax.ShapeDtypeStruct]:
+    """Validate `x` (and params for a model that can check them) and return `x` with the abstract
+    per-example output of `f`, found by `jax.eval_shape` (at trace time: no work per call)."""
+    check_params = getattr(f, "check_params", None)
+    n = getattr(f, "n_inputs", None)
+    if callable(check_params):
+        check_params(params, where)
+    x = check_input(x, where, n if isinstance(n, int) else None)
+    example = jax.ShapeDtypeStruct(x.shape[-1:], x.dtype)
+    out = single_array_output(jax.eval_shape(lambda p, e: f(p, e), params, example), where)
+    return x, out
+
+
+def check_batch_objective(
+    f: Any, params: Any, x: Any, where: str, **arrays: tuple[Any, tuple]
+) -> tuple[jax.Array, int, dict[str, jax.Array]]:
+    """Validate x (B, n) and named arrays for the composite objectives; return x, m and the arrays.
+
+    Each array is given as (value, shape), the shape written with the symbols "B", "n", "m" and
+    ints, e.g. ("B", "P", "n"), where "P" (a count of tangents or probes) takes the value's own size.
+    """
+    x, out = prepare_call(f, params, x, where)
+    if x.ndim != 2 or len(out.shape) != 1:
+        raise ValueError(
+            f"{where}: needs x of shape (B, n) and f(params, x) of shape (m,) per example; got x of "
+            f"shape {x.shape} and an output of shape {out.shape}."
+        )
+    sizes = {"B": x.shape[0], "n": x.shape[1], "m": out.shape[0]}
+    checked = {}
+    for name, (value, symbols) in arrays.items():
+        value = jnp.asarray(value) if value is not None else None
+        if value is None:
+            continue
+        given = dict(sizes, P=value.shape[1] if value.ndim > 1 else -1)
+        shape = tuple(given[s] for s in symbols)
+        spelled = "(" + ", ".join(symbols) + ") = " + str(shape)
+        checked[name] = check_like(value, name, shape, where, f" Expected {spelled}.")
+        check_same_dtype(checked[name], name, x, where)
+    return x, sizes["m"], checked

@@ -31,10 +31,10 @@ from jax.flatten_util import ravel_pytree
 
 from ._activations import activation_function
 from ._batch import sum_batches
-from ._jprop import _check_batch_objective, _weight_gradients
+from ._dispatch import choose
 from ._mlp import MLP, Params
-from ._passes import backward, forward, r_backward, r_forward
-from ._validation import as_float_array, check_method, check_size
+from ._passes import backward, forward, r_backward, r_forward, weight_gradients
+from ._validation import as_float_array, check_batch_objective, check_size
 
 # ----------------------------------------------------------------------------------------------
 # Losses
@@ -48,7 +48,7 @@ def _check_data(loss, params, x, t, where) -> tuple[jax.Array, jax.Array]:
             f"{where}: params ({', '.join(sorted(map(str, kinds)))}) and x ({x.dtype}) must share "
             "one dtype, so that curvature vectors and matrices have it; cast x or the params."
         )
-    x, _, checked = _check_batch_objective(loss.f, params, x, where, t=(t, ("B", "m")))
+    x, _, checked = check_batch_objective(loss.f, params, x, where, t=(t, ("B", "m")))
     t = checked["t"]
     return x, t
 
@@ -136,16 +136,7 @@ def _road(loss: Any, method: str, where: str) -> str:
             f"{where}: `loss` must be jprop.SquaredError(f), jprop.CrossEntropy(net) or a callable "
             f"E(params, *data); got {type(loss).__name__}."
         )
-    check_method(method, ("auto", "closed", "autodiff"), where)
-    closed_ok = isinstance(loss, (SquaredError, CrossEntropy)) and isinstance(loss.f, MLP)
-    if method == "closed" and not closed_ok:
-        raise ValueError(
-            f"{where}: method='closed' needs jprop.SquaredError or jprop.CrossEntropy of a "
-            f"jprop.MLP; got {type(loss).__name__}. Use method='autodiff' (or 'auto')."
-        )
-    if method == "auto":
-        return "closed" if closed_ok else "autodiff"
-    return method
+    return choose(loss, "weight_curvature", method, where).road
 
 
 def _check_direction(params: Any, v: Any, where: str, name: str = "v") -> Any:
@@ -222,7 +213,7 @@ def _closed_hvp(loss, params, x, t, v):
     rgzs, _ = r_backward(
         net, params, fwd, gys, rys, rzs, rg_out, v, gzs, top_rgz=top_rgz, to_input=False
     )
-    return _weight_gradients(params, fwd, gzs, rgzs, rys)
+    return weight_gradients(params, fwd, gzs, rgzs, rys)
 
 
 def _closed_gauss_newton(loss, params, x, t, v):

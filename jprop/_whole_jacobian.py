@@ -19,9 +19,10 @@ import jax
 import jax.numpy as jnp
 
 from ._batch import map_batches
-from ._jprop import Result, _check_batch_objective, bilinear
+from ._dispatch import all_arrays, cached, count_trace
+from ._jprop import bilinear
 from ._transforms import jacobian
-from ._validation import check_size, optional_size
+from ._validation import check_batch_objective, check_size, optional_size
 
 
 class SpectralState(NamedTuple):
@@ -42,7 +43,7 @@ class SpectralNorm:
     r"""The spectral norm $\sigma_1 = \|J\|_2$ of the input Jacobian, by power iteration, with its exact gradient.
 
     Each call runs `num_iterations` steps $v \leftarrow J^\top u/\|J^\top u\|$,
-    $u \leftarrow Jv/\|Jv\|$ from the carried state, then returns $\sigma_1 = u^\top J v$ and
+    $u \leftarrow Jv/\|Jv\|$ from the carried state, then returns $\sigma_1 = u^\top J v$, whose gradient is
     $\nabla_w \sigma_1 = \nabla_w(u^\top J v)$ with the pair held fixed (`jprop.bilinear`). With
     `squared=True` it returns $\tfrac12\sigma_1^2$ and its gradient $\sigma_1 \nabla_w \sigma_1$.
     The value is exact for the pair it reports; how close that pair is to the top singular pair
@@ -53,13 +54,15 @@ class SpectralNorm:
     "autodiff" (for the gradient; the iteration uses `jax.jvp`/`jax.vjp`); `num_iterations` per
     call; `squared`; `batch_size`: iterate and differentiate in chunks of this many examples.
 
-    **Use:** `state = sn.init(params, x, key)`, then `(value, grads), state = sn(params, x, state)`;
-    `x` of shape `(B, n)`; value and grads are batch means.
+    **Use:** `state = sn.init(params, x, key)`, then `loss, state = sn(params, x, state)`: the
+    loss is $\sigma_1$ (or $\tfrac12\sigma_1^2$), the batch mean, and `jax.grad(sn, has_aux=True)`
+    or `jax.value_and_grad(sn, has_aux=True)` give its gradient beside the new state; `x` of shape
+    `(B, n)`.
 
     >>> import jax, jax.numpy as jnp, jprop
     >>> net = jprop.MLP((3, 16, 2)); p = net.init(jax.random.key(0)); x = jnp.ones((4, 3))
     >>> sn = jprop.SpectralNorm(net, num_iterations=20)
-    >>> (sigma, grads), state = sn(p, x, sn.init(p, x, jax.random.key(1)))
+    >>> sigma, state = sn(p, x, sn.init(p, x, jax.random.key(1)))
     >>> bool(jnp.allclose(state.sigma, jnp.linalg.norm(jprop.jacobian(net)(p, x), 2, axis=(1, 2))))
     True
     """
@@ -79,11 +82,11 @@ class SpectralNorm:
         self.squared = bool(squared)
         self.batch_size = optional_size(batch_size, "batch_size", self.where)
         self._bilinear = bilinear(f, method=method, batch_size=self.batch_size)
-        self._iterate = jax.jit(self._power_iteration)
+        self._call = jax.jit(self._compute)
 
     def init(self, params: Any, x: jax.Array, key: jax.Array) -> SpectralState:
         """A random unit pair per example (σ = 0 until the first call)."""
-        x, m, _ = _check_batch_objective(self.f, params, x, self.where)
+        x, m, _ = check_batch_objective(self.f, params, x, self.where)
         ku, kv = jax.random.split(key)
         batch, n = x.shape
         return SpectralState(
@@ -115,65 +118,100 @@ class SpectralNorm:
 
     def __call__(
         self, params: Any, x: jax.Array, state: SpectralState
-    ) -> tuple[Result, SpectralState]:
-        x, m, a = _check_batch_objective(
+    ) -> tuple[jax.Array, SpectralState]:
+        return self._call(params, x, state)
+
+    def _validate(self, params, x, state):
+        if not isinstance(state, SpectralState):
+            raise TypeError(
+                f"{self.where}: `state` must be the SpectralState that SpectralNorm.init or a "
+                f"previous call returned; got {type(state).__name__}."
+            )
+        x, _, a = check_batch_objective(
             self.f,
             params,
             x,
             self.where,
             **{"state.u": (state.u, ("B", "m")), "state.v": (state.v, ("B", "n"))},
         )
-        u, v, sigma = self._iterate(params, x, a["state.u"], a["state.v"])
+        return x, a["state.u"], a["state.v"]
+
+    def _compute(self, params, x, state):
+        count_trace("SpectralNorm")
+        x, u, v = self._validate(params, x, state)
+        u, v, sigma = self._power_iteration(params, x, u, v)
         if not self.squared:
-            value, grads = self._bilinear(params, x, u, v)
-            return (value, grads), SpectralState(u, v, sigma)
-        value, grads = self._bilinear(params, x, sigma[:, None] * u, v)  # σ uᵀJv = σ², grad σ∇σ
-        return (0.5 * value, grads), SpectralState(u, v, sigma)
+            return self._bilinear(params, x, u, v), SpectralState(u, v, sigma)
+        # σ uᵀJv has value σ² and gradient σ∇σ (σ held fixed); minus the constant ½σ², the loss
+        # has value ½σ² and the gradient of ½σ².
+        loss = self._bilinear(params, x, sigma[:, None] * u, v) - 0.5 * jnp.mean(sigma**2)
+        return loss, SpectralState(u, v, sigma)
 
 
 def log_abs_det_jacobian(
     f: Any, *, method: str = "auto", batch_size: int | None = None
-) -> Callable[..., Result]:
-    r"""$\log|\det J|$ for a square input Jacobian (flows, blind source separation), with its gradient.
+) -> Callable[..., jax.Array]:
+    r"""$\log|\det J|$ for a square input Jacobian (flows, blind source separation), as a loss.
 
-    $\nabla_w \log|\det J| = \sum_i \nabla_w(u_i^\top J e_i)$, $u_i = J^{-\top} e_i$ held fixed:
-    one Jacobian, one n × n inverse and n bilinear calls per example. A singular J gives
-    $-\infty$ and non-finite gradients, as the mathematics does. `batch_size` chunks the
-    Jacobians and the B·n bilinear calls (bounded memory).
+    Its derivative is $\sum_i \nabla(u_i^\top J e_i)$ with $u_i = J^{-\top} e_i$ held fixed
+    ($d\log|\det J| = \mathrm{tr}(J^{-1} dJ)$): one Jacobian, one n × n inverse and n bilinear
+    calls per example, so `jax.grad` runs the passes. A singular J gives $-\infty$ and non-finite
+    gradients, as the mathematics does. `batch_size` chunks the Jacobians and the B·n bilinear
+    calls (bounded memory).
 
-    **Returns:** a function `(params, x) -> (mean log|det J|, grads)`, `x` of shape `(B, n)`;
-    raises a `ValueError` when the network's m ≠ n.
+    **Returns:** a loss `(params, x) -> mean log|det J|`, `x` of shape `(B, n)`; raises a
+    `ValueError` when the network's m ≠ n.
 
     >>> import jax, jax.numpy as jnp, jprop
     >>> net = jprop.MLP((2, 8, 2)); p = net.init(jax.random.key(0))
-    >>> value, grads = jprop.log_abs_det_jacobian(net)(p, jnp.ones((5, 2)))
+    >>> value = jprop.log_abs_det_jacobian(net)(p, jnp.ones((5, 2)))
     >>> bool(jnp.isclose(value, jnp.linalg.slogdet(jprop.jacobian(net)(p, jnp.ones(2)))[1]))
     True
     """
+    return _log_abs_det_jacobian(f, method, batch_size)
+
+
+@cached
+def _log_abs_det_jacobian(f: Any, method: str, batch_size: Any) -> Callable[..., jax.Array]:
     where = "jprop.log_abs_det_jacobian"
     batch_size = optional_size(batch_size, "batch_size", where)
     jac = jacobian(f, method=method, batch_size=batch_size)
     bil = bilinear(f, method=method, batch_size=batch_size)
 
-    @jax.jit
-    def compute(params, x):
-        J = jac(params, x)  # (B, n, n)
+    def traced(
+        params, x
+    ):  # the pairs u_i = J⁻ᵀe_i held fixed: Σ_i u_iᵀ J e_i has log|det|'s tangent
         batch, n = x.shape
-        inverse = jnp.linalg.inv(J)  # u_i = J⁻ᵀe_i is row i of J⁻¹
-        xs = jnp.repeat(x[:, None, :], n, axis=1)
-        rs = jnp.broadcast_to(jnp.eye(n, dtype=x.dtype), (batch, n, n))
-        _, grads = bil(params, xs, jax.lax.stop_gradient(inverse), rs)  # mean over B·n pairs
-        value = jnp.mean(jnp.linalg.slogdet(J)[1])
-        return value, jax.tree.map(lambda gr: gr * n, grads)
+        inverse = jnp.linalg.inv(jac(params, x))  # u_i = J⁻ᵀe_i is row i of J⁻¹
+        units = jnp.tile(jnp.eye(n, dtype=x.dtype), (batch, 1))
+        return lambda p, x: n * bil(p, jnp.repeat(x, n, axis=0), inverse.reshape(-1, n), units)
 
-    def objective(params: Any, x: jax.Array) -> Result:
-        x, m, _ = _check_batch_objective(f, params, x, where)
+    @jax.custom_jvp
+    def loss(params, x):
+        return jnp.mean(jnp.linalg.slogdet(jac(params, x))[1])
+
+    @loss.defjvp
+    def _rule(primals, tangents):
+        return loss(*primals), jax.jvp(traced(*primals), primals, tangents)[1]
+
+    def validate(params, x):
+        x, m, _ = check_batch_objective(f, params, x, where)
         if m != x.shape[1]:
             raise ValueError(
                 f"{where}: log|det J| needs a square Jacobian, m = n; this network maps "
                 f"n = {x.shape[1]} inputs to m = {m} outputs, so J is {m} × {x.shape[1]}. "
                 "Use jprop.SpectralNorm or jprop.jacobian_penalty for non-square J."
             )
+        return x
+
+    @jax.jit
+    def compute(params, x):
+        count_trace("log_abs_det_jacobian")
+        return loss(params, validate(params, x))
+
+    def objective(params: Any, x: jax.Array) -> jax.Array:
+        if not all_arrays(params, x):
+            validate(params, x)
         return compute(params, x)
 
     return objective

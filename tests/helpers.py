@@ -60,3 +60,8 @@ def load_script(relative):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def pair(objective):
+    """`(value, grads)` of a jprop loss: the one line a user writes for the pair."""
+    return jax.value_and_grad(objective)

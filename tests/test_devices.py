@@ -10,7 +10,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import pytest
-from helpers import ARCHITECTURES, assert_close, params_and_input
+from helpers import ARCHITECTURES, assert_close, pair, params_and_input
 from jax.flatten_util import ravel_pytree
 
 import jprop
@@ -24,8 +24,8 @@ def test_jprop_objectives_in_chunks_equal_the_whole_batch(road):
     v = jax.random.normal(key[0], x.shape, jnp.float64)
     t = jax.random.normal(key[1], (11, net.n_outputs), jnp.float64)
     for make, args in [(jprop.jprop_v, (v, t)), (jprop.double_backprop, (t, 0.5))]:
-        whole = make(net, method=road)(params, x, *args)
-        chunked = make(net, method=road, batch_size=4)(params, x, *args)  # 2 chunks + 3 left
+        whole = pair(make(net, method=road))(params, x, *args)
+        chunked = pair(make(net, method=road, batch_size=4))(params, x, *args)  # 2 chunks + 3 left
         assert_close(chunked[0], whole[0], 1e-13, f"{make.__name__} value")
         assert_close(ravel_pytree(chunked[1])[0], ravel_pytree(whole[1])[0], 1e-13, "grads")
     with pytest.raises(ValueError, match="`batch_size` must be at least 1"):
@@ -51,20 +51,22 @@ def test_composite_objectives_in_chunks_equal_the_whole_batch(road="closed"):
     sn = lambda **kw: jprop.SpectralNorm(net, method=road, num_iterations=3, **kw)  # noqa: E731
     state = sn().init(params, x, keys[3])
     jobs = {
-        "tangent_prop": lambda **kw: jprop.tangent_prop(net, method=road, **kw)(
+        "tangent_prop": lambda **kw: pair(jprop.tangent_prop(net, method=road, **kw))(
             params, x, tangents
         ),
-        "derivative_targets": lambda **kw: jprop.derivative_targets(net, method=road, **kw)(
+        "derivative_targets": lambda **kw: pair(jprop.derivative_targets(net, method=road, **kw))(
             params, x, y, T
         ),
-        "jacobian_penalty": lambda **kw: jprop.jacobian_penalty(net, method=road, **kw)(params, x),
-        "jacobian_penalty probes": lambda **kw: jprop.jacobian_penalty(
-            net, method=road, num_probes=3, **kw
-        )(params, x, keys[3]),
-        "SpectralNorm": lambda **kw: sn(**kw)(params, x, state),
-        "log_abs_det_jacobian": lambda **kw: jprop.log_abs_det_jacobian(square, method=road, **kw)(
-            sq_params, sq_x
+        "jacobian_penalty": lambda **kw: pair(jprop.jacobian_penalty(net, method=road, **kw))(
+            params, x
         ),
+        "jacobian_penalty probes": lambda **kw: pair(
+            jprop.jacobian_penalty(net, method=road, num_probes=3, **kw)
+        )(params, x, keys[3]),
+        "SpectralNorm": lambda **kw: jax.value_and_grad(sn(**kw), has_aux=True)(params, x, state),
+        "log_abs_det_jacobian": lambda **kw: pair(
+            jprop.log_abs_det_jacobian(square, method=road, **kw)
+        )(sq_params, sq_x),
     }
     for name, job in jobs.items():
         assert_close(_flat(job(batch_size=4)), _flat(job()), 1e-12, name)
@@ -108,8 +110,10 @@ def test_batch_size_bounds_the_compiled_programs_memory():
     loss = jprop.SquaredError(net)
     jobs = {
         "hessian": lambda kw, p, x, t, T: jprop.hessian(net, **kw)(p, x),
-        "jprop_v": lambda kw, p, x, t, T: jprop.jprop_v(net, method="closed", **kw)(p, x, x, t),
-        "derivative_targets": lambda kw, p, x, t, T: jprop.derivative_targets(net, **kw)(
+        "jprop_v": lambda kw, p, x, t, T: pair(jprop.jprop_v(net, method="closed", **kw))(
+            p, x, x, t
+        ),
+        "derivative_targets": lambda kw, p, x, t, T: pair(jprop.derivative_targets(net, **kw))(
             p, x, t, T
         ),
         "weight_hvp": lambda kw, p, x, t, T: jprop.weight_hvp(loss, **kw)(p, p, x, t),
@@ -138,6 +142,7 @@ jax.config.update("jax_enable_x64", True)
 import jprop
 from jax.flatten_util import ravel_pytree
 
+pair = jax.value_and_grad  # (value, grads) of a jprop loss
 assert len(jax.devices()) == 8, jax.devices()
 net = jprop.MLP((3, 16, 16, 2))
 params = net.init(jax.random.key(0), jnp.float64)
@@ -154,11 +159,11 @@ jobs = {
     "laplacian": lambda x, v, b: jprop.laplacian(net)(params, x),
     "hessian_autodiff": lambda x, v, b: jprop.hessian(net, method="autodiff")(params, x),
     "hessian_diagonal": lambda x, v, b: jprop.hessian_diagonal(net)(params, x),
-    "jprop_v": lambda x, v, b: jprop.jprop_v(net)(params, x, v, b),
-    "jprop_u": lambda x, v, b: jprop.jprop_u(net)(params, x, b, v),
-    "double_backprop": lambda x, v, b: jprop.double_backprop(net)(params, x, b, 0.5),
-    "tangent_prop": lambda x, v, b: jprop.tangent_prop(net)(params, x, v[:, None]),
-    "jacobian_penalty": lambda x, v, b: jprop.jacobian_penalty(net)(params, x),
+    "jprop_v": lambda x, v, b: pair(jprop.jprop_v(net))(params, x, v, b),
+    "jprop_u": lambda x, v, b: pair(jprop.jprop_u(net))(params, x, b, v),
+    "double_backprop": lambda x, v, b: pair(jprop.double_backprop(net))(params, x, b, 0.5),
+    "tangent_prop": lambda x, v, b: pair(jprop.tangent_prop(net))(params, x, v[:, None]),
+    "jacobian_penalty": lambda x, v, b: pair(jprop.jacobian_penalty(net))(params, x),
     "weight_hvp": lambda x, v, b: jprop.weight_hvp(loss)(params, direction, x, b),
     "gauss_newton_vp": lambda x, v, b: jprop.gauss_newton_vp(loss)(params, direction, x, b),
     "becker_lecun": lambda x, v, b: jprop.weight_hessian_diagonal(loss)(params, x, b),

@@ -4,7 +4,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import pytest
-from helpers import assert_close, params_and_input
+from helpers import assert_close, pair, params_and_input
 
 import jprop
 
@@ -44,7 +44,7 @@ def test_generic_road_on_an_equinox_model_matches_jax():
     net, net_params = jprop.from_equinox(model)
     assert (net.activation, net.output) == ("logsig", "tansig")
     assert_close(jprop.laplacian(net)(net_params, x), jprop.laplacian(f)(params, x), 1e-12, "Δ")
-    value, grads = jprop.jprop_v(f)(params, x[None], jnp.ones((1, 3)), jnp.zeros((1, 2)))
+    value, grads = pair(jprop.jprop_v(f))(params, x[None], jnp.ones((1, 3)), jnp.zeros((1, 2)))
     assert jax.tree.structure(grads) == jax.tree.structure(params)
 
 

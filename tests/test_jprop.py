@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import ARCH_IDS, ARCHITECTURES, TOL_EXACT, assert_close, params_and_input
+from helpers import ARCH_IDS, ARCHITECTURES, TOL_EXACT, assert_close, pair, params_and_input
 from jax.flatten_util import ravel_pytree
 
 import jprop
@@ -68,8 +68,8 @@ JPROP_RUNS = [
 def test_jprop_against_autodiff_references(net, dtype, road):
     params, x = params_and_input(net, dtype, seed=3, batch=(4,))
     args = arguments(net, dtype)
-    got_u = jprop.jprop_u(net, method=road)(params, x, args["u"], args["a"])
-    got_v = jprop.jprop_v(net, method=road)(params, x, args["v"], args["b"])
+    got_u = pair(jprop.jprop_u(net, method=road))(params, x, args["u"], args["a"])
+    got_v = pair(jprop.jprop_v(net, method=road))(params, x, args["v"], args["b"])
     assert_result_close(
         got_u, reference_u(net, params, x, args["u"], args["a"]), TOL_EXACT[dtype], "E_u"
     )
@@ -78,7 +78,7 @@ def test_jprop_against_autodiff_references(net, dtype, road):
     )
     # Bilinear primitive against jax.grad of gᵀJr.
     g, r = args["u"], args["v"]
-    bil = jprop.bilinear(net, method=road)(params, x, g, r)
+    bil = pair(jprop.bilinear(net, method=road))(params, x, g, r)
     ref = jax.jit(
         jax.value_and_grad(
             lambda p: jnp.mean(
@@ -97,7 +97,7 @@ def test_jprop_against_finite_differences(net):
     args = arguments(net, jnp.float64, batch=3)
     flat, unravel = ravel_pytree(params)
     for transform, extra in [(jprop.jprop_u, ("u", "a")), (jprop.jprop_v, ("v", "b"))]:
-        fn = transform(net)
+        fn = pair(transform(net))
         energy = lambda w: fn(unravel(w), x, *(args[k] for k in extra))[0]  # noqa: B023, E731
         eps = 1e-6
         steps = eps * np.eye(flat.size)
@@ -122,7 +122,7 @@ def test_one_hidden_unit_hand_values(road):
     # MATH.md §7.3.
     net = jprop.MLP((1, 1, 1))
     x = jnp.full((1,), np.arctanh(0.5))
-    E, g = jprop.jprop_v(net, method=road)(
+    E, g = pair(jprop.jprop_v(net, method=road))(
         one_unit(1.0, 1.0, 0.0, 0.0), x, jnp.ones(1), jnp.zeros(1)
     )
     np.testing.assert_allclose(E, 0.28125, rtol=1e-14)
@@ -132,7 +132,7 @@ def test_one_hidden_unit_hand_values(road):
     assert g[1]["b"][0] == 0.0
     params, x = one_unit(2.0, 0.5, 0.1, 0.0), jnp.full((1,), 1.2)
     for transform in (jprop.jprop_v, jprop.jprop_u):  # in 1-D, E_u with u = v gives the same
-        E, g = transform(net, method=road)(params, x, jnp.ones(1), jnp.full((1,), 0.3))
+        E, g = pair(transform(net, method=road))(params, x, jnp.ones(1), jnp.full((1,), 0.3))
         np.testing.assert_allclose(g[1]["W"][0, 0], 0.1062362350, rtol=1e-9)
         np.testing.assert_allclose(g[0]["W"][0, 0], 0.1167573055, rtol=1e-9)
         np.testing.assert_allclose(g[0]["b"][0], -0.2568230289, rtol=1e-9)
@@ -151,11 +151,11 @@ def test_linear_network_formulas(road):
         np.array([1.5, -0.5]),
         np.array([0.1, 0.0, -0.2]),
     )
-    _, g = jprop.jprop_v(net, method=road)(params, x, jnp.asarray(v), jnp.asarray(b))
+    _, g = pair(jprop.jprop_v(net, method=road))(params, x, jnp.asarray(v), jnp.asarray(b))
     e = W2 @ W1 @ v - b
     np.testing.assert_allclose(g[1]["W"], np.outer(e, W1 @ v), rtol=1e-12)
     np.testing.assert_allclose(g[0]["W"], np.outer(W2.T @ e, v), rtol=1e-12)
-    _, g = jprop.jprop_u(net, method=road)(params, x, jnp.asarray(u), jnp.asarray(a))
+    _, g = pair(jprop.jprop_u(net, method=road))(params, x, jnp.asarray(u), jnp.asarray(a))
     rho = W1.T @ W2.T @ u - a
     np.testing.assert_allclose(g[0]["W"], np.outer(W2.T @ u, rho), rtol=1e-12)
     np.testing.assert_allclose(g[1]["W"], np.outer(u, W1 @ rho), rtol=1e-12)
@@ -173,8 +173,8 @@ def test_output_bias_gradient_is_exactly_zero(net):
     params, x = params_and_input(net, jnp.float64, seed=7, batch=(4,))
     args = arguments(net, jnp.float64)
     for _, g in (
-        jprop.jprop_u(net)(params, x, args["u"], args["a"]),
-        jprop.jprop_v(net)(params, x, args["v"], args["b"]),
+        pair(jprop.jprop_u(net))(params, x, args["u"], args["a"]),
+        pair(jprop.jprop_v(net))(params, x, args["v"], args["b"]),
     ):
         np.testing.assert_array_equal(g[-1]["b"], 0.0)
 
@@ -190,7 +190,7 @@ def test_trap_one_skipping_the_primal_backward_pass_is_wrong():
     zeros = [jnp.zeros_like(y) for y in fwd.ys[1:]]
     rgzs, _ = _passes.r_backward(net, params, fwd, zeros, rys, rzs, rg_out=e)
     wrong = [{"W": rgz.T @ fwd.ys[l] / 4} for l, rgz in enumerate(rgzs)]  # noqa: E741
-    _, right = jprop.jprop_v(net)(params, x, args["v"], args["b"])
+    _, right = pair(jprop.jprop_v(net))(params, x, args["v"], args["b"])
     err = jprop.relative_error(wrong[0]["W"], right[0]["W"])
     assert err > 0.05, f"the trap should give an O(1) error, got {err:.1e}"
 
@@ -208,11 +208,11 @@ def test_double_backprop_and_trap_two(road):
         dedx = jnp.einsum("bmn,bm->bn", J, y - t)
         return jnp.mean(0.5 * jnp.sum((y - t) ** 2, -1) + lam * 0.5 * jnp.sum(dedx**2, -1))
 
-    got = jprop.double_backprop(net, method=road)(params, x, t, lam)
+    got = pair(jprop.double_backprop(net, method=road))(params, x, t, lam)
     assert_result_close(got, jax.jit(jax.value_and_grad(dense))(params), 1e-11, "double backprop")
     # Trap 2 reproduced: treating u = y − t as a constant (plain E_u) misses the injection.
     u = net(params, x) - t
-    _, constant_u = jprop.jprop_u(net)(params, x, u, jnp.zeros_like(x))
+    _, constant_u = pair(jprop.jprop_u(net))(params, x, u, jnp.zeros_like(x))
     _, plain = jax.value_and_grad(lambda p: 0.5 * jnp.mean(jnp.sum((net(p, x) - t) ** 2, -1)))(
         params
     )
@@ -237,7 +237,7 @@ def test_tangent_prop_against_dense_jacobian():
             params, jnp.zeros_like(targets) if tg is None else tg
         )
         assert_result_close(
-            jprop.tangent_prop(net)(params, x, tangents, tg), ref, 1e-12, "tangent prop"
+            pair(jprop.tangent_prop(net))(params, x, tangents, tg), ref, 1e-12, "tangent prop"
         )
 
 
@@ -255,15 +255,15 @@ def test_derivative_targets_and_frobenius_penalty(net):
             + 0.5 * jnp.sum((jac(p) - T) ** 2, (-2, -1))
         )
 
-    got = jprop.derivative_targets(net, value_weight=0.3)(params, x, y, T)
+    got = pair(jprop.derivative_targets(net, value_weight=0.3))(params, x, y, T)
     assert_result_close(got, jax.jit(jax.value_and_grad(sobolev))(params), 1e-12, "sobolev")
     frob = jax.jit(jax.value_and_grad(lambda p: jnp.mean(0.5 * jnp.sum(jac(p) ** 2, (-2, -1)))))(
         params
     )
-    assert_result_close(jprop.jacobian_penalty(net)(params, x), frob, 1e-12, "exact ‖J‖²")
+    assert_result_close(pair(jprop.jacobian_penalty(net))(params, x), frob, 1e-12, "exact ‖J‖²")
     # The random-probe estimate is unbiased: with many probes it approaches the exact value, and
     # for fixed probes it is exactly the gradient of ½ mean ‖J v_p‖².
-    estimate, _ = jprop.jacobian_penalty(net, num_probes=4000)(params, x, jax.random.key(0))
+    estimate, _ = pair(jprop.jacobian_penalty(net, num_probes=4000))(params, x, jax.random.key(0))
     np.testing.assert_allclose(estimate, frob[0], rtol=0.08)
 
 
@@ -271,15 +271,17 @@ def test_objectives_compose_with_jit_and_grad():
     net = ARCHITECTURES[1]
     params, x = params_and_input(net, jnp.float32, seed=12, batch=(4,))
     args = arguments(net, jnp.float32)
-    fn = jax.jit(chex.assert_max_traces(jprop.jprop_v(net), n=1))
+    fn = jax.jit(pair(jprop.jprop_v(net)))
     value, grads = fn(params, x, args["v"], args["b"])
     fn(jax.tree.map(lambda a: a * 1.1, params), x, args["v"], args["b"])  # no retrace
-    # The value is itself differentiable, and its jax.grad is the J-prop gradient.
-    again = jax.grad(lambda p: jprop.jprop_v(net)(p, x, args["v"], args["b"])[0])(params)
-    assert_close(ravel_pytree(again)[0], ravel_pytree(grads)[0], 2e-5)
+    # Summed with another loss, jax.grad adds the J-prop gradient to the other one's.
+    other = lambda p: jnp.sum(p[0]["W"] ** 2)  # noqa: E731
+    total = jax.grad(lambda p: jprop.jprop_v(net)(p, x, args["v"], args["b"]) + other(p))(params)
+    expected = jax.tree.map(jnp.add, grads, jax.grad(other)(params))
+    assert_close(ravel_pytree(total)[0], ravel_pytree(expected)[0], 2e-5)
     # vmap over independent problems (e.g. several targets b).
     bs = jnp.stack([args["b"], 2 * args["b"]])
-    values, _ = jax.vmap(lambda b: jprop.jprop_v(net)(params, x, args["v"], b))(bs)
+    values, _ = jax.vmap(lambda b: pair(jprop.jprop_v(net))(params, x, args["v"], b))(bs)
     assert values.shape == (2,) and values[0] != values[1]
 
 
@@ -289,12 +291,12 @@ def test_generic_road_on_rbf_network():
     x = jax.random.normal(jax.random.key(2), (4, 3), jnp.float64)
     args = arguments(jprop.MLP((3, 2)), jnp.float64)
     assert_result_close(
-        jprop.jprop_v(rbf)(params, x, args["v"], args["b"]),
+        pair(jprop.jprop_v(rbf))(params, x, args["v"], args["b"]),
         reference_v(rbf, params, x, args["v"], args["b"]),
         1e-12,
     )
     assert_result_close(
-        jprop.jprop_u(rbf)(params, x, args["u"], args["a"]),
+        pair(jprop.jprop_u(rbf))(params, x, args["u"], args["a"]),
         reference_u(rbf, params, x, args["u"], args["a"]),
         1e-12,
     )
@@ -307,55 +309,57 @@ def test_bad_arguments_are_named():
     with pytest.raises(
         ValueError, match=r"`u` must have shape \(4, 2\); got \(4, 3\).*output space \(m = 2\)"
     ):
-        jprop.jprop_u(net)(params, x, jnp.ones((4, 3), jnp.float32), x)
+        pair(jprop.jprop_u(net))(params, x, jnp.ones((4, 3), jnp.float32), x)
     with pytest.raises(
         ValueError, match=r"`v` must have shape \(4, 3\); got \(3,\).*input space \(n = 3\)"
     ):
-        jprop.jprop_v(net)(params, x, jnp.ones(3, jnp.float32), jnp.ones((4, 2), jnp.float32))
-    with pytest.raises(TypeError, match="`b` must have x's dtype float32; got float64"):
-        jprop.jprop_v(net)(params, x, x, jnp.ones((4, 2), jnp.float64))
+        pair(jprop.jprop_v(net))(params, x, jnp.ones(3, jnp.float32), jnp.ones((4, 2), jnp.float32))
+    with pytest.raises(
+        TypeError, match="`b` must have the dtype of `x` \\(float32\\); got float64"
+    ):
+        pair(jprop.jprop_v(net))(params, x, x, jnp.ones((4, 2), jnp.float64))
     with pytest.raises(TypeError, match=r"expected arguments \(params, x, v, b\)"):
-        jprop.jprop_v(net)(params, x, x)
+        pair(jprop.jprop_v(net))(params, x, x)
     with pytest.raises(ValueError, match="num_probes=3 draws random probes and needs `key`"):
-        jprop.jacobian_penalty(net, num_probes=3)(params, x)
+        pair(jprop.jacobian_penalty(net, num_probes=3))(params, x)
 
 
 @pytest.mark.parametrize(
     "call, error, match",
     [
         (
-            lambda net, p, x: jprop.derivative_targets(net)(
+            lambda net, p, x: pair(jprop.derivative_targets(net))(
                 p, x, jnp.ones((4, 2)), jnp.ones((4, 3, 2))
             ),
             ValueError,
             r"derivative_targets: `T` must have shape \(4, 2, 3\); got \(4, 3, 2\)\. Expected \(B, m, n\)",
         ),
         (
-            lambda net, p, x: jprop.derivative_targets(net)(
+            lambda net, p, x: pair(jprop.derivative_targets(net))(
                 p, x, jnp.ones((4, 3)), jnp.ones((4, 2, 3))
             ),
             ValueError,
             r"derivative_targets: `y` must have shape \(4, 2\); got \(4, 3\)",
         ),
         (
-            lambda net, p, x: jprop.tangent_prop(net)(p, x, jnp.ones((4, 2, 5))),
+            lambda net, p, x: pair(jprop.tangent_prop(net))(p, x, jnp.ones((4, 2, 5))),
             ValueError,
             r"tangent_prop: `tangents` must have shape \(4, 2, 3\); got \(4, 2, 5\)\. Expected \(B, P, n\)",
         ),
         (
-            lambda net, p, x: jprop.tangent_prop(net)(
+            lambda net, p, x: pair(jprop.tangent_prop(net))(
                 p, x, jnp.ones((4, 2, 3)), jnp.ones((4, 2, 3))
             ),
             ValueError,
             r"tangent_prop: `targets` must have shape \(4, 2, 2\); got \(4, 2, 3\)",
         ),
         (
-            lambda net, p, x: jprop.jacobian_penalty(net)(p, x[0]),
+            lambda net, p, x: pair(jprop.jacobian_penalty(net))(p, x[0]),
             ValueError,
             r"jacobian_penalty: needs x of shape \(B, n\).*got x of shape \(3,\)",
         ),
         (
-            lambda net, p, x: jprop.jacobian_penalty(net)(p, x.astype(jnp.int32)),
+            lambda net, p, x: pair(jprop.jacobian_penalty(net))(p, x.astype(jnp.int32)),
             TypeError,
             r"jacobian_penalty: `x` must have a floating dtype",
         ),

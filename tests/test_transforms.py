@@ -18,6 +18,7 @@ from helpers import (
     TOL_EXACT,
     TOL_FD,
     assert_close,
+    pair,
     params_and_input,
 )
 
@@ -101,20 +102,24 @@ def test_input_hessian_vector_product(net, dtype):
 def test_auto_takes_the_measured_faster_autodiff_road(transform, monkeypatch):
     # The Jacobian and E_v measured faster by JAX's composition: a broken closed form must not
     # reach "auto", and must reach "closed".
-    from jprop import _closed, _jprop
+    from jprop import _closed, _dispatch, _jprop
 
     net = ARCHITECTURES[0]
     params, x = params_and_input(net, jnp.float64, batch=(2,))
     args = () if transform is jprop.jacobian else (x, jnp.zeros((2, net.n_outputs)))
-    right = transform(net, method="auto")(params, x, *args)
+    run = transform if transform is jprop.jacobian else lambda *a, **k: pair(transform(*a, **k))
+    right = run(net, method="auto")(params, x, *args)
     if transform is jprop.jacobian:
         monkeypatch.setattr(_closed, "jacobian", lambda *a: jnp.zeros((2, 2, 3)))
     else:
-        monkeypatch.setattr(_jprop, "_closed_jprop_v", lambda *a: (jnp.nan, params))
-    fresh = transform(net, method="auto")(params, x, *args)
+        broken_grads = jax.tree.map(lambda a: jnp.full_like(a, jnp.nan), params)
+        monkeypatch.setattr(_jprop, "_closed_jprop_v", lambda *a: (jnp.nan, broken_grads))
+    _dispatch.clear_caches()  # transforms are cached by construction: rebuild with the swap
+    assert jprop.road(net, transform.__name__).road == "autodiff"
+    fresh = run(net, method="auto")(params, x, *args)
     jax.tree.map(lambda a, b: assert_close(a, b, 0.0), fresh, right)
-    broken = transform(net, method="closed")(params, x, *args)
-    assert not np.allclose(jax.tree.leaves(broken)[0], jax.tree.leaves(right)[0])
+    broken = run(net, method="closed")(params, x, *args)
+    assert not np.allclose(jax.tree.leaves(broken)[-1], jax.tree.leaves(right)[-1])
 
 
 def test_auto_takes_autodiff_for_the_hessian_of_wide_inputs(monkeypatch):
@@ -131,13 +136,14 @@ def test_auto_takes_autodiff_for_the_hessian_of_wide_inputs(monkeypatch):
 
 def test_auto_picks_closed_form(monkeypatch):
     # Break the closed form on purpose: "auto" and "closed" must see it, "autodiff" must not.
-    from jprop import _closed
+    from jprop import _closed, _dispatch
 
     net = ARCHITECTURES[5]  # n = 1 ≤ n₁/2: "auto" takes the closed form
     params, x = params_and_input(net, jnp.float64)
     right = jprop.hessian(net)(params, x)
     original = _closed.hessian
     monkeypatch.setattr(_closed, "hessian", lambda *args: 2 * original(*args))
+    _dispatch.clear_caches()  # transforms are cached by construction: rebuild with the swap
     assert_close(jprop.hessian(net, method="auto")(params, x), 2 * right, 1e-13)
     assert_close(jprop.hessian(net, method="closed")(params, x), 2 * right, 1e-13)
     assert_close(jprop.hessian(net, method="autodiff")(params, x), right, 1e-13)

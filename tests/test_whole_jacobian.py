@@ -4,7 +4,7 @@ gradients against jax.grad of those dense formulas, both roads, carried state, a
 import jax
 import jax.numpy as jnp
 import pytest
-from helpers import ARCH_IDS, ARCHITECTURES, TOL_EXACT, assert_close, params_and_input
+from helpers import ARCH_IDS, ARCHITECTURES, TOL_EXACT, assert_close, pair, params_and_input
 from jax.flatten_util import ravel_pytree
 
 import jprop
@@ -22,6 +22,16 @@ def dense_reference(f, statistic):
         jax.value_and_grad(lambda p, x: jnp.mean(jax.vmap(statistic)(dense_jacobian(f, p, x)))),
         static_argnums=(),
     )
+
+
+def spectral_pair(sn):
+    """((value, grads), state) of a SpectralNorm: value_and_grad with the state as auxiliary."""
+
+    def run(params, x, state):
+        (value, state), grads = jax.value_and_grad(sn, has_aux=True)(params, x, state)
+        return (value, grads), state
+
+    return run
 
 
 def flat(tree):
@@ -48,7 +58,7 @@ SPECTRAL_IDS = [("squared-" if i in SQUARED else "") + ARCH_IDS[i] for i in SPEC
 def test_spectral_norm_matches_svd_and_its_gradient(net, squared):
     params, x = params_and_input(net, jnp.float64, seed=3, batch=(BATCH,))
     sn = jprop.SpectralNorm(net, num_iterations=300, squared=squared)
-    (value, grads), state = sn(params, x, sn.init(params, x, jax.random.key(0)))
+    (value, grads), state = spectral_pair(sn)(params, x, sn.init(params, x, jax.random.key(0)))
     J = dense_jacobian(net, params, x)
     sigma = jax.vmap(top_singular_value)(J)
     assert_close(state.sigma, sigma, 1e-9, "sigma")
@@ -65,7 +75,7 @@ def test_spectral_norm_roads_agree_for_the_same_state(dtype):
     results = {}
     for road in ["closed", "autodiff"]:
         sn = jprop.SpectralNorm(net, method=road, num_iterations=3)
-        results[road] = sn(params, x, sn.init(params, x, jax.random.key(2)))
+        results[road] = spectral_pair(sn)(params, x, sn.init(params, x, jax.random.key(2)))
     (v_c, g_c), s_c = results["closed"]
     (v_a, g_a), s_a = results["autodiff"]
     assert_close(v_c, v_a, TOL_EXACT[dtype], "value")
@@ -80,8 +90,8 @@ def test_spectral_state_carried_over_calls_equals_more_iterations():
     start = one.init(params, x, jax.random.key(3))
     state = start
     for _ in range(5):
-        (value, grads), state = one(params, x, state)
-    (value5, grads5), state5 = five(params, x, start)
+        (value, grads), state = spectral_pair(one)(params, x, state)
+    (value5, grads5), state5 = spectral_pair(five)(params, x, start)
     assert_close(state.u, state5.u, 1e-12, "u")
     assert_close(value, value5, 1e-12, "value")
     assert_close(flat(grads), flat(grads5), 1e-12, "grads")
@@ -92,7 +102,7 @@ def test_spectral_norm_on_the_generic_road_and_of_a_zero_jacobian():
     params = rbf.init(jax.random.key(0), jnp.float64)
     x = jax.random.normal(jax.random.key(1), (BATCH, 3), jnp.float64)
     sn = jprop.SpectralNorm(rbf, num_iterations=300)
-    (value, grads), state = sn(params, x, sn.init(params, x, jax.random.key(2)))
+    (value, grads), state = spectral_pair(sn)(params, x, sn.init(params, x, jax.random.key(2)))
     ref_value, ref_grads = dense_reference(rbf, top_singular_value)(params, x)
     assert_close(value, ref_value, 1e-9, "rbf value")
     assert_close(flat(grads), flat(ref_grads), 1e-7, "rbf grads")
@@ -100,7 +110,7 @@ def test_spectral_norm_on_the_generic_road_and_of_a_zero_jacobian():
     net = jprop.MLP((3, 4, 2))
     zero = jax.tree.map(jnp.zeros_like, net.init(jax.random.key(0), jnp.float64))
     sn = jprop.SpectralNorm(net)
-    (value, grads), state = sn(zero, x, sn.init(zero, x, jax.random.key(2)))
+    (value, grads), state = spectral_pair(sn)(zero, x, sn.init(zero, x, jax.random.key(2)))
     assert float(value) == 0.0 and bool(jnp.all(state.sigma == 0))
     assert bool(jnp.all(jnp.isfinite(flat(grads))))
 
@@ -140,7 +150,7 @@ def log_abs_det(J):
 )
 def test_log_abs_det_matches_slogdet_and_its_gradient(net, road, dtype):
     params, x = params_and_input(net, dtype, seed=6, batch=(BATCH,))
-    value, grads = jprop.log_abs_det_jacobian(net, method=road)(params, x)
+    value, grads = pair(jprop.log_abs_det_jacobian(net, method=road))(params, x)
     ref_value, ref_grads = dense_reference(net, log_abs_det)(params, x)
     tol = 1e-4 if dtype == jnp.float32 else 1e-10  # float32: an n × n inverse on top of the sums
     assert_close(value, ref_value, tol, "value")
@@ -151,14 +161,14 @@ def test_log_abs_det_generic_road_and_singular_jacobian():
     rbf = jprop.RBFNetwork(2, 6, 2)
     params = rbf.init(jax.random.key(0), jnp.float64)
     x = jax.random.normal(jax.random.key(1), (BATCH, 2), jnp.float64)
-    value, grads = jprop.log_abs_det_jacobian(rbf)(params, x)
+    value, grads = pair(jprop.log_abs_det_jacobian(rbf))(params, x)
     ref_value, ref_grads = dense_reference(rbf, log_abs_det)(params, x)
     assert_close(value, ref_value, 1e-10, "rbf value")
     assert_close(flat(grads), flat(ref_grads), 1e-10, "rbf grads")
 
     net = jprop.MLP((2, 3, 2))
     zero = jax.tree.map(jnp.zeros_like, net.init(jax.random.key(0), jnp.float64))
-    value, _ = jprop.log_abs_det_jacobian(net)(zero, x)
+    value, _ = pair(jprop.log_abs_det_jacobian(net))(zero, x)
     assert float(value) == -jnp.inf  # det J = 0 exactly
 
 
@@ -166,7 +176,7 @@ def test_log_abs_det_refuses_a_non_square_jacobian():
     net = jprop.MLP((3, 4, 2))
     params, x = params_and_input(net, jnp.float32, batch=(BATCH,))
     with pytest.raises(ValueError, match=r"needs a square Jacobian.*n = 3 inputs to m = 2 outputs"):
-        jprop.log_abs_det_jacobian(net)(params, x)
+        pair(jprop.log_abs_det_jacobian(net))(params, x)
 
 
 def test_gradients_against_float64_differences_of_the_dense_value():
@@ -174,8 +184,8 @@ def test_gradients_against_float64_differences_of_the_dense_value():
     net = jprop.MLP((3, 6, 3), output="tansig")
     params, x = params_and_input(net, jnp.float64, seed=11, batch=(BATCH,))
     sn = jprop.SpectralNorm(net, num_iterations=300)
-    (_, g_sigma), _ = sn(params, x, sn.init(params, x, jax.random.key(0)))
-    _, g_logdet = jprop.log_abs_det_jacobian(net)(params, x)
+    (_, g_sigma), _ = spectral_pair(sn)(params, x, sn.init(params, x, jax.random.key(0)))
+    _, g_logdet = pair(jprop.log_abs_det_jacobian(net))(params, x)
     flat_p, unravel = ravel_pytree(params)
 
     def mean_of(statistic):

@@ -1,0 +1,118 @@
+"""A physics-informed training step: `jax.grad` of mean(Δf²) with respect to the weights.
+
+For each network and batch, the step is jitted for every contender and raced in one run
+(`closed_forms.race`: interleaved, rotating, compile timed apart):
+
+- jprop: `jprop.laplacian(net)`, whose derivative rule is the hand-written tangent pass;
+- autodiff through jprop's closed form: the same forward closed form with JAX differentiating it
+  (what `jax.grad` did before the rule existed; a JAX-on-jprop route, labelled as such);
+- folx + jax.grad: folx's forward Laplacian, differentiated by JAX;
+- trace(jax.hessian) + jax.grad.
+
+The jprop forward Laplacian alone is timed too, for the ratio gradient / forward. Each row asserts
+that every gradient agrees with jprop's. The same rows for the Hessian diagonal follow (mean of the
+diagonal squared), against diag(jax.hessian) + jax.grad.
+
+Run: python benchmarks/pinn_step.py [--quick] [--repeats N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from closed_forms import folx, jax_hessian, race  # noqa: E402
+
+import jprop  # noqa: E402
+from jprop import _closed  # noqa: E402
+
+SHAPES = [
+    ((2, 64, 64, 64, 1), 1024),
+    ((3, 128, 128, 128, 1), 512),
+    ((10, 128, 128, 128, 1), 512),
+    ((32, 128, 128, 128, 1), 256),
+]
+QUICK_SHAPES = [((2, 32, 32, 1), 128), ((8, 32, 32, 1), 64)]
+
+
+def steps(net, quantity):
+    """name -> fn(params, x) returning ∇_w mean(q²) for the quantity q of `net`."""
+    diagonal = quantity == "hessian_diagonal"
+    h = jax_hessian(net)
+
+    def step(q):
+        return jax.grad(lambda p, x: jnp.mean(q(p, x) ** 2))
+
+    ours = (jprop.hessian_diagonal if diagonal else jprop.laplacian)(net)
+    closed = _closed.hessian_diagonal if diagonal else _closed.laplacian
+    out = {
+        "jprop": step(ours),
+        "autodiff through jprop's closed form": step(lambda p, x: closed(net, p, x)),
+    }
+    if diagonal:
+        out["diag(jax.hessian) + jax.grad"] = step(
+            lambda p, x: jnp.diagonal(h(p, x), axis1=-2, axis2=-1)
+        )
+        return out, ours
+    out["trace(jax.hessian) + jax.grad"] = step(
+        lambda p, x: jnp.trace(h(p, x), axis1=-2, axis2=-1)
+    )
+    if folx is not None:
+
+        def folx_laplacian(p, x):
+            one = folx.forward_laplacian(lambda v: net(p, v), sparsity_threshold=0)
+            return jax.vmap(lambda xi: one(xi).laplacian)(x)
+
+        out["folx + jax.grad"] = step(folx_laplacian)
+    return out, ours
+
+
+def main(quick: bool = False, repeats: int | None = None, activation: str = "tansig") -> list[dict]:
+    repeats = repeats or (3 if quick else 20)
+    print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), float32")
+    rows = []
+    for quantity in ("laplacian", "hessian_diagonal"):
+        for sizes, batch in QUICK_SHAPES if quick else SHAPES:
+            net = jprop.MLP(sizes, activation=activation)
+            params = net.init(jax.random.key(0), jnp.float32)
+            x = jax.random.uniform(jax.random.key(1), (batch, sizes[0]), jnp.float32, -1, 1)
+            contenders, forward = steps(net, quantity)
+            results = race({**contenders, "jprop forward": forward}, (params, x), repeats)
+            ours = results["jprop"]
+            flat = lambda tree: jnp.concatenate([a.ravel() for a in jax.tree.leaves(tree)])  # noqa: E731
+            for name in contenders:
+                err = jprop.relative_error(flat(results[name]["out"]), flat(ours["out"]))
+                assert err < 1e-3, f"{quantity} {sizes}: {name} differs from jprop by {err:.1e}"
+            row = {
+                "quantity": quantity,
+                "sizes": sizes,
+                "batch": batch,
+                "jprop_ms": ours["ms"],
+                "forward_ms": results["jprop forward"]["ms"],
+                "others": {k: results[k]["ms"] for k in contenders if k != "jprop"},
+                "compile_s": ours["compile_s"],
+            }
+            rows.append(row)
+            others = " | ".join(
+                f"{k} {v:.2f} ms ({v / ours['ms']:.2f}×)" for k, v in row["others"].items()
+            )
+            print(
+                f"{quantity:16s} {'-'.join(map(str, sizes)):18s} B={batch:<5d} "
+                f"jprop {ours['ms']:7.2f} ms = {ours['ms'] / row['forward_ms']:.2f}× its forward | "
+                + others
+            )
+    return rows
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small shapes, few repeats")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--activation", default="tansig")
+    args = parser.parse_args()
+    main(args.quick, args.repeats, args.activation)

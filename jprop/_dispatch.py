@@ -1,0 +1,185 @@
+"""Which road computes a quantity, decided in one place, and transforms built once per recipe.
+
+Every public transform asks `choose(f, quantity, method)` which road runs: the closed-form passes
+for a model whose structure jprop knows, or the generic autodiff road. `jprop.road(f, quantity)`
+tells a user the same answer with its reason. The weight-curvature transforms key their choice on
+their loss through the same function.
+
+`cached` memoises transform construction: building `jprop.hessian(net)` twice with the same
+options returns the same function, so the jitted program inside it is traced and compiled once
+however often a user writes the transform inline.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+
+from ._mlp import MLP
+from ._validation import check_method
+
+METHODS = ("auto", "closed", "autodiff")
+
+
+class Road(NamedTuple):
+    """The road a transform takes: `"closed"` or `"autodiff"`, and why."""
+
+    road: str
+    reason: str
+
+
+def _is_closed_loss(f: Any) -> bool:
+    # Weight-space curvature: a SquaredError / CrossEntropy of an MLP has closed passes. Imported
+    # lazily: the losses module builds on this one.
+    from ._weight_curvature import CrossEntropy, SquaredError
+
+    return isinstance(f, (SquaredError, CrossEntropy)) and isinstance(f.f, MLP)
+
+
+# quantity -> rule for `auto` on a model with closed passes: (takes the closed road?, reason).
+def _always(reason: str) -> Callable[[Any], tuple[bool, str]]:
+    return lambda f: (True, reason)
+
+
+def _hessian_rule(f: MLP) -> tuple[bool, str]:
+    # Direct races of the closed sum over units against vmap(jax.hessian), closed form's speed-up:
+    # n/n₁ = 2: 0.76×; 1: 0.51-0.74×; 0.75: 0.72-0.89×; 0.5: 0.98-1.46×; 0.25: 3.6-3.9×.
+    if f.depth > 1 and 2 * f.sizes[0] > f.sizes[1]:
+        return False, (
+            f"n = {f.sizes[0]} inputs is more than half the first hidden width {f.sizes[1]}: "
+            "per-example n × n Gram matrices then cost more than jax.hessian's "
+            "forward-over-reverse (measured 0.5-0.9× there)"
+        )
+    return True, "the sum over hidden units (measured 1.2-3.9× jax.hessian when n ≤ n₁/2)"
+
+
+_CLOSED_RULES: dict[str, Callable[[Any], tuple[bool, str]]] = {
+    "jacobian": lambda f: (
+        False,
+        "JAX's jacfwd/jacrev compile to the same products as the closed Jacobian and measured "
+        "as fast (0.8-1.1×); the closed form is kept as a cross-check (method='closed')",
+    ),
+    "hessian": _hessian_rule,
+    "laplacian": _always("the forward Laplacian with a hand-written tangent pass"),
+    "hessian_diagonal": _always("the sum over hidden units, no n × n matrix formed"),
+    "hessian_vector_product": _always("the R-backward pass's by-product"),
+    "R": _always("the R-forward pass"),
+    "bilinear": _always("J-prop's four passes"),
+    "jprop_u": _always("J-prop's four passes"),
+    "jprop_v": lambda f: (
+        False,
+        "jax.grad of the jvp composition compiles to the same products as the passes and "
+        "measured as fast (0.91-1.10×); method='closed' forces the passes",
+    ),
+    "double_backprop": _always("J-prop's passes with the output injection"),
+    "weight_curvature": _always("Pearlmutter's weight-space R passes"),
+}
+QUANTITIES = tuple(_CLOSED_RULES)
+
+
+def choose(f: Any, quantity: str, method: str = "auto", where: str | None = None) -> Road:
+    """The road for `quantity` of `f` under `method`, or a clear error (internal form of `road`)."""
+    where = where or f"jprop.{quantity}"
+    if quantity not in _CLOSED_RULES:  # a programming error inside jprop, or a user typo in road()
+        raise ValueError(
+            f"jprop.road: unknown quantity {quantity!r}; known: "
+            + ", ".join(map(repr, QUANTITIES))
+            + "."
+        )
+    if not callable(f):
+        raise TypeError(f"{where}: `f` must be a callable f(params, x); got {type(f).__name__}.")
+    check_method(method, METHODS, where)
+    closed_ok = _is_closed_loss(f) if quantity == "weight_curvature" else isinstance(f, MLP)
+    if method == "closed":
+        if not closed_ok:
+            needs = (
+                "jprop.SquaredError or jprop.CrossEntropy of a jprop.MLP"
+                if quantity == "weight_curvature"
+                else "a jprop.MLP, whose structure jprop knows"
+            )
+            raise ValueError(
+                f"{where}: method='closed' needs {needs}; got {type(f).__name__}. Use "
+                "method='autodiff' (or 'auto') for other models."
+            )
+        return Road("closed", "forced by method='closed'")
+    if method == "autodiff":
+        return Road("autodiff", "forced by method='autodiff'")
+    if not closed_ok:
+        return Road("autodiff", f"jprop knows no closed form for a {type(f).__name__}")
+    takes_closed, reason = _CLOSED_RULES[quantity](f)
+    return Road("closed" if takes_closed else "autodiff", reason)
+
+
+def road(f: Any, quantity: str, *, method: str = "auto") -> Road:
+    """Which road `jprop.<quantity>(f, method=method)` takes, and why.
+
+    **Arguments:**
+    - `f`: a model `f(params, x)` (a `jprop.MLP` or any callable), or for `"weight_curvature"` a
+      loss (`jprop.SquaredError`, `jprop.CrossEntropy` or any `E(params, *data)`).
+    - `quantity`: one of `"jacobian"`, `"hessian"`, `"laplacian"`, `"hessian_diagonal"`,
+      `"hessian_vector_product"`, `"R"`, `"bilinear"`, `"jprop_u"`, `"jprop_v"`,
+      `"double_backprop"`, `"weight_curvature"`.
+    - `method`: `"auto"` (default), `"closed"` or `"autodiff"`.
+
+    **Returns:** a `Road(road, reason)` with `road` either `"closed"` or `"autodiff"`.
+
+    >>> import jprop
+    >>> jprop.road(jprop.MLP((2, 64, 1)), "laplacian").road
+    'closed'
+    >>> jprop.road(jprop.MLP((64, 32, 1)), "hessian").road
+    'autodiff'
+    """
+    return choose(f, quantity, method, where="jprop.road")
+
+
+_MEMOS: list[Any] = []
+
+
+def clear_caches() -> None:
+    """Forget every built transform (tests that swap an internal rule use this)."""
+    for memo in _MEMOS:
+        memo.cache_clear()
+
+
+def cached(build: Callable[..., Any]) -> Callable[..., Any]:
+    """Memoise a transform builder on its (hashable) arguments.
+
+    A model that cannot be hashed (a plain equinox module holding arrays) is built afresh each
+    time, which is correct but recompiles; `jprop.MLP`, functions and `jprop.equinox_function`'s
+    result are hashable.
+    """
+    memo = functools.lru_cache(maxsize=512)(build)
+    _MEMOS.append(memo)
+
+    @functools.wraps(build)
+    def builder(*args: Any, **kwargs: Any) -> Any:
+        try:
+            hash((args, tuple(sorted(kwargs.items()))))
+        except TypeError:
+            return build(*args, **kwargs)
+        return memo(*args, **kwargs)
+
+    return builder
+
+
+# Per-quantity trace counters: incremented when a transform's jitted program is traced (which is
+# when it compiles), read by the tests to prove that building and calling again reuses it.
+TRACES: dict[str, int] = {}
+
+
+def count_trace(quantity: str) -> None:
+    TRACES[quantity] = TRACES.get(quantity, 0) + 1
+
+
+def all_arrays(*trees: Any) -> bool:
+    """True when every leaf is already an array or a Python/NumPy number, so `jax.jit` takes the
+    arguments as they are and validation can run at trace time; otherwise the caller validates
+    eagerly first, which turns a string or an object into jprop's own error message."""
+    for tree in trees:
+        for leaf in jax.tree.leaves(tree):
+            if not isinstance(leaf, (jax.Array, int, float)) and not hasattr(leaf, "__array__"):
+                return False
+    return True

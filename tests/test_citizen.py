@@ -1,0 +1,290 @@
+"""jprop transforms behave like JAX functions: built once, traced once, losses that jax.grad and
+optax take as they are, both differentiation modes, vmap over parameters, nesting; and the Laplacian's
+hand-written derivative rule against autodiff and float64 differences."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from helpers import ARCH_IDS, ARCHITECTURES, assert_close, pair, params_and_input
+from jax.flatten_util import ravel_pytree
+
+import jprop
+from jprop import _dispatch, _forward_laplacian
+
+
+def flat(tree):
+    return ravel_pytree(tree)[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Built once, traced once
+
+
+@pytest.mark.parametrize(
+    "quantity", ["jacobian", "hessian", "laplacian", "hessian_diagonal", "jprop_v", "tangent_prop"]
+)
+def test_rebuilding_a_transform_inline_traces_it_once(quantity):
+    # The counter sits inside each transform's jitted program and counts its traces (a trace is
+    # a compile). Rebuilding the transform per call, as a user writes it inline, and calling it
+    # eagerly or under an outer jit must reuse one program: this fails if the program is rebuilt.
+    net = jprop.MLP((4, 32, 32, 2))
+    params, x = params_and_input(net, jnp.float32, batch=(8,))
+    args = {
+        "jprop_v": (x, jnp.zeros((8, 2), jnp.float32)),
+        "tangent_prop": (jnp.ones((8, 3, 4), jnp.float32),),
+    }.get(quantity, ())
+    where = "jprop.tangent_prop" if quantity == "tangent_prop" else quantity
+    before = _dispatch.TRACES.get(where, 0)
+    first = getattr(jprop, quantity)(net)(params, x, *args)
+    for _ in range(3):
+        again = getattr(jprop, quantity)(net)(params, x, *args)
+    jitted = jax.jit(lambda p, x, *a: getattr(jprop, quantity)(net)(p, x, *a))(params, x, *args)
+    assert _dispatch.TRACES[where] - before == 1
+    assert_close(again, first, 0.0)
+    assert_close(jitted, first, 1e-6)
+
+
+def test_a_generic_model_is_traced_once_per_shape():
+    calls = {"f": 0}
+
+    def f(params, x):  # counts how often jprop traces the user's model
+        calls["f"] += 1
+        return jnp.tanh(params * x)
+
+    params, x = jnp.arange(3.0), jnp.ones((5, 3))
+    jprop.hessian(f)(params, x)
+    traced = calls["f"]
+    for _ in range(3):
+        jprop.hessian(f)(params, x)
+        jprop.hessian(f)(params + 1.0, x + 2.0)
+    assert calls["f"] == traced
+    jprop.hessian(f)(params, jnp.ones((7, 3)))  # a new shape is a new program
+    assert calls["f"] > traced
+
+
+def test_transforms_built_alike_are_the_same_function():
+    net = jprop.MLP((3, 8, 1))
+    assert jprop.laplacian(net) is jprop.laplacian(jprop.MLP((3, 8, 1)))
+    assert jprop.laplacian(net) is not jprop.laplacian(net, batch_size=4)
+    assert jprop.jprop_u(net) is jprop.jprop_u(net, method="auto")
+
+
+# ----------------------------------------------------------------------------------------------
+# Objectives are losses
+
+
+def test_objectives_are_scalar_losses_that_add_and_train_with_optax():
+    net = ARCHITECTURES[0]
+    params, x = params_and_input(net, jnp.float64, seed=2, batch=(6,))
+    v = jax.random.normal(jax.random.key(3), x.shape, jnp.float64)
+    t = jnp.zeros((6, net.n_outputs), jnp.float64)
+    e_v = jprop.jprop_v(net, method="closed")
+    penalty = jprop.jacobian_penalty(net)
+
+    def data_loss(p):
+        return 0.5 * jnp.mean(jnp.sum((net(p, x) - t) ** 2, -1))
+
+    def total(p):
+        return data_loss(p) + 0.3 * e_v(p, x, v, t) + 0.1 * penalty(p, x)
+
+    assert e_v(params, x, v, t).shape == ()
+    value, grads = jax.value_and_grad(total)(params)
+    reference = jax.value_and_grad(
+        lambda p: (
+            data_loss(p)
+            + 0.3 * jprop.jprop_v(net, method="autodiff")(p, x, v, t)
+            + 0.1
+            * 0.5
+            * jnp.mean(jnp.sum(jax.vmap(jax.jacfwd(lambda z: net(p, z)))(x) ** 2, (1, 2)))
+        )
+    )(params)
+    assert_close(value, reference[0], 1e-12, "value")
+    assert_close(flat(grads), flat(reference[1]), 1e-11, "grads")
+    # optax takes the loss as it is (optax mixes Python floats and int32 step counts, which the
+    # suite's strict promotion refuses; users run standard promotion).
+    optimizer = optax.adam(1e-2)
+    with jax.numpy_dtype_promotion("standard"):
+        state = optimizer.init(params)
+        updates, state = optimizer.update(grads, state, params)
+    assert float(total(optax.apply_updates(params, updates))) < float(value)
+
+
+def test_jax_grad_of_an_objective_runs_the_passes(monkeypatch):
+    # Swap the passes for a wrong rule: jax.grad of the loss must change, its value must not.
+    from jprop import _jprop
+
+    net = ARCHITECTURES[1]
+    params, x = params_and_input(net, jnp.float64, batch=(3,))
+    u, a = jnp.ones((3, 1)), jnp.zeros_like(x)
+    right_value, right = pair(jprop.jprop_u(net))(params, x, u, a)
+    original = _jprop._closed_jprop_u
+
+    def doubled(*args):
+        value, grads = original(*args)
+        return value, jax.tree.map(lambda g: 2 * g, grads)
+
+    monkeypatch.setattr(_jprop, "_closed_jprop_u", doubled)
+    _dispatch.clear_caches()
+    value, wrong = pair(jprop.jprop_u(net))(params, x, u, a)
+    assert_close(value, right_value, 0.0)
+    assert_close(flat(wrong), 2 * flat(right), 1e-14)
+
+
+@pytest.mark.parametrize("name", ["jprop_u", "jprop_v", "bilinear", "double_backprop"])
+def test_forward_mode_and_second_order_through_objectives(name):
+    # jax.jvp, jax.jacfwd and jax.hessian with respect to the weights; jax.grad w.r.t. x; vmap over
+    # stacked parameters: the closed road gives the autodiff road's numbers.
+    net = jprop.MLP((3, 4, 2))
+    params, x = params_and_input(net, jnp.float64, seed=7, batch=(3,))
+    m_side = jax.random.normal(jax.random.key(8), (3, 2), jnp.float64)
+    args = {
+        "jprop_u": (m_side, x),
+        "jprop_v": (x, m_side),
+        "bilinear": (m_side, x),
+        "double_backprop": (m_side, 0.5),
+    }[name]
+    closed = getattr(jprop, name)(net, method="closed")
+    auto = getattr(jprop, name)(net, method="autodiff")
+    direction = jax.tree.map(lambda p: jnp.cos(p), params)
+    for fn in (
+        lambda e: jax.jvp(lambda p: e(p, x, *args), (params,), (direction,))[1],
+        lambda e: jax.jacfwd(lambda p: e(p, x, *args))(params),
+        lambda e: jax.hessian(lambda p: e(p, x, *args))(params),
+        lambda e: jax.grad(lambda z: e(params, z, *args))(x),
+        lambda e: jax.vmap(lambda p: jax.grad(e)(p, x, *args))(
+            jax.tree.map(lambda p: jnp.stack([p, 1.5 * p]), params)
+        ),
+    ):
+        got, expected = fn(closed), fn(auto)
+        chex.assert_trees_all_close(got, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_fit_takes_a_loss_and_refuses_the_old_pair_form():
+    loss = lambda p, x: jnp.sum((p - x) ** 2)  # noqa: E731
+    result = jprop.fit(loss, jnp.zeros(3), jnp.ones(3), optimizer=optax.sgd(0.25), progress=False)
+    assert bool(jnp.allclose(result.params, 1.0))
+    with pytest.raises(TypeError, match="must return a scalar loss.*old form"):
+        jprop.fit(jax.value_and_grad(loss), jnp.zeros(3), jnp.ones(3), progress=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# Training through the Laplacian: the hand-written tangent pass
+
+LAPLACIAN_NETS = [a for a in ARCHITECTURES if a.output != "softmax"]
+LAPLACIAN_IDS = [i for a, i in zip(ARCHITECTURES, ARCH_IDS) if a.output != "softmax"]
+
+
+def _pinn_loss(transform, net):
+    lap = transform(net)
+    return lambda p, x: jnp.mean(jnp.sin(lap(p, x)) ** 2)
+
+
+@pytest.mark.parametrize("net", LAPLACIAN_NETS, ids=LAPLACIAN_IDS)
+def test_laplacian_rule_against_autodiff(net):
+    params, x = params_and_input(net, jnp.float64, seed=11, batch=(5,))
+    ours = _pinn_loss(lambda f: jprop.laplacian(f, method="closed"), net)
+    theirs = _pinn_loss(lambda f: jprop.laplacian(f, method="autodiff"), net)
+    for argnums in (0, 1):  # weights and input
+        got = jax.grad(ours, argnums)(params, x)
+        expected = jax.grad(theirs, argnums)(params, x)
+        assert_close(flat(got), flat(expected), 1e-12, f"grad {argnums}")
+    direction = jax.tree.map(jnp.sin, params)
+    assert_close(
+        jax.jvp(lambda p: ours(p, x), (params,), (direction,))[1],
+        jax.jvp(lambda p: theirs(p, x), (params,), (direction,))[1],
+        1e-12,
+        "jvp",
+    )
+
+
+def test_laplacian_rule_against_float64_differences():
+    net = jprop.MLP((3, 6, 5, 2), activation="logsig", output="tansig")
+    params, x = params_and_input(net, jnp.float64, seed=12, batch=(4,))
+    loss = _pinn_loss(jprop.laplacian, net)
+    w, unravel = ravel_pytree(params)
+    grad = flat(jax.grad(loss)(params, x))
+    eps = 1e-6
+    steps = eps * np.eye(w.size)
+    fd = np.array([(loss(unravel(w + s), x) - loss(unravel(w - s), x)) / (2 * eps) for s in steps])
+    assert_close(grad, fd, 1e-7, "weights")
+    gx = jax.grad(loss, 1)(params, x).ravel()
+    steps = eps * np.eye(x.size)
+    fdx = np.array(
+        [
+            (loss(params, x + s.reshape(x.shape)) - loss(params, x - s.reshape(x.shape)))
+            / (2 * eps)
+            for s in steps
+        ]
+    )
+    assert_close(gx, fdx, 1e-7, "input")
+
+
+def test_laplacian_rule_second_order_vmap_and_nesting():
+    net = jprop.MLP((2, 5, 4, 1))
+    params, x = params_and_input(net, jnp.float64, seed=13, batch=(3,))
+    ours, theirs = (
+        _pinn_loss(lambda f: jprop.laplacian(f, method=m), net) for m in ("closed", "autodiff")
+    )
+    chex.assert_trees_all_close(
+        jax.hessian(ours)(params, x), jax.hessian(theirs)(params, x), rtol=1e-10, atol=1e-12
+    )
+    stacked = jax.tree.map(lambda p: jnp.stack([p, 0.5 * p, -p]), params)  # an ensemble
+    chex.assert_trees_all_close(
+        jax.vmap(jax.grad(ours), (0, None))(stacked, x),
+        jax.vmap(jax.grad(theirs), (0, None))(stacked, x),
+        rtol=1e-10,
+        atol=1e-12,
+    )
+    # The biharmonic Δ²f: the Laplacian of a function that calls jprop.laplacian.
+    inner = jprop.laplacian(net)
+    biharmonic = jprop.laplacian(lambda p, z: inner(p, z))(params, x)
+    reference = jprop.laplacian(
+        lambda p, z: jnp.trace(jax.hessian(lambda v: net(p, v))(z), axis1=-2, axis2=-1)
+    )(params, x)
+    assert_close(biharmonic, reference, 1e-10, "biharmonic")
+
+
+def test_laplacian_rule_is_used(monkeypatch):
+    # A deliberately wrong tangent pass changes jax.grad (and only the derivative).
+    net = jprop.MLP((3, 6, 1))
+    params, x = params_and_input(net, jnp.float64, batch=(4,))
+    loss = _pinn_loss(jprop.laplacian, net)
+    right_value, right = jax.value_and_grad(loss)(params, x)
+    original = _forward_laplacian._tangent
+    monkeypatch.setattr(_forward_laplacian, "_tangent", lambda *args: 3 * original(*args))
+    _dispatch.clear_caches()
+    value, wrong = jax.value_and_grad(_pinn_loss(jprop.laplacian, net))(params, x)
+    assert_close(value, right_value, 0.0)
+    assert_close(flat(wrong), 3 * flat(right), 1e-13)
+
+
+def test_laplacian_training_in_chunks_equals_the_whole_batch():
+    net = jprop.MLP((2, 8, 8, 1))
+    params, x = params_and_input(net, jnp.float64, seed=3, batch=(11,))
+    whole = jax.grad(_pinn_loss(jprop.laplacian, net))(params, x)
+    chunked = jax.grad(_pinn_loss(lambda f: jprop.laplacian(f, batch_size=4), net))(params, x)
+    assert_close(flat(chunked), flat(whole), 1e-13)
+
+
+# ----------------------------------------------------------------------------------------------
+# One dispatch layer
+
+
+def test_road_says_which_road_auto_takes_and_why():
+    net = jprop.MLP((2, 64, 1))
+    assert jprop.road(net, "laplacian") == ("closed", jprop.road(net, "laplacian").reason)
+    assert jprop.road(jprop.MLP((64, 32, 1)), "hessian").road == "autodiff"
+    assert "inputs" in jprop.road(jprop.MLP((64, 32, 1)), "hessian").reason
+    assert jprop.road(net, "jacobian").road == "autodiff"
+    assert jprop.road(net, "jprop_v", method="closed").road == "closed"
+    rbf = jprop.RBFNetwork(2, 3, 1)
+    assert jprop.road(rbf, "laplacian").road == "autodiff"
+    assert jprop.road(jprop.SquaredError(net), "weight_curvature").road == "closed"
+    assert jprop.road(lambda p, x, t: 0.0, "weight_curvature").road == "autodiff"
+    with pytest.raises(ValueError, match="unknown quantity 'laplacien'.*'laplacian'"):
+        jprop.road(net, "laplacien")
+    with pytest.raises(ValueError, match="method='closed' needs a jprop.MLP"):
+        jprop.road(rbf, "hessian", method="closed")
