@@ -59,9 +59,7 @@ def steps(net, quantity):
             lambda p, x: jnp.diagonal(h(p, x), axis1=-2, axis2=-1)
         )
         return out, ours
-    out["trace(jax.hessian) + jax.grad"] = step(
-        lambda p, x: jnp.trace(h(p, x), axis1=-2, axis2=-1)
-    )
+    out["trace(jax.hessian) + jax.grad"] = step(lambda p, x: jnp.trace(h(p, x), axis1=-2, axis2=-1))
     if folx is not None:
 
         def folx_laplacian(p, x):

@@ -47,7 +47,9 @@ def main(quick: bool = False, out: str | None = None, progress: bool = True) -> 
     double = jprop.double_backprop(net)
     penalty = jprop.jacobian_penalty(net)
 
-    def frobenius(p, x, y):  # ½‖f − y‖² + λ·½‖J‖²_F: losses add; jax.grad runs J-prop for the second
+    def frobenius(
+        p, x, y
+    ):  # ½‖f − y‖² + λ·½‖J‖²_F: losses add; jax.grad runs J-prop for the second
         return plain(p, x, y) + LAMBDA * penalty(p, x)
 
     runs = {

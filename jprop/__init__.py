@@ -12,9 +12,9 @@ from ._check import fd_hessian as fd_hessian
 from ._check import fd_jacobian as fd_jacobian
 from ._check import relative_error as relative_error
 from ._devices import batch_sharding as batch_sharding
+from ._devices import shard_batch as shard_batch
 from ._dispatch import Road as Road
 from ._dispatch import road as road
-from ._devices import shard_batch as shard_batch
 from ._equinox import equinox_function as equinox_function
 from ._equinox import from_equinox as from_equinox
 from ._equinox import to_equinox as to_equinox

@@ -82,7 +82,11 @@ def _forward(net: MLP, params: Params, x: jax.Array, dims, diagonal: bool):
         last = index == net.depth - 1
         if last and _is_linear(name):
             kept.append((y, t, lam, None))
-            out = mu if mu is not None else jnp.zeros(a.shape[:1] + _lap_shape(big_a, diagonal), a.dtype)
+            out = (
+                mu
+                if mu is not None
+                else jnp.zeros(a.shape[:1] + _lap_shape(big_a, diagonal), a.dtype)
+            )
             return out, kept
         y_next = activation_function(name)(a)
         table = derivatives(name)

@@ -10,7 +10,6 @@ closed form when it exists.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
