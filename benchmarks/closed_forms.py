@@ -178,13 +178,15 @@ def main(
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), float32")
     for quantity, sizes, batch, ours, baselines in cases(quick):
         _, params, x = _net_and_data(sizes, batch)
-        results = race({"jprop": ours, **baselines}, (params, x), repeats)
-        for name in baselines:  # every composition agrees with jprop (float32 rounding only)
+        # The same transform under the user's own jax.vmap (its batching rule joins the batch).
+        mapped = {"jprop under jax.vmap": _per_example(ours)} if quantity == "hessian" else {}
+        results = race({"jprop": ours, **mapped, **baselines}, (params, x), repeats)
+        for name in (*mapped, *baselines):  # all agree with jprop (float32 rounding only)
             err = jprop.relative_error(results["jprop"]["out"], results[name]["out"])
             assert err < 1e-4, f"{quantity} {sizes}: jprop and {name} differ by {err:.1e}"
         row = summary_row(results, baselines, quantity, sizes, batch)
         best = row["baseline"]
-        row["others"] = {k: results[k]["ms"] for k in baselines if k != best}
+        row["others"] = {k: results[k]["ms"] for k in (*mapped, *baselines) if k != best}
         rows.append(row)
         others = ", ".join(f"{k} {v:.2f} ms" for k, v in row["others"].items())
         print(

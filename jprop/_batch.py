@@ -24,8 +24,8 @@ def map_examples(
     flat = tuple(a.reshape((-1,) + a.shape[len(lead) :]) for a in (x, *per_example))
     if batch_size is None:
         out = jax.vmap(fn)(*flat)
-    else:
-        out = jax.lax.map(lambda args: fn(*args), flat, batch_size=batch_size)
+    else:  # remat per chunk: reverse mode keeps one chunk's residuals, not the whole batch's
+        out = jax.lax.map(jax.checkpoint(lambda args: fn(*args)), flat, batch_size=batch_size)
     return jax.tree.map(lambda o: o.reshape(lead + o.shape[1:]), out)
 
 
@@ -50,7 +50,9 @@ def map_batches(
     else:
         whole = total // batch_size * batch_size
         chunks = tuple(a[:whole].reshape((-1, batch_size) + a.shape[1:]) for a in flat)
-        out = jax.lax.map(lambda args: fn_batch(*args), chunks)
+        # Under jax.grad each chunk is recomputed in the backward pass (jax.checkpoint), so
+        # training through a chunked transform holds one chunk's residuals, not the batch's.
+        out = jax.lax.map(jax.checkpoint(lambda args: fn_batch(*args)), chunks)
         out = jax.tree.map(lambda o: o.reshape((whole,) + o.shape[2:]), out)
         if whole < total:
             rest = fn_batch(*(a[whole:] for a in flat))

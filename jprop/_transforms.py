@@ -71,15 +71,18 @@ def _input_transform(
         fast = second_order(f, None, quantity == "hessian_diagonal")
         closed = lambda net, params, x: fast(params, x)  # noqa: E731
 
-    @jax.jit
-    def compute(params, x, *others):
-        count_trace(quantity)
-        x, others = _validate(f, params, x, others, extra, where)
+    def plain(params, x, *others):
         if road == "closed":
             batch = lambda *args: closed(f, params, *args)  # noqa: E731
             return map_batches(batch, x, *others, batch_size=batch_size)
         one = lambda xi, *oi: autodiff(f, params, xi, *oi)  # noqa: E731
         return map_examples(one, x, *others, batch_size=batch_size)
+
+    @jax.jit
+    def compute(params, x, *others):
+        count_trace(quantity)
+        x, others = _validate(f, params, x, others, extra, where)
+        return _vmap_is_the_batch(plain)(params, x, *others)
 
     def transformed(params: Any, x: jax.Array, *others: jax.Array) -> jax.Array:
         if len(others) != len(extra):
@@ -90,6 +93,50 @@ def _input_transform(
         return compute(params, x, *others)
 
     return transformed
+
+
+def _vmap_is_the_batch(plain: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
+    """`plain(params, x (..., n), *others)` with a batching rule: under a user's `jax.vmap` over
+    x (and the per-example arguments) the mapped axis joins x's leading axes, so the closed form
+    runs on the whole batch at once instead of being vectorised example by example (measured
+    2.1-2.6× slower for the Hessian and the Laplacian). Mapped parameters (an ensemble) are
+    vectorised as usual.
+
+    `jax.custom_batching.custom_vmap` has no reverse mode, so it sits under a `jax.custom_jvp`
+    whose rule is `plain`'s own derivative (the hand-written rules where `plain` has them)."""
+
+    @jax.custom_batching.custom_vmap
+    def batched(params, x, *others):
+        return plain(params, x, *others)
+
+    @batched.def_vmap
+    def _rule(axis_size, in_batched, params, x, *others):
+        params_batched, x_batched, *others_batched = in_batched
+        if any(jax.tree.leaves(params_batched)):
+            axes = (
+                jax.tree.map(lambda b: 0 if b else None, params_batched),
+                0 if x_batched else None,
+                *(0 if b else None for b in others_batched),
+            )
+            return jax.vmap(plain, in_axes=axes)(params, x, *others), True
+        count_trace("vmap joins the batch")
+        # The mapped axis is in front of every batched argument: broadcast the others to it.
+        x = x if x_batched else jnp.broadcast_to(x, (axis_size, *x.shape))
+        others = [
+            o if b else jnp.broadcast_to(o, (axis_size, *o.shape))
+            for o, b in zip(others, others_batched)
+        ]
+        return plain(params, x, *others), True
+
+    @jax.custom_jvp
+    def differentiable(params, x, *others):
+        return batched(params, x, *others)
+
+    @differentiable.defjvp
+    def _jvp(primals, tangents):
+        return jax.jvp(plain, primals, tangents)
+
+    return differentiable
 
 
 def _autodiff_jacobian(f: Function, params: Any, x: jax.Array) -> jax.Array:

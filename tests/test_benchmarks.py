@@ -43,3 +43,17 @@ def test_benchmark_suite_quick(tmp_path):
     table = (tmp_path / "results.md").read_text()
     assert "speed-up" in table and "peak RSS" in table  # (Linux: /proc/self/status)
     assert (tmp_path / "speedup_vs_inputs.png").stat().st_size > 5_000
+
+
+def test_pinn_step_benchmark_quick():
+    # Each row asserts that every contender's gradient equals jprop's (to float32 rounding).
+    with jax.numpy_dtype_promotion("standard"):  # folx
+        rows = load_script("benchmarks/pinn_step.py").main(quick=True, repeats=1)
+    assert [r["quantity"] for r in rows] == ["laplacian"] * 2 + ["hessian_diagonal"] * 2
+    assert all(r["jprop_ms"] > 0 and r["forward_ms"] > 0 for r in rows)
+
+
+def test_eager_benchmark_quick():
+    # Asserts the rebuilt eager call and the jitted one agree; times are not checked here.
+    report = load_script("benchmarks/eager.py").main(quick=True)
+    assert len(report["times_ms"]) == 3 and report["ratio"] > 0

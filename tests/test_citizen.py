@@ -270,6 +270,36 @@ def test_laplacian_training_in_chunks_equals_the_whole_batch():
 
 
 # ----------------------------------------------------------------------------------------------
+# jax.vmap is the batch
+
+
+def test_a_users_vmap_runs_the_batched_closed_form():
+    net = jprop.MLP((3, 6, 5, 2))
+    params, x = params_and_input(net, jnp.float64, seed=4, batch=(4, 5))
+    g = jax.random.normal(jax.random.key(5), (4, 5, 2), jnp.float64)
+    for name in ("hessian", "laplacian", "jacobian"):
+        transform = getattr(jprop, name)(net, method="closed")
+        before = _dispatch.TRACES.get("vmap joins the batch", 0)
+        mapped = jax.vmap(jax.vmap(lambda xi: transform(params, xi)))(x)  # nested vmaps
+        assert _dispatch.TRACES["vmap joins the batch"] > before, name
+        assert_close(mapped, transform(params, x), 1e-13, name)
+        swapped = jax.vmap(lambda xi: transform(params, xi), in_axes=1, out_axes=1)(x)
+        assert_close(swapped, transform(params, x), 1e-13, f"{name} in_axes=1")
+    hvp = jprop.hessian_vector_product(net)
+    r = jnp.ones(3, jnp.float64)  # shared by every example: not mapped
+    mapped = jax.vmap(lambda xi, gi: hvp(params, xi, gi, r))(x[0], g[0])
+    assert_close(mapped, hvp(params, x[0], g[0], jnp.broadcast_to(r, (5, 3))), 1e-13, "hvp")
+    # vmap over stacked parameters (an ensemble) and jax.grad under vmap still work.
+    stacked = jax.tree.map(lambda p: jnp.stack([p, 2 * p]), params)
+    lap = jprop.laplacian(net)
+    ensemble = jax.vmap(lambda p: lap(p, x[0]))(stacked)
+    assert_close(ensemble[1], lap(jax.tree.map(lambda p: 2 * p, params), x[0]), 1e-13)
+    grads = jax.vmap(jax.grad(lambda xi: jnp.sum(lap(params, xi))))(x[0])
+    expected = jax.grad(lambda z: jnp.sum(lap(params, z)))(x[0])
+    assert_close(grads, expected, 1e-13, "grad under vmap")
+
+
+# ----------------------------------------------------------------------------------------------
 # One dispatch layer
 
 

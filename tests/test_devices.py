@@ -110,6 +110,9 @@ def test_batch_size_bounds_the_compiled_programs_memory():
     loss = jprop.SquaredError(net)
     jobs = {
         "hessian": lambda kw, p, x, t, T: jprop.hessian(net, **kw)(p, x),
+        "grad of a loss on the laplacian": lambda kw, p, x, t, T: jax.grad(
+            lambda q: jnp.mean(jprop.laplacian(net, **kw)(q, x) ** 2)
+        )(p),
         "jprop_v": lambda kw, p, x, t, T: pair(jprop.jprop_v(net, method="closed", **kw))(
             p, x, x, t
         ),
