@@ -3,9 +3,13 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from ._activations import derivatives as derivatives
+from ._activations import gelu as gelu
 from ._activations import logsig as logsig
 from ._activations import purelin as purelin
+from ._activations import silu as silu
+from ._activations import sin as sin
 from ._activations import softmax as softmax
+from ._activations import softplus as softplus
 from ._activations import tansig as tansig
 from ._check import check as check
 from ._check import fd_hessian as fd_hessian

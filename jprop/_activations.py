@@ -108,16 +108,103 @@ def _softmax_jvp(primals, tangents):
     return y, y * (dx - jnp.sum(y * dx, axis=-1, keepdims=True))
 
 
+def _normal_cdf(x):
+    return 0.5 * jax.lax.erfc(-x / jnp.sqrt(jnp.asarray(2.0, x.dtype)))
+
+
+def _normal_pdf(x):
+    return jnp.exp(-0.5 * x * x) / jnp.sqrt(jnp.asarray(2 * jnp.pi, x.dtype))
+
+
+@jax.custom_jvp
+def sin(x: jax.Array) -> jax.Array:
+    r"""The sine activation of SIREN-style networks, $\sin x$; its derivatives $\cos x$,
+    $-\sin x$, $-\cos x$ are written in the input.
+
+    >>> import jprop
+    >>> float(jprop.sin(0.0))
+    0.0
+    """
+    return jnp.sin(x)
+
+
+@sin.defjvp
+def _sin_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    return sin(x), jnp.cos(x) * dx
+
+
+@jax.custom_jvp
+def softplus(x: jax.Array) -> jax.Array:
+    r"""$\mathrm{softplus}(x) = \log(1 + e^x)$, evaluated stably (`jax.nn.softplus`); its
+    derivative is the logistic sigmoid, so every derivative is finite for any x.
+
+    >>> import jprop
+    >>> round(float(jprop.softplus(0.0)), 6)
+    0.693147
+    """
+    return jax.nn.softplus(x)
+
+
+# d softplus = σ(x), through logsig's own rule, so higher derivatives follow σ' = σ(1 − σ).
+@softplus.defjvp
+def _softplus_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    return softplus(x), logsig(x) * dx
+
+
+@jax.custom_jvp
+def silu(x: jax.Array) -> jax.Array:
+    r"""SiLU (swish), $x\,\sigma(x)$; derivative $\sigma(x)(1 + x(1 - \sigma(x)))$.
+
+    >>> import jprop
+    >>> float(jprop.silu(0.0))
+    0.0
+    """
+    return x * jax.nn.sigmoid(x)
+
+
+# d silu = σ + xσ(1 − σ): finite at |x| = 1e4 (σ(1 − σ) is an exact 0 there, never inf · 0).
+@silu.defjvp
+def _silu_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    s = logsig(x)
+    return silu(x), (s + x * s * (1 - s)) * dx
+
+
+@jax.custom_jvp
+def gelu(x: jax.Array) -> jax.Array:
+    r"""GELU in its exact form, $x\,\Phi(x)$ with $\Phi$ the standard normal CDF (the erf form,
+    not the tanh approximation that `jax.nn.gelu` uses by default); derivative
+    $\Phi(x) + x\varphi(x)$.
+
+    >>> import jprop
+    >>> float(jprop.gelu(0.0))
+    0.0
+    """
+    return x * _normal_cdf(x)
+
+
+@gelu.defjvp
+def _gelu_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    return gelu(x), (_normal_cdf(x) + x * _normal_pdf(x)) * dx
+
+
 class Derivatives(NamedTuple):
-    """σ', σ'', σ''' of an elementwise activation, each written as a function of the output y."""
+    """The first three derivatives of an elementwise activation, each a function of one array: the
+    activation's output y when `argument == "output"` (tanh, sigmoid, identity: exact and cheap
+    that way), its input z when `argument == "input"` (sin, softplus, silu, gelu, which no output
+    determines)."""
 
     d1: Callable[[jax.Array], jax.Array]
     d2: Callable[[jax.Array], jax.Array]
     d3: Callable[[jax.Array], jax.Array]
+    argument: str = "output"
 
 
 def _tansig_derivatives() -> Derivatives:
-    # MATH.md §1: t' = 1 - t², t'' = -2t(1 - t²), t''' = -2(1 - t²)(1 - 3t²).
+    # t' = 1 - t², t'' = -2t(1 - t²), t''' = -2(1 - t²)(1 - 3t²).
     return Derivatives(
         d1=lambda t: 1 - t * t,
         d2=lambda t: -2 * t * (1 - t * t),
@@ -138,17 +225,90 @@ def _purelin_derivatives() -> Derivatives:
     return Derivatives(d1=jnp.ones_like, d2=jnp.zeros_like, d3=jnp.zeros_like)
 
 
-# name -> (function, derivative table). "linear" is purelin's output-layer name. Softmax is not
-# elementwise, so it has no entry in this table; the closed forms treat it on its own.
+def _sin_derivatives() -> Derivatives:
+    return Derivatives(
+        d1=jnp.cos, d2=lambda z: -jnp.sin(z), d3=lambda z: -jnp.cos(z), argument="input"
+    )
+
+
+def _softplus_derivatives() -> Derivatives:
+    # softplus' = σ, then σ's own derivatives; jax.nn.sigmoid is finite for any z.
+    table, sigmoid = _logsig_derivatives(), jax.nn.sigmoid
+    return Derivatives(
+        d1=sigmoid,
+        d2=lambda z: table.d1(sigmoid(z)),
+        d3=lambda z: table.d2(sigmoid(z)),
+        argument="input",
+    )
+
+
+def _silu_derivatives() -> Derivatives:
+    # f = zσ: f' = σ + zσ', f'' = 2σ' + zσ'', f''' = 3σ'' + zσ''' (derivatives of the logistic σ).
+    table, sigmoid = _logsig_derivatives(), jax.nn.sigmoid
+    return Derivatives(
+        d1=lambda z: sigmoid(z) + z * table.d1(sigmoid(z)),
+        d2=lambda z: 2 * table.d1(sigmoid(z)) + z * table.d2(sigmoid(z)),
+        d3=lambda z: 3 * table.d2(sigmoid(z)) + z * table.d3(sigmoid(z)),
+        argument="input",
+    )
+
+
+def _gelu_derivatives() -> Derivatives:
+    # f = zΦ(z): f' = Φ + zφ, f'' = φ(2 − z²), f''' = zφ(z² − 4), using φ' = −zφ.
+    return Derivatives(
+        d1=lambda z: _normal_cdf(z) + z * _normal_pdf(z),
+        d2=lambda z: _normal_pdf(z) * (2 - z * z),
+        d3=lambda z: z * _normal_pdf(z) * (z * z - 4),
+        argument="input",
+    )
+
+
+# canonical name -> (function, derivative table). Softmax is not elementwise, so it has no entry
+# here; the closed forms treat it on its own.
 _ELEMENTWISE: dict[str, tuple[Callable[[jax.Array], jax.Array], Derivatives]] = {
     "tansig": (tansig, _tansig_derivatives()),
     "logsig": (logsig, _logsig_derivatives()),
     "purelin": (purelin, _purelin_derivatives()),
     "linear": (purelin, _purelin_derivatives()),
+    "sin": (sin, _sin_derivatives()),
+    "softplus": (softplus, _softplus_derivatives()),
+    "silu": (silu, _silu_derivatives()),
+    "gelu": (gelu, _gelu_derivatives()),
 }
 
-HIDDEN_ACTIVATIONS = ("tansig", "logsig", "purelin")
-OUTPUT_ACTIVATIONS = ("linear", "tansig", "logsig", "softmax")
+# Standard names and MATLAB's, each with the canonical name jprop keeps (so MLPs written either way
+# are equal, hash alike and share compiled programs).
+HIDDEN_ALIASES = {
+    "tanh": "tansig",
+    "tansig": "tansig",
+    "sigmoid": "logsig",
+    "logsig": "logsig",
+    "identity": "purelin",
+    "linear": "purelin",
+    "purelin": "purelin",
+    "sin": "sin",
+    "softplus": "softplus",
+    "silu": "silu",
+    "swish": "silu",
+    "gelu": "gelu",
+}
+OUTPUT_ALIASES = {
+    "linear": "linear",
+    "identity": "linear",
+    "purelin": "linear",
+    "tanh": "tansig",
+    "tansig": "tansig",
+    "sigmoid": "logsig",
+    "logsig": "logsig",
+    "softmax": "softmax",
+}
+HIDDEN_ACTIVATIONS = tuple(HIDDEN_ALIASES)
+OUTPUT_ACTIVATIONS = tuple(OUTPUT_ALIASES)
+
+
+def is_linear(name: str) -> bool:
+    """Whether the activation `name` (canonical) is the identity, read off its derivative table."""
+    return name != "softmax" and _ELEMENTWISE[name][1].d2 is jnp.zeros_like
 
 
 def activation_function(name: str) -> Callable[[jax.Array], jax.Array]:
@@ -156,22 +316,36 @@ def activation_function(name: str) -> Callable[[jax.Array], jax.Array]:
     return softmax if name == "softmax" else _ELEMENTWISE[name][0]
 
 
+def slopes(name: str, z: jax.Array, y: jax.Array, orders: int = 2) -> tuple[jax.Array, ...]:
+    """The first `orders` derivatives of the activation `name` at net input z with output y, each
+    read from the table in the argument it is written in: the one place every closed form takes
+    an activation's calculus from."""
+    table = _ELEMENTWISE[name][1]
+    arg = y if table.argument == "output" else z
+    return tuple(d(arg) for d in (table.d1, table.d2, table.d3)[:orders])
+
+
 def derivatives(name: str) -> Derivatives:
-    """σ', σ'', σ''' of the elementwise activation `name`, each a function of its *output*.
+    """The first three derivatives of the elementwise activation `name`, from the table every
+    closed form reads.
 
-    **Arguments:** `name`: one of `"tansig"`, `"logsig"`, `"purelin"`, `"linear"`.
+    **Arguments:** `name`: a hidden or output activation name, standard or MATLAB's: `"tanh"`
+    (`"tansig"`), `"sigmoid"` (`"logsig"`), `"identity"` (`"linear"`, `"purelin"`), `"sin"`,
+    `"softplus"`, `"silu"` (`"swish"`), `"gelu"`.
 
-    **Returns:** a `Derivatives(d1, d2, d3)` of functions of the output array.
+    **Returns:** a `Derivatives(d1, d2, d3, argument)`: functions of the activation's *output* when
+    `argument == "output"` (tanh, sigmoid, identity), of its *input* when `"input"`.
 
     >>> import jprop, jax.numpy as jnp
-    >>> d = jprop.derivatives("tansig")
-    >>> [float(g(jnp.asarray(0.5))) for g in d]
-    [0.75, -0.75, -0.375]
+    >>> d = jprop.derivatives("tanh")
+    >>> [float(g(jnp.asarray(0.5))) for g in d[:3]], d.argument
+    ([0.75, -0.75, -0.375], 'output')
     """
-    if name not in _ELEMENTWISE:
-        known = ", ".join(repr(k) for k in _ELEMENTWISE)
+    canonical = HIDDEN_ALIASES.get(name) if isinstance(name, str) else None
+    if canonical is None:
+        known = ", ".join(repr(k) for k in HIDDEN_ALIASES)
         raise ValueError(
-            f"derivatives: unknown elementwise activation {name!r}; known: {known}. "
+            f"jprop.derivatives: unknown elementwise activation {name!r}; known: {known}. "
             "(softmax is not elementwise and has no scalar derivative table.)"
         )
-    return _ELEMENTWISE[name][1]
+    return _ELEMENTWISE[canonical][1]

@@ -25,8 +25,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ._activations import is_linear
 from ._mlp import MLP, Params
-from ._passes import Forward, _is_linear, backward, forward, r_backward, r_forward
+from ._passes import Forward, backward, forward, r_backward, r_forward
 
 
 def _rows_to_z(fwd: Forward, layer: int, name: str, rows: jax.Array) -> jax.Array:
@@ -82,7 +83,7 @@ def _curvature(net: MLP, params: Params, x: jax.Array) -> _Curvature:
     bs = _sensitivities(net, params, fwd)
     first, rows, weights = None, [], []
     for layer, name in enumerate(net.activations()):
-        if name == "softmax" or _is_linear(name):
+        if name == "softmax" or is_linear(name):
             continue
         c = bs[layer] * fwd.s2[layer][:, None, :]
         if layer == 0:

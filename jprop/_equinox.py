@@ -8,19 +8,51 @@ so it converts both ways and then gets the closed forms.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from ._activations import gelu, logsig, purelin, silu, sin, softplus, tansig
 from ._mlp import MLP, Params
 
-_KNOWN = {  # jprop name -> the function equinox would hold
-    "linear": lambda z: z,
-    "purelin": lambda z: z,
+
+def _equinox_identity() -> Any:
+    """The function eqx.nn.MLP uses when no final activation is given (its signature's default)."""
+    return inspect.signature(eqx.nn.MLP.__init__).parameters["final_activation"].default
+
+
+def _known() -> list[tuple[Any, str]]:
+    """(function an equinox MLP may hold, canonical jprop name): identified by what the function
+    *is*, never by evaluating it, so conversion works under any transformation and refuses a
+    look-alike (a clipped tanh agrees with tanh on [-2.5, 2.5] and nowhere near its ends)."""
+    return [
+        (jnp.tanh, "tansig"),
+        (tansig, "tansig"),
+        (jax.nn.sigmoid, "logsig"),
+        (logsig, "logsig"),
+        (_equinox_identity(), "purelin"),
+        (purelin, "purelin"),
+        (jnp.sin, "sin"),
+        (sin, "sin"),
+        (jax.nn.softplus, "softplus"),
+        (softplus, "softplus"),
+        (jax.nn.silu, "silu"),
+        (silu, "silu"),
+        (gelu, "gelu"),
+    ]
+
+
+# canonical jprop name -> the function an equinox MLP built by `to_equinox` holds
+_TO_EQUINOX = {
     "tansig": jnp.tanh,
     "logsig": jax.nn.sigmoid,
+    "sin": jnp.sin,
+    "softplus": jax.nn.softplus,
+    "silu": jax.nn.silu,
+    "gelu": gelu,
 }
 
 
@@ -41,16 +73,29 @@ def equinox_function(model: eqx.Module) -> tuple[Any, Any]:
     return f, params
 
 
-def _name_of(function: Any, names: tuple[str, ...], what: str) -> str:
-    """Which known activation `function` computes, found by evaluating it on a probe."""
-    probe = jnp.linspace(-2.0, 2.0, 7)  # made per call: the default float type may change
-    for name in names:
-        if bool(jnp.allclose(jax.vmap(function)(probe), _KNOWN[name](probe), atol=1e-6)):
+def _name_of(function: Any, what: str) -> str:
+    """Which jprop activation `function` is (by identity), or a clear refusal."""
+    for known, name in _known():
+        if function is known:
             return name
+    if function is jax.nn.softmax:
+        raise ValueError(
+            "jprop.from_equinox: eqx.nn.MLP applies its final activation to each output alone, so "
+            "a softmax there is not the network's softmax; build the eqx.nn.MLP with the default "
+            "(identity) final activation, convert it, and use jprop.MLP(..., output='softmax')."
+        )
+    hint = (
+        " jax.nn.gelu defaults to the tanh approximation; jprop's closed forms use the exact erf "
+        "form: pass jprop.gelu."
+        if function is jax.nn.gelu
+        else ""
+    )
     raise ValueError(
-        f"jprop.from_equinox: the {what} {function!r} is none of {', '.join(names)} "
-        "(tanh, sigmoid, identity); jprop.MLP cannot represent it. Use "
-        "jprop.equinox_function(model) for the generic road instead."
+        f"jprop.from_equinox: the {what} {function!r} is not one jprop knows exactly (jnp.tanh, "
+        "jax.nn.sigmoid, the identity, jnp.sin, jax.nn.softplus, jax.nn.silu, or jprop's own "
+        "tansig/logsig/purelin/sin/softplus/silu/gelu; a wrapped or clipped function is refused "
+        "because its derivatives differ)." + hint + " Use jprop.equinox_function(model) for the "
+        "generic road instead."
     )
 
 
@@ -81,8 +126,13 @@ def from_equinox(model: eqx.nn.MLP) -> tuple[MLP, Params]:
     if model.depth == 0:  # eqx.nn.MLP then applies neither activation: one linear layer
         hidden, output = "tansig", "linear"
     else:
-        hidden = _name_of(model.activation, ("tansig", "logsig", "purelin"), "hidden activation")
-        output = _name_of(model.final_activation, ("linear", "tansig", "logsig"), "output")
+        hidden = _name_of(model.activation, "hidden activation")
+        output = _name_of(model.final_activation, "final activation")
+        if output not in ("purelin", "tansig", "logsig"):
+            raise ValueError(
+                f"jprop.from_equinox: a jprop.MLP output is linear, tanh, sigmoid or softmax; this "
+                f"MLP's final activation is {output!r}."
+            )
     sizes = (model.in_size,) + tuple(layer.weight.shape[0] for layer in model.layers)
     params = [{"W": layer.weight, "b": layer.bias} for layer in model.layers]
     return MLP(sizes, activation=hidden, output=output), params
@@ -109,6 +159,11 @@ def to_equinox(net: MLP, params: Params) -> eqx.nn.MLP:
             "jprop.to_equinox: an eqx.nn.MLP without hidden layers (depth 0) applies no final "
             f"activation, so this network's {net.output!r} output has no equivalent."
         )
+    if isinstance(net.activation, tuple):
+        raise ValueError(
+            "jprop.to_equinox: eqx.nn.MLP has one hidden activation; this network has one per "
+            f"layer, {net.activation}."
+        )
     if len(set(hidden)) > 1:
         raise ValueError(
             f"jprop.to_equinox: eqx.nn.MLP has a single hidden width; this network's hidden sizes "
@@ -119,8 +174,8 @@ def to_equinox(net: MLP, params: Params) -> eqx.nn.MLP:
         net.n_outputs,
         hidden[0] if hidden else net.n_inputs,
         len(hidden),
-        activation=_KNOWN[net.activation],
-        final_activation=_KNOWN["linear" if net.output == "purelin" else net.output],
+        activation=_TO_EQUINOX.get(net.activation, _equinox_identity()),
+        final_activation=_TO_EQUINOX.get(net.output, _equinox_identity()),
         key=jax.random.key(0),  # every weight is replaced below
     )
     return eqx.tree_at(

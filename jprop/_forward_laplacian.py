@@ -35,12 +35,8 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
-from ._activations import activation_function, derivatives
+from ._activations import activation_function, is_linear, slopes
 from ._mlp import MLP, Params
-
-
-def _is_linear(name: str) -> bool:
-    return name in ("purelin", "linear")
 
 
 def supports(net: MLP) -> bool:
@@ -80,7 +76,7 @@ def _forward(net: MLP, params: Params, x: jax.Array, dims, diagonal: bool):
         big_a = _columns(w, dims) if t is None else _times_wt(t, w)
         mu = None if lam is None else _times_wt(lam, w)
         last = index == net.depth - 1
-        if last and _is_linear(name):
+        if last and is_linear(name):
             kept.append((y, t, lam, None))
             out = (
                 mu
@@ -89,8 +85,7 @@ def _forward(net: MLP, params: Params, x: jax.Array, dims, diagonal: bool):
             )
             return out, kept
         y_next = activation_function(name)(a)
-        table = derivatives(name)
-        s1, s2, s3 = table.d1(y_next), table.d2(y_next), table.d3(y_next)
+        s1, s2, s3 = slopes(name, a, y_next, orders=3)
         q = _squares(big_a, diagonal)
         lam_next = _scale(s2, jnp.broadcast_to(q, (a.shape[0], *q.shape[1:])))
         if mu is not None:

@@ -9,18 +9,27 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ._activations import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS, activation_function
+from ._activations import HIDDEN_ALIASES, OUTPUT_ALIASES, activation_function
 from ._validation import as_float_array, check_input, check_size
 
 Params = list[dict[str, jax.Array]]
 
 
-def _check_name(name: Any, allowed: tuple[str, ...], what: str) -> str:
-    if not isinstance(name, str) or name not in allowed:
-        raise ValueError(
-            f"MLP: unknown {what} {name!r}; known: " + ", ".join(repr(a) for a in allowed) + "."
+def _canonical(name: Any, aliases: dict[str, str], what: str) -> str:
+    """The canonical name of an activation given by its standard or MATLAB name."""
+    if not isinstance(name, str) or name not in aliases:
+        hint = (
+            " Pass the activation's name as a string, e.g. 'tanh' for jnp.tanh."
+            if callable(name)
+            else ""
         )
-    return name
+        raise ValueError(
+            f"MLP: unknown {what} {name!r}; known: "
+            + ", ".join(repr(a) for a in aliases)
+            + "."
+            + hint
+        )
+    return aliases[name]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,8 +41,14 @@ class MLP:
 
     **Arguments:**
     - `sizes`: layer widths `(n, h1, ..., m)`, at least two positive ints.
-    - `activation`: hidden activation, one of `"tansig"` (default), `"logsig"`, `"purelin"`.
-    - `output`: output activation, one of `"linear"` (default), `"tansig"`, `"logsig"`, `"softmax"`.
+    - `activation`: the hidden activation, `"tanh"` (default; MATLAB's `"tansig"`), `"sigmoid"`
+      (`"logsig"`), `"identity"` (`"linear"`, `"purelin"`), `"sin"`, `"softplus"`, `"silu"`
+      (`"swish"`) or `"gelu"` (the exact erf form); or a tuple with one such name per hidden layer.
+    - `output`: the output activation, `"linear"` (default; also `"identity"`, `"purelin"`),
+      `"tanh"`, `"sigmoid"` or `"softmax"`.
+
+    Names are stored in canonical form (`"tanh"` as `"tansig"`, `"sigmoid"` as `"logsig"`), so
+    networks written either way are equal and share compiled programs.
 
     Parameters are a list with one `{"W": (n_l, n_{l-1}), "b": (n_l,)}` dict per layer.
 
@@ -45,7 +60,7 @@ class MLP:
     """
 
     sizes: tuple[int, ...]
-    activation: str = "tansig"
+    activation: str | tuple[str, ...] = "tansig"
     output: str = "linear"
 
     def __post_init__(self):
@@ -62,8 +77,23 @@ class MLP:
         for i, width in enumerate(sizes):
             check_size(width, f"sizes[{i}]", "MLP")
         object.__setattr__(self, "sizes", tuple(int(s) for s in sizes))
-        _check_name(self.activation, HIDDEN_ACTIVATIONS, "hidden activation")
-        _check_name(self.output, OUTPUT_ACTIVATIONS, "output activation")
+        hidden = len(self.sizes) - 2
+        if isinstance(self.activation, (tuple, list)):
+            if len(self.activation) != hidden:
+                raise ValueError(
+                    f"MLP: `activation` as a sequence needs one name per hidden layer, {hidden} "
+                    f"for sizes {self.sizes}; got {len(self.activation)}: {tuple(self.activation)!r}."
+                )
+            names = tuple(
+                _canonical(a, HIDDEN_ALIASES, "hidden activation") for a in self.activation
+            )
+            activation = names[0] if len(set(names)) == 1 else names
+        else:
+            activation = _canonical(self.activation, HIDDEN_ALIASES, "hidden activation")
+        object.__setattr__(self, "activation", activation)
+        object.__setattr__(
+            self, "output", _canonical(self.output, OUTPUT_ALIASES, "output activation")
+        )
         if self.output == "softmax" and self.sizes[-1] < 2:
             raise ValueError("MLP: a softmax output needs at least 2 outputs; got m = 1.")
 
@@ -82,15 +112,19 @@ class MLP:
 
     def activations(self) -> tuple[str, ...]:
         """The activation name of each layer 1..L (hidden ones, then the output)."""
-        return (self.activation,) * (self.depth - 1) + (self.output,)
+        hidden = self.activation
+        hidden = hidden if isinstance(hidden, tuple) else (hidden,) * (self.depth - 1)
+        return hidden + (self.output,)
 
-    def init(self, key: jax.Array, dtype: Any = jnp.float32) -> Params:
+    def init(self, key: jax.Array, dtype: Any = None) -> Params:
         r"""Random parameters: $W^l, b^l \sim U(-1/\sqrt{n_{l-1}}, 1/\sqrt{n_{l-1}})$.
 
-        **Arguments:** `key`: a `jax.random.key`; `dtype`: a floating dtype (default float32).
+        **Arguments:** `key`: a `jax.random.key`; `dtype`: a floating dtype (default: JAX's
+        default float type, float64 when `jax_enable_x64` is on, float32 otherwise).
 
         **Returns:** `[{"W": (n_l, n_{l-1}), "b": (n_l,)} for l = 1..L]`.
         """
+        dtype = jnp.zeros(0).dtype if dtype is None else dtype  # JAX's default float type
         if not jnp.issubdtype(dtype, jnp.floating):
             raise TypeError(f"MLP.init: `dtype` must be a floating dtype; got {dtype}.")
         params = []

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._activations import activation_function, derivatives
+from ._activations import activation_function, is_linear, slopes
 from ._mlp import MLP, Params
 
 
@@ -33,20 +33,13 @@ def forward(net: MLP, params: Params, x: jax.Array) -> Forward:
     """Forward pass (paper eqs. 9-10): z^l = W^l y^{l-1} + b^l, y^l = σ(z^l), and s1^l, s2^l."""
     ys, s1, s2 = [x], [], []
     for layer, name in zip(params, net.activations()):
-        y = activation_function(name)(ys[-1] @ layer["W"].T + layer["b"])
+        z = ys[-1] @ layer["W"].T + layer["b"]
+        y = activation_function(name)(z)
         ys.append(y)
-        if name == "softmax":
-            s1.append(None)
-            s2.append(None)
-        else:
-            table = derivatives(name)
-            s1.append(table.d1(y))
-            s2.append(table.d2(y))
+        first, second = (None, None) if name == "softmax" else slopes(name, z, y)
+        s1.append(first)
+        s2.append(second)
     return Forward(ys, s1, s2)
-
-
-def _is_linear(name: str) -> bool:
-    return name in ("purelin", "linear")
 
 
 def _to_z(fwd: Forward, layer: int, name: str, gy: jax.Array) -> jax.Array:
@@ -145,7 +138,7 @@ def r_backward(
                 rgz = rgz + _to_z(fwd, layer, name, rgy)
         else:
             rgz = None if rgy is None else fwd.s1[layer] * rgy
-            if not _is_linear(name):
+            if not is_linear(name):
                 curvature = fwd.s2[layer] * rz * gy
                 rgz = curvature if rgz is None else rgz + curvature
         rgzs[layer] = rgz

@@ -122,7 +122,7 @@ class CrossEntropy:
 
 def _logits(net: MLP, params: Params, x) -> jax.Array:
     """z^L, the output layer's net input, (B, m)."""
-    linear = MLP(net.sizes, activation=net.activation, output="linear")
+    linear = MLP(net.sizes, activation=net.activations()[:-1] or "tansig", output="linear")
     return linear(params, x)
 
 

@@ -1,4 +1,4 @@
-"""tansig, logsig, purelin, softmax: values, rules three ways, the table, and saturation."""
+"""Every activation: values, rules three ways, the derivative table, and saturation."""
 
 import jax
 import jax.numpy as jnp
@@ -74,25 +74,66 @@ def test_rules_against_autodiff_of_naive_formula(fn, naive):
         np.testing.assert_allclose(a(X[:5]), b(X[:5]), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["tansig", "logsig", "purelin", "linear"])
-def test_derivative_table_matches_autodiff(name):
-    fn = {"tansig": jprop.tansig, "logsig": jprop.logsig}.get(name, jprop.purelin)
+# The new activations, with an independent naive formula (plain jnp, differentiated by JAX).
+NEW = {
+    "sin": (jprop.sin, jnp.sin),
+    "softplus": (jprop.softplus, lambda v: jnp.log1p(jnp.exp(v))),
+    "silu": (jprop.silu, lambda v: v / (1 + jnp.exp(-v))),
+    "gelu": (jprop.gelu, lambda v: v * 0.5 * (1 + jax.scipy.special.erf(v / jnp.sqrt(2.0)))),
+}
+
+
+@pytest.mark.parametrize("name", list(NEW))
+def test_new_activations_three_ways(name):
+    fn, naive = NEW[name]
+    check_grads(fn, (X,), order=3, modes=("fwd", "rev"))  # to third order, both modes
+    for order in range(4):  # against autodiff of the naive formula (stable for |x| <= 3)
+        np.testing.assert_allclose(
+            nth_derivative(fn, order)(X), nth_derivative(naive, order)(X), rtol=1e-11, atol=1e-12
+        )
+    # against float64 central differences of the table's previous entry
     table = jprop.derivatives(name)
-    y = fn(X)
-    for order, d in enumerate(table, start=1):
-        np.testing.assert_allclose(d(y), nth_derivative(fn, order)(X), rtol=1e-12, atol=1e-14)
+    assert table.argument == "input"
+    eps = 1e-6
+    for lower, higher in zip((fn, table.d1, table.d2), table[:3]):
+        fd = (lower(X + eps) - lower(X - eps)) / (2 * eps)
+        np.testing.assert_allclose(higher(X), fd, rtol=1e-7, atol=1e-8)
 
 
-@pytest.mark.parametrize("fn", [jprop.tansig, jprop.logsig], ids=lambda f: f.__name__)
+@pytest.mark.parametrize(
+    "name, fn",
+    [("tansig", jprop.tansig), ("logsig", jprop.logsig), ("purelin", jprop.purelin)]
+    + [("linear", jprop.purelin)]
+    + [(k, v[0]) for k, v in NEW.items()],
+)
+def test_derivative_table_matches_autodiff(name, fn):
+    table = jprop.derivatives(name)
+    arg = fn(X) if table.argument == "output" else X
+    for order, d in enumerate(table[:3], start=1):
+        np.testing.assert_allclose(d(arg), nth_derivative(fn, order)(X), rtol=1e-12, atol=1e-14)
+
+
+def test_standard_and_matlab_names_are_one_network():
+    assert jprop.MLP((2, 3, 1), activation="tanh") == jprop.MLP((2, 3, 1), activation="tansig")
+    assert jprop.MLP((2, 3, 1), "sigmoid", "identity") == jprop.MLP((2, 3, 1), "logsig")
+    assert jprop.MLP((2, 3, 1), "swish", "purelin").activations() == ("silu", "linear")
+    assert jprop.MLP((2, 3, 3, 1), ("sin", "sin")).activation == "sin"
+    assert jprop.derivatives("tanh") is jprop.derivatives("tansig")
+
+
+@pytest.mark.parametrize(
+    "fn", [jprop.tansig, jprop.logsig, *(v[0] for v in NEW.values())], ids=lambda f: f.__name__
+)
 def test_derivatives_finite_when_saturated(fn):
     x = jnp.asarray([-1e4, -50.0, 50.0, 1e4], jnp.float64)
     for order in range(4):
         values = nth_derivative(fn, order)(x)
         assert np.all(np.isfinite(values)), (order, values)
-    for order in (1, 2, 3):  # saturated: every derivative is (numerically) zero
-        np.testing.assert_allclose(
-            nth_derivative(fn, order)(x[jnp.asarray([0, 3])]), 0.0, atol=1e-300
-        )
+    if fn in (jprop.tansig, jprop.logsig):  # saturated: every derivative is (numerically) 0
+        for order in (1, 2, 3):
+            np.testing.assert_allclose(
+                nth_derivative(fn, order)(x[jnp.asarray([0, 3])]), 0.0, atol=1e-300
+            )
 
 
 def test_custom_rule_is_used(monkeypatch):
@@ -117,5 +158,5 @@ def test_custom_rule_is_used(monkeypatch):
 
 
 def test_unknown_derivative_table_name():
-    with pytest.raises(ValueError, match="unknown elementwise activation 'relu'.*'tansig'"):
+    with pytest.raises(ValueError, match="unknown elementwise activation 'relu'.*'tanh'"):
         jprop.derivatives("relu")

@@ -56,8 +56,19 @@ def test_conversion_errors():
     with pytest.raises(ValueError, match=r"single hidden width.*\(4, 5\)"):
         jprop.to_equinox(uneven, uneven.init(jax.random.key(0)))
     relu = eqx.nn.MLP(3, 2, 4, 1, activation=jax.nn.relu, key=jax.random.key(0))
-    with pytest.raises(ValueError, match="hidden activation .* is none of tansig, logsig, purelin"):
+    with pytest.raises(ValueError, match="hidden activation .* is not one jprop knows exactly"):
         jprop.from_equinox(relu)
+    clipped = eqx.nn.MLP(
+        3, 2, 4, 1, activation=lambda z: jnp.tanh(jnp.clip(z, -2.5, 2.5)), key=jax.random.key(0)
+    )
+    with pytest.raises(ValueError, match="clipped function is refused"):
+        jprop.from_equinox(clipped)
+    with pytest.raises(ValueError, match="softmax there is not the network's softmax"):
+        jprop.from_equinox(
+            eqx.nn.MLP(3, 2, 4, 1, jnp.tanh, final_activation=jax.nn.softmax, key=jax.random.key(0))
+        )
+    with pytest.raises(ValueError, match="tanh approximation.*jprop.gelu"):
+        jprop.from_equinox(eqx.nn.MLP(3, 2, 4, 1, activation=jax.nn.gelu, key=jax.random.key(0)))
     scalar = eqx.nn.MLP("scalar", 2, 4, 1, activation=jnp.tanh, key=jax.random.key(0))
     with pytest.raises(ValueError, match="in_size=1"):
         jprop.from_equinox(scalar)
@@ -66,3 +77,31 @@ def test_conversion_errors():
         jprop.to_equinox(depth0, depth0.init(jax.random.key(0)))
     with pytest.raises(TypeError, match="expected an eqx.nn.MLP; got Linear"):
         jprop.from_equinox(eqx.nn.Linear(2, 2, key=jax.random.key(0)))
+
+
+@pytest.mark.parametrize(
+    "activation", [jnp.tanh, jax.nn.sigmoid, jnp.sin, jax.nn.softplus, jax.nn.silu, jprop.gelu]
+)
+def test_from_equinox_inside_jit_filter_jit_and_filter_grad(activation):
+    model = eqx.nn.MLP(3, 2, 6, 2, activation=activation, key=jax.random.key(0))
+    x = jnp.linspace(-1.0, 1.0, 3)  # the model's own dtype: JAX's default float type
+
+    def laplacian_sum(model, x):
+        net, params = jprop.from_equinox(model)
+        return jnp.sum(jprop.laplacian(net)(params, x))
+
+    reference = jnp.sum(
+        jnp.trace(jax.hessian(model)(x), axis1=-2, axis2=-1)
+    )  # the model itself, by autodiff
+    assert_close(eqx.filter_jit(laplacian_sum)(model, x), reference, 2e-5, "filter_jit")
+    params, static = eqx.partition(model, eqx.is_array)
+    jitted = jax.jit(lambda p, x: laplacian_sum(eqx.combine(p, static), x))(params, x)
+    assert_close(jitted, reference, 2e-5, "jit")
+    grads = eqx.filter_grad(laplacian_sum)(model, x)
+    expected = eqx.filter_grad(
+        lambda m, x: jnp.sum(jnp.trace(jax.hessian(m)(x), axis1=-2, axis2=-1))
+    )(model, x)
+    assert_close(grads.layers[0].weight, expected.layers[0].weight, 2e-4, "filter_grad")
+    net, params = jprop.from_equinox(model)
+    back = jprop.to_equinox(net, params)
+    assert_close(back(x), model(x), 1e-6, "round trip")

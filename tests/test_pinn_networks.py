@@ -1,0 +1,69 @@
+"""The networks physics-informed and Sobolev users write: every activation and per-layer mixes on
+the closed road, against the autodiff road and float64 central differences, forward and through
+jax.grad."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+from helpers import assert_close, params_and_input
+from jax.flatten_util import ravel_pytree
+
+import jprop
+
+NETS = [
+    jprop.MLP((2, 6, 5, 1), activation="tanh"),
+    jprop.MLP((3, 5, 5, 2), activation="sin"),
+    jprop.MLP((2, 6, 4, 1), activation="softplus", output="sigmoid"),
+    jprop.MLP((3, 5, 4, 2), activation="silu"),
+    jprop.MLP((2, 5, 5, 1), activation="gelu", output="tanh"),
+    jprop.MLP((3, 6, 5, 4, 2), activation=("sin", "tanh", "softplus")),
+]
+IDS = ["-".join(map(str, n.sizes)) + "-" + "-".join(n.activations()) for n in NETS]
+QUANTITIES = ["jacobian", "hessian", "laplacian", "hessian_diagonal"]
+
+
+@pytest.mark.parametrize("net", NETS, ids=IDS)
+def test_closed_forms_of_every_activation(net):
+    params, x = params_and_input(net, jnp.float64, seed=5, batch=(4,))
+    for name in QUANTITIES:
+        closed = getattr(jprop, name)(net, method="closed")(params, x)
+        autodiff = getattr(jprop, name)(net, method="autodiff")(params, x)
+        assert_close(closed, autodiff, 1e-11, name)
+    # float64 central differences carry ~1e-6 truncation error in second derivatives (TOL_FD)
+    assert jprop.check(jprop.hessian, net, params, x[:2], method="closed") < 1e-5
+    g = jnp.ones((4, net.n_outputs), jnp.float64)
+    hvp = [
+        jprop.hessian_vector_product(net, method=m)(params, x, g, x) for m in ("closed", "autodiff")
+    ]
+    assert_close(hvp[0], hvp[1], 1e-11, "hvp")
+
+
+@pytest.mark.parametrize("net", NETS, ids=IDS)
+def test_training_through_every_activation(net):
+    params, x = params_and_input(net, jnp.float64, seed=6, batch=(3,))
+
+    def loss(method):
+        lap = jprop.laplacian(net, method=method)
+        e_v = jprop.jprop_v(net, method="closed" if method == "closed" else "autodiff")
+        v = jnp.ones_like(x)
+        return lambda p: jnp.mean(lap(p, x) ** 2) + e_v(p, x, v, jnp.zeros((3, net.n_outputs)))
+
+    got, expected = (ravel_pytree(jax.grad(loss(m))(params))[0] for m in ("closed", "autodiff"))
+    assert_close(got, expected, 1e-11, "grad")
+
+
+def test_mlp_init_follows_the_default_float_type():
+    net = jprop.MLP((2, 3, 1))
+    assert net.init(jax.random.key(0))[0]["W"].dtype == jnp.float64  # the suite enables x64
+    with jax.enable_x64(False):
+        assert net.init(jax.random.key(0))[0]["W"].dtype == jnp.float32
+    assert net.init(jax.random.key(0), jnp.float32)[0]["W"].dtype == jnp.float32
+
+
+def test_activation_errors_name_the_fix():
+    with pytest.raises(ValueError, match="unknown hidden activation <.*known: 'tanh'.*e.g. 'tanh'"):
+        jprop.MLP((2, 3, 1), activation=jnp.tanh)
+    with pytest.raises(ValueError, match="one name per hidden layer, 2 for sizes"):
+        jprop.MLP((2, 3, 3, 1), activation=("sin",))
+    with pytest.raises(ValueError, match="unknown output activation 'sin'"):
+        jprop.MLP((2, 3, 1), output="sin")
