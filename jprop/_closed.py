@@ -38,9 +38,16 @@ def _rows_to_z(fwd: Forward, layer: int, name: str, rows: jax.Array) -> jax.Arra
     return fwd.s1[layer][:, None, :] * rows
 
 
-def _tangents(net: MLP, params: Params, fwd: Forward) -> list[jax.Array]:
-    """T^l = ∂z^l/∂x in layout (B, n, n_l) for l = 1..L; T^1 = W^1ᵀ is kept as (1, n, n_1)."""
-    ts = [params[0]["W"].T[None]]
+def _first_columns(params: Params, dims: tuple[int, ...] | None) -> jax.Array:
+    """W^1, or only its columns for the chosen inputs `dims` (their tangents alone are pushed)."""
+    w = params[0]["W"]
+    return w if dims is None else w[:, list(dims)]
+
+
+def _tangents(net: MLP, params: Params, fwd: Forward, dims=None) -> list[jax.Array]:
+    """T^l = ∂z^l/∂x in layout (B, k, n_l) for l = 1..L, over the k chosen inputs (all: k = n);
+    T^1 = W^1ᵀ is kept as (1, k, n_1)."""
+    ts = [_first_columns(params, dims).T[None]]
     for layer in range(1, net.depth):
         ts.append((ts[-1] * fwd.s1[layer - 1][:, None, :]) @ params[layer]["W"].T)
     return ts
@@ -77,9 +84,9 @@ class _Curvature(NamedTuple):
     softmax: tuple[jax.Array, jax.Array] | None  # (y (B, m), G = ∂z^L/∂x as (B, m, n))
 
 
-def _curvature(net: MLP, params: Params, x: jax.Array) -> _Curvature:
+def _curvature(net: MLP, params: Params, x: jax.Array, dims=None) -> _Curvature:
     fwd = forward(net, params, x)
-    ts = _tangents(net, params, fwd)
+    ts = _tangents(net, params, fwd, dims)
     bs = _sensitivities(net, params, fwd)
     first, rows, weights = None, [], []
     for layer, name in enumerate(net.activations()):
@@ -195,12 +202,14 @@ def _squared_rows_weighted(rows: jax.Array, weights: jax.Array) -> jax.Array:
 _MAX_UNROLLED_INPUTS = 8
 
 
-def hessian_diagonal(net: MLP, params: Params, x: jax.Array) -> jax.Array:
-    """∂²f_k/∂x_i², (B, m, n): Σ_j C_kj a_ji², the Hessian's diagonal, no n × n matrix formed."""
-    cur = _curvature(net, params, x)
-    diag = jnp.zeros((x.shape[0], net.n_outputs, net.n_inputs), x.dtype)
+def hessian_diagonal(net: MLP, params: Params, x: jax.Array, dims=None) -> jax.Array:
+    """∂²f_k/∂x_i², (B, m, k): Σ_j C_kj a_ji², the Hessian's diagonal over the inputs `dims`
+    (all by default), no n × n matrix formed."""
+    cur = _curvature(net, params, x, dims)
+    k = net.n_inputs if dims is None else len(dims)
+    diag = jnp.zeros((x.shape[0], net.n_outputs, k), x.dtype)
     if cur.first is not None:
-        diag = diag + cur.first @ (params[0]["W"] ** 2)
+        diag = diag + cur.first @ (_first_columns(params, dims) ** 2)
     for rows, weights in zip(cur.rows, cur.weights):
         diag = diag + _squared_rows_weighted(rows, weights)
     if cur.softmax is not None:
@@ -208,12 +217,13 @@ def hessian_diagonal(net: MLP, params: Params, x: jax.Array) -> jax.Array:
     return diag
 
 
-def laplacian(net: MLP, params: Params, x: jax.Array) -> jax.Array:
-    """Δf_k = Σ_j C_kj ‖a_j‖², (B, m): the trace of the sum over units, no n × n matrix formed."""
-    cur = _curvature(net, params, x)
+def laplacian(net: MLP, params: Params, x: jax.Array, dims=None) -> jax.Array:
+    """Δf_k = Σ_j C_kj ‖a_j‖², (B, m): the trace of the sum over units over the inputs `dims`
+    (all by default), no n × n matrix formed."""
+    cur = _curvature(net, params, x, dims)
     lap = jnp.zeros((x.shape[0], net.n_outputs), x.dtype)
     if cur.first is not None:
-        lap = lap + cur.first @ jnp.sum(params[0]["W"] ** 2, axis=1)
+        lap = lap + cur.first @ jnp.sum(_first_columns(params, dims) ** 2, axis=1)
     for rows, weights in zip(cur.rows, cur.weights):  # layer by layer: concatenated, XLA's CPU
         if weights.shape[1] == 1:  # reduce ran 2× slower; one output is one fused reduction
             lap = lap + jnp.sum(rows**2 * weights, axis=(1, 2))[:, None]

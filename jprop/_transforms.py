@@ -10,11 +10,13 @@ closed form when it exists.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from . import _closed
 from ._batch import map_batches, map_examples
@@ -50,9 +52,57 @@ def _validate(f: Any, params: Any, x: Any, others: tuple, extra: tuple[str, ...]
     return x, tuple(checked)
 
 
+def _indices(value: Any, name: str, where: str) -> tuple[int, ...] | None:
+    """None, or a non-empty tuple of distinct non-negative ints (range checked when traced)."""
+    if value is None:
+        return None
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (value,)
+    try:
+        items = tuple(value)
+    except TypeError:
+        items = None
+    if (
+        not items
+        or any(isinstance(i, bool) or not isinstance(i, (int, np.integer)) for i in items)
+        or min(items) < 0
+        or len(set(items)) != len(items)
+    ):
+        raise TypeError(
+            f"{where}: `{name}` must be a non-empty sequence of distinct non-negative ints, e.g. "
+            f"{name}=(1, 2); got {value!r}."
+        )
+    return tuple(int(i) for i in items)
+
+
+def _check_range(indices, size: int, name: str, space: str, where: str) -> None:
+    if indices is not None and max(indices) >= size:
+        raise ValueError(
+            f"{where}: `{name}` = {indices} picks {space} {max(indices)}, but there are only "
+            f"{size} (indices 0..{size - 1})."
+        )
+
+
+def _subnet(net: MLP, outputs: tuple[int, ...]) -> MLP:
+    """The sub-network computing only `outputs` of an MLP with an elementwise output layer."""
+    return MLP(net.sizes[:-1] + (len(outputs),), activation=net.activation, output=net.output)
+
+
+def _subparams(params: Any, outputs: tuple[int, ...]) -> Any:
+    last = params[-1]
+    rows = np.asarray(outputs)
+    return [*params[:-1], {"W": last["W"][rows], "b": last["b"][rows]}]
+
+
 @cached
 def _input_transform(
-    quantity: str, f: Any, method: str, batch_size: Any, extra: tuple[str, ...] = ()
+    quantity: str,
+    f: Any,
+    method: str,
+    batch_size: Any,
+    extra: tuple[str, ...] = (),
+    dims: tuple[int, ...] | None = None,
+    outputs: tuple[int, ...] | None = None,
 ) -> Callable[..., jax.Array]:
     """Build `(params, x, *extra) -> result` by mapping a per-example rule over x's leading axes.
 
@@ -66,22 +116,47 @@ def _input_transform(
     road = choose(f, quantity, method, where).road
     batch_size = optional_size(batch_size, "batch_size", where)
     closed, autodiff = getattr(_closed, quantity), _AUTODIFF[quantity]
-    if road == "closed" and quantity in _TRAINED_THROUGH and supports(f):
+    # Output selection on the closed road: a sub-network computing only those outputs, unless a
+    # softmax couples them (then all are computed and the chosen ones kept).
+    subnet = road == "closed" and outputs is not None and f.output != "softmax"
+    net = _subnet(f, outputs) if subnet else f
+    if dims is not None:
+        closed = functools.partial(closed, dims=dims)
+        autodiff = functools.partial(_over_inputs, autodiff, dims)
+    if road == "closed" and quantity in _TRAINED_THROUGH and supports(net):
         # The forward Laplacian, differentiated by its hand-written tangent pass.
-        fast = second_order(f, None, quantity == "hessian_diagonal")
+        fast = second_order(net, dims, quantity == "hessian_diagonal")
         closed = lambda net, params, x: fast(params, x)  # noqa: E731
 
     def plain(params, x, *others):
         if road == "closed":
-            batch = lambda *args: closed(f, params, *args)  # noqa: E731
-            return map_batches(batch, x, *others, batch_size=batch_size)
-        one = lambda xi, *oi: autodiff(f, params, xi, *oi)  # noqa: E731
+            params = _subparams(params, outputs) if subnet else params
+            batch = lambda *args: closed(net, params, *args)  # noqa: E731
+            out = map_batches(batch, x, *others, batch_size=batch_size)
+            return _pick(out, outputs, quantity) if outputs is not None and not subnet else out
+        model = f if outputs is None else _picked_model(f, outputs)
+        one = lambda xi, *oi: autodiff(model, params, xi, *oi)  # noqa: E731
         return map_examples(one, x, *others, batch_size=batch_size)
+
+    def validate(params, x, *others):
+        x, others = _validate(f, params, x, others, extra, where)
+        _check_range(dims, x.shape[-1], "dims", "input", where)
+        if outputs is not None:
+            out = jax.eval_shape(
+                lambda p, e: f(p, e), params, jax.ShapeDtypeStruct(x.shape[-1:], x.dtype)
+            )
+            if out.ndim != 1:
+                raise ValueError(
+                    f"{where}: `outputs` selects from a vector output; f(params, x) has shape "
+                    f"{out.shape} per example."
+                )
+            _check_range(outputs, out.shape[0], "outputs", "output", where)
+        return x, others
 
     @jax.jit
     def compute(params, x, *others):
         count_trace(quantity)
-        x, others = _validate(f, params, x, others, extra, where)
+        x, others = validate(params, x, *others)
         return _vmap_is_the_batch(plain)(params, x, *others)
 
     def transformed(params: Any, x: jax.Array, *others: jax.Array) -> jax.Array:
@@ -89,10 +164,29 @@ def _input_transform(
             expected = ", ".join(("params", "x") + extra)
             raise TypeError(f"{where}: expected arguments ({expected}); got {2 + len(others)}.")
         if not all_arrays(params, x, others):  # jit would refuse these with its own words
-            _validate(f, params, x, others, extra, where)
+            validate(params, x, *others)
         return compute(params, x, *others)
 
     return transformed
+
+
+def _over_inputs(rule: Callable, dims: tuple[int, ...], f: Function, params: Any, x: jax.Array):
+    """An autodiff per-example rule over the chosen inputs only: differentiate the function of
+    x[dims] with the other inputs held, so only k tangents are pushed."""
+    index = jnp.asarray(dims)
+    return rule(lambda p, xd: f(p, x.at[index].set(xd)), params, x[index])
+
+
+def _picked_model(f: Function, outputs: tuple[int, ...]) -> Function:
+    index = jnp.asarray(outputs)
+    return lambda p, x: f(p, x)[index]
+
+
+def _pick(out: jax.Array, outputs: tuple[int, ...], quantity: str) -> jax.Array:
+    """Keep the chosen outputs of a result whose output axis is last (Laplacian) or next to last
+    (Hessian diagonal)."""
+    axis = -1 if quantity == "laplacian" else -2
+    return jnp.take(out, jnp.asarray(outputs), axis=axis)
 
 
 def _vmap_is_the_batch(plain: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
@@ -220,43 +314,66 @@ def hessian(
 
 
 def laplacian(
-    f: Function, *, method: str = "auto", batch_size: int | None = None
+    f: Function,
+    *,
+    method: str = "auto",
+    batch_size: int | None = None,
+    dims: Any = None,
+    outputs: Any = None,
 ) -> Callable[[Any, jax.Array], jax.Array]:
     r"""The Laplacian of every output, $\Delta f_k = \sum_i \partial^2 f_k / \partial x_i^2$.
 
-    For a `jprop.MLP` it never forms an $n \times n$ matrix (MATH.md §4).
+    For a `jprop.MLP` it is the forward Laplacian — input-tangents and the Laplacian's running
+    value pushed through each layer as matrix products, no $n \times n$ matrix formed — and
+    `jax.grad` of anything built on it runs that pass's hand-written tangent pass, transposed.
 
-    **Arguments:** as for `jprop.jacobian`.
+    **Arguments:** `f`, `method`, `batch_size` as for `jprop.jacobian`, and
+    - `dims`: the input coordinates to sum over, e.g. `dims=(1, 2)` for $\Delta_x u$ of
+      $u(t, x_1, x_2)$; the closed road then pushes only those k tangents (default: all n).
+    - `outputs`: the outputs to compute, e.g. `outputs=(0,)` (default: all m); the closed road
+      then runs a network with only those output rows.
 
     **Returns:** a function `(params, x) -> L`. If `f(params, x)` has shape `(m,)` for `x` of shape
-    `(n,)`, `L` has shape `(m,)`; `x` of shape `(..., n)` gives `(..., m)`.
+    `(n,)`, `L` has shape `(m,)` (or `(len(outputs),)`); `x` of shape `(..., n)` gives `(..., m)`.
+    An `f` with a scalar output per example gives `()` per example.
 
     >>> import jax, jprop
     >>> net = jprop.MLP((3, 8, 2))
     >>> jprop.laplacian(net)(net.init(jax.random.key(0)), jax.numpy.ones(3)).shape
     (2,)
     """
-    return _input_transform("laplacian", f, method, batch_size)
+    where = "jprop.laplacian"
+    dims, outputs = _indices(dims, "dims", where), _indices(outputs, "outputs", where)
+    return _input_transform("laplacian", f, method, batch_size, (), dims, outputs)
 
 
 def hessian_diagonal(
-    f: Function, *, method: str = "auto", batch_size: int | None = None
+    f: Function,
+    *,
+    method: str = "auto",
+    batch_size: int | None = None,
+    dims: Any = None,
+    outputs: Any = None,
 ) -> Callable[[Any, jax.Array], jax.Array]:
     r"""The diagonal of every output's input Hessian, $D_{ki} = \partial^2 f_k / \partial x_i^2$.
 
     For a `jprop.MLP` it never forms an $n \times n$ matrix (MATH.md §4).
 
-    **Arguments:** as for `jprop.jacobian`.
+    **Arguments:** as for `jprop.laplacian`, with `dims` the inputs whose diagonal entries are
+    wanted and `outputs` the outputs.
 
     **Returns:** a function `(params, x) -> D`. If `f(params, x)` has shape `(m,)` for `x` of shape
-    `(n,)`, `D` has shape `(m, n)`; `x` of shape `(..., n)` gives `(..., m, n)`.
+    `(n,)`, `D` has shape `(m, n)` (or `(len(outputs), len(dims))`); `x` of shape `(..., n)` gives
+    `(..., m, n)`.
 
     >>> import jax, jprop
     >>> net = jprop.MLP((3, 8, 2))
     >>> jprop.hessian_diagonal(net)(net.init(jax.random.key(0)), jax.numpy.ones(3)).shape
     (2, 3)
     """
-    return _input_transform("hessian_diagonal", f, method, batch_size)
+    where = "jprop.hessian_diagonal"
+    dims, outputs = _indices(dims, "dims", where), _indices(outputs, "outputs", where)
+    return _input_transform("hessian_diagonal", f, method, batch_size, (), dims, outputs)
 
 
 def hessian_vector_product(

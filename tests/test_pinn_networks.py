@@ -4,6 +4,7 @@ jax.grad."""
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from helpers import assert_close, params_and_input
 from jax.flatten_util import ravel_pytree
@@ -67,3 +68,44 @@ def test_activation_errors_name_the_fix():
         jprop.MLP((2, 3, 3, 1), activation=("sin",))
     with pytest.raises(ValueError, match="unknown output activation 'sin'"):
         jprop.MLP((2, 3, 1), output="sin")
+
+
+@pytest.mark.parametrize(
+    "net", [jprop.MLP((4, 6, 5, 3), activation="sin"), jprop.MLP((4, 6, 3), output="softmax")]
+)
+def test_dims_and_outputs_select_the_laplacian_and_diagonal(net):
+    params, x = params_and_input(net, jnp.float64, seed=8, batch=(5,))
+    H = jprop.hessian(net, method="autodiff")(params, x)
+    for dims, outputs in [((1, 3), None), (None, (2, 0)), ((0, 2, 3), 1)]:
+        d = slice(None) if dims is None else list(dims)
+        o = slice(None) if outputs is None else list(np.atleast_1d(outputs))
+        diagonal = jnp.diagonal(H, axis1=-2, axis2=-1)[:, o][..., d]
+        for method in ("closed", "autodiff"):
+            options = dict(method=method, dims=dims, outputs=outputs)
+            lap = jprop.laplacian(net, **options)
+            assert_close(lap(params, x), diagonal.sum(-1), 1e-12, f"laplacian {options}")
+            got = jprop.hessian_diagonal(net, **options)(params, x)
+            assert_close(got, diagonal, 1e-12, f"diagonal {options}")
+        grads = [
+            ravel_pytree(
+                jax.grad(
+                    lambda p: jnp.sum(jprop.laplacian(net, method=m, dims=dims)(p, x) ** 2)  # noqa: B023
+                )(params)
+            )[0]
+            for m in ("closed", "autodiff")
+        ]
+        assert_close(grads[0], grads[1], 1e-11, f"grad dims={dims}")
+
+
+def test_dims_and_outputs_errors():
+    net = jprop.MLP((3, 4, 2))
+    params, x = params_and_input(net, jnp.float32, batch=(2,))
+    with pytest.raises(ValueError, match=r"`dims` = \(0, 3\) picks input 3, but there are only 3"):
+        jprop.laplacian(net, dims=(0, 3))(params, x)
+    with pytest.raises(
+        ValueError, match=r"`outputs` = \(2,\) picks output 2, but there are only 2"
+    ):
+        jprop.hessian_diagonal(net, outputs=2)(params, x)
+    for bad in ((), (1, 1), (0.5,), "x", (-1,)):
+        with pytest.raises(TypeError, match="`dims` must be a non-empty sequence of distinct"):
+            jprop.laplacian(net, dims=bad)
