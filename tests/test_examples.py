@@ -43,3 +43,14 @@ def test_equinox_interop_example(capsys):
     result = load_script("examples/equinox_interop.py").main(quick=True)
     assert result["error"] < 1e-5
     assert "closed vs generic road differ by" in capsys.readouterr().out
+
+
+def test_poisson_pinn_example(tmp_path, capsys):
+    with jax.numpy_dtype_promotion("standard"):  # optax, scipy and folx mix Python floats
+        report = load_script("examples/poisson_pinn.py").main(
+            quick=True, progress=False, out=str(tmp_path)
+        )
+    assert report["relative_l2"] < 0.15  # main() asserted it too; the full run reaches ~6e-4
+    assert (tmp_path / "poisson_pinn.png").stat().st_size > 10_000
+    assert set(report["step_ms"]) >= {"jprop.laplacian", "trace(jax.hessian)"}
+    assert "relative L2 error" in capsys.readouterr().out
