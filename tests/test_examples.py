@@ -54,3 +54,12 @@ def test_poisson_pinn_example(tmp_path, capsys):
     assert (tmp_path / "poisson_pinn.png").stat().st_size > 10_000
     assert set(report["step_ms"]) >= {"jprop.laplacian", "trace(jax.hessian)"}
     assert "relative L2 error" in capsys.readouterr().out
+
+
+def test_heat_pinn_example(tmp_path):
+    with jax.numpy_dtype_promotion("standard"):
+        report = load_script("examples/heat_pinn.py").main(
+            quick=True, progress=False, out=str(tmp_path)
+        )
+    assert max(report["relative_l2"].values()) < 0.3  # main() asserted it; full run: 6.6e-2
+    assert (tmp_path / "heat_pinn.png").stat().st_size > 10_000
