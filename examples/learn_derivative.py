@@ -1,4 +1,4 @@
-"""jprop's main job: Flake & Pearlmutter's section-4 experiment (MATH.md §5), reproduced.
+"""jprop's main job: Flake & Pearlmutter's section-4 experiment (docs/math.md §5), reproduced.
 
 A 1-10-1 tansig network is trained *only* on derivative targets f'(x) = 3cos(3x) + 20cos(10x) at
 100 points in [-1, 1]; the function sin(3x) + 2sin(10x) is never shown to it. Gradients come from

@@ -1,6 +1,6 @@
 """Activation functions with hand-derived `custom_jvp` rules, and their derivative table.
 
-Every rule here is written in terms of the activation's *output* (MATH.md §1). That makes it exact,
+Every rule here is written in terms of the activation's *output* (docs/math.md §1). That makes it exact,
 cheap, finite for any input (|x| = 1e4 included), and itself differentiable, so second and third
 derivatives through `jax.custom_jvp` come out right. The closed-form passes (`_passes.py`) read
 σ', σ'', σ''' from `derivatives`, so one place defines each activation's calculus.

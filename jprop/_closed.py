@@ -1,4 +1,4 @@
-"""Closed forms for a `jprop.MLP` over a batch x of shape (B, n) (MATH.md §2 and §4).
+"""Closed forms for a `jprop.MLP` over a batch x of shape (B, n) (docs/math.md §2 and §4).
 
 Only the elementwise nonlinearities curve the map, so the input Hessian of output k is a sum of
 rank-one terms over units (the "sum over hidden units"):
@@ -10,7 +10,7 @@ the curvature weights (B^l = ∂f/∂y^l, propagated backwards; B^L = I). The La
 diagonal reuse a_j and C without forming any n × n matrix; a softmax output adds its own
 second-derivative tensor (derived below).
 
-Layout is chosen for large matrix products (MATH.md §4: layout matters as much as flops): forward
+Layout is chosen for large matrix products (docs/math.md §4: layout matters as much as flops): forward
 tangents are held example-major, T^l[b, p, :] = ∂z^l_b/∂x_p of shape (B, n, n_l), so each layer is
 one (B·n × n_{l-1}) @ (n_{l-1} × n_l) product and each example's rows a_j are the columns of one
 contiguous (n × N) block, ready for its Gram matrix; sensitivities are (B, m, n_l), one
@@ -63,7 +63,7 @@ def _sensitivities(net: MLP, params: Params, fwd: Forward) -> list[jax.Array]:
 
 
 def jacobian(net: MLP, params: Params, x: jax.Array) -> jax.Array:
-    """J (B, m, n): forward propagation when n < m, back-propagation otherwise (MATH.md §2)."""
+    """J (B, m, n): forward propagation when n < m, back-propagation otherwise (docs/math.md §2)."""
     fwd = forward(net, params, x)
     output = net.activations()[-1]
     if net.n_inputs < net.n_outputs:
@@ -237,7 +237,7 @@ def laplacian(net: MLP, params: Params, x: jax.Array, dims=None) -> jax.Array:
 def hessian_vector_product(
     net: MLP, params: Params, x: jax.Array, g: jax.Array, r: jax.Array
 ) -> jax.Array:
-    """Σ_k g_k ∇²_x f_k r, (B, n): the by-product rgy^0 of the R-backward pass (MATH.md §3)."""
+    """Σ_k g_k ∇²_x f_k r, (B, n): the by-product rgy^0 of the R-backward pass (docs/math.md §3)."""
     fwd = forward(net, params, x)
     (gys, _), _ = backward(net, params, fwd, g)
     rys, rzs = r_forward(net, params, fwd, r)

@@ -1,6 +1,6 @@
 """J-prop (Flake & Pearlmutter 1999): exact weight-gradients of functions of the input Jacobian.
 
-Every objective reduces to the bilinear primitive (MATH.md §3): for fixed g ∈ ℝ^m and r ∈ ℝ^n,
+Every objective reduces to the bilinear primitive (docs/math.md §3): for fixed g ∈ ℝ^m and r ∈ ℝ^n,
 
     ∇_w (gᵀ J r) = R_r{∇_w (gᵀ f)},
 
@@ -54,7 +54,7 @@ def _closed_bilinear(net: MLP, params: Params, x, g, r) -> Result:
 
 
 def _closed_jprop_v(net: MLP, params: Params, x, v, b) -> Result:
-    # MATH.md §3 table: forward; R-forward with r = v (gives Jv); backward with e = Jv − b;
+    # docs/math.md §3 table: forward; R-forward with r = v (gives Jv); backward with e = Jv − b;
     # R-backward. Trap 1: the primal backward pass with e must run, or the s2 path is lost.
     fwd = forward(net, params, x)
     rys, rzs = r_forward(net, params, fwd, v)
@@ -284,7 +284,7 @@ def _sum_of(per_example: Callable, f: Any) -> Callable[..., jax.Array]:
 def bilinear(f: Any, *, method: str = "auto", batch_size: int | None = None) -> Callable[..., Any]:
     r"""The bilinear primitive $g^\top J r$ as a loss, with g and r held fixed by its gradient.
 
-    Every J-prop objective reduces to this (MATH.md §3): $\nabla_w(g^\top J r)$ is what the passes
+    Every J-prop objective reduces to this (docs/math.md §3): $\nabla_w(g^\top J r)$ is what the passes
     compute. It is also the gradient of a spectral norm (top singular pair held fixed) and of
     log|det J| ($u_i = J^{-\top} e_i$ held fixed).
 
@@ -356,7 +356,7 @@ def double_backprop(
 
     With $E_0 = \tfrac12\|f(x) - t\|^2$, $\partial E_0/\partial x = J^\top (y - t)$: the penalty is
     $E_u$ with $u = y - t$, $a = 0$; because u depends on the weights, the closed road's R-backward
-    pass starts from the output injection $J\rho$ (MATH.md §3, trap 2).
+    pass starts from the output injection $J\rho$ (docs/math.md §3, trap 2).
 
     **Returns:** a loss `(params, x, t, lam) -> E`, `t` of shape `(m,)` or `(B, m)`, `lam` a
     scalar; the batch mean.
@@ -460,7 +460,7 @@ def derivative_targets(
     $v = e_i$, $b = T_{:,i}$) or the m rows ($E_u$ with $u = e_k$, $a = T_{k,:}$).
 
     **Returns:** a loss `(params, x, y, T) -> E`, `x` `(B, n)`, `y` `(B, m)`, `T` `(B, m, n)`; the
-    batch mean. Pass `value_weight=0` to fit derivatives alone (MATH.md §5). `batch_size` runs
+    batch mean. Pass `value_weight=0` to fit derivatives alone (docs/math.md §5). `batch_size` runs
     every term over chunks of that many examples (bounded memory).
 
     >>> import jax, jax.numpy as jnp, jprop

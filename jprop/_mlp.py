@@ -34,7 +34,7 @@ def _canonical(name: Any, aliases: dict[str, str], what: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class MLP:
-    r"""A feed-forward network $z^l = W^l y^{l-1} + b^l,\ y^l = \sigma(z^l)$, $y^0 = x$ (MATH.md).
+    r"""A feed-forward network $z^l = W^l y^{l-1} + b^l,\ y^l = \sigma(z^l)$, $y^0 = x$ (docs/math.md).
 
     A frozen, hashable description: it holds no arrays, so it can be a static argument of `jit`
     and jprop recognises it to use the closed-form road.

@@ -1,6 +1,6 @@
-"""The four passes of J-prop for a `jprop.MLP` (MATH.md §3): the closed-form road's engine.
+"""The four passes of J-prop for a `jprop.MLP` (docs/math.md §3): the closed-form road's engine.
 
-Notation (MATH.md): layers l = 1..L, z^l = W^l y^{l-1} + b^l, y^l = σ(z^l), y^0 = x; s1^l = σ'(z^l),
+Notation (docs/math.md): layers l = 1..L, z^l = W^l y^{l-1} + b^l, y^l = σ(z^l), y^0 = x; s1^l = σ'(z^l),
 s2^l = σ''(z^l), both read from the activation's output through `derivatives`. Lists below are
 indexed by layer, entry 0 standing for layer 1.
 
@@ -84,7 +84,7 @@ def r_forward(
     ry^l = s1^l ∘ rz^l. Returns ([ry^0..ry^L], [rz^1..rz^L]); ry^L = J r.
 
     With a weight-space `direction` V (shaped like params), Pearlmutter's R-operator in weight space
-    (MATH.md §6): rz^l gains V^l y^{l-1} + V_b^l; pass r = None for the weight direction alone
+    (docs/math.md §6): rz^l gains V^l y^{l-1} + V_b^l; pass r = None for the weight direction alone
     (ry^0 = 0, returned as None)."""
     rys, rzs = [r], []
     for layer, name in enumerate(net.activations()):
@@ -112,13 +112,13 @@ def r_backward(
 ) -> tuple[list[jax.Array], jax.Array | None]:
     """R-backward pass (eqs. 18-23): the R-derivative of the backward pass with g held fixed.
 
-    rgy^L = rg_out (0 unless g depends on the output, MATH.md §3 trap 2);
+    rgy^L = rg_out (0 unless g depends on the output, docs/math.md §3 trap 2);
     rgz^l = s1^l ∘ rgy^l + s2^l ∘ rz^l ∘ gy^l;  rgy^{l-1} = W^lᵀ rgz^l.
     Returns [rgz^1..rgz^L] (None where exactly zero: a linear layer above which nothing is
     curved) and rgy^0 = Σ_k g_k ∇²_x f_k r, the input Hessian-vector product.
 
     With a weight-space `direction` V (and the backward pass's `gzs`), rgy^{l-1} gains V^lᵀ gz^l
-    (MATH.md §6); `top_rgz` gives rgz^L directly (the canonical cross-entropy output);
+    (docs/math.md §6); `top_rgz` gives rgz^L directly (the canonical cross-entropy output);
     `to_input=False` skips rgy^0 (returned as None).
     """
     rgzs = [None] * net.depth

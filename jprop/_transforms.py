@@ -234,7 +234,7 @@ def _vmap_is_the_batch(plain: Callable[..., jax.Array]) -> Callable[..., jax.Arr
 
 
 def _autodiff_jacobian(f: Function, params: Any, x: jax.Array) -> jax.Array:
-    # Forward mode costs n JVPs, reverse mode m VJPs: take the cheaper (MATH.md §2).
+    # Forward mode costs n JVPs, reverse mode m VJPs: take the cheaper (docs/math.md §2).
     g = lambda x: f(params, x)  # noqa: E731
     return (jax.jacfwd if x.shape[-1] < jax.eval_shape(g, x).size else jax.jacrev)(g)(x)
 
@@ -252,7 +252,7 @@ def _autodiff_hessian_diagonal(f: Function, params: Any, x: jax.Array) -> jax.Ar
 
 
 def _autodiff_hvp(f: Function, params: Any, x: jax.Array, g: jax.Array, r: jax.Array) -> jax.Array:
-    # Forward over reverse: R_r{∇_x(gᵀf)} (MATH.md §7.6).
+    # Forward over reverse: R_r{∇_x(gᵀf)} (docs/math.md §7.6).
     grad = jax.grad(lambda x: jnp.sum(g * f(params, x)))
     return jax.jvp(grad, (x,), (r,))[1]
 
@@ -295,7 +295,7 @@ def hessian(
 ) -> Callable[[Any, jax.Array], jax.Array]:
     r"""The input Hessian of every output, $H_{kij} = \partial^2 f_k/\partial x_i \partial x_j$.
 
-    For a `jprop.MLP`, the sum over hidden units (MATH.md §4); otherwise `jax.hessian`.
+    For a `jprop.MLP`, the sum over hidden units (docs/math.md §4); otherwise `jax.hessian`.
 
     **Arguments:** as for `jprop.jacobian`, except that `method="auto"` takes the closed form for a
     `jprop.MLP` unless it has more than half as many inputs as first-layer units (then
@@ -357,7 +357,7 @@ def hessian_diagonal(
 ) -> Callable[[Any, jax.Array], jax.Array]:
     r"""The diagonal of every output's input Hessian, $D_{ki} = \partial^2 f_k / \partial x_i^2$.
 
-    For a `jprop.MLP` it never forms an $n \times n$ matrix (MATH.md §4).
+    For a `jprop.MLP` it never forms an $n \times n$ matrix (docs/math.md §4).
 
     **Arguments:** as for `jprop.laplacian`, with `dims` the inputs whose diagonal entries are
     wanted and `outputs` the outputs.
@@ -381,7 +381,7 @@ def hessian_vector_product(
 ) -> Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]:
     r"""The input-space Hessian-vector product $v = \sum_k g_k \nabla^2_x f_k\, r$.
 
-    For a `jprop.MLP` this is the by-product of J-prop's R-backward pass (MATH.md §3): forward,
+    For a `jprop.MLP` this is the by-product of J-prop's R-backward pass (docs/math.md §3): forward,
     backward with output weighting `g`, R-forward along `r`, R-backward; about two gradients' cost
     and no $n \times n$ matrix. Otherwise forward-over-reverse autodiff.
 
@@ -402,7 +402,7 @@ def hessian_vector_product(
 def R(g: Callable[[Any, jax.Array], Any], *, method: str = "auto") -> Callable[..., Any]:
     r"""The input-space R-operator, $\mathcal{R}_r\{g\} = \partial_\varepsilon g(w, x + \varepsilon r)|_{\varepsilon=0}$.
 
-    Perturbs the *input* and holds the weights (Flake & Pearlmutter 1999; MATH.md §3). For a network
+    Perturbs the *input* and holds the weights (Flake & Pearlmutter 1999; docs/math.md §3). For a network
     output, $\mathcal{R}_r\{f\} = J r$.
 
     **Arguments:**

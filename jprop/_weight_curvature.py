@@ -1,4 +1,4 @@
-"""Curvature of a loss with respect to the weights (MATH.md §6; Bishop §8.1.6; Pearlmutter 1994).
+"""Curvature of a loss with respect to the weights (docs/math.md §6; Bishop §8.1.6; Pearlmutter 1994).
 
 A loss is either a `jprop.SquaredError` / `jprop.CrossEntropy` built on a model — the closed road
 when the model is a `jprop.MLP` — or any callable `E(params, *data)` (the autodiff road). Both

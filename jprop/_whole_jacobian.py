@@ -1,4 +1,4 @@
-"""Functions of the whole input Jacobian whose weight-gradients are bilinear calls (MATH.md §3).
+"""Functions of the whole input Jacobian whose weight-gradients are bilinear calls (docs/math.md §3).
 
 - Spectral norm ‖J‖₂ = σ₁: power iteration needs only Jv and Jᵀu; with the top singular pair
   (u, v) held fixed, ∇_w σ₁ = ∇_w(uᵀJv), one bilinear call. The pair is state: carried from one

@@ -18,7 +18,7 @@ def nth_derivative(fn, order):
 
 
 def test_tansig_reference_values():
-    # MATH.md §1: x = 0 → (0, 1, 0, -2); x = atanh ½ → (½, 0.75, -0.75, -0.375).
+    # docs/math.md §1: x = 0 → (0, 1, 0, -2); x = atanh ½ → (½, 0.75, -0.75, -0.375).
     for x, expected in [
         (0.0, (0.0, 1.0, 0.0, -2.0)),
         (np.arctanh(0.5), (0.5, 0.75, -0.75, -0.375)),

@@ -1,5 +1,5 @@
 """J-prop: both roads against each other, jax.grad of the autodiff objectives, float64 finite
-differences, the hand-checked numbers of MATH.md §7, the two traps, and the named objectives."""
+differences, the hand-checked numbers of docs/math.md §7, the two traps, and the named objectives."""
 
 import functools
 
@@ -29,7 +29,7 @@ def arguments(net, dtype, batch=4, seed=5):
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def reference_u(net, params, x, u, a):  # MATH.md §3's autodiff reference, batch mean
+def reference_u(net, params, x, u, a):  # docs/math.md §3's autodiff reference, batch mean
     def e(p):
         jtu = jax.vmap(lambda xi, ui: jax.vjp(lambda v: net(p, v), xi)[1](ui)[0])(x, u)
         return 0.5 * jnp.mean(jnp.sum((jtu - a) ** 2, -1))
@@ -119,7 +119,7 @@ def one_unit(c, w, beta, d):
 
 @pytest.mark.parametrize("road", ROADS)
 def test_one_hidden_unit_hand_values(road):
-    # MATH.md §7.3.
+    # docs/math.md §7.3.
     net = jprop.MLP((1, 1, 1))
     x = jnp.full((1,), np.arctanh(0.5))
     E, g = pair(jprop.jprop_v(net, method=road))(
@@ -140,7 +140,7 @@ def test_one_hidden_unit_hand_values(road):
 
 @pytest.mark.parametrize("road", ROADS)
 def test_linear_network_formulas(road):
-    # MATH.md §7.2: e = W²W¹v − b, ∂W² = e (W¹v)ᵀ, ∂W¹ = W²ᵀ e vᵀ; ρ = W¹ᵀW²ᵀu − a,
+    # docs/math.md §7.2: e = W²W¹v − b, ∂W² = e (W¹v)ᵀ, ∂W¹ = W²ᵀ e vᵀ; ρ = W¹ᵀW²ᵀu − a,
     # ∂W¹ = (W²ᵀu) ρᵀ, ∂W² = u (W¹ρ)ᵀ; every bias gradient 0.
     net = jprop.MLP((3, 4, 2), activation="purelin")
     params, x = params_and_input(net, jnp.float64, seed=6)
@@ -168,7 +168,7 @@ LINEAR_OUTPUT = [(a, i) for a, i in zip(ARCHITECTURES, ARCH_IDS) if a.output == 
 
 @pytest.mark.parametrize("net", [a for a, _ in LINEAR_OUTPUT], ids=[i for _, i in LINEAR_OUTPUT])
 def test_output_bias_gradient_is_exactly_zero(net):
-    # MATH.md §7.4: with a linear output, nothing that depends only on J sees the output bias.
+    # docs/math.md §7.4: with a linear output, nothing that depends only on J sees the output bias.
     # (A curved output's σ'(z^L) does depend on it, so those architectures are not in this list.)
     params, x = params_and_input(net, jnp.float64, seed=7, batch=(4,))
     args = arguments(net, jnp.float64)
@@ -180,7 +180,7 @@ def test_output_bias_gradient_is_exactly_zero(net):
 
 
 def test_trap_one_skipping_the_primal_backward_pass_is_wrong():
-    # MATH.md §3 trap 1, reproduced: inject e only into the R-backward output, no backward pass.
+    # docs/math.md §3 trap 1, reproduced: inject e only into the R-backward output, no backward pass.
     net = ARCHITECTURES[0]
     params, x = params_and_input(net, jnp.float64, seed=8, batch=(4,))
     args = arguments(net, jnp.float64)

@@ -50,7 +50,7 @@ def test_mlp_is_hashable_and_static_under_jit():
 
 
 def test_one_hidden_unit_closed_form():
-    # MATH.md §7.3: f(x) = c tanh(wx + β) + d.
+    # docs/math.md §7.3: f(x) = c tanh(wx + β) + d.
     c, w, beta, d, x = 2.0, 0.5, 0.1, -0.3, 1.2
     net = jprop.MLP((1, 1, 1))
     params = [
@@ -70,7 +70,7 @@ def test_one_hidden_unit_closed_form():
 
 
 def test_linear_network_jacobian_is_weight_product_and_hessian_zero():
-    # MATH.md §7.2.
+    # docs/math.md §7.2.
     net = jprop.MLP((3, 4, 2), activation="purelin")
     params, x = params_and_input(net, jnp.float64)
     J = jprop.jacobian(net)(params, x)

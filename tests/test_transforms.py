@@ -85,7 +85,7 @@ def test_input_hessian_vector_product(net, dtype):
     params, x = params_and_input(net, dtype, seed=8, batch=(3,))
     g = jax.random.normal(jax.random.key(10), (3, net.sizes[-1]), dtype)
     r = jax.random.normal(jax.random.key(11), x.shape, dtype)
-    # Oracle (MATH.md §7.6): jax.jvp(jax.grad(lambda x: g @ f(x)), (x,), (r,)).
+    # Oracle (docs/math.md §7.6): jax.jvp(jax.grad(lambda x: g @ f(x)), (x,), (r,)).
     oracle = jax.jit(
         jax.vmap(
             lambda xi, gi, ri: jax.jvp(jax.grad(lambda v: gi @ net(params, v)), (xi,), (ri,))[1]
@@ -204,7 +204,7 @@ def test_R_is_jacobian_vector_product(net):
 
 
 def test_R_of_pytree_output_and_of_gradient():
-    # R of ∇_x(gᵀf) is the input Hessian-vector product Σ_k g_k ∇²f_k r (MATH.md §7.6).
+    # R of ∇_x(gᵀf) is the input Hessian-vector product Σ_k g_k ∇²f_k r (docs/math.md §7.6).
     net = ARCHITECTURES[1]
     params, x = params_and_input(net, jnp.float64, seed=3)
     g = jnp.asarray([0.7])
