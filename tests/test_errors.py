@@ -7,7 +7,7 @@ import pytest
 import jprop
 
 NET = jprop.MLP((3, 5, 2))
-PARAMS = NET.init(jax.random.key(0))
+PARAMS = NET.init(jax.random.key(0), jnp.float32)
 X = jnp.ones(3, jnp.float32)
 
 
@@ -23,9 +23,9 @@ X = jnp.ones(3, jnp.float32)
         (dict(sizes=(3, 4), activation="relu"), ValueError, r"hidden activation 'relu'.*'tansig'"),
         (dict(sizes=(3, 4), activation="softmax"), ValueError, "hidden activation 'softmax'"),
         (
-            dict(sizes=(3, 4), output="sigmoid"),
+            dict(sizes=(3, 4), output="relu"),
             ValueError,
-            r"output activation 'sigmoid'.*'softmax'",
+            r"output activation 'relu'.*'sigmoid'.*'softmax'",
         ),
         (dict(sizes=(3, 1), output="softmax"), ValueError, "softmax output needs at least 2"),
     ],

@@ -304,7 +304,7 @@ def test_generic_road_on_rbf_network():
 
 def test_bad_arguments_are_named():
     net = jprop.MLP((3, 5, 2))
-    params = net.init(jax.random.key(0))
+    params = net.init(jax.random.key(0), jnp.float32)
     x = jnp.ones((4, 3), jnp.float32)
     with pytest.raises(
         ValueError, match=r"`u` must have shape \(4, 2\); got \(4, 3\).*output space \(m = 2\)"

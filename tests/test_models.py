@@ -42,7 +42,7 @@ def test_mlp_is_hashable_and_static_under_jit():
     a, b = jprop.MLP([2, 3, 1]), jprop.MLP((2, 3, 1))
     assert a == b and hash(a) == hash(b) and a.sizes == (2, 3, 1)
     assert jprop.MLP((2, 3, 1), output="tansig") != a
-    params = a.init(jax.random.key(1))
+    params = a.init(jax.random.key(1), jnp.float32)
     out = jax.jit(lambda net, p, x: net(p, x), static_argnums=0)(
         a, params, jnp.ones(2, jnp.float32)
     )

@@ -16,7 +16,9 @@ def networks(draw):
     hidden = draw(st.lists(st.integers(1, 5), min_size=0, max_size=3))
     m = draw(st.integers(1, 3))
     output = draw(st.sampled_from(["linear", "tansig", "logsig"] + (["softmax"] if m > 1 else [])))
-    activation = draw(st.sampled_from(["tansig", "logsig", "purelin"]))
+    activation = draw(
+        st.sampled_from(["tansig", "logsig", "purelin", "sin", "softplus", "silu", "gelu"])
+    )
     return jprop.MLP((n, *hidden, m), activation=activation, output=output), draw(
         st.integers(0, 2**16)
     )
