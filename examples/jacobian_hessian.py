@@ -1,9 +1,9 @@
 """The source question answered: the Jacobian and Hessian of a tansig network's output at an input.
 
-The question (shared/seeds/000) has A = W_n tansig(... tansig(W_1 I + B_1) ...) + B_n and gets as far
-as the Jacobian product J = W_n D_{n-1} W_{n-1} ... D_1 W_1; the Hessian is never delivered. jprop
-gives both, exactly, and this script checks them against float64 central differences and against
-JAX's own autodiff.
+A question often asked about MATLAB networks has A = W_n tansig(... tansig(W_1 I + B_1) ...) + B_n
+and gets as far as the Jacobian product J = W_n D_{n-1} W_{n-1} ... D_1 W_1; the Hessian is never
+delivered (docs/math.md §1 lists the mistakes made along the way). jprop gives both, exactly, and
+this script checks them against float64 central differences and against JAX's own autodiff.
 
 Run: python examples/jacobian_hessian.py
 """

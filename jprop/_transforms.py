@@ -2,7 +2,7 @@
 Hessian-vector product, and the R-operator.
 
 Each transform takes `f(params, x)` and returns a function of `(params, x, ...)`, in the manner of
-`jax.jacobian`. Two roads lead to every quantity (DESIGN.md principle 2): the generic autodiff road,
+`jax.jacobian`. Two roads lead to every quantity: the generic autodiff road,
 built from `jax.jvp`/`jax.vjp` compositions, which works for any `f`; and the closed-form road for a
 `jprop.MLP` (`_closed.py`, built on the four passes of `_passes.py`). `method="auto"` picks the
 closed form when it exists.
