@@ -137,7 +137,9 @@ def main(
     quick: bool = False, repeats: int | None = None, out: str | None = None, progress: bool = True
 ) -> list[dict]:
     repeats = repeats or (3 if quick else 20)
-    out_dir = pathlib.Path(out or pathlib.Path(__file__).with_name("results"))
+    # A full run regenerates the README's tracked results; a quick one writes to the untracked out/.
+    default = pathlib.Path(__file__).with_name("out" if quick else "results")
+    out_dir = pathlib.Path(out) if out else default
     out_dir.mkdir(parents=True, exist_ok=True)
     device = (
         f"{jax.devices()[0].device_kind} ({jax.default_backend()}, {len(jax.devices())} devices)"

@@ -75,7 +75,8 @@ def main(quick: bool = False, out: str | None = None, progress: bool = True) -> 
             f"mean |f(x + noise) − f(x)| {r['noise_shift']:.3f}"
         )
     _plot(
-        report, pathlib.Path(out or pathlib.Path(__file__).with_name("jacobian_regularisation.png"))
+        report,
+        pathlib.Path(out or pathlib.Path(__file__).parent / "out" / "jacobian_regularisation.png"),
     )
     for name in ("double backprop", "‖J‖_F penalty"):
         for metric in ("gradient_norm", "noise_shift"):
@@ -105,6 +106,7 @@ def _plot(report, path):
             ax.text(i, v, f"{v:.3f}", ha="center", va="bottom", fontsize=8)
     fig.suptitle("Penalising the input Jacobian (60 noisy training points, 1000 held out)")
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     print(f"figure: {path}")

@@ -135,6 +135,7 @@ def plot(metrics, history, path):
         fontsize=11,
     )
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -175,7 +176,7 @@ def main(
         f"(after adding the mean residual {metrics['shift']:.3f})"
     )
     print(f"output-bias gradient  {bias_gradient:.1e}  (exactly 0: no derivative depends on it)")
-    path = pathlib.Path(out or pathlib.Path(__file__).with_name("learn_derivative.png"))
+    path = pathlib.Path(out or pathlib.Path(__file__).parent / "out" / "learn_derivative.png")
     plot(metrics, result.history, path)
     print(f"figure: {path}")
     # The paper's claims, asserted: (b) the derivative is learned well; (a) the function only up
@@ -196,7 +197,7 @@ if __name__ == "__main__":
     parser.add_argument("--optimizer", default="cg", choices=["cg", "lbfgs", "adam"])
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="PNG path (default: next to this script)")
+    parser.add_argument("--out", default=None, help="PNG path (default: examples/out/, untracked)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
     main(args.quick, args.optimizer, args.steps, args.seed, args.out, not args.no_progress)

@@ -70,7 +70,11 @@ def main(quick: bool = False, out: str | None = None, progress: bool = True) -> 
         f"derivatives lower the held-out derivative error {plain['slope_rmse'] / both['slope_rmse']:.1f}×"
     )
     _plot(
-        net, report, x, grid, pathlib.Path(out or pathlib.Path(__file__).with_name("sobolev.png"))
+        net,
+        report,
+        x,
+        grid,
+        pathlib.Path(out or pathlib.Path(__file__).parent / "out" / "sobolev.png"),
     )
     assert both["slope_rmse"] < 0.5 * plain["slope_rmse"], (both["slope_rmse"], plain["slope_rmse"])
     assert both["value_rmse"] < plain["value_rmse"]
@@ -105,6 +109,7 @@ def _plot(net, report, x, grid, path):
         ax.legend(fontsize=8)
     fig.suptitle("Sobolev training: the same net fitted to values alone, and to values + slopes")
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     print(f"figure: {path}")

@@ -99,7 +99,7 @@ def main(quick: bool = False, out: str | None = None, progress: bool = True) -> 
         train,
         taus,
         report,
-        pathlib.Path(out or pathlib.Path(__file__).with_name("tangent_prop_digits.png")),
+        pathlib.Path(out or pathlib.Path(__file__).parent / "out" / "tangent_prop_digits.png"),
     )
     assert report["+ Tangent Prop"]["transformed"] > report["cross-entropy"]["transformed"], report
     return report
@@ -136,6 +136,7 @@ def _plot(images, train, taus, report, path):
     ax.legend(fontsize=8, loc="lower right")
     fig.suptitle("Tangent Prop on 200 training digits: invariance to small rotations and shifts")
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     print(f"figure: {path}")
