@@ -48,7 +48,7 @@ def points(key, interior: int, boundary: int, initial: int):
 def main(quick: bool = False, progress: bool = True, out: str | None = None) -> dict:
     net = jprop.MLP((3, 32, 32, 1), activation="tanh")
     params = net.init(jax.random.key(0), jnp.float32)
-    counts = (300, 100, 100) if quick else (2000, 400, 400)
+    counts = (200, 80, 80) if quick else (2000, 400, 400)
     inside, edge, start = points(jax.random.key(1), *counts)
     spatial_laplacian = jprop.laplacian(net, dims=(1, 2))  # Δ_x u over x, y only
     time_derivative = jprop.R(net)  # ∂u/∂t = J e_t

@@ -49,7 +49,7 @@ def test_pinn_step_benchmark_quick():
     # Each row asserts that every contender's gradient equals jprop's (to float32 rounding).
     with jax.numpy_dtype_promotion("standard"):  # folx
         rows = load_script("benchmarks/pinn_step.py").main(quick=True, repeats=1)
-    assert [r["quantity"] for r in rows] == ["laplacian"] * 2 + ["hessian_diagonal"] * 2
+    assert [r["quantity"] for r in rows] == ["laplacian", "hessian_diagonal"]
     assert all(r["jprop_ms"] > 0 and r["forward_ms"] > 0 for r in rows)
 
 

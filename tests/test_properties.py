@@ -24,7 +24,7 @@ def networks(draw):
     )
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(networks())
 def test_transforms_agree_with_finite_differences(case):
     net, seed = case
