@@ -13,7 +13,6 @@ import pytest
 from helpers import (
     ARCH_IDS,
     ARCHITECTURES,
-    DTYPES,
     FD_FLOOR,
     TOL_EXACT,
     TOL_FD,
@@ -38,16 +37,14 @@ def oracle_hessian(f, params, x):
     return jax.vmap(jax.hessian(lambda xi: f(params, xi)))(x)
 
 
-# The closed road in both dtypes on every architecture; the autodiff road (JAX's own transforms
-# underneath, so mostly plumbing) in float64 on alternate ones.
+# The closed road in float64 on every architecture; in float32, and the autodiff road (JAX's own
+# transforms underneath, so mostly plumbing) in float64, on alternate ones.
 TRANSFORM_RUNS = [
     pytest.param(net, dtype, method, id=f"{name}-{tag}")
     for i, (net, name) in enumerate(zip(ARCHITECTURES, ARCH_IDS))
-    for dtype, method, tag in [
-        (jnp.float32, "closed", "f32-closed"),
-        (jnp.float64, "closed", "f64-closed"),
-    ]
+    for dtype, method, tag in [(jnp.float64, "closed", "f64-closed")]
     + ([(jnp.float64, "autodiff", "f64-autodiff")] if i % 2 == 0 else [])
+    + ([(jnp.float32, "closed", "f32-closed")] if i % 2 == 1 else [])
 ]
 
 
@@ -86,8 +83,14 @@ def test_batch_axes_are_mapped(batch):
     assert_close(H, flat, 1e-12)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-@pytest.mark.parametrize("net", ARCHITECTURES, ids=ARCH_IDS)
+@pytest.mark.parametrize(  # float64 on every architecture, float32 on alternate ones
+    "net, dtype",
+    [
+        pytest.param(net, dtype, id=f"{name}-{'f32' if dtype == jnp.float32 else 'f64'}")
+        for i, (net, name) in enumerate(zip(ARCHITECTURES, ARCH_IDS))
+        for dtype in ([jnp.float64] + ([jnp.float32] if i % 2 == 0 else []))
+    ],
+)
 def test_input_hessian_vector_product(net, dtype):
     params, x = params_and_input(net, dtype, seed=8, batch=(3,))
     g = jax.random.normal(jax.random.key(10), (3, net.sizes[-1]), dtype)
