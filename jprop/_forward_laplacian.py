@@ -143,16 +143,13 @@ def _instantiate(tree: Any, like: Any) -> Any:
     )
 
 
-def second_order(net: MLP, dims: tuple[int, ...] | None, diagonal: bool, primal=None):
+def second_order(net: MLP, dims: tuple[int, ...] | None, diagonal: bool):
     """The Laplacian (`diagonal=False`, (B, m)) or Hessian diagonal ((B, m, k)) over the inputs
     `dims` (None: all), as a function `(params, x (B, n))` whose value is the forward pass above
-    (or `primal(params, x)`, a closed form measured faster for that quantity) and whose derivatives
-    run the tangent pass above."""
+    and whose derivatives run the tangent pass above."""
 
     @jax.custom_jvp
     def quantity(params, x):
-        if primal is not None:
-            return primal(params, x)
         return _arrange(_forward(net, params, x, dims, diagonal)[0], diagonal)
 
     def rule(primals, tangents):

@@ -41,7 +41,8 @@ _EXTRA_HINTS = {
 
 
 def _validate(f: Any, params: Any, x: Any, others: tuple, extra: tuple[str, ...], where: str):
-    """Check params, x and the extra arguments; return x and the checked extras (trace time)."""
+    """Check params, x and the extra arguments; return x, the checked extras and the abstract
+    per-example output (trace time)."""
     x, out = prepare_call(f, params, x, where)
     checked = []
     for name, value in zip(extra, others):
@@ -49,7 +50,7 @@ def _validate(f: Any, params: Any, x: Any, others: tuple, extra: tuple[str, ...]
         value = check_like(value, name, shape, where, _EXTRA_HINTS[name])
         check_same_dtype(value, name, x, where)
         checked.append(value)
-    return x, tuple(checked)
+    return x, tuple(checked), out
 
 
 def _indices(value: Any, name: str, where: str) -> tuple[int, ...] | None:
@@ -139,13 +140,10 @@ def _input_transform(
         return map_examples(one, x, *others, batch_size=batch_size)
 
     def validate(params, x, *others):
-        x, others = _validate(f, params, x, others, extra, where)
+        x, others, out = _validate(f, params, x, others, extra, where)
         _check_range(dims, x.shape[-1], "dims", "input", where)
         if outputs is not None:
-            out = jax.eval_shape(
-                lambda p, e: f(p, e), params, jax.ShapeDtypeStruct(x.shape[-1:], x.dtype)
-            )
-            if out.ndim != 1:
+            if len(out.shape) != 1:
                 raise ValueError(
                     f"{where}: `outputs` selects from a vector output; f(params, x) has shape "
                     f"{out.shape} per example."
