@@ -44,19 +44,19 @@ def supports(net: MLP) -> bool:
     return net.output != "softmax"
 
 
-def _columns(w: jax.Array, dims: tuple[int, ...] | None) -> jax.Array:
+def columns(w: jax.Array, dims: tuple[int, ...] | None) -> jax.Array:
     """W^1 applied to T^0 = I[:, dims], in layout (1, k, n_1): the chosen columns of W^1, as rows."""
     return (w if dims is None else w[:, list(dims)]).T[None]
 
 
-def _times_wt(t: jax.Array, w: jax.Array) -> jax.Array:
+def times_wt(t: jax.Array, w: jax.Array) -> jax.Array:
     """t (B, k, n_{l-1}) @ Wᵀ as one (B·k × n_{l-1}) @ (n_{l-1} × n_l) product. Flattened, its
     transpose for W̄ is one product contracting B·k, which XLA's CPU backend runs as a plain GEMM
     (contracting the two axes B and k apart measured several times slower)."""
     return (t.reshape(-1, t.shape[-1]) @ w.T).reshape(*t.shape[:-1], w.shape[0])
 
 
-def _scale(s: jax.Array, v: jax.Array) -> jax.Array:
+def scale(s: jax.Array, v: jax.Array) -> jax.Array:
     """s (B, n_l) times v of shape (B, n_l) or (B, k, n_l): each example's units scaled alike."""
     return s * v if v.ndim == s.ndim else s[:, None, :] * v
 
@@ -73,8 +73,8 @@ def _forward(net: MLP, params: Params, x: jax.Array, dims, diagonal: bool):
     for index, (layer, name) in enumerate(zip(params, names)):
         w = layer["W"]
         a = y @ w.T + layer["b"]
-        big_a = _columns(w, dims) if t is None else _times_wt(t, w)
-        mu = None if lam is None else _times_wt(lam, w)
+        big_a = columns(w, dims) if t is None else times_wt(t, w)
+        mu = None if lam is None else times_wt(lam, w)
         last = index == net.depth - 1
         if last and is_linear(name):
             kept.append((y, t, lam, None))
@@ -87,16 +87,28 @@ def _forward(net: MLP, params: Params, x: jax.Array, dims, diagonal: bool):
         y_next = activation_function(name)(a)
         s1, s2, s3 = slopes(name, a, y_next, orders=3)
         q = _squares(big_a, diagonal)
-        lam_next = _scale(s2, jnp.broadcast_to(q, (a.shape[0], *q.shape[1:])))
+        lam_next = scale(s2, jnp.broadcast_to(q, (a.shape[0], *q.shape[1:])))
         if mu is not None:
-            lam_next = lam_next + _scale(s1, mu)
+            lam_next = lam_next + scale(s1, mu)
         kept.append((y, t, lam, (big_a, mu, q, s1, s2, s3)))
-        y, t, lam = y_next, _scale(s1, big_a), lam_next
+        y, t, lam = y_next, scale(s1, big_a), lam_next
     return lam, kept
 
 
 def _lap_shape(big_a: jax.Array, diagonal: bool) -> tuple[int, ...]:
     return big_a.shape[1:] if diagonal else big_a.shape[2:]
+
+
+def first_order_tangent(layer, d_layer, y, t, y_dot, t_dot, dims):
+    """One layer's ȧ = dW y + W ẏ + db and Ȧ = dW T + W Ṫ (a None tangent is zero)."""
+    w, dw = layer["W"], d_layer["W"]
+    a_dot = y @ dw.T + d_layer["b"]
+    if y_dot is not None:
+        a_dot = a_dot + y_dot @ w.T
+    big_a_dot = columns(dw, dims) if t is None else times_wt(t, dw)
+    if t_dot is not None:
+        big_a_dot = big_a_dot + times_wt(t_dot, w)
+    return a_dot, big_a_dot
 
 
 def _tangent(net: MLP, params: Params, kept, dparams: Params, dx, dims, diagonal: bool):
@@ -105,15 +117,10 @@ def _tangent(net: MLP, params: Params, kept, dparams: Params, dx, dims, diagonal
     y_dot, t_dot, lam_dot = dx, None, None
     for index, (layer, d_layer, (y, t, lam, curved)) in enumerate(zip(params, dparams, kept)):
         w, dw = layer["W"], d_layer["W"]
-        a_dot = y @ dw.T + d_layer["b"]
-        if y_dot is not None:
-            a_dot = a_dot + y_dot @ w.T
-        big_a_dot = _columns(dw, dims) if t is None else _times_wt(t, dw)
-        if t_dot is not None:
-            big_a_dot = big_a_dot + _times_wt(t_dot, w)
-        mu_dot = None if lam is None else _times_wt(lam, dw)
+        a_dot, big_a_dot = first_order_tangent(layer, d_layer, y, t, y_dot, t_dot, dims)
+        mu_dot = None if lam is None else times_wt(lam, dw)
         if lam_dot is not None:
-            mu_dot = _times_wt(lam_dot, w) if mu_dot is None else mu_dot + _times_wt(lam_dot, w)
+            mu_dot = times_wt(lam_dot, w) if mu_dot is None else mu_dot + times_wt(lam_dot, w)
         if curved is None:  # the linear output layer: d(Δf) = dW λ + W λ̇
             if mu_dot is None:  # no hidden layer: Δf = 0 whatever the weights
                 return jnp.zeros(a_dot.shape[:1] + _lap_shape(big_a_dot, diagonal), a_dot.dtype)
@@ -121,10 +128,10 @@ def _tangent(net: MLP, params: Params, kept, dparams: Params, dx, dims, diagonal
         big_a, mu, q, s1, s2, s3 = curved
         s1_dot, s2_dot = s2 * a_dot, s3 * a_dot
         q_dot = 2 * (big_a * big_a_dot if diagonal else jnp.sum(big_a * big_a_dot, axis=1))
-        lam_dot = _scale(s2_dot, jnp.broadcast_to(q, q_dot.shape)) + _scale(s2, q_dot)
+        lam_dot = scale(s2_dot, jnp.broadcast_to(q, q_dot.shape)) + scale(s2, q_dot)
         if mu is not None:
-            lam_dot = lam_dot + _scale(s1_dot, mu) + _scale(s1, mu_dot)
-        t_dot = _scale(s1_dot, jnp.broadcast_to(big_a, big_a_dot.shape)) + _scale(s1, big_a_dot)
+            lam_dot = lam_dot + scale(s1_dot, mu) + scale(s1, mu_dot)
+        t_dot = scale(s1_dot, jnp.broadcast_to(big_a, big_a_dot.shape)) + scale(s1, big_a_dot)
         y_dot = s1 * a_dot
     return lam_dot
 
@@ -134,7 +141,7 @@ def _arrange(out: jax.Array, diagonal: bool) -> jax.Array:
     return jnp.swapaxes(out, 1, 2) if diagonal else out
 
 
-def _instantiate(tree: Any, like: Any) -> Any:
+def instantiate(tree: Any, like: Any) -> Any:
     return jax.tree.map(
         lambda t, p: jnp.zeros_like(p) if isinstance(t, SymbolicZero) else t,
         tree,
@@ -157,7 +164,7 @@ def second_order(net: MLP, dims: tuple[int, ...] | None, diagonal: bool):
         dparams, dx = tangents
         out, kept = _forward(net, params, x, dims, diagonal)
         dx = None if isinstance(dx, SymbolicZero) else dx
-        d_out = _tangent(net, params, kept, _instantiate(dparams, params), dx, dims, diagonal)
+        d_out = _tangent(net, params, kept, instantiate(dparams, params), dx, dims, diagonal)
         return _arrange(out, diagonal), _arrange(d_out, diagonal)
 
     quantity.defjvp(rule, symbolic_zeros=True)

@@ -23,15 +23,21 @@ from ._batch import map_batches, map_examples
 from ._dispatch import all_arrays, cached, choose, count_trace
 from ._forward_laplacian import second_order, supports
 from ._mlp import MLP
+from ._trained_jacobian import jacobian as trained_jacobian
 from ._validation import check_input, check_like, check_same_dtype, optional_size, prepare_call
 
 Function = Callable[[Any, jax.Array], jax.Array]
 
-# Quantities whose closed form is the forward Laplacian with its hand-written tangent pass
-# (`_forward_laplacian.py`). `benchmarks/pinn_step.py` measured the same pass for the Hessian
-# diagonal (a per-input λ) at 0.37-0.9× autodiff of the sum-over-units diagonal, which therefore
-# keeps its closed form and JAX's derivative of it.
-_TRAINED_THROUGH = ("laplacian",)
+# Quantities whose closed form carries a hand-written tangent pass, as builders
+# (net, dims) -> function (params, x (B, n)): the forward Laplacian (`_forward_laplacian.py`) and
+# the Jacobian's columns and rows passes (`_trained_jacobian.py`). `benchmarks/pinn_step.py`
+# measured the forward Laplacian's pass for the Hessian diagonal (a per-input λ) at 0.37-0.9×
+# autodiff of the sum-over-units diagonal, which therefore keeps its closed form and JAX's
+# derivative of it.
+_TRAINED_THROUGH: dict[str, Callable[[MLP, Any], Callable]] = {
+    "laplacian": lambda net, dims: second_order(net, dims, diagonal=False),
+    "jacobian": trained_jacobian,
+}
 
 
 _EXTRA_HINTS = {
@@ -125,8 +131,7 @@ def _input_transform(
         closed = functools.partial(closed, dims=dims)
         autodiff = functools.partial(_over_inputs, autodiff, dims)
     if road == "closed" and quantity in _TRAINED_THROUGH and supports(net):
-        # The forward Laplacian, differentiated by its hand-written tangent pass.
-        fast = second_order(net, dims, quantity == "hessian_diagonal")
+        fast = _TRAINED_THROUGH[quantity](net, dims)
         closed = lambda net, params, x: fast(params, x)  # noqa: E731
 
     def plain(params, x, *others):
@@ -271,8 +276,11 @@ def jacobian(
 
     **Arguments:**
     - `f`: a `jprop.MLP` or any function `f(params, x)` taking `x` of shape `(n,)`.
-    - `method`: `"auto"` (the autodiff road: measured as fast or faster than the closed form,
-      which `"closed"` forces), `"closed"` or `"autodiff"`.
+    - `method`: `"auto"`, `"closed"` or `"autodiff"`. The closed road for a `jprop.MLP` carries
+      hand-written derivative rules, so `jax.grad` of a loss on J (Sobolev training, Jacobian
+      penalties) runs their adjoint passes (docs/math.md §9); `"auto"` takes it when `n <= m`
+      (measured 1.2-1.3× JAX's derivative of `jacfwd`) and `jax.jacrev` otherwise (its derivative
+      compiles to the same products as the backwards rule).
     - `batch_size`: map over the batch in chunks of this many examples (`jax.lax.map`) to bound
       memory; `None` (default) maps the whole batch at once with `jax.vmap`.
 

@@ -1,6 +1,6 @@
 """jprop transforms behave like JAX functions: built once, traced once, losses that jax.grad and
-optax take as they are, both differentiation modes, vmap over parameters, nesting; and the Laplacian's
-hand-written derivative rule against autodiff and float64 differences."""
+optax take as they are, both differentiation modes, vmap over parameters, nesting; and the
+hand-written derivative rules (Laplacian, Jacobian) against autodiff and float64 differences."""
 
 import chex
 import jax
@@ -12,7 +12,7 @@ from helpers import ARCH_IDS, ARCHITECTURES, assert_close, pair, params_and_inpu
 from jax.flatten_util import ravel_pytree
 
 import jprop
-from jprop import _dispatch, _forward_laplacian
+from jprop import _dispatch, _forward_laplacian, _trained_jacobian
 
 
 def flat(tree):
@@ -172,10 +172,12 @@ def test_fit_takes_a_loss_and_refuses_the_old_pair_form():
 
 
 # ----------------------------------------------------------------------------------------------
-# Training through the Laplacian: the hand-written tangent pass
+# Training through the Laplacian and the Jacobian: the hand-written tangent passes
 
 LAPLACIAN_NETS = [a for a in ARCHITECTURES if a.output != "softmax"]
 LAPLACIAN_IDS = [i for a, i in zip(ARCHITECTURES, ARCH_IDS) if a.output != "softmax"]
+# Each quantity with a hand-written rule, and the module whose tangent pass it runs.
+TRAINED = ["laplacian", "jacobian"]
 
 
 def _pinn_loss(transform, net):
@@ -183,11 +185,17 @@ def _pinn_loss(transform, net):
     return lambda p, x: jnp.mean(jnp.sin(lap(p, x)) ** 2)
 
 
+def _trained_loss(quantity, net, method="auto"):
+    return _pinn_loss(lambda f: getattr(jprop, quantity)(f, method=method), net)
+
+
+@pytest.mark.parametrize("quantity", TRAINED)
 @pytest.mark.parametrize("net", LAPLACIAN_NETS, ids=LAPLACIAN_IDS)
-def test_laplacian_rule_against_autodiff(net):
+def test_trained_rules_against_autodiff(net, quantity):
+    # The Jacobian's nets cover both of its passes: rows (m < n) and columns (n <= m).
     params, x = params_and_input(net, jnp.float64, seed=11, batch=(5,))
-    ours = _pinn_loss(lambda f: jprop.laplacian(f, method="closed"), net)
-    theirs = _pinn_loss(lambda f: jprop.laplacian(f, method="autodiff"), net)
+    ours = _trained_loss(quantity, net, "closed")
+    theirs = _trained_loss(quantity, net, "autodiff")
     for argnums in (0, 1):  # weights and input
         got = jax.grad(ours, argnums)(params, x)
         expected = jax.grad(theirs, argnums)(params, x)
@@ -201,10 +209,14 @@ def test_laplacian_rule_against_autodiff(net):
     )
 
 
-def test_laplacian_rule_against_float64_differences():
-    net = jprop.MLP((3, 6, 5, 2), activation="logsig", output="tansig")
+@pytest.mark.parametrize(
+    "quantity, sizes",
+    [("laplacian", (3, 6, 5, 2)), ("jacobian", (3, 6, 5, 2)), ("jacobian", (2, 5, 3))],
+)
+def test_trained_rules_against_float64_differences(quantity, sizes):
+    net = jprop.MLP(sizes, activation="logsig", output="tansig")
     params, x = params_and_input(net, jnp.float64, seed=12, batch=(4,))
-    loss = _pinn_loss(jprop.laplacian, net)
+    loss = _trained_loss(quantity, net, "closed")
     w, unravel = ravel_pytree(params)
     grad = flat(jax.grad(loss)(params, x))
     eps = 1e-6
@@ -223,12 +235,13 @@ def test_laplacian_rule_against_float64_differences():
     assert_close(gx, fdx, 1e-7, "input")
 
 
-def test_laplacian_rule_second_order_vmap_and_nesting():
-    net = jprop.MLP((2, 3, 3, 1))
+@pytest.mark.parametrize(
+    "quantity, sizes", [("laplacian", (2, 3, 3, 1)), ("jacobian", (2, 3, 3, 1))]
+)
+def test_trained_rules_second_order_vmap_and_nesting(quantity, sizes):
+    net = jprop.MLP(sizes)
     params, x = params_and_input(net, jnp.float64, seed=13, batch=(3,))
-    ours, theirs = (
-        _pinn_loss(lambda f: jprop.laplacian(f, method=m), net) for m in ("closed", "autodiff")
-    )
+    ours, theirs = (_trained_loss(quantity, net, m) for m in ("closed", "autodiff"))
     chex.assert_trees_all_close(
         jax.hessian(ours)(params, x), jax.hessian(theirs)(params, x), rtol=1e-10, atol=1e-12
     )
@@ -239,25 +252,38 @@ def test_laplacian_rule_second_order_vmap_and_nesting():
         rtol=1e-10,
         atol=1e-12,
     )
-    # The biharmonic Δ²f: the Laplacian of a function that calls jprop.laplacian.
-    inner = jprop.laplacian(net)
-    biharmonic = jprop.laplacian(lambda p, z: inner(p, z))(params, x)
-    reference = jprop.laplacian(
-        lambda p, z: jnp.trace(jax.hessian(lambda v: net(p, v))(z), axis1=-2, axis2=-1)
-    )(params, x)
-    assert_close(biharmonic, reference, 1e-10, "biharmonic")
+    if quantity == "laplacian":  # the biharmonic Δ²f: the Laplacian of a jprop.laplacian
+        inner = jprop.laplacian(net)
+        biharmonic = jprop.laplacian(lambda p, z: inner(p, z))(params, x)
+        reference = jprop.laplacian(
+            lambda p, z: jnp.trace(jax.hessian(lambda v: net(p, v))(z), axis1=-2, axis2=-1)
+        )(params, x)
+        assert_close(biharmonic, reference, 1e-10, "biharmonic")
+    else:  # the input Hessian as the Jacobian of a function that calls jprop.jacobian
+        inner = jprop.jacobian(net, method="closed")
+        nested = jprop.jacobian(lambda p, z: inner(p, z)[0])(params, x)
+        assert_close(
+            nested, jprop.hessian(net, method="autodiff")(params, x)[:, 0], 1e-10, "nested"
+        )
 
 
-def test_laplacian_rule_is_used(monkeypatch):
+@pytest.mark.parametrize(
+    "quantity, module, name",
+    [
+        ("laplacian", _forward_laplacian, "_tangent"),
+        ("jacobian", _trained_jacobian, "_rows_tangent"),
+        ("jacobian", _trained_jacobian, "_columns_tangent"),
+    ],
+)
+def test_trained_rules_are_used(monkeypatch, quantity, module, name):
     # A deliberately wrong tangent pass changes jax.grad (and only the derivative).
-    net = jprop.MLP((3, 6, 1))
+    net = jprop.MLP((3, 6, 1) if name != "_columns_tangent" else (2, 6, 3))
     params, x = params_and_input(net, jnp.float64, batch=(4,))
-    loss = _pinn_loss(jprop.laplacian, net)
-    right_value, right = jax.value_and_grad(loss)(params, x)
-    original = _forward_laplacian._tangent
-    monkeypatch.setattr(_forward_laplacian, "_tangent", lambda *args: 3 * original(*args))
+    right_value, right = jax.value_and_grad(_trained_loss(quantity, net, "closed"))(params, x)
+    original = getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *args: 3 * original(*args))
     _dispatch.clear_caches()
-    value, wrong = jax.value_and_grad(_pinn_loss(jprop.laplacian, net))(params, x)
+    value, wrong = jax.value_and_grad(_trained_loss(quantity, net, "closed"))(params, x)
     assert_close(value, right_value, 0.0)
     assert_close(flat(wrong), 3 * flat(right), 1e-13)
 
@@ -309,7 +335,8 @@ def test_road_says_which_road_auto_takes_and_why():
     assert jprop.road(net, "laplacian") == ("closed", jprop.road(net, "laplacian").reason)
     assert jprop.road(jprop.MLP((64, 32, 1)), "hessian").road == "autodiff"
     assert "inputs" in jprop.road(jprop.MLP((64, 32, 1)), "hessian").reason
-    assert jprop.road(net, "jacobian").road == "autodiff"
+    assert jprop.road(net, "jacobian").road == "autodiff"  # m < n: jacrev
+    assert jprop.road(jprop.MLP((2, 8, 3)), "jacobian").road == "closed"  # n <= m: columns
     assert jprop.road(net, "jprop_v", method="closed").road == "closed"
     rbf = jprop.RBFNetwork(2, 3, 1)
     assert jprop.road(rbf, "laplacian").road == "autodiff"
