@@ -11,7 +11,9 @@ For each network and batch, the step is jitted for every contender and raced in 
 
 The jprop forward Laplacian alone is timed too, for the ratio gradient / forward. Each row asserts
 that every gradient agrees with jprop's. The same rows for the Hessian diagonal follow (mean of the
-diagonal squared), against diag(jax.hessian) + jax.grad.
+diagonal squared), against diag(jax.hessian) + jax.grad, and Sobolev steps through the Jacobian
+(mean of J²; jprop's hand-written rules, method="closed") against JAX's derivatives of jacrev and
+jacfwd.
 
 Run: python benchmarks/pinn_step.py [--quick] [--repeats N]
 """
@@ -40,13 +42,37 @@ SHAPES = [
 QUICK_SHAPES = [((4, 32, 32, 1), 64)]
 
 
+# Sobolev steps through the Jacobian: m < n (the rows pass; auto takes jacrev), and n <= m (the
+# columns pass, auto's closed road).
+JACOBIAN_SHAPES = [
+    ((3, 128, 128, 128, 1), 512),
+    ((32, 128, 128, 128, 8), 256),
+    ((3, 64, 64, 10), 512),
+]
+QUICK_JACOBIAN_SHAPES = [((2, 16, 16, 3), 64)]
+
+
+def _step(q):
+    return jax.grad(lambda p, x: jnp.mean(q(p, x) ** 2))
+
+
+def jacobian_steps(net):
+    """name -> ∇_w mean(J²): jprop's hand-written rules (method='closed') against JAX's
+    derivatives of vmapped jacrev and jacfwd."""
+    out = {"jprop": _step(jprop.jacobian(net, method="closed"))}
+    for name, jac in (("jacrev", jax.jacrev), ("jacfwd", jax.jacfwd)):
+        one = lambda p, jac=jac: jac(lambda xi: net(p, xi))  # noqa: E731
+        out[f"{name} + jax.grad"] = _step(lambda p, x, one=one: jax.vmap(one(p))(x))
+    return out, jprop.jacobian(net, method="closed")
+
+
 def steps(net, quantity):
     """name -> fn(params, x) returning ∇_w mean(q²) for the quantity q of `net`."""
+    if quantity == "jacobian":
+        return jacobian_steps(net)
     diagonal = quantity == "hessian_diagonal"
     h = jax_hessian(net)
-
-    def step(q):
-        return jax.grad(lambda p, x: jnp.mean(q(p, x) ** 2))
+    step = _step
 
     ours = (jprop.hessian_diagonal if diagonal else jprop.laplacian)(net)
     closed = _closed.hessian_diagonal if diagonal else _closed.laplacian
@@ -74,8 +100,13 @@ def main(quick: bool = False, repeats: int | None = None, activation: str = "tan
     repeats = repeats or (3 if quick else 20)
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), float32")
     rows = []
-    for quantity in ("laplacian", "hessian_diagonal"):
-        for sizes, batch in QUICK_SHAPES if quick else SHAPES:
+    plan = {
+        "laplacian": QUICK_SHAPES if quick else SHAPES,
+        "hessian_diagonal": QUICK_SHAPES if quick else SHAPES,
+        "jacobian": QUICK_JACOBIAN_SHAPES if quick else JACOBIAN_SHAPES,
+    }
+    for quantity, shapes in plan.items():
+        for sizes, batch in shapes:
             net = jprop.MLP(sizes, activation=activation)
             params = net.init(jax.random.key(0), jnp.float32)
             x = jax.random.uniform(jax.random.key(1), (batch, sizes[0]), jnp.float32, -1, 1)

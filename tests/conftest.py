@@ -1,19 +1,116 @@
-"""Global test configuration, set once: float64 available, strict dtype promotion."""
+"""The suite's two lanes, and its global test configuration.
 
-import jax
+**This lane** (tests/): float64 available and strict dtype promotion, set once; oracles are
+checked with tolerances, never timed. It is dominated by XLA compiling hundreds of small programs,
+so it asks the CPU backend for its lowest LLVM optimisation level (measured 25% less wall time)
+and for its older loop emitters in place of the MLIR fusion emitters (a further 30-35% on
+test_transforms/test_jprop), where this XLA knows that flag (XLA aborts on flags it does not know,
+so a child process tries it first).
+
+**The user lane** (user_lane/): the examples, the README's code and the benchmarks in quick mode,
+run as a user runs them — JAX's default configuration (float32, x64 off, standard promotion) and
+XLA's default flags. When tests/test_lanes.py is selected, that lane starts as a child pytest
+process as soon as collection ends, so it runs on the second core beside this one;
+`test_the_user_lane_passes` waits for it and reports its outcome.
+"""
+
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+_USER_XLA_FLAGS = os.environ.get("XLA_FLAGS")  # the lane's own, before this lane's speed flags
+_FAST_COMPILE = "--xla_cpu_use_fusion_emitters=false"
+
+
+def _xla_accepts(flag: str) -> bool:
+    probe = "import jax; jax.devices()"
+    env = dict(os.environ, XLA_FLAGS=flag, JAX_PLATFORMS="cpu")
+    return (
+        subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True).returncode == 0
+    )
+
+
+_flags = (_USER_XLA_FLAGS or "") + " --xla_backend_optimization_level=0"
+if _xla_accepts(_FAST_COMPILE):
+    _flags += " " + _FAST_COMPILE
+os.environ["XLA_FLAGS"] = _flags.strip()
+
+import jax  # noqa: E402  (after XLA_FLAGS, which XLA reads when its backend starts)
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
-
 
 import pytest  # noqa: E402
 
 from jprop import _dispatch  # noqa: E402
 
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+USER_LANE = "user_lane"
+
+
+class UserLane:
+    """The user lane as a child pytest process, with its output in a temporary file."""
+
+    def __init__(self):
+        env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+        if _USER_XLA_FLAGS is not None:
+            env["XLA_FLAGS"] = _USER_XLA_FLAGS
+        self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+        command = [sys.executable, "-m", "pytest", USER_LANE, "-p", "no:cacheprovider"]
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, text=True
+        )
+
+    def wait(self) -> tuple[int, str]:
+        code = self.process.wait()
+        self.log.seek(0)
+        return code, self.log.read()
+
+    def close(self):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+        os.unlink(self.log.name)
+
+
+_lane: list[UserLane] = []
+
+
+def pytest_collection_modifyitems(config, items):
+    if any(item.nodeid.endswith("test_the_user_lane_passes") for item in items):
+        _lane.append(UserLane())
+
+
+def pytest_sessionfinish(session, exitstatus):
+    while _lane:
+        _lane.pop().close()
+
+
+@pytest.fixture
+def user_lane():
+    """The running user lane (started at collection; started now if it was not)."""
+    if not _lane:
+        _lane.append(UserLane())
+    return _lane[0]
+
 
 @pytest.fixture(autouse=True)
-def _fresh_transforms():
-    """Transforms are cached by construction; a test that swaps an internal rule must not get one
-    built by an earlier test."""
-    _dispatch.clear_caches()
+def _fresh_transforms(request):
+    """Transforms are cached by construction, and tests share them (a transform built again is
+    not compiled again, as for a user). A test that swaps an internal rule (any test using
+    `monkeypatch`) or counts traces (asks for `empty_caches`) starts and ends with empty caches,
+    so it neither gets nor leaves a transform built with the other rule or traced before."""
+    patched = {"monkeypatch", "empty_caches"} & set(request.fixturenames)
+    if patched:
+        _dispatch.clear_caches()
     yield
+    if patched:
+        _dispatch.clear_caches()
+
+
+@pytest.fixture
+def empty_caches():
+    """Ask for this to start from no built transforms (see `_fresh_transforms`)."""

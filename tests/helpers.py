@@ -50,18 +50,6 @@ def assert_close(a, b, tol, what="", floor=0.0):
     assert err <= tol, f"{what}: relative error {err:.3e} > {tol:.1e}"
 
 
-def load_script(relative):
-    """Import a script of the repository (an example or benchmark) by its path from the root."""
-    import importlib.util
-    import pathlib
-
-    path = pathlib.Path(__file__).resolve().parent.parent / relative
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def pair(objective):
     """`(value, grads)` of a jprop loss: the one line a user writes for the pair."""
     return jax.value_and_grad(objective)

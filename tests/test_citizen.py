@@ -25,7 +25,7 @@ def flat(tree):
 
 # One transform per kind of program: a closed form, the Laplacian's rule, a loss, a composite.
 @pytest.mark.parametrize("quantity", ["hessian", "laplacian", "jprop_v", "tangent_prop"])
-def test_rebuilding_a_transform_inline_traces_it_once(quantity):
+def test_rebuilding_a_transform_inline_traces_it_once(quantity, empty_caches):
     # The counter sits inside each transform's jitted program and counts its traces (a trace is
     # a compile). Rebuilding the transform per call, as a user writes it inline, and calling it
     # eagerly or under an outer jit must reuse one program: this fails if the program is rebuilt.
@@ -46,7 +46,7 @@ def test_rebuilding_a_transform_inline_traces_it_once(quantity):
     assert_close(jitted, first, 1e-6)
 
 
-def test_a_generic_model_is_traced_once_per_shape():
+def test_a_generic_model_is_traced_once_per_shape(empty_caches):
     calls = {"f": 0}
 
     def f(params, x):  # counts how often jprop traces the user's model
@@ -300,7 +300,7 @@ def test_laplacian_training_in_chunks_equals_the_whole_batch():
 # jax.vmap is the batch
 
 
-def test_a_users_vmap_runs_the_batched_closed_form():
+def test_a_users_vmap_runs_the_batched_closed_form(empty_caches):
     net = jprop.MLP((3, 6, 5, 2))
     params, x = params_and_input(net, jnp.float64, seed=4, batch=(4, 5))
     g = jax.random.normal(jax.random.key(5), (4, 5, 2), jnp.float64)

@@ -1,16 +1,13 @@
 """Benchmarks run in quick mode; each asserts that jprop agrees with the compositions it races."""
 
-import jax
-from helpers import load_script
+from scripts import load_script
 
 
 def test_closed_forms_benchmark_quick(tmp_path):
     table = tmp_path / "table.md"
-    # folx mixes dtypes internally; run as a user would, without the suite's strict promotion.
-    with jax.numpy_dtype_promotion("standard"):
-        rows = load_script("benchmarks/closed_forms.py").main(
-            quick=True, repeats=1, markdown=str(table)
-        )
+    rows = load_script("benchmarks/closed_forms.py").main(
+        quick=True, repeats=1, markdown=str(table)
+    )
     assert {r["quantity"] for r in rows} == {"hessian", "jacobian", "hessian_diagonal", "laplacian"}
     assert all(r["jprop_ms"] > 0 and r["speedup"] > 0 for r in rows)
     assert "speed-up" in table.read_text()
@@ -28,10 +25,9 @@ def test_weight_curvature_benchmark_quick():
 
 
 def test_benchmark_suite_quick(tmp_path):
-    with jax.numpy_dtype_promotion("standard"):  # folx, as in the closed-forms test above
-        rows = load_script("benchmarks/run.py").main(
-            quick=True, repeats=1, out=str(tmp_path), progress=False
-        )
+    rows = load_script("benchmarks/run.py").main(
+        quick=True, repeats=1, out=str(tmp_path), progress=False
+    )
     assert {r["quantity"] for r in rows} >= {
         "jacobian",
         "hessian",
@@ -47,9 +43,8 @@ def test_benchmark_suite_quick(tmp_path):
 
 def test_pinn_step_benchmark_quick():
     # Each row asserts that every contender's gradient equals jprop's (to float32 rounding).
-    with jax.numpy_dtype_promotion("standard"):  # folx
-        rows = load_script("benchmarks/pinn_step.py").main(quick=True, repeats=1)
-    assert [r["quantity"] for r in rows] == ["laplacian", "hessian_diagonal"]
+    rows = load_script("benchmarks/pinn_step.py").main(quick=True, repeats=1)
+    assert [r["quantity"] for r in rows] == ["laplacian", "hessian_diagonal", "jacobian"]
     assert all(r["jprop_ms"] > 0 and r["forward_ms"] > 0 for r in rows)
 
 

@@ -1,8 +1,7 @@
 """Every example script runs in quick mode and asserts its own claim."""
 
-import jax
 import pytest
-from helpers import load_script
+from scripts import load_script
 
 
 def test_jacobian_hessian_example(capsys):
@@ -14,10 +13,9 @@ def test_jacobian_hessian_example(capsys):
 
 def test_learn_derivative_main_job(tmp_path, capsys):
     out = tmp_path / "figure.png"
-    with jax.numpy_dtype_promotion("standard"):
-        metrics = load_script("examples/learn_derivative.py").main(
-            quick=True, out=str(out), progress=False
-        )
+    metrics = load_script("examples/learn_derivative.py").main(
+        quick=True, out=str(out), progress=False
+    )
     assert out.stat().st_size > 10_000
     assert metrics["relative"] < 0.1  # derivative RMSE as a fraction of the target's std
     assert metrics["function_rmse_shifted"] < 0.2 < metrics["function_rmse"]
@@ -34,8 +32,7 @@ def test_learn_derivative_main_job(tmp_path, capsys):
 )
 def test_training_examples_assert_their_claims(script, tmp_path):
     out = tmp_path / "figure.png"
-    with jax.numpy_dtype_promotion("standard"):
-        report = load_script(script).main(quick=True, out=str(out), progress=False)
+    report = load_script(script).main(quick=True, out=str(out), progress=False)
     assert out.stat().st_size > 10_000 and len(report) >= 2  # main() asserted the claim itself
 
 
@@ -46,10 +43,9 @@ def test_equinox_interop_example(capsys):
 
 
 def test_poisson_pinn_example(tmp_path, capsys):
-    with jax.numpy_dtype_promotion("standard"):  # optax, scipy and folx mix Python floats
-        report = load_script("examples/poisson_pinn.py").main(
-            quick=True, progress=False, out=str(tmp_path)
-        )
+    report = load_script("examples/poisson_pinn.py").main(
+        quick=True, progress=False, out=str(tmp_path)
+    )
     assert report["relative_l2"] < 0.15  # main() asserted it too; the full run reaches ~6e-4
     assert (tmp_path / "poisson_pinn.png").stat().st_size > 10_000
     assert set(report["step_ms"]) >= {"jprop.laplacian", "trace(jax.hessian)"}
@@ -57,9 +53,8 @@ def test_poisson_pinn_example(tmp_path, capsys):
 
 
 def test_heat_pinn_example(tmp_path):
-    with jax.numpy_dtype_promotion("standard"):
-        report = load_script("examples/heat_pinn.py").main(
-            quick=True, progress=False, out=str(tmp_path)
-        )
+    report = load_script("examples/heat_pinn.py").main(
+        quick=True, progress=False, out=str(tmp_path)
+    )
     assert max(report["relative_l2"].values()) < 0.3  # main() asserted it; full run: 6.6e-2
     assert (tmp_path / "heat_pinn.png").stat().st_size > 10_000

@@ -1,0 +1,59 @@
+"""Sharded inputs over 8 simulated CPU devices give the single-device results (a child process:
+the device count is an XLA flag read when the backend starts)."""
+
+import os
+import subprocess
+import sys
+
+SHARDED = r"""
+import jax, jax.numpy as jnp
+jax.config.update("jax_enable_x64", True)
+import jprop
+from jax.flatten_util import ravel_pytree
+
+pair = jax.value_and_grad  # (value, grads) of a jprop loss
+assert len(jax.devices()) == 8, jax.devices()
+net = jprop.MLP((3, 16, 16, 2))
+params = net.init(jax.random.key(0), jnp.float64)
+x = jax.random.normal(jax.random.key(1), (16, 3), jnp.float64)
+v = jax.random.normal(jax.random.key(2), (16, 3), jnp.float64)
+b = jax.random.normal(jax.random.key(3), (16, 2), jnp.float64)
+xs, vs, bs = jprop.shard_batch(x, v, b)
+assert len(xs.sharding.device_set) == 8
+loss = jprop.SquaredError(net)
+direction = jax.tree.map(jnp.ones_like, params)
+# One transform of each kind of program: closed and autodiff input derivatives, the Laplacian's
+# hand-written rule, a J-prop loss, a composite, weight curvature.
+jobs = {
+    "jacobian": lambda x, v, b: jprop.jacobian(net)(params, x),
+    "hessian": lambda x, v, b: jprop.hessian(net)(params, x),
+    "laplacian_training": lambda x, v, b: jax.grad(
+        lambda p: jnp.mean(jprop.laplacian(net)(p, x) ** 2)
+    )(params),
+    "hessian_autodiff": lambda x, v, b: jprop.hessian(net, method="autodiff")(params, x),
+    "jprop_v": lambda x, v, b: pair(jprop.jprop_v(net))(params, x, v, b),
+    "tangent_prop": lambda x, v, b: pair(jprop.tangent_prop(net))(params, x, v[:, None]),
+    "weight_hvp": lambda x, v, b: jprop.weight_hvp(loss)(params, direction, x, b),
+}
+for name, job in jobs.items():
+    plain = job(x, v, b)
+    sharded = jax.jit(job)(xs, vs, bs)
+    err = jprop.relative_error(ravel_pytree(sharded)[0], ravel_pytree(plain)[0])
+    assert err < 1e-12, (name, err)
+hessians = jax.jit(jobs["hessian"])(xs, vs, bs)
+assert len(hessians.sharding.device_set) == 8, hessians.sharding  # stays spread over the batch
+try:
+    jprop.shard_batch(jnp.ones((12, 3)))
+except ValueError as error:
+    assert "must divide evenly over 8 devices" in str(error)
+else:
+    raise AssertionError("a batch of 12 over 8 devices should be refused")
+print("ok")
+"""
+
+
+def test_sharded_inputs_give_the_plain_results_on_8_devices():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    done = subprocess.run([sys.executable, "-c", SHARDED], capture_output=True, text=True, env=env)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
