@@ -288,11 +288,17 @@ def test_trained_rules_are_used(monkeypatch, quantity, module, name):
     assert_close(flat(wrong), 3 * flat(right), 1e-13)
 
 
-def test_laplacian_training_in_chunks_equals_the_whole_batch():
-    net = jprop.MLP((2, 8, 8, 1))
+@pytest.mark.parametrize(
+    "quantity, sizes", [("laplacian", (2, 8, 8, 1)), ("jacobian", (2, 8, 8, 3))]
+)
+def test_training_in_chunks_equals_the_whole_batch(quantity, sizes):
+    net = jprop.MLP(sizes)
     params, x = params_and_input(net, jnp.float64, seed=3, batch=(11,))
-    whole = jax.grad(_pinn_loss(jprop.laplacian, net))(params, x)
-    chunked = jax.grad(_pinn_loss(lambda f: jprop.laplacian(f, batch_size=4), net))(params, x)
+    transform = getattr(jprop, quantity)
+    whole = jax.grad(_pinn_loss(lambda f: transform(f, method="closed"), net))(params, x)
+    chunked = jax.grad(_pinn_loss(lambda f: transform(f, method="closed", batch_size=4), net))(
+        params, x
+    )
     assert_close(flat(chunked), flat(whole), 1e-13)
 
 
