@@ -352,3 +352,21 @@ def test_road_says_which_road_auto_takes_and_why():
         jprop.road(net, "laplacien")
     with pytest.raises(ValueError, match="method='closed' needs a jprop.MLP"):
         jprop.road(rbf, "hessian", method="closed")
+
+
+@pytest.mark.parametrize("sizes", [(3, 6, 5, 2), (2, 5, 4)])  # rows pass, columns pass
+def test_jacobian_rules_over_chosen_inputs(sizes):
+    # The passes take the inputs `dims` (the transforms' building block for selected columns).
+    net = jprop.MLP(sizes)
+    params, x = params_and_input(net, jnp.float64, seed=14, batch=(4,))
+    dims = (sizes[0] - 1, 0)
+    ours = _trained_jacobian.jacobian(net, dims)
+    full = jprop.jacobian(net, method="autodiff")
+    assert_close(ours(params, x), full(params, x)[..., list(dims)], 1e-12, "value")
+    loss = lambda f: lambda p, z: jnp.sum(jnp.sin(f(p, z)))  # noqa: E731
+    theirs = loss(lambda p, z: full(p, z)[..., list(dims)])
+    for argnums in (0, 1):
+        got = jax.grad(loss(ours), argnums)(params, x)
+        assert_close(
+            flat(got), flat(jax.grad(theirs, argnums)(params, x)), 1e-12, f"grad {argnums}"
+        )
