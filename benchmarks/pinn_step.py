@@ -11,7 +11,7 @@ For each network and batch, the step is jitted for every contender and raced in 
 
 The jprop forward Laplacian alone is timed too, for the ratio gradient / forward. Each row asserts
 that every gradient agrees with jprop's. The same rows for the Hessian diagonal follow (mean of the
-diagonal squared), against diag(jax.hessian) + jax.grad, and Sobolev steps through the Jacobian
+diagonal squared; jprop's hand-written rule), against diag(jax.hessian) + jax.grad, and Sobolev steps through the Jacobian
 (mean of J²; jprop's hand-written rules, method="closed") against JAX's derivatives of jacrev and
 jacfwd.
 

@@ -133,11 +133,11 @@ def _softmax_diagonal(y, g):
 # Examples per step of the Hessian contraction: small enough for the (chunk, m, n, N) intermediate
 # to stay in cache, large enough to amortise the loop. On 32-128³-8, B = 256 (jax 0.10.2) chunks of
 # 4/8/16/32/64 measured 3.02/3.00/2.86/2.01/1.46× vmap(jax.hessian).
-_CONTRACTION_CHUNK = 8
+CONTRACTION_CHUNK = 8
 # The first layer's outer products W^1_j ⊗ W^1_j (n_1 × n²) are formed once, shared by the batch,
 # while they stay this small (elements); beyond it (very wide inputs) the first layer's rows join
 # the per-example contraction instead.
-_MAX_FIRST_LAYER_PRODUCTS = 1 << 22
+MAX_FIRST_LAYER_PRODUCTS = 1 << 22
 
 
 def hessian(net: MLP, params: Params, x: jax.Array) -> jax.Array:
@@ -153,7 +153,7 @@ def hessian(net: MLP, params: Params, x: jax.Array) -> jax.Array:
     cur = _curvature(net, params, x)
     first, rows, weights = cur.first, cur.rows, cur.weights
     w1 = params[0]["W"]
-    if first is not None and w1.shape[0] * n * n > _MAX_FIRST_LAYER_PRODUCTS:
+    if first is not None and w1.shape[0] * n * n > MAX_FIRST_LAYER_PRODUCTS:
         rows = (jnp.broadcast_to(w1.T[None], (batch, n, w1.shape[0])), *rows)
         weights, first = (first, *weights), None
     products = None if first is None else (w1[:, :, None] * w1[:, None, :]).reshape(-1, n * n)
@@ -178,7 +178,7 @@ def hessian(net: MLP, params: Params, x: jax.Array) -> jax.Array:
             h = h + _softmax_hessian(*parts["softmax"])
         return h
 
-    return jax.lax.map(one, per_example, batch_size=_CONTRACTION_CHUNK)
+    return jax.lax.map(one, per_example, batch_size=CONTRACTION_CHUNK)
 
 
 def _squared_rows_weighted(rows: jax.Array, weights: jax.Array) -> jax.Array:

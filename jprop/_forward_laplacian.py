@@ -1,15 +1,14 @@
-"""Training through the Laplacian and the Hessian diagonal: a hand-written tangent pass.
+"""Training through the Laplacian: a hand-written tangent pass.
 
 A physics-informed loss ℓ(Δf(x; w)) needs ∂ℓ/∂w. The forward Laplacian of an MLP propagates, per
 example and layer, the net input a, the input-tangents T (one column per chosen input) and the
-Laplacian's running value λ (docs: "Training through an input derivative"):
+Laplacian's running value λ (docs/math.md §8):
 
     a^l = W^l y^{l-1} + b^l,   A^l = W^l T^{l-1},   μ^l = W^l λ^{l-1},   q^l = Σ_p (A^l_p)²,
     y^l = σ(a^l),              T^l = s1 ∘ A^l,      λ^l = s1 ∘ μ^l + s2 ∘ q^l,
 
 from y^0 = x, T^0 = I (the chosen columns), λ^0 = 0, with s1, s2, s3 = σ', σ'', σ''' of the
-activation table; a linear output layer gives Δf = W^L λ^{L-1}. (For the Hessian diagonal q and λ
-keep one entry per input: q^l_p = (A^l_p)², no sum.)
+activation table; a linear output layer gives Δf = W^L λ^{L-1}.
 
 Differentiating each line by hand gives its tangent-linear pass, linear in (dW, db, dx):
 
@@ -56,18 +55,19 @@ def times_wt(t: jax.Array, w: jax.Array) -> jax.Array:
     return (t.reshape(-1, t.shape[-1]) @ w.T).reshape(*t.shape[:-1], w.shape[0])
 
 
+def times_w(p: jax.Array, w: jax.Array) -> jax.Array:
+    """p (B, m, n_l) @ W (n_l × n_{l-1}) as one flat (B·m × n_l) product: sensitivities carried
+    back through a layer."""
+    return (p.reshape(-1, p.shape[-1]) @ w).reshape(*p.shape[:-1], w.shape[1])
+
+
 def scale(s: jax.Array, v: jax.Array) -> jax.Array:
     """s (B, n_l) times v of shape (B, n_l) or (B, k, n_l): each example's units scaled alike."""
     return s * v if v.ndim == s.ndim else s[:, None, :] * v
 
 
-def _squares(a: jax.Array, diagonal: bool) -> jax.Array:
-    """q = Σ_p A_p² (B, n_l), or per input p for the diagonal (B, k, n_l)."""
-    return a * a if diagonal else jnp.sum(a * a, axis=1)
-
-
-def _forward(net: MLP, params: Params, x: jax.Array, dims, diagonal: bool):
-    """The forward Laplacian pass over a batch x (B, n); returns (Δf or diagonal, residuals)."""
+def _forward(net: MLP, params: Params, x: jax.Array, dims):
+    """The forward Laplacian pass over a batch x (B, n); returns (Δf (B, m), residuals)."""
     y, t, lam, kept = x, None, None, []
     names = net.activations()
     for index, (layer, name) in enumerate(zip(params, names)):
@@ -78,25 +78,17 @@ def _forward(net: MLP, params: Params, x: jax.Array, dims, diagonal: bool):
         last = index == net.depth - 1
         if last and is_linear(name):
             kept.append((y, t, lam, None))
-            out = (
-                mu
-                if mu is not None
-                else jnp.zeros(a.shape[:1] + _lap_shape(big_a, diagonal), a.dtype)
-            )
+            out = mu if mu is not None else jnp.zeros(a.shape[:1] + big_a.shape[2:], a.dtype)
             return out, kept
         y_next = activation_function(name)(a)
         s1, s2, s3 = slopes(name, a, y_next, orders=3)
-        q = _squares(big_a, diagonal)
+        q = jnp.sum(big_a * big_a, axis=1)
         lam_next = scale(s2, jnp.broadcast_to(q, (a.shape[0], *q.shape[1:])))
         if mu is not None:
             lam_next = lam_next + scale(s1, mu)
         kept.append((y, t, lam, (big_a, mu, q, s1, s2, s3)))
         y, t, lam = y_next, scale(s1, big_a), lam_next
     return lam, kept
-
-
-def _lap_shape(big_a: jax.Array, diagonal: bool) -> tuple[int, ...]:
-    return big_a.shape[1:] if diagonal else big_a.shape[2:]
 
 
 def first_order_tangent(layer, d_layer, y, t, y_dot, t_dot, dims):
@@ -111,7 +103,7 @@ def first_order_tangent(layer, d_layer, y, t, y_dot, t_dot, dims):
     return a_dot, big_a_dot
 
 
-def _tangent(net: MLP, params: Params, kept, dparams: Params, dx, dims, diagonal: bool):
+def _tangent(net: MLP, params: Params, kept, dparams: Params, dx, dims):
     """The tangent-linear pass: d(Δf) for the parameter tangent `dparams` and input tangent `dx`
     (None for zero), reading the residuals the forward pass kept."""
     y_dot, t_dot, lam_dot = dx, None, None
@@ -123,22 +115,17 @@ def _tangent(net: MLP, params: Params, kept, dparams: Params, dx, dims, diagonal
             mu_dot = times_wt(lam_dot, w) if mu_dot is None else mu_dot + times_wt(lam_dot, w)
         if curved is None:  # the linear output layer: d(Δf) = dW λ + W λ̇
             if mu_dot is None:  # no hidden layer: Δf = 0 whatever the weights
-                return jnp.zeros(a_dot.shape[:1] + _lap_shape(big_a_dot, diagonal), a_dot.dtype)
+                return jnp.zeros(a_dot.shape[:1] + big_a_dot.shape[2:], a_dot.dtype)
             return mu_dot
         big_a, mu, q, s1, s2, s3 = curved
         s1_dot, s2_dot = s2 * a_dot, s3 * a_dot
-        q_dot = 2 * (big_a * big_a_dot if diagonal else jnp.sum(big_a * big_a_dot, axis=1))
+        q_dot = 2 * jnp.sum(big_a * big_a_dot, axis=1)
         lam_dot = scale(s2_dot, jnp.broadcast_to(q, q_dot.shape)) + scale(s2, q_dot)
         if mu is not None:
             lam_dot = lam_dot + scale(s1_dot, mu) + scale(s1, mu_dot)
         t_dot = scale(s1_dot, jnp.broadcast_to(big_a, big_a_dot.shape)) + scale(s1, big_a_dot)
         y_dot = s1 * a_dot
     return lam_dot
-
-
-def _arrange(out: jax.Array, diagonal: bool) -> jax.Array:
-    """Δf as (B, m); the diagonal from layout (B, k, m) to (B, m, k)."""
-    return jnp.swapaxes(out, 1, 2) if diagonal else out
 
 
 def instantiate(tree: Any, like: Any) -> Any:
@@ -150,22 +137,22 @@ def instantiate(tree: Any, like: Any) -> Any:
     )
 
 
-def second_order(net: MLP, dims: tuple[int, ...] | None, diagonal: bool):
-    """The Laplacian (`diagonal=False`, (B, m)) or Hessian diagonal ((B, m, k)) over the inputs
-    `dims` (None: all), as a function `(params, x (B, n))` whose value is the forward pass above
-    and whose derivatives run the tangent pass above."""
+def laplacian(net: MLP, dims: tuple[int, ...] | None):
+    """The Laplacian (B, m) over the inputs `dims` (None: all), as a function
+    `(params, x (B, n))` whose value is the forward pass above and whose derivatives run the
+    tangent pass above."""
 
     @jax.custom_jvp
     def quantity(params, x):
-        return _arrange(_forward(net, params, x, dims, diagonal)[0], diagonal)
+        return _forward(net, params, x, dims)[0]
 
     def rule(primals, tangents):
         params, x = primals
         dparams, dx = tangents
-        out, kept = _forward(net, params, x, dims, diagonal)
+        out, kept = _forward(net, params, x, dims)
         dx = None if isinstance(dx, SymbolicZero) else dx
-        d_out = _tangent(net, params, kept, instantiate(dparams, params), dx, dims, diagonal)
-        return _arrange(out, diagonal), _arrange(d_out, diagonal)
+        d_out = _tangent(net, params, kept, instantiate(dparams, params), dx, dims)
+        return out, d_out
 
     quantity.defjvp(rule, symbolic_zeros=True)
     return quantity

@@ -39,13 +39,15 @@ from jax.custom_derivatives import SymbolicZero
 
 from . import _closed
 from ._activations import activation_function, is_linear, slopes
-from ._forward_laplacian import columns, first_order_tangent, instantiate, scale, times_wt
+from ._forward_laplacian import (
+    columns,
+    first_order_tangent,
+    instantiate,
+    scale,
+    times_w,
+    times_wt,
+)
 from ._mlp import MLP, Params
-
-
-def _times_w(p: jax.Array, w: jax.Array) -> jax.Array:
-    """p (B, m, n_l) @ W (n_l × n_{l-1}) as one flat (B·m × n_l) product."""
-    return (p.reshape(-1, p.shape[-1]) @ w).reshape(*p.shape[:-1], w.shape[1])
 
 
 def _batch(v: jax.Array, batch: int) -> jax.Array:
@@ -96,9 +98,9 @@ def _rows_forward(net: MLP, params: Params, x: jax.Array, dims):
     output_linear = is_linear(net.activations()[-1])
     ps, backs = [eye if output_linear else eye * s1s[-1][:, None, :]], []
     for layer in reversed(range(1, net.depth)):
-        backs.insert(0, _times_w(ps[0], params[layer]["W"]))  # ∂f/∂y^{layer}
+        backs.insert(0, times_w(ps[0], params[layer]["W"]))  # ∂f/∂y^{layer}
         ps.insert(0, scale(s1s[layer - 1], backs[0]))
-    jac = _times_w(ps[0], _first(params, dims))
+    jac = times_w(ps[0], _first(params, dims))
     return _batch(jac, x.shape[0]), (ys, s1s, s2s, ps, backs, output_linear)
 
 
@@ -120,14 +122,14 @@ def _rows_tangent(params: Params, kept, dparams: Params, dx, dims, batch: int):
     p_dot = None if output_linear else eye * (s2s[-1] * a_dots[-1])[:, None, :]
     for layer in reversed(range(1, len(params))):
         w, dw = params[layer]["W"], dparams[layer]["W"]
-        through = _times_w(ps[layer], dw)
+        through = times_w(ps[layer], dw)
         if p_dot is not None:
-            through = through + _times_w(p_dot, w)
+            through = through + times_w(p_dot, w)
         back = backs[layer - 1]
         p_dot = scale(s1s[layer - 1], through) + scale(s2s[layer - 1] * a_dots[layer - 1], back)
-    jac_dot = _times_w(ps[0], _first(dparams, dims))
+    jac_dot = times_w(ps[0], _first(dparams, dims))
     if p_dot is not None:
-        jac_dot = jac_dot + _times_w(p_dot, _first(params, dims))
+        jac_dot = jac_dot + times_w(p_dot, _first(params, dims))
     return _batch(jac_dot, batch)
 
 

@@ -1,6 +1,7 @@
 """jprop transforms behave like JAX functions: built once, traced once, losses that jax.grad and
 optax take as they are, both differentiation modes, vmap over parameters, nesting; and the
-hand-written derivative rules (Laplacian, Jacobian) against autodiff and float64 differences."""
+hand-written derivative rules (Laplacian, Jacobian, Hessian, its diagonal, the Hessian-vector product)
+against autodiff and float64 differences."""
 
 import chex
 import jax
@@ -12,7 +13,7 @@ from helpers import ARCH_IDS, ARCHITECTURES, assert_close, pair, params_and_inpu
 from jax.flatten_util import ravel_pytree
 
 import jprop
-from jprop import _dispatch, _forward_laplacian, _trained_jacobian
+from jprop import _dispatch, _forward_laplacian, _trained_curvature, _trained_jacobian
 
 
 def flat(tree):
@@ -172,21 +173,32 @@ def test_fit_takes_a_loss_and_refuses_the_old_pair_form():
 
 
 # ----------------------------------------------------------------------------------------------
-# Training through the Laplacian and the Jacobian: the hand-written tangent passes
+# Training through an input derivative: the hand-written tangent passes
 
 LAPLACIAN_NETS = [a for a in ARCHITECTURES if a.output != "softmax"]
 LAPLACIAN_IDS = [i for a, i in zip(ARCHITECTURES, ARCH_IDS) if a.output != "softmax"]
-# Each quantity with a hand-written rule, and the module whose tangent pass it runs.
-TRAINED = ["laplacian", "jacobian"]
+# Each quantity with a hand-written rule.
+TRAINED = ["laplacian", "jacobian", "hessian", "hessian_diagonal", "hessian_vector_product"]
+HVP = "hessian_vector_product"
 
 
-def _pinn_loss(transform, net):
-    lap = transform(net)
-    return lambda p, x: jnp.mean(jnp.sin(lap(p, x)) ** 2)
+def _hvp_arguments(net, x):
+    """A fixed output weighting g and direction r for x's batch (constants of the loss)."""
+    batch = x.shape[0]
+    g = jnp.cos(1.0 + jnp.arange(batch * net.n_outputs, dtype=x.dtype)).reshape(batch, -1)
+    r = jnp.sin(2.0 + jnp.arange(x.size, dtype=x.dtype)).reshape(x.shape)
+    return g, r
+
+
+def _pinn_loss(transform, net, quantity=None):
+    q = transform(net)
+    if quantity == HVP:
+        return lambda p, x: jnp.mean(jnp.sin(q(p, x, *_hvp_arguments(net, x))) ** 2)
+    return lambda p, x: jnp.mean(jnp.sin(q(p, x)) ** 2)
 
 
 def _trained_loss(quantity, net, method="auto"):
-    return _pinn_loss(lambda f: getattr(jprop, quantity)(f, method=method), net)
+    return _pinn_loss(lambda f: getattr(jprop, quantity)(f, method=method), net, quantity)
 
 
 @pytest.mark.parametrize("quantity", TRAINED)
@@ -211,7 +223,14 @@ def test_trained_rules_against_autodiff(net, quantity):
 
 @pytest.mark.parametrize(
     "quantity, sizes",
-    [("laplacian", (3, 6, 5, 2)), ("jacobian", (3, 6, 5, 2)), ("jacobian", (2, 5, 3))],
+    [
+        ("laplacian", (3, 6, 5, 2)),
+        ("jacobian", (3, 6, 5, 2)),
+        ("jacobian", (2, 5, 3)),
+        ("hessian", (3, 6, 5, 2)),
+        ("hessian_diagonal", (3, 6, 5, 2)),
+        (HVP, (3, 6, 5, 2)),
+    ],
 )
 def test_trained_rules_against_float64_differences(quantity, sizes):
     net = jprop.MLP(sizes, activation="logsig", output="tansig")
@@ -235,11 +254,9 @@ def test_trained_rules_against_float64_differences(quantity, sizes):
     assert_close(gx, fdx, 1e-7, "input")
 
 
-@pytest.mark.parametrize(
-    "quantity, sizes", [("laplacian", (2, 3, 3, 1)), ("jacobian", (2, 3, 3, 1))]
-)
-def test_trained_rules_second_order_vmap_and_nesting(quantity, sizes):
-    net = jprop.MLP(sizes)
+@pytest.mark.parametrize("quantity", TRAINED)
+def test_trained_rules_second_order_vmap_and_nesting(quantity):
+    net = jprop.MLP((2, 3, 3, 1))
     params, x = params_and_input(net, jnp.float64, seed=13, batch=(3,))
     ours, theirs = (_trained_loss(quantity, net, m) for m in ("closed", "autodiff"))
     chex.assert_trees_all_close(
@@ -259,7 +276,7 @@ def test_trained_rules_second_order_vmap_and_nesting(quantity, sizes):
             lambda p, z: jnp.trace(jax.hessian(lambda v: net(p, v))(z), axis1=-2, axis2=-1)
         )(params, x)
         assert_close(biharmonic, reference, 1e-10, "biharmonic")
-    else:  # the input Hessian as the Jacobian of a function that calls jprop.jacobian
+    elif quantity == "jacobian":  # the input Hessian as the Jacobian of a function calling it
         inner = jprop.jacobian(net, method="closed")
         nested = jprop.jacobian(lambda p, z: inner(p, z)[0])(params, x)
         assert_close(
@@ -267,29 +284,59 @@ def test_trained_rules_second_order_vmap_and_nesting(quantity, sizes):
         )
 
 
+def _tripled_parts(original):
+    # (Ċ, C, A, Ȧ) per layer: tripling Ċ and Ȧ triples the tangent and leaves the value.
+    return lambda *args: [(3 * cd, c, a, 3 * ad) for cd, c, a, ad in original(*args)]
+
+
+def _tripled(original):
+    return lambda *args: 3 * original(*args)
+
+
 @pytest.mark.parametrize(
-    "quantity, module, name",
+    "quantity, module, name, wrong",
     [
-        ("laplacian", _forward_laplacian, "_tangent"),
-        ("jacobian", _trained_jacobian, "_rows_tangent"),
-        ("jacobian", _trained_jacobian, "_columns_tangent"),
+        ("laplacian", _forward_laplacian, "_tangent", _tripled),
+        ("jacobian", _trained_jacobian, "_rows_tangent", _tripled),
+        ("jacobian", _trained_jacobian, "_columns_tangent", _tripled),
+        ("hessian", _trained_curvature, "_tangent", _tripled_parts),
+        ("hessian_diagonal", _trained_curvature, "_tangent", _tripled_parts),
+        (HVP, _trained_curvature, "_hvp_tangent", _tripled),
     ],
 )
-def test_trained_rules_are_used(monkeypatch, quantity, module, name):
+def test_trained_rules_are_used(monkeypatch, quantity, module, name, wrong):
     # A deliberately wrong tangent pass changes jax.grad (and only the derivative).
     net = jprop.MLP((3, 6, 1) if name != "_columns_tangent" else (2, 6, 3))
     params, x = params_and_input(net, jnp.float64, batch=(4,))
     right_value, right = jax.value_and_grad(_trained_loss(quantity, net, "closed"))(params, x)
-    original = getattr(module, name)
-    monkeypatch.setattr(module, name, lambda *args: 3 * original(*args))
+    monkeypatch.setattr(module, name, wrong(getattr(module, name)))
     _dispatch.clear_caches()
-    value, wrong = jax.value_and_grad(_trained_loss(quantity, net, "closed"))(params, x)
+    value, wrong_grad = jax.value_and_grad(_trained_loss(quantity, net, "closed"))(params, x)
     assert_close(value, right_value, 0.0)
-    assert_close(flat(wrong), 3 * flat(right), 1e-13)
+    assert_close(flat(wrong_grad), 3 * flat(right), 1e-13)
+
+
+@pytest.mark.parametrize("net", [jprop.MLP((3, 6, 5, 2)), jprop.MLP((2, 4, 3), output="tansig")])
+def test_hessian_vector_product_rule_in_its_weighting_and_direction(net):
+    # g and r are arguments too: the rule's tangents ġ and ṙ against autodiff's.
+    params, x = params_and_input(net, jnp.float64, seed=5, batch=(4,))
+    g, r = _hvp_arguments(net, x)
+    losses = [
+        lambda p, x, g, r, hvp=jprop.hessian_vector_product(net, method=m): jnp.sum(
+            jnp.sin(hvp(p, x, g, r)) ** 2
+        )
+        for m in ("closed", "autodiff")
+    ]
+    ours, theirs = (jax.grad(loss, (0, 1, 2, 3))(params, x, g, r) for loss in losses)
+    assert_close(flat(ours), flat(theirs), 1e-12, "grad in (params, x, g, r)")
+    tangents = (jax.tree.map(jnp.cos, params), jnp.cos(x), jnp.sin(g), jnp.cos(r))
+    ours, theirs = (jax.jvp(loss, (params, x, g, r), tangents)[1] for loss in losses)
+    assert_close(ours, theirs, 1e-12, "jvp in (params, x, g, r)")
 
 
 @pytest.mark.parametrize(
-    "quantity, sizes", [("laplacian", (2, 8, 8, 1)), ("jacobian", (2, 8, 8, 3))]
+    "quantity, sizes",
+    [("laplacian", (2, 8, 8, 1)), ("jacobian", (2, 8, 8, 3)), ("hessian_diagonal", (2, 8, 8, 2))],
 )
 def test_training_in_chunks_equals_the_whole_batch(quantity, sizes):
     net = jprop.MLP(sizes)
