@@ -3,7 +3,8 @@ shapes, in one run — median time, speed-up, compile time and XLA's peak memory
 the peak RSS of a million-point chunked run. Writes a markdown table and a PNG of speed-up versus
 input size, and records the device it ran on (it runs unchanged on a GPU).
 
-Run: python benchmarks/run.py [--quick] [--repeats N] [--out DIR]
+Run: python benchmarks/run.py [--quick] [--repeats N] [--out DIR]   (default DIR: benchmarks/out,
+untracked; `--out benchmarks/results` regenerates the copies the README shows)
 """
 
 from __future__ import annotations
@@ -137,9 +138,9 @@ def main(
     quick: bool = False, repeats: int | None = None, out: str | None = None, progress: bool = True
 ) -> list[dict]:
     repeats = repeats or (3 if quick else 20)
-    # A full run regenerates the README's tracked results; a quick one writes to the untracked out/.
-    default = pathlib.Path(__file__).with_name("out" if quick else "results")
-    out_dir = pathlib.Path(out) if out else default
+    # Outputs go to the untracked out/, so a run leaves the checkout clean; the README's tracked
+    # copies are regenerated with --out benchmarks/results.
+    out_dir = pathlib.Path(out) if out else pathlib.Path(__file__).with_name("out")
     out_dir.mkdir(parents=True, exist_ok=True)
     device = (
         f"{jax.devices()[0].device_kind} ({jax.default_backend()}, {len(jax.devices())} devices)"
@@ -249,6 +250,10 @@ if __name__ == "__main__":
         "--quick", action="store_true", help="tiny shapes, few repeats (smoke test)"
     )
     parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--out", default=None, help="directory for results.md/.json and the PNG")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="directory for results.md/.json and the PNG (default: benchmarks/out)",
+    )
     args = parser.parse_args()
     main(args.quick, args.repeats, args.out)
