@@ -34,6 +34,7 @@ from ._validation import (
     check_size,
     optional_size,
     prepare_call,
+    vector_output,
 )
 
 Result = tuple[jax.Array, Any]
@@ -223,7 +224,7 @@ def _objective(quantity: str, f: Any, method: str, batch_size: Any) -> Callable[
     closed = globals()[f"_closed_{quantity}"]  # looked up when built, so a test can swap it
     road = choose(f, quantity, method, where).road
     batch_size = optional_size(batch_size, "batch_size", where)
-    value_sums = _sum_of(per_example, f)
+    value_sums = _sum_of(per_example, vector_output(f))
     rule_sums = functools.partial(closed, f) if road == "closed" else _autodiff_rule(value_sums)
     loss = mean_loss(value_sums, rule_sums, batch_size)
     names = tuple(name for name, _ in arguments) + scalars
@@ -232,19 +233,23 @@ def _objective(quantity: str, f: Any, method: str, batch_size: Any) -> Callable[
         if len(args) != len(names):
             raise TypeError(f"{where}: expected arguments (params, x, {', '.join(names)}).")
         x, out = prepare_call(f, params, x, where)
-        if len(out.shape) != 1:
+        if len(out.shape) > 1:
             raise TypeError(
-                f"{where}: f(params, x) must return a vector of shape (m,) for x of shape (n,); "
-                f"it returned shape {out.shape}."
+                f"{where}: f(params, x) must return a vector of shape (m,) or a scalar for x of "
+                f"shape (n,); it returned shape {out.shape}."
             )
-        lead, sizes = x.shape[:-1], {"m": out.shape[0], "n": x.shape[-1]}
+        lead = x.shape[:-1]
+        sizes = {"m": out.shape[0] if out.shape else 1, "n": x.shape[-1]}
         arrays = []
         for (name, space), value in zip(arguments, args):
+            # An output-space argument of a scalar f has no output axis, like f's value.
+            axis = () if space == "m" and not out.shape else (sizes[space],)
             hint = (
                 f" `{name}` lives in the {'output' if space == 'm' else 'input'} space "
-                f"({space} = {sizes[space]}), with x's batch axes {lead} in front."
+                f"({space} = {sizes[space]}{'; f is scalar, so no output axis' if not axis else ''}),"
+                f" with x's batch axes {lead} in front."
             )
-            value = check_like(value, name, lead + (sizes[space],), where, hint)
+            value = check_like(value, name, lead + axis, where, hint)
             check_same_dtype(value, name, x, where)
             arrays.append(value.reshape(-1, sizes[space]))
         shared = []
@@ -428,7 +433,7 @@ def tangent_prop(f: Any, *, method: str = "auto", batch_size: int | None = None)
 def _build_tangent_prop(f: Any, method: str, batch_size: Any):
     where = "jprop.tangent_prop"
     batch_size = optional_size(batch_size, "batch_size", where)
-    inner = jprop_v(f, method=method, batch_size=batch_size)
+    inner = jprop_v(vector_output(f), method=method, batch_size=batch_size)
 
     def validate(params, x, tangents, targets=None):
         x, m, a = check_batch_objective(
@@ -477,9 +482,9 @@ def _build_derivative_targets(f: Any, method: str, value_weight: Any, batch_size
     where = "jprop.derivative_targets"
     batch_size = optional_size(batch_size, "batch_size", where)
     value_weight = as_float_array(value_weight, "value_weight", where)
-    by_columns = jprop_v(f, method=method, batch_size=batch_size)
-    by_rows = jprop_u(f, method=method, batch_size=batch_size)
-    values = _squared_error(f, batch_size)
+    by_columns = jprop_v(vector_output(f), method=method, batch_size=batch_size)
+    by_rows = jprop_u(vector_output(f), method=method, batch_size=batch_size)
+    values = _squared_error(vector_output(f), batch_size)
 
     def validate(params, x, y, T):
         x, _, a = check_batch_objective(
@@ -530,8 +535,8 @@ def _build_jacobian_penalty(f: Any, method: str, num_probes: Any, batch_size: An
     batch_size = optional_size(batch_size, "batch_size", where)
     if num_probes is not None:
         num_probes = check_size(num_probes, "num_probes", where)
-    by_columns = jprop_v(f, method=method, batch_size=batch_size)
-    by_rows = jprop_u(f, method=method, batch_size=batch_size)
+    by_columns = jprop_v(vector_output(f), method=method, batch_size=batch_size)
+    by_rows = jprop_u(vector_output(f), method=method, batch_size=batch_size)
 
     def validate(params, x, key=None):
         x, m, _ = check_batch_objective(f, params, x, where)

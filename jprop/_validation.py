@@ -7,6 +7,7 @@ expected, what came, and how to fix it.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -118,6 +119,43 @@ def prepare_call(f: Any, params: Any, x: Any, where: str) -> tuple[jax.Array, ja
     return x, out
 
 
+@dataclasses.dataclass(frozen=True)
+class VectorOutput:
+    """A model whose per-example output is a scalar, seen as one with a single output (m = 1).
+
+    Objectives are written for outputs of shape (m,); a scalar `f` runs through them as this
+    wrapper, with the user's output-space arguments given the axis the scalar lacks. Attributes
+    (a model's own parameter checks) are those of the wrapped model."""
+
+    f: Any
+
+    def __call__(self, params: Any, x: jax.Array) -> jax.Array:
+        return jnp.atleast_1d(self.f(params, x))
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "f":  # not yet set (copying, unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.f, name)
+
+
+def vector_output(f: Any) -> Any:
+    """`f` itself when it has a vector output by construction (a `jprop.MLP`, or already wrapped);
+    otherwise `VectorOutput(f)`, which leaves vector outputs as they are and gives a scalar one
+    the axis of size 1 (whether it is scalar is known only when traced)."""
+    if isinstance(f, VectorOutput) or hasattr(f, "n_outputs"):
+        return f
+    return VectorOutput(f)
+
+
+def per_example_outputs(f: Any, params: Any, x: jax.Array) -> jax.Array:
+    """f over a batch x (B, n) as (B, m): one call per example (the contract `f(params, x)` with x
+    of shape (n,)), a scalar output counted as m = 1. A `jprop.MLP` takes the batch whole."""
+    f = vector_output(f)
+    if hasattr(f, "n_outputs"):
+        return f(params, x)
+    return jax.vmap(lambda xi: f(params, xi))(x)
+
+
 def check_batch_objective(
     f: Any, params: Any, x: Any, where: str, **arrays: tuple[Any, tuple]
 ) -> tuple[jax.Array, int, dict[str, jax.Array]]:
@@ -125,22 +163,32 @@ def check_batch_objective(
 
     Each array is given as (value, shape), the shape written with the symbols "B", "n", "m" and
     ints, e.g. ("B", "P", "n"), where "P" (a count of tangents or probes) takes the value's own size.
+    An `f` with a scalar output per example has m = 1: its arrays are given without the "m" axis
+    and returned with it, ready for objectives built on `vector_output(f)`.
     """
     x, out = prepare_call(f, params, x, where)
-    if x.ndim != 2 or len(out.shape) != 1:
+    if x.ndim != 2 or len(out.shape) > 1:
         raise ValueError(
-            f"{where}: needs x of shape (B, n) and f(params, x) of shape (m,) per example; got x of "
-            f"shape {x.shape} and an output of shape {out.shape}."
+            f"{where}: needs x of shape (B, n) and f(params, x) of shape (m,) or () per example; got "
+            f"x of shape {x.shape} and an output of shape {out.shape}."
         )
-    sizes = {"B": x.shape[0], "n": x.shape[1], "m": out.shape[0]}
+    scalar = out.shape == ()
+    sizes = {"B": x.shape[0], "n": x.shape[1], "m": 1 if scalar else out.shape[0]}
     checked = {}
     for name, (value, symbols) in arrays.items():
         value = jnp.asarray(value) if value is not None else None
         if value is None:
             continue
+        if scalar and "m" in symbols:  # the output axis the scalar lacks
+            axis = symbols.index("m")
+            symbols = symbols[:axis] + symbols[axis + 1 :]
         given = dict(sizes, P=value.shape[1] if value.ndim > 1 else -1)
         shape = tuple(given[s] for s in symbols)
         spelled = "(" + ", ".join(symbols) + ") = " + str(shape)
+        if scalar and len(symbols) < len(arrays[name][1]):
+            spelled += " (f has a scalar output: no output axis)"
         checked[name] = check_like(value, name, shape, where, f" Expected {spelled}.")
         check_same_dtype(checked[name], name, x, where)
+        if scalar and len(symbols) < len(arrays[name][1]):
+            checked[name] = jnp.expand_dims(checked[name], axis)
     return x, sizes["m"], checked

@@ -34,7 +34,7 @@ from ._batch import sum_batches
 from ._dispatch import choose
 from ._mlp import MLP, Params
 from ._passes import backward, forward, r_backward, r_forward, weight_gradients
-from ._validation import as_float_array, check_batch_objective, check_size
+from ._validation import as_float_array, check_batch_objective, check_size, per_example_outputs
 
 # ----------------------------------------------------------------------------------------------
 # Losses
@@ -67,8 +67,12 @@ class SquaredError:
     f: Any
 
     def __call__(self, params: Any, x: jax.Array, t: jax.Array) -> jax.Array:
-        x, t = _check_data(self, params, x, t, "jprop.SquaredError")
-        return 0.5 * jnp.mean(jnp.sum((self.f(params, x) - t) ** 2, axis=-1))
+        return self.value(params, *_check_data(self, params, x, t, "jprop.SquaredError"))
+
+    def value(self, params: Any, x: jax.Array, t: jax.Array) -> jax.Array:
+        """The loss on checked data: x (B, n), t (B, m) (m = 1 for a scalar-output f)."""
+        out = per_example_outputs(self.f, params, x)
+        return 0.5 * jnp.mean(jnp.sum((out - t) ** 2, axis=-1))
 
     def output_hessian_diagonal(self, net: MLP, params: Params, x, t) -> jax.Array:
         """diag ∂²e/∂(z^L)² per example, (B, m), exactly (m is small)."""
@@ -108,7 +112,10 @@ class CrossEntropy:
             )
 
     def __call__(self, params: Any, x: jax.Array, t: jax.Array) -> jax.Array:
-        x, t = _check_data(self, params, x, t, "jprop.CrossEntropy")
+        return self.value(params, *_check_data(self, params, x, t, "jprop.CrossEntropy"))
+
+    def value(self, params: Any, x: jax.Array, t: jax.Array) -> jax.Array:
+        """The loss on checked data: x (B, n), t (B, m)."""
         return jnp.mean(jax.vmap(self._per_example)(_logits(self.f, params, x), t))
 
     def _per_example(self, z, t):
@@ -248,7 +255,9 @@ def _becker_lecun(loss, params, x, t):
 
 
 def _autodiff_hvp(loss, params, v, *data):
-    return jax.jvp(lambda p: jax.grad(loss)(p, *data), (params,), (v,))[1]
+    # The data are checked already (a scalar f's targets have gained their axis): the value only.
+    value = loss.value if isinstance(loss, (SquaredError, CrossEntropy)) else loss
+    return jax.jvp(lambda p: jax.grad(value)(p, *data), (params,), (v,))[1]
 
 
 def _autodiff_gauss_newton(loss, params, x, t, v):
@@ -265,7 +274,7 @@ def _autodiff_gauss_newton(loss, params, x, t, v):
     else:
 
         def z_of(p):
-            return loss.f(p, x)
+            return per_example_outputs(loss.f, p, x)
 
         def h_out(z, t, r):
             return r
@@ -341,6 +350,17 @@ def gauss_newton_vp(
     **Returns:** a function `(params, v, x, t) -> Gv`, pytrees shaped like params.
     """
     where = "jprop.gauss_newton_vp"
+    compute = jax.jit(_gauss_newton_product(loss, method, batch_size, where))
+
+    def gvp(params, v, x, t):
+        x, t = _validate_data(loss, params, (x, t), where)
+        return compute(params, _check_direction(params, v, where), x, t)
+
+    return gvp
+
+
+def _gauss_newton_product(loss: Any, method: str, batch_size: Any, where: str) -> Callable:
+    """`(params, v, x, t) -> Gv` on data already checked."""
     if not isinstance(loss, (SquaredError, CrossEntropy)):
         raise TypeError(
             f"{where}: needs a jprop.SquaredError or jprop.CrossEntropy loss (Gauss-Newton needs "
@@ -349,13 +369,7 @@ def gauss_newton_vp(
     road = _road(loss, method, where)
     rule = _closed_gauss_newton if road == "closed" else _autodiff_gauss_newton
     product = lambda params, v, x, t: rule(loss, params, x, t, v)  # noqa: E731
-    compute = jax.jit(_in_chunks(product, _check_batch_size(loss, batch_size, where)))
-
-    def gvp(params, v, x, t):
-        x, t = _validate_data(loss, params, (x, t), where)
-        return compute(params, _check_direction(params, v, where), x, t)
-
-    return gvp
+    return _in_chunks(product, _check_batch_size(loss, batch_size, where))
 
 
 class ParamSlice(NamedTuple):
@@ -438,8 +452,7 @@ def gauss_newton(
     """The Gauss-Newton matrix (P, P), column by column from `gauss_newton_vp`; `max_bytes` and
     `batch_size` as for `jprop.weight_hessian`. **Returns:** a function `(params, x, t) -> G`."""
     where = "jprop.gauss_newton"
-    batch_size = _check_batch_size(loss, batch_size, where)
-    gvp = gauss_newton_vp(loss, method=method, batch_size=batch_size)
+    gvp = _gauss_newton_product(loss, method, batch_size, where)
     check_size(max_bytes, "max_bytes", where)
     compute = jax.jit(lambda p, *d: _dense(gvp, p, d, max_bytes, where, "Gauss-Newton matrix"))
 

@@ -22,7 +22,7 @@ from ._batch import map_batches
 from ._dispatch import all_arrays, cached, count_trace
 from ._jprop import bilinear
 from ._transforms import jacobian
-from ._validation import check_batch_objective, check_size, optional_size
+from ._validation import check_batch_objective, check_size, optional_size, vector_output
 
 
 class SpectralState(NamedTuple):
@@ -77,11 +77,11 @@ class SpectralNorm:
         batch_size: int | None = None,
     ):
         self.where = "jprop.SpectralNorm"
-        self.f = f
+        self.f = vector_output(f)  # a scalar output is m = 1, its state u of shape (B, 1)
         self.num_iterations = check_size(num_iterations, "num_iterations", self.where)
         self.squared = bool(squared)
         self.batch_size = optional_size(batch_size, "batch_size", self.where)
-        self._bilinear = bilinear(f, method=method, batch_size=self.batch_size)
+        self._bilinear = bilinear(self.f, method=method, batch_size=self.batch_size)
         self._call = jax.jit(self._compute)
 
     def init(self, params: Any, x: jax.Array, key: jax.Array) -> SpectralState:
@@ -175,8 +175,8 @@ def log_abs_det_jacobian(
 def _log_abs_det_jacobian(f: Any, method: str, batch_size: Any) -> Callable[..., jax.Array]:
     where = "jprop.log_abs_det_jacobian"
     batch_size = optional_size(batch_size, "batch_size", where)
-    jac = jacobian(f, method=method, batch_size=batch_size)
-    bil = bilinear(f, method=method, batch_size=batch_size)
+    jac = jacobian(vector_output(f), method=method, batch_size=batch_size)
+    bil = bilinear(vector_output(f), method=method, batch_size=batch_size)
 
     def traced(
         params, x

@@ -20,6 +20,7 @@ from helpers import (
     pair,
     params_and_input,
 )
+from jax.flatten_util import ravel_pytree
 
 import jprop
 
@@ -322,3 +323,58 @@ def test_closed_form_branch_for_wide_inputs(net, monkeypatch):
     monkeypatch.setattr(_closed, "MAX_FIRST_LAYER_PRODUCTS", 0)
     for transform, value in expected.items():
         assert_close(transform(net, method="closed")(params, x), value, 1e-12, transform.__name__)
+
+
+def test_scalar_outputs_everywhere():
+    # One rule: an f returning () per example is accepted by every transform and objective, as
+    # the same network with one output, its output axis dropped from results and arguments. The
+    # scalar f below indexes its output, so it is also only right when called per example.
+    net = jprop.MLP((3, 6, 5, 1), output="tansig")
+    params, x = params_and_input(net, jnp.float64, seed=4, batch=(5,))
+    f = lambda p, xi: net(p, xi)[0]  # noqa: E731
+    keys = jax.random.split(jax.random.key(2), 4)
+    y, u, t = (jax.random.normal(k, (5,), jnp.float64) for k in keys[:3])
+    v, T = x[::-1], jax.random.normal(keys[3], (5, 3), jnp.float64)
+    tangents = jnp.stack([x, jnp.cos(x)], axis=1)  # (B, P = 2, n)
+    for name in ("jacobian", "hessian", "laplacian", "hessian_diagonal"):
+        ours = getattr(jprop, name)(f)(params, x)
+        assert_close(ours, getattr(jprop, name)(net)(params, x)[:, 0], 1e-12, name)
+    assert_close(
+        jprop.hessian_vector_product(f)(params, x, y, v),
+        jprop.hessian_vector_product(net)(params, x, y[:, None], v),
+        1e-12,
+        "hessian_vector_product",
+    )
+    # objective -> (arguments for the scalar f, the same for the net with its output axis)
+    objectives = {
+        jprop.bilinear: ((u, v), (u[:, None], v)),
+        jprop.jprop_u: ((u, v), (u[:, None], v)),
+        jprop.jprop_v: ((v, y), (v, y[:, None])),
+        jprop.double_backprop: ((t, 0.3), (t[:, None], 0.3)),
+        jprop.tangent_prop: ((tangents, tangents[..., 0]), (tangents, tangents[..., :1])),
+        jprop.derivative_targets: ((y, T), (y[:, None], T[:, None])),
+        jprop.jacobian_penalty: ((), ()),
+    }
+    for objective, (scalar, vector) in objectives.items():
+        value, grads = jax.value_and_grad(objective(f))(params, x, *scalar)
+        expected, expected_grads = jax.value_and_grad(objective(net))(params, x, *vector)
+        assert_close(value, expected, 1e-12, objective.__name__)
+        assert_close(ravel_pytree(grads)[0], ravel_pytree(expected_grads)[0], 1e-12, "grads")
+    square = jprop.MLP((1, 4, 1))  # log|det J| and the spectral norm of a 1 × 1 Jacobian
+    p1, x1 = params_and_input(square, jnp.float64, seed=6, batch=(4,))
+    g = lambda p, xi: square(p, xi)[0]  # noqa: E731
+    assert_close(
+        jprop.log_abs_det_jacobian(g)(p1, x1), jprop.log_abs_det_jacobian(square)(p1, x1), 1e-12
+    )
+    norm, scalar_norm = jprop.SpectralNorm(square), jprop.SpectralNorm(g)
+    state = norm.init(p1, x1, jax.random.key(0))
+    assert scalar_norm.init(p1, x1, jax.random.key(0)).u.shape == (4, 1)
+    assert_close(scalar_norm(p1, x1, state)[0], norm(p1, x1, state)[0], 1e-12, "SpectralNorm")
+    # weight curvature of a squared error on the scalar f, targets without the output axis
+    direction = jax.tree.map(jnp.cos, params)
+    for transform in (jprop.weight_hvp, jprop.gauss_newton_vp):
+        ours = transform(jprop.SquaredError(f))(params, direction, x, y)
+        expected = transform(jprop.SquaredError(net))(params, direction, x, y[:, None])
+        assert_close(ravel_pytree(ours)[0], ravel_pytree(expected)[0], 1e-12, transform.__name__)
+    with pytest.raises(ValueError, match="no output axis"):
+        jprop.jprop_v(f)(params, x, v, y[:, None])

@@ -254,3 +254,39 @@ def test_curvature_errors_say_what_was_expected():
         jprop.weight_hvp(lambda p: 0.0, method="closed")
     with pytest.raises(ValueError, match="unknown operator 'fisher'"):
         jprop.top_eigenpairs(loss, operator="fisher")
+
+
+def test_a_model_is_called_one_example_at_a_time():
+    # f(params, x) is defined for x of shape (n,) only: called on the whole batch, sum(x²) would
+    # mix the examples. Every curvature transform of its squared error must equal the explicit
+    # per-example loss differentiated by JAX (one output, then a scalar output).
+    x = jnp.asarray([[0.5, -1.0], [1.5, 0.25], [-0.75, 2.0]])
+    params = {"a": jnp.asarray(0.7), "b": jnp.asarray(-0.3)}
+    v = {"a": jnp.asarray(1.0), "b": jnp.asarray(0.5)}
+    for f, t in (
+        (lambda p, xi: jnp.atleast_1d(p["a"] * jnp.sum(xi**2) + p["b"]), jnp.ones((3, 1))),
+        (lambda p, xi: jnp.tanh(p["a"] * jnp.sum(xi**2)) + p["b"], jnp.ones(3)),
+    ):
+
+        def explicit(p, f=f, t=t):
+            out = jax.vmap(lambda xi: jnp.atleast_1d(f(p, xi)))(x)
+            return 0.5 * jnp.mean(jnp.sum((out - t.reshape(3, -1)) ** 2, axis=-1))
+
+        loss = jprop.SquaredError(f)
+        assert_close(loss(params, x, t), explicit(params), 1e-6, "value")
+        hv = jax.jvp(jax.grad(explicit), (params,), (v,))[1]
+        assert_close(
+            ravel_pytree(jprop.weight_hvp(loss)(params, v, x, t))[0], ravel_pytree(hv)[0], 1e-5
+        )
+        hessian = jax.hessian(lambda w: explicit(ravel_pytree(params)[1](w)))(
+            ravel_pytree(params)[0]
+        )
+        assert_close(jprop.weight_hessian(loss)(params, x, t), hessian, 1e-5, "weight_hessian")
+        diagonal = jprop.weight_hessian_diagonal(loss, exact=True)(params, x, t)
+        assert_close(ravel_pytree(diagonal)[0], jnp.diagonal(hessian), 1e-5, "diagonal")
+        jac = jax.vmap(lambda xi: jax.jacobian(lambda p: jnp.atleast_1d(f(p, xi)))(params))(x)
+        rows = jnp.stack([ravel_pytree(jax.tree.map(lambda a: a[b, 0], jac))[0] for b in range(3)])
+        gn = rows.T @ rows / 3  # Jᵀ J / B for a squared error
+        assert_close(jprop.gauss_newton(loss)(params, x, t), gn, 1e-5, "gauss_newton")
+        gnv = ravel_pytree(jprop.gauss_newton_vp(loss)(params, v, x, t))[0]
+        assert_close(gnv, gn @ ravel_pytree(v)[0], 1e-5, "gauss_newton_vp")
