@@ -366,7 +366,7 @@ def hessian_diagonal(
     r"""The diagonal of every output's input Hessian, $D_{ki} = \partial^2 f_k / \partial x_i^2$.
 
     For a `jprop.MLP` it never forms an $n \times n$ matrix (docs/math.md §4), and `jax.grad` of a
-    loss on it runs hand-written adjoint passes (§10: measured 1.2-1.5× faster than JAX's
+    loss on it runs hand-written adjoint passes (§10: measured 1.1-1.5× faster than JAX's
     derivative of the same closed form).
 
     **Arguments:** as for `jprop.laplacian`, with `dims` the inputs whose diagonal entries are
