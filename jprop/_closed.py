@@ -171,7 +171,7 @@ def hessian(net: MLP, params: Params, x: jax.Array) -> jax.Array:
         h = jnp.zeros((m, n, n), x.dtype)
         if "gram" in parts:
             c, a_t = parts["gram"]  # c (m, N), a_t (n, N): Σ_j c_kj a_j a_jᵀ
-            h = h + (c[:, None, :] * a_t[None]) @ a_t.T
+            h = h + symmetric_gram(c[:, None, :] * a_t[None], a_t)
         if "first" in parts:
             h = h + (parts["first"] @ products).reshape(m, n, n)
         if "softmax" in parts:
@@ -179,6 +179,21 @@ def hessian(net: MLP, params: Params, x: jax.Array) -> jax.Array:
         return h
 
     return jax.lax.map(one, per_example, batch_size=CONTRACTION_CHUNK)
+
+
+def symmetric_gram(left: jax.Array, a_t: jax.Array) -> jax.Array:
+    """left (m, n, N) @ a_tᵀ (N, n) for a result known to be symmetric in its last two axes
+    (left_k = c_k ∘ a_t): the first half of the rows in full, the lower-right block, and the
+    lower-left block mirrored from the upper-right — 3/4 of the products. On 32-128³-8 it measured
+    10-11% faster than the full product (quarters gained no more)."""
+    n = a_t.shape[0]
+    half = n // 2
+    if half < 2:
+        return left @ a_t.T
+    top = left[:, :half] @ a_t.T  # (m, half, n)
+    bottom = left[:, half:] @ a_t[half:].T  # (m, n - half, n - half)
+    mirrored = jnp.swapaxes(top[:, :, half:], 1, 2)
+    return jnp.concatenate([top, jnp.concatenate([mirrored, bottom], axis=2)], axis=1)
 
 
 def _squared_rows_weighted(rows: jax.Array, weights: jax.Array) -> jax.Array:

@@ -47,7 +47,7 @@ from jax.custom_derivatives import SymbolicZero
 
 from . import _closed
 from ._activations import activation_function, is_linear, slopes
-from ._closed import CONTRACTION_CHUNK
+from ._closed import CONTRACTION_CHUNK, symmetric_gram
 from ._forward_laplacian import (
     columns,
     first_order_tangent,
@@ -214,7 +214,7 @@ def hessian(net: MLP):
             # ½ Ċ A Aᵀ + C A Ȧᵀ (two products: JAX's transpose needs each one linear in the
             # tangent), and the tangent is it plus its transpose
             half = (0.5 * c_dot[:, None, :] * a[None]) @ a.T + weighted @ a_dot.T
-            return weighted @ a.T, half + jnp.swapaxes(half, 1, 2)
+            return symmetric_gram(weighted, a), half + jnp.swapaxes(half, 1, 2)
 
         grams = jax.lax.map(one, (c_dot, c, a, a_dot), batch_size=CONTRACTION_CHUNK)
         return value + grams[0], d_value + grams[1]

@@ -370,11 +370,6 @@ def test_scalar_outputs_everywhere():
     state = norm.init(p1, x1, jax.random.key(0))
     assert scalar_norm.init(p1, x1, jax.random.key(0)).u.shape == (4, 1)
     assert_close(scalar_norm(p1, x1, state)[0], norm(p1, x1, state)[0], 1e-12, "SpectralNorm")
-    # weight curvature of a squared error on the scalar f, targets without the output axis
-    direction = jax.tree.map(jnp.cos, params)
-    for transform in (jprop.weight_hvp, jprop.gauss_newton_vp):
-        ours = transform(jprop.SquaredError(f))(params, direction, x, y)
-        expected = transform(jprop.SquaredError(net))(params, direction, x, y[:, None])
-        assert_close(ravel_pytree(ours)[0], ravel_pytree(expected)[0], 1e-12, transform.__name__)
+    # (curvature losses on a scalar f: tests/test_weight_curvature.py)
     with pytest.raises(ValueError, match="no output axis"):
         jprop.jprop_v(f)(params, x, v, y[:, None])
