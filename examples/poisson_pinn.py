@@ -96,8 +96,10 @@ def step_times(net, params, inside, edge, repeats: int) -> dict[str, float]:
     return times
 
 
-def main(quick: bool = False, progress: bool = True, out: str | None = None) -> dict:
-    net = jprop.MLP((2, 32, 32, 1), activation="tanh")
+def main(
+    quick: bool = False, progress: bool = True, out: str | None = None, activation: str = "tanh"
+) -> dict:
+    net = jprop.MLP((2, 32, 32, 1), activation=activation)
     params = net.init(jax.random.key(0), jnp.float32)
     inside, edge = points(jax.random.key(1), 500 if quick else 2000, 100 if quick else 400)
     loss = pinn_loss(jprop.laplacian(net), net)
@@ -124,7 +126,7 @@ def main(quick: bool = False, progress: bool = True, out: str | None = None) -> 
     error = float(jnp.linalg.norm(u - truth) / jnp.linalg.norm(truth))
     times = step_times(net, params, inside, edge, repeats=5 if quick else 30)
     print(
-        f"Poisson PINN 2-32-32-1 tanh, {inside.shape[0]} interior + {edge.shape[0]} boundary "
+        f"Poisson PINN 2-32-32-1 {activation}, {inside.shape[0]} interior + {edge.shape[0]} boundary "
         f"points, Adam {adam_steps} + L-BFGS {len(second.history)} steps: loss "
         f"{float(loss(params, inside, edge)):.3e}, relative L2 error {error:.2e}"
     )
@@ -161,5 +163,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer points and steps")
     parser.add_argument("--out", default=None, help="folder for the figure (default examples/out)")
+    parser.add_argument("--activation", default="tanh", help="hidden units: tanh (default) or sin")
     args = parser.parse_args()
-    main(args.quick, out=args.out)
+    main(args.quick, out=args.out, activation=args.activation)

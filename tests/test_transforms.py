@@ -339,6 +339,11 @@ def test_scalar_outputs_everywhere():
     for name in ("jacobian", "hessian", "laplacian", "hessian_diagonal"):
         ours = getattr(jprop, name)(f)(params, x)
         assert_close(ours, getattr(jprop, name)(net)(params, x)[:, 0], 1e-12, name)
+    through = [  # and through jax.grad, as a physics-informed loss on a scalar model
+        jax.grad(lambda p, g=g: jnp.mean(jprop.laplacian(g)(p, x).reshape(5) ** 2))(params)
+        for g in (f, net)
+    ]
+    assert_close(ravel_pytree(through[0])[0], ravel_pytree(through[1])[0], 1e-12, "grad")
     assert_close(
         jprop.hessian_vector_product(f)(params, x, y, v),
         jprop.hessian_vector_product(net)(params, x, y[:, None], v),
