@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -50,14 +51,23 @@ def _progress(total: int, initial: int, enabled: bool, desc: str):
 def _save(path: str, state: dict) -> None:
     """{params, opt_state, step} by equinox's leaf serialisation, the history as .npy beside it
     (its length may change when a run is resumed with more steps). Each is written to a temporary
-    file and renamed, so a crash mid-write keeps the previous checkpoint."""
+    file of its own (two runs on one path do not collide) and renamed, so a crash mid-write keeps
+    the previous checkpoint."""
     state = dict(state)
     history = np.asarray(state.pop("history"))
-    with open(f"{path}.history.tmp", "wb") as handle:
-        np.save(handle, history)
-    eqx.tree_serialise_leaves(f"{path}.tmp", state)
-    os.replace(f"{path}.history.tmp", f"{path}.history.npy")
-    os.replace(f"{path}.tmp", path)
+    for target, write in (
+        (f"{path}.history.npy", lambda handle: np.save(handle, history)),
+        (path, lambda handle: eqx.tree_serialise_leaves(handle, state)),
+    ):
+        folder, name = os.path.split(os.path.abspath(target))
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                write(handle)
+            os.replace(temporary, target)
+        except BaseException:
+            os.unlink(temporary)
+            raise
 
 
 def _load(path: str, like: dict) -> dict:
@@ -68,6 +78,22 @@ def _load(path: str, like: dict) -> dict:
     saved = np.load(f"{path}.history.npy")[: min(int(state["step"]), steps)]
     history[: saved.size] = saved
     return {**state, "history": history}
+
+
+def _check_checkpoint(path: Any) -> str:
+    """The checkpoint path as a string, checked before any training: its folder must exist."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path)) if path else ""
+    if not path or os.path.isdir(path):
+        raise ValueError(
+            f"jprop.fit: `checkpoint` must be a file path (or None for no checkpoint); got {path!r}."
+        )
+    if not os.path.isdir(folder):
+        raise ValueError(
+            f"jprop.fit: the checkpoint {path!r} cannot be written: its folder {folder!r} does not "
+            "exist (or is not a folder). Create it first, or pass another path."
+        )
+    return path
 
 
 def fit(
@@ -87,11 +113,14 @@ def fit(
       `"lbfgs"` for scipy's conjugate gradient / L-BFGS on the flattened parameters (needs scipy;
       `steps` is then the iteration limit).
     - `progress`: a tqdm bar with the current value (if tqdm is installed).
-    - `checkpoint`: a file path. If it exists, training resumes from it; it is rewritten every
-      `checkpoint_every` steps and at the end.
+    - `checkpoint`: a file path in an existing folder (checked before training). If it exists,
+      training resumes from it; it is rewritten every `checkpoint_every` steps with the last
+      state whose value was finite (resuming redoes that step) and at the end. A checkpoint
+      beyond `steps` is refused rather than returned as finished.
 
     **Returns:** a `FitResult(params, history, success, message)`. A non-finite value stops
-    training: `params` are then the last finite ones, `success` is False and `message` says where.
+    training, and so does a non-finite gradient: `params` are then the last ones with a finite
+    value (never a non-finite update), `success` is False and `message` says where.
 
     >>> import jax, jax.numpy as jnp, optax, jprop
     >>> loss = lambda p, x: jnp.sum((p - x) ** 2)
@@ -116,7 +145,7 @@ def fit(
             "itself, and fit differentiates it."
         )
     objective = jax.value_and_grad(objective)
-    checkpoint = None if checkpoint is None else os.fspath(checkpoint)
+    checkpoint = None if checkpoint is None else _check_checkpoint(checkpoint)
     if isinstance(optimizer, str):
         if optimizer not in SCIPY_METHODS:
             raise ValueError(
@@ -136,10 +165,11 @@ def fit(
     )
 
 
-def _stopped(step: int, value: float) -> str:
+def _stopped(step: int, value: float | str) -> str:
+    what = value if isinstance(value, str) else f"the objective became {value}"
     return (
-        f"stopped: the objective became {value} at step {step}; returning the parameters of the "
-        "last finite step. Lower the learning rate, or check the data for non-finite values."
+        f"stopped: {what} at step {step}; returning the parameters of the last finite step. "
+        "Lower the learning rate, or check the data for non-finite values."
     )
 
 
@@ -148,7 +178,10 @@ def _fit_optax(objective, params, data, optimizer, steps, progress, checkpoint, 
     def step_fn(params, opt_state, *data):
         value, grads = objective(params, *data)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, value
+        finite = jnp.asarray(True)
+        for leaf in jax.tree.leaves(grads):
+            finite = finite & jnp.all(jnp.isfinite(leaf))
+        return optax.apply_updates(params, updates), opt_state, value, finite
 
     state = {
         "params": params,
@@ -158,35 +191,49 @@ def _fit_optax(objective, params, data, optimizer, steps, progress, checkpoint, 
     }
     if checkpoint and os.path.exists(checkpoint):
         state = _load(checkpoint, state)
-    start = int(state["step"])
+    start = _resumed_step(state, steps, checkpoint)
     params, opt_state, history = state["params"], state["opt_state"], np.array(state["history"])
     bar = _progress(steps, start, progress, "fit")
     success, message = True, f"finished {steps} steps"
+    # `good` is the last state whose value was seen to be finite: what a stop returns, and what a
+    # checkpoint holds (resuming redoes its step), so a non-finite update is never kept.
+    good = {"params": params, "opt_state": opt_state, "step": jnp.asarray(start)}
     for step in range(start, steps):
-        new_params, new_opt_state, value = step_fn(params, opt_state, *data)
+        new_params, new_opt_state, value, finite = step_fn(params, opt_state, *data)
         value = float(value)  # the value at `params`, before this step's update
         if not np.isfinite(value):
             success, message = False, _stopped(step, value)
+            break
+        good = {"params": params, "opt_state": opt_state, "step": jnp.asarray(step)}
+        if not finite:
+            history[step] = value
+            success, message = False, _stopped(step, "the gradient became non-finite")
             break
         params, opt_state, history[step] = new_params, new_opt_state, value
         if bar is not None:
             bar.set_postfix(value=f"{value:.4g}", refresh=False)
             bar.update()
-        if checkpoint and ((step + 1) % every == 0 or step + 1 == steps):
-            _save(
-                checkpoint,
-                {
-                    "params": params,
-                    "opt_state": opt_state,
-                    "step": jnp.asarray(step + 1),
-                    "history": history,
-                },
-            )
+        if checkpoint and (step + 1) % every == 0 and step + 1 < steps:
+            _save(checkpoint, {**good, "history": history})
+    if success:
+        good = {"params": params, "opt_state": opt_state, "step": jnp.asarray(steps)}
+    if checkpoint:
+        _save(checkpoint, {**good, "history": history})
     if bar is not None:
         bar.close()
     if not success:
         print(f"jprop.fit: {message}", file=sys.stderr)
-    return FitResult(params, history[~np.isnan(history)], success, message)
+    return FitResult(good["params"], history[~np.isnan(history)], success, message)
+
+
+def _resumed_step(state: dict, steps: int, checkpoint: str | None) -> int:
+    start = int(state["step"])
+    if start > steps:
+        raise ValueError(
+            f"jprop.fit: the checkpoint {checkpoint!r} is at step {start}, beyond steps={steps}; "
+            f"pass steps >= {start} to continue it, or another checkpoint path to start afresh."
+        )
+    return start
 
 
 class _NonFinite(Exception):
@@ -205,7 +252,7 @@ def _fit_scipy(objective, params, data, method, steps, progress, checkpoint, eve
     if checkpoint and os.path.exists(checkpoint):
         state = _load(checkpoint, state)
         flat = ravel_pytree(state["params"])[0]
-    start, history = int(state["step"]), np.array(state["history"])
+    start, history = _resumed_step(state, steps, checkpoint), np.array(state["history"])
     dtype = flat.dtype
 
     @jax.jit
@@ -217,10 +264,12 @@ def _fit_scipy(objective, params, data, method, steps, progress, checkpoint, eve
 
     def fun(w):
         value, grad = value_and_flat_grad(jnp.asarray(w, dtype), *data)
-        value = float(value)
+        value, grad = float(value), np.asarray(grad, np.float64)
         if not np.isfinite(value):
             raise _NonFinite(value)
-        return value, np.asarray(grad, np.float64)
+        if not np.all(np.isfinite(grad)):  # stop before scipy's line search meets it
+            raise _NonFinite("the gradient became non-finite")
+        return value, grad
 
     bar = _progress(steps, start, progress, f"fit ({method})")
     counter = {"step": start}
@@ -249,6 +298,11 @@ def _fit_scipy(objective, params, data, method, steps, progress, checkpoint, eve
             options={"maxiter": max(steps - start, 0)},
         )
         w, message = result.x, f"scipy {SCIPY_METHODS[method]}: {result.message}"
+        if not (np.isfinite(result.fun) and np.all(np.isfinite(w))) or "nan" in message.lower():
+            # scipy met a non-finite value without raising (CG's "NaN result encountered")
+            w, success = last["w"], False
+            message = f"{message}; returning the parameters of the last finite iteration"
+            print(f"jprop.fit: {message}", file=sys.stderr)
     except _NonFinite as bad:
         w, success = last["w"], False
         message = _stopped(counter["step"], bad.args[0])

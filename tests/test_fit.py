@@ -101,3 +101,63 @@ def test_fit_errors():
         jprop.fit(quadratic, {"w": jnp.zeros(3)}, TARGET, optimizer=0.1)
     with pytest.raises(ValueError, match="`steps` must be at least 1"):
         jprop.fit(quadratic, {"w": jnp.zeros(3)}, TARGET, steps=0)
+
+
+def test_a_stop_returns_and_checkpoints_the_last_finite_step(tmp_path):
+    # sqrt(1 - w) is finite at every step until one update carries w past 1: the parameters
+    # returned, and those checkpointed, are the last ones with a finite value.
+    def root(p):
+        return jnp.sum(jnp.sqrt(1.0 - p["w"]))
+
+    path = str(tmp_path / "run.eqx")
+    result = jprop.fit(
+        root,
+        {"w": jnp.zeros(2)},
+        optimizer=optax.sgd(0.3),
+        steps=50,
+        progress=False,
+        checkpoint=path,
+    )
+    assert not result.success
+    assert bool(jnp.isfinite(root(result.params)))
+    assert_close(result.history[-1], root(result.params), 1e-6)
+    # Resuming from the checkpoint starts from finite parameters (and stops again, with a value).
+    again = jprop.fit(
+        root,
+        {"w": jnp.zeros(2)},
+        optimizer=optax.sgd(0.3),
+        steps=50,
+        progress=False,
+        checkpoint=path,
+    )
+    assert bool(jnp.isfinite(root(again.params))) and again.history.size >= 1
+
+
+@pytest.mark.parametrize("optimizer", [optax.sgd(0.1), "cg"], ids=["sgd", "cg"])
+def test_a_non_finite_gradient_at_a_finite_value_stops_training(optimizer):
+    # √|w| is 0 at w = 0 with a NaN gradient: no NaN update is kept, returned or checkpointed,
+    # and scipy's CG is stopped before its line search meets it (it reported success before).
+    def kink(p):
+        return jnp.sum(jnp.sqrt(jnp.abs(p["w"]))) + jnp.sum((p["w"] - 1.0) ** 2)
+
+    result = jprop.fit(kink, {"w": jnp.zeros(2)}, optimizer=optimizer, steps=5, progress=False)
+    assert not result.success and "gradient became non-finite" in result.message
+    assert bool(jnp.all(jnp.isfinite(result.params["w"])))
+
+
+def test_checkpoint_paths_and_steps_are_checked_before_training(tmp_path):
+    start = {"w": jnp.zeros(3)}
+    with pytest.raises(ValueError, match="does not exist"):
+        jprop.fit(quadratic, start, TARGET, steps=3, checkpoint=str(tmp_path / "no" / "run.eqx"))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="does not exist"):
+        jprop.fit(quadratic, start, TARGET, steps=3, checkpoint=str(tmp_path / "file" / "run"))
+    with pytest.raises(ValueError, match="must be a file path"):
+        jprop.fit(quadratic, start, TARGET, steps=3, checkpoint="")
+    path = str(tmp_path / "run.eqx")
+    jprop.fit(
+        quadratic, start, TARGET, optimizer=optax.sgd(0.1), steps=6, progress=False, checkpoint=path
+    )
+    with pytest.raises(ValueError, match="at step 6, beyond steps=4"):
+        jprop.fit(quadratic, start, TARGET, optimizer=optax.sgd(0.1), steps=4, checkpoint=path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "run.eqx", "run.eqx.history.npy"]
