@@ -246,8 +246,18 @@ def _becker_lecun(loss, params, x, t):
             w_next = params[layer + 1]["W"]
             gy = gzs[layer + 1] @ w_next
             d = fwd.s1[layer] ** 2 * (d @ w_next**2) + fwd.s2[layer] * gy
-        out[layer] = {"W": d.T @ fwd.ys[layer] ** 2, "b": jnp.sum(d, axis=0)}
+        out[layer] = {"W": _weighted_squares(d, fwd.ys[layer]), "b": jnp.sum(d, axis=0)}
     return out
+
+
+def _weighted_squares(d: jax.Array, y: jax.Array) -> jax.Array:
+    """Σ_b d_bi y_bj², kept finite where it is: y is scaled by its largest entry per column before
+    squaring, so a huge input (|x| = 1e19 overflows x² in float32) met by exact zeros in d (its
+    saturated units) gives 0, not 0 · inf = NaN."""
+    scale = jnp.max(jnp.abs(y), axis=0)
+    scale = jnp.where(scale > 0, scale, 1)
+    part = d.T @ (y / scale) ** 2
+    return jnp.where(part == 0, 0, part * scale**2)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -176,6 +176,20 @@ def test_becker_lecun_drops_off_diagonal_terms_in_deeper_nets():
     assert_close(approx[last], exact[last], 1e-12, "output layer")
 
 
+def test_becker_lecun_stays_finite_for_huge_inputs():
+    # float32, |x| = 1e19: x² overflows, and the saturated first layer's sensitivities are exact
+    # zeros; the diagonal is 0 there (as the exact one is), not 0 · inf = NaN.
+    net = jprop.MLP((2, 4, 1))
+    params = net.init(jax.random.key(0), jnp.float32)
+    x = jnp.asarray([[1e19, -1e19], [-3e19, 2e19]], jnp.float32)
+    t = jnp.zeros((2, 1), jnp.float32)
+    loss = jprop.SquaredError(net)
+    approx = jprop.weight_hessian_diagonal(loss)(params, x, t)
+    exact = jprop.weight_hessian_diagonal(loss, exact=True)(params, x, t)
+    assert bool(jnp.all(jnp.isfinite(flat(approx))))
+    assert_close(flat(approx), flat(exact), 1e-6, "saturated")
+
+
 @pytest.mark.parametrize("operator", ["hessian", "gauss_newton"])
 def test_top_eigenpairs_against_eigh(operator):
     net = jprop.MLP((2, 4, 3, 1))
