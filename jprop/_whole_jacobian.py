@@ -202,6 +202,12 @@ def _log_abs_det_jacobian(f: Any, method: str, batch_size: Any) -> Callable[...,
                 f"n = {x.shape[1]} inputs to m = {m} outputs, so J is {m} × {x.shape[1]}. "
                 "Use jprop.SpectralNorm or jprop.jacobian_penalty for non-square J."
             )
+        if getattr(f, "output", None) == "softmax":
+            raise ValueError(
+                f"{where}: a softmax output's Jacobian is singular everywhere (its outputs sum to "
+                "1, so the rows of J sum to 0): log|det J| = -inf, with no gradient. Take the "
+                "log-determinant of the logits (output='linear'), or another objective."
+            )
         return x
 
     @jax.jit

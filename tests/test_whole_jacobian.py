@@ -144,6 +144,15 @@ def log_abs_det(J):
     return jnp.linalg.slogdet(J)[1]
 
 
+@pytest.mark.parametrize("method", ["closed", "autodiff"])
+def test_log_abs_det_of_a_softmax_output_is_refused(method):
+    # Its J is singular at every input (rows sum to 0): a finite value would be rounding noise.
+    net = jprop.MLP((3, 5, 3), output="softmax")
+    params, x = params_and_input(net, jnp.float32, seed=6, batch=(4,))
+    with pytest.raises(ValueError, match="singular everywhere"):
+        jprop.log_abs_det_jacobian(net, method=method)(params, x)
+
+
 @pytest.mark.parametrize(  # the closed road in both dtypes; the autodiff road on the first net
     "net, road, dtype",
     [(net, "closed", dtype) for net in SQUARE for dtype in (jnp.float32, jnp.float64)]
