@@ -109,10 +109,12 @@ def _softmax_jvp(primals, tangents):
 
 
 def _normal_cdf(x):
+    x = jnp.asarray(x)  # jax 0.8 passes a Python float or a constant array through custom_jvp
     return 0.5 * jax.lax.erfc(-x / jnp.sqrt(jnp.asarray(2.0, x.dtype)))
 
 
 def _normal_pdf(x):
+    x = jnp.asarray(x)
     return jnp.exp(-0.5 * x * x) / jnp.sqrt(jnp.asarray(2 * jnp.pi, x.dtype))
 
 

@@ -121,7 +121,7 @@ def from_equinox(model: eqx.nn.MLP) -> tuple[MLP, Params]:
         )
     if not (model.use_bias and model.use_final_bias):
         raise ValueError("jprop.from_equinox: jprop.MLP layers all have biases; this MLP has not.")
-    if model.scan:
+    if getattr(model, "scan", False):  # equinox >= 0.13.2 can build an MLP as a scan
         raise ValueError("jprop.from_equinox: build the eqx.nn.MLP with scan=False to convert it.")
     if model.depth == 0:  # eqx.nn.MLP then applies neither activation: one linear layer
         hidden, output = "tansig", "linear"

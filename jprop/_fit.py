@@ -9,6 +9,7 @@ a run killed at any moment resumes from its last checkpoint with nothing lost bu
 
 from __future__ import annotations
 
+import glob
 import os
 import sys
 import tempfile
@@ -93,6 +94,10 @@ def _check_checkpoint(path: Any) -> str:
             f"jprop.fit: the checkpoint {path!r} cannot be written: its folder {folder!r} does not "
             "exist (or is not a folder). Create it first, or pass another path."
         )
+    # Temporary files a killed run left mid-write (each save writes its own, then renames it).
+    for name in (os.path.basename(path), os.path.basename(path) + ".history.npy"):
+        for stale in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(name)}.*.tmp")):
+            os.unlink(stale)
     return path
 
 

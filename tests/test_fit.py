@@ -148,6 +148,7 @@ def test_checkpoint_paths_and_steps_are_checked_before_training(tmp_path):
     with pytest.raises(ValueError, match="must be a file path"):
         jprop.fit(quadratic, start, TARGET, steps=3, checkpoint="")
     path = str(tmp_path / "run.eqx")
+    (tmp_path / ".run.eqx.killed.tmp").write_text("")  # left by a run killed mid-write
     jprop.fit(
         quadratic, start, TARGET, optimizer=optax.sgd(0.1), steps=6, progress=False, checkpoint=path
     )
