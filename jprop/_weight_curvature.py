@@ -420,9 +420,20 @@ def _dense(product, params, data, max_bytes, where, what):
             f"Pass max_bytes={need} (or more) to allow it, or use matrix-free products and "
             "jprop.top_eigenpairs instead."
         )
-    column = lambda e: ravel_pytree(product(params, unravel(e), *data))[0]  # noqa: E731
-    eye = jnp.eye(size, dtype=flat.dtype)
-    return jax.lax.map(column, eye, batch_size=min(size, 64))
+    # Blocks of `width` products against unit vectors, written in place into the (P, P) result:
+    # no P × P identity and no stacked copy beside it (the last block overlaps the one before).
+    width = min(size, 64)
+
+    def block(start):
+        units = jax.nn.one_hot(start + jnp.arange(width), size, dtype=flat.dtype)
+        return jax.vmap(lambda u: ravel_pytree(product(params, unravel(u), *data))[0])(units)
+
+    def fill(index, out):
+        start = jnp.minimum(index * width, size - width)
+        return jax.lax.dynamic_update_slice(out, block(start), (start, 0))
+
+    blocks = -(-size // width)
+    return jax.lax.fori_loop(0, blocks, fill, jnp.zeros((size, size), flat.dtype))
 
 
 def weight_hessian(

@@ -302,3 +302,20 @@ def test_a_model_is_called_one_example_at_a_time():
         assert_close(jprop.gauss_newton(loss)(params, x, t), gn, 1e-5, "gauss_newton")
         gnv = ravel_pytree(jprop.gauss_newton_vp(loss)(params, v, x, t))[0]
         assert_close(gnv, gn @ ravel_pytree(v)[0], 1e-5, "gauss_newton_vp")
+
+
+@pytest.mark.parametrize("transform", [jprop.weight_hessian, jprop.gauss_newton])
+def test_a_dense_curvature_matrix_is_the_only_p_by_p_array(transform):
+    # The (P, P) result is filled in place: XLA's account of the compiled program holds no
+    # second P × P array (an identity, or the stacked columns before a copy) beside it.
+    net = jprop.MLP((10, 30, 30, 5))
+    params, x = params_and_input(net, jnp.float32, seed=1, batch=(8,))
+    size = flat(params).size
+    compiled = (
+        jax.jit(transform(jprop.SquaredError(net)))
+        .lower(params, x, jnp.zeros((8, 5), jnp.float32))
+        .compile()
+    )
+    account = compiled.memory_analysis()
+    assert account is not None and account.output_size_in_bytes == size * size * 4
+    assert account.temp_size_in_bytes < 0.25 * size * size * 4, account.temp_size_in_bytes
