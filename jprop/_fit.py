@@ -46,7 +46,9 @@ def _progress(total: int, initial: int, enabled: bool, desc: str):
         from tqdm.auto import tqdm
     except ImportError:  # tqdm is an optional extra; training works without the bar
         return None
-    return tqdm(total=total, initial=initial, desc=desc, leave=False)
+    # disable=None: no bar when stderr is not a terminal (a log file, CI), which a bar's carriage
+    # returns would flood
+    return tqdm(total=total, initial=initial, desc=desc, leave=False, disable=None)
 
 
 def _save(path: str, state: dict) -> None:
@@ -117,7 +119,8 @@ def fit(
     - `optimizer`: an optax `GradientTransformation` (a jitted update per step), or `"cg"` /
       `"lbfgs"` for scipy's conjugate gradient / L-BFGS on the flattened parameters (needs scipy;
       `steps` is then the iteration limit).
-    - `progress`: a tqdm bar with the current value (if tqdm is installed).
+    - `progress`: a tqdm bar with the current value (if tqdm is installed and stderr is a
+      terminal).
     - `checkpoint`: a file path in an existing folder (checked before training). If it exists,
       training resumes from it; it is rewritten every `checkpoint_every` steps with the last
       state whose value was finite (resuming redoes that step) and at the end. A checkpoint

@@ -155,3 +155,11 @@ def test_checkpoint_paths_and_steps_are_checked_before_training(tmp_path):
     with pytest.raises(ValueError, match="at step 6, beyond steps=4"):
         jprop.fit(quadratic, start, TARGET, optimizer=optax.sgd(0.1), steps=4, checkpoint=path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "run.eqx", "run.eqx.history.npy"]
+
+
+def test_no_progress_bar_floods_a_log(capsys):
+    # stderr is captured here, not a terminal: the bar stays off, so no carriage returns.
+    result = jprop.fit(
+        quadratic, {"w": jnp.zeros(3)}, TARGET, optimizer=optax.sgd(0.5), steps=30, progress=True
+    )
+    assert result.success and "\r" not in capsys.readouterr().err
