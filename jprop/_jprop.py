@@ -30,6 +30,7 @@ from ._validation import (
     as_float_array,
     check_batch_objective,
     check_like,
+    check_not_empty,
     check_same_dtype,
     check_size,
     optional_size,
@@ -239,6 +240,7 @@ def _objective(quantity: str, f: Any, method: str, batch_size: Any) -> Callable[
                 f"shape (n,); it returned shape {out.shape}."
             )
         lead = x.shape[:-1]
+        check_not_empty(lead, where)
         sizes = {"m": out.shape[0] if out.shape else 1, "n": x.shape[-1]}
         arrays = []
         for (name, space), value in zip(arguments, args):

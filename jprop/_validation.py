@@ -156,6 +156,16 @@ def per_example_outputs(f: Any, params: Any, x: jax.Array) -> jax.Array:
     return jax.vmap(lambda xi: f(params, xi))(x)
 
 
+def check_not_empty(lead: tuple[int, ...], where: str) -> None:
+    """A batch-mean loss needs at least one example: the mean of none is 0/0. Refused when traced,
+    the same for every objective."""
+    if lead and min(lead) == 0:
+        raise ValueError(
+            f"{where}: the batch is empty (x's batch axes {lead}); a batch mean needs at least one "
+            "example."
+        )
+
+
 def check_batch_objective(
     f: Any, params: Any, x: Any, where: str, **arrays: tuple[Any, tuple]
 ) -> tuple[jax.Array, int, dict[str, jax.Array]]:
@@ -173,6 +183,7 @@ def check_batch_objective(
             f"x of shape {x.shape} and an output of shape {out.shape}."
         )
     scalar = out.shape == ()
+    check_not_empty(x.shape[:1], where)
     sizes = {"B": x.shape[0], "n": x.shape[1], "m": 1 if scalar else out.shape[0]}
     checked = {}
     for name, (value, symbols) in arrays.items():
@@ -183,6 +194,11 @@ def check_batch_objective(
             axis = symbols.index("m")
             symbols = symbols[:axis] + symbols[axis + 1 :]
         given = dict(sizes, P=value.shape[1] if value.ndim > 1 else -1)
+        if "P" in symbols and given["P"] == 0:
+            raise ValueError(
+                f"{where}: `{name}` holds no vectors (shape {value.shape}, P = 0); a mean over "
+                "them is undefined. Pass at least one per example."
+            )
         shape = tuple(given[s] for s in symbols)
         spelled = "(" + ", ".join(symbols) + ") = " + str(shape)
         if scalar and len(symbols) < len(arrays[name][1]):

@@ -171,3 +171,31 @@ def test_bad_batch_size_is_named_by_the_transform_given_it(batch_size, error):
     for where, make in BATCHED.items():
         with pytest.raises(error, match=f"^{where}: `batch_size` must be"):
             make(batch_size=batch_size)
+
+
+def test_an_empty_batch_is_refused_by_every_batch_mean():
+    # One policy: the mean over no examples (or no tangents) is 0/0, so every batch-mean loss
+    # refuses it when traced, instead of returning NaN.
+    x = jnp.ones((0, 3), jnp.float32)
+    g = t = jnp.ones((0, 2), jnp.float32)
+    r = jnp.ones((0, 3), jnp.float32)
+    losses = {
+        "bilinear": lambda: jprop.bilinear(NET)(PARAMS, x, g, r),
+        "jprop_v": lambda: jprop.jprop_v(NET)(PARAMS, x, r, g),
+        "double_backprop": lambda: jprop.double_backprop(NET)(PARAMS, x, t, 0.1),
+        "tangent_prop": lambda: jprop.tangent_prop(NET)(
+            PARAMS, x, jnp.ones((0, 1, 3), jnp.float32)
+        ),
+        "derivative_targets": lambda: jprop.derivative_targets(NET)(
+            PARAMS, x, g, jnp.ones((0, 2, 3), jnp.float32)
+        ),
+        "jacobian_penalty": lambda: jprop.jacobian_penalty(NET)(PARAMS, x),
+        "SquaredError": lambda: jprop.SquaredError(NET)(PARAMS, x, t),
+    }
+    for name, call in losses.items():
+        with pytest.raises(ValueError, match="empty"):
+            call()
+    with pytest.raises(ValueError, match="P = 0"):
+        jprop.tangent_prop(NET)(
+            PARAMS, jnp.ones((4, 3), jnp.float32), jnp.ones((4, 0, 3), jnp.float32)
+        )
