@@ -97,11 +97,6 @@ def _forward(net: MLP, params: Params, x: jax.Array, dims):
     return layers, ds
 
 
-def _weights(layers, ds):
-    """C^l = D^l ∘ s2^l of each curved layer, with its A^l."""
-    return [(scale(lay.slopes[1], d), lay.big_a) for lay, d in zip(layers, ds) if lay.slopes]
-
-
 def _tangent(params: Params, dparams: Params, layers, ds, dx, dims):
     """(Ċ^l, C^l, A^l, Ȧ^l) of each curved layer for the tangent (dparams, dx)."""
     y_dot, t_dot, a_dots, big_a_dots = dx, None, [], []
@@ -162,9 +157,9 @@ def diagonal(net: MLP, dims: tuple[int, ...] | None = None):
         dparams, dx = tangents
         layers, ds = _forward(net, params, x, dims)
         zero = jnp.zeros((x.shape[0], net.n_outputs, layers[0].big_a.shape[1]), x.dtype)
-        value = _add(zero, *(_weigh(c, a * a) for c, a in _weights(layers, ds)))
         dx = None if isinstance(dx, SymbolicZero) else dx
         parts = _tangent(params, instantiate(dparams, params), layers, ds, dx, dims)
+        value = _add(zero, *(_weigh(c, a * a) for _, c, a, _ in parts))
         d_value = _add(
             zero, *(_weigh(c_dot, a * a) + 2 * _weigh(c, a * a_dot) for c_dot, c, a, a_dot in parts)
         )
