@@ -6,10 +6,16 @@ against autodiff and float64 differences."""
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 import pytest
-from helpers import ARCH_IDS, ARCHITECTURES, assert_close, pair, params_and_input
+from helpers import (
+    ARCH_IDS,
+    ARCHITECTURES,
+    assert_close,
+    central_differences,
+    pair,
+    params_and_input,
+)
 from jax.flatten_util import ravel_pytree
 
 import jprop
@@ -151,17 +157,20 @@ def test_forward_mode_and_second_order_through_objectives(name):
     closed = getattr(jprop, name)(net, method="closed")
     auto = getattr(jprop, name)(net, method="autodiff")
     direction = jax.tree.map(lambda p: jnp.cos(p), params)
-    for fn in (
-        lambda e: jax.jvp(lambda p: e(p, x, *args), (params,), (direction,))[1],
-        lambda e: jax.jacfwd(lambda p: e(p, x, *args))(params),
-        lambda e: jax.hessian(lambda p: e(p, x, *args))(params),
-        lambda e: jax.grad(lambda z: e(params, z, *args))(x),
-        lambda e: jax.vmap(lambda p: jax.grad(e)(p, x, *args))(
-            jax.tree.map(lambda p: jnp.stack([p, 1.5 * p]), params)
-        ),
-    ):
-        got, expected = fn(closed), fn(auto)
-        chex.assert_trees_all_close(got, expected, rtol=1e-10, atol=1e-12)
+
+    def modes(e):
+        return (
+            jax.jvp(lambda p: e(p, x, *args), (params,), (direction,))[1],
+            jax.jacfwd(lambda p: e(p, x, *args))(params),
+            jax.hessian(lambda p: e(p, x, *args))(params),
+            jax.grad(lambda z: e(params, z, *args))(x),
+            jax.vmap(lambda p: jax.grad(e)(p, x, *args))(
+                jax.tree.map(lambda p: jnp.stack([p, 1.5 * p]), params)
+            ),
+        )
+
+    got, expected = jax.jit(lambda: (modes(closed), modes(auto)))()  # one compiled program
+    chex.assert_trees_all_close(got, expected, rtol=1e-10, atol=1e-12)
 
 
 def test_fit_takes_a_loss_and_refuses_the_old_pair_form():
@@ -204,31 +213,38 @@ def _trained_loss(quantity, net, method="auto"):
 # The curvature rules share one forward pass; they run on the nets that cover its branches (a
 # linear or curved output, several hidden layers, none, a linear hidden layer).
 CURVATURE_NETS = {(4, 6, 5, 1), (2, 7, 3), (5, 4, 4, 4, 3), (4, 3), (2, 3, 3, 2)}
-TRAINED_CASES = [
-    pytest.param(net, quantity, id=f"{net_id}-{quantity}")
-    for quantity in TRAINED
-    for net, net_id in zip(LAPLACIAN_NETS, LAPLACIAN_IDS)
-    if quantity in ("laplacian", "jacobian") or net.sizes in CURVATURE_NETS
-]
 
 
-@pytest.mark.parametrize("net, quantity", TRAINED_CASES)
-def test_trained_rules_against_autodiff(net, quantity):
-    # The Jacobian's nets cover both of its passes: rows (m < n) and columns (n <= m).
+def _rules_on(net):
+    return [q for q in TRAINED if q in ("laplacian", "jacobian") or net.sizes in CURVATURE_NETS]
+
+
+@pytest.mark.parametrize("net", LAPLACIAN_NETS, ids=LAPLACIAN_IDS)
+def test_trained_rules_against_autodiff(net):
+    # The Jacobian's nets cover both of its passes: rows (m < n) and columns (n <= m). Every rule
+    # on this net and both roads run in one jitted program (one compile per net).
     params, x = params_and_input(net, jnp.float64, seed=11, batch=(5,))
-    ours = _trained_loss(quantity, net, "closed")
-    theirs = _trained_loss(quantity, net, "autodiff")
-    got = jax.grad(ours, (0, 1))(params, x)  # weights and input
-    expected = jax.grad(theirs, (0, 1))(params, x)
-    assert_close(flat(got[0]), flat(expected[0]), 1e-12, "grad in the weights")
-    assert_close(flat(got[1]), flat(expected[1]), 1e-12, "grad in the input")
     direction = jax.tree.map(jnp.sin, params)
-    assert_close(
-        jax.jvp(lambda p: ours(p, x), (params,), (direction,))[1],
-        jax.jvp(lambda p: theirs(p, x), (params,), (direction,))[1],
-        1e-12,
-        "jvp",
-    )
+
+    @jax.jit
+    def grad_and_jvp(params, x):
+        return {
+            quantity: [
+                (
+                    jax.grad(loss, (0, 1))(params, x),
+                    jax.jvp(lambda p: loss(p, x), (params,), (direction,))[1],  # noqa: B023
+                )
+                for loss in (_trained_loss(quantity, net, m) for m in ("closed", "autodiff"))
+            ]
+            for quantity in _rules_on(net)
+        }
+
+    results = grad_and_jvp(params, x)
+    assert len(results) == (5 if net.sizes in CURVATURE_NETS else 2)
+    for quantity, ((got, got_jvp), (expected, expected_jvp)) in results.items():
+        assert_close(flat(got[0]), flat(expected[0]), 1e-12, f"{quantity}: grad in the weights")
+        assert_close(flat(got[1]), flat(expected[1]), 1e-12, f"{quantity}: grad in the input")
+        assert_close(got_jvp, expected_jvp, 1e-12, f"{quantity}: jvp")
 
 
 @pytest.mark.parametrize(
@@ -247,38 +263,28 @@ def test_trained_rules_against_float64_differences(quantity, sizes):
     params, x = params_and_input(net, jnp.float64, seed=12, batch=(4,))
     loss = _trained_loss(quantity, net, "closed")
     w, unravel = ravel_pytree(params)
-    grad = flat(jax.grad(loss)(params, x))
-    eps = 1e-6
-    steps = eps * np.eye(w.size)
-    fd = np.array([(loss(unravel(w + s), x) - loss(unravel(w - s), x)) / (2 * eps) for s in steps])
-    assert_close(grad, fd, 1e-7, "weights")
-    gx = jax.grad(loss, 1)(params, x).ravel()
-    steps = eps * np.eye(x.size)
-    fdx = np.array(
-        [
-            (loss(params, x + s.reshape(x.shape)) - loss(params, x - s.reshape(x.shape)))
-            / (2 * eps)
-            for s in steps
-        ]
-    )
-    assert_close(gx, fdx, 1e-7, "input")
+    grads = jax.jit(jax.grad(loss, (0, 1)))(params, x)
+    fd = central_differences(lambda w: loss(unravel(w), x), w)
+    assert_close(flat(grads[0]), fd, 1e-7, "weights")
+    fdx = central_differences(lambda z: loss(params, z.reshape(x.shape)), x.ravel())
+    assert_close(grads[1].ravel(), fdx, 1e-7, "input")
 
 
 @pytest.mark.parametrize("quantity", ["laplacian", "jacobian", "hessian_diagonal", HVP])
 def test_trained_rules_second_order_vmap_and_nesting(quantity):
     net = jprop.MLP((2, 3, 3, 1))
     params, x = params_and_input(net, jnp.float64, seed=13, batch=(3,))
-    ours, theirs = (_trained_loss(quantity, net, m) for m in ("closed", "autodiff"))
-    chex.assert_trees_all_close(
-        jax.hessian(ours)(params, x), jax.hessian(theirs)(params, x), rtol=1e-10, atol=1e-12
-    )
     stacked = jax.tree.map(lambda p: jnp.stack([p, 0.5 * p, -p]), params)  # an ensemble
-    chex.assert_trees_all_close(
-        jax.vmap(jax.grad(ours), (0, None))(stacked, x),
-        jax.vmap(jax.grad(theirs), (0, None))(stacked, x),
-        rtol=1e-10,
-        atol=1e-12,
-    )
+
+    @jax.jit
+    def hessian_and_ensemble(params, x):
+        return [
+            (jax.hessian(loss)(params, x), jax.vmap(jax.grad(loss), (0, None))(stacked, x))
+            for loss in (_trained_loss(quantity, net, m) for m in ("closed", "autodiff"))
+        ]
+
+    ours, theirs = hessian_and_ensemble(params, x)
+    chex.assert_trees_all_close(ours, theirs, rtol=1e-10, atol=1e-12)
     if quantity == "laplacian":  # the biharmonic Δ²f: the Laplacian of a jprop.laplacian
         inner = jprop.laplacian(net)
         biharmonic = jprop.laplacian(lambda p, z: inner(p, z))(params, x)
@@ -422,8 +428,8 @@ def test_jacobian_rules_over_chosen_inputs(sizes):
     assert_close(ours(params, x), full(params, x)[..., list(dims)], 1e-12, "value")
     loss = lambda f: lambda p, z: jnp.sum(jnp.sin(f(p, z)))  # noqa: E731
     theirs = loss(lambda p, z: full(p, z)[..., list(dims)])
+    got, expected = jax.jit(
+        lambda: [jax.grad(f, (0, 1))(params, x) for f in (loss(ours), theirs)]
+    )()
     for argnums in (0, 1):
-        got = jax.grad(loss(ours), argnums)(params, x)
-        assert_close(
-            flat(got), flat(jax.grad(theirs, argnums)(params, x)), 1e-12, f"grad {argnums}"
-        )
+        assert_close(flat(got[argnums]), flat(expected[argnums]), 1e-12, f"grad {argnums}")

@@ -20,17 +20,29 @@ def test_jprop_objectives_in_chunks_equal_the_whole_batch(road):
     key = jax.random.split(jax.random.key(3), 2)
     v = jax.random.normal(key[0], x.shape, jnp.float64)
     t = jax.random.normal(key[1], (11, net.n_outputs), jnp.float64)
-    for make, args in [(jprop.jprop_v, (v, t)), (jprop.double_backprop, (t, 0.5))]:
-        whole = pair(make(net, method=road))(params, x, *args)
-        chunked = pair(make(net, method=road, batch_size=4))(params, x, *args)  # 2 chunks + 3 left
-        assert_close(chunked[0], whole[0], 1e-13, f"{make.__name__} value")
-        assert_close(ravel_pytree(chunked[1])[0], ravel_pytree(whole[1])[0], 1e-13, "grads")
+    jobs = {
+        name: lambda make=make, args=args, **kw: pair(make(net, method=road, **kw))(
+            params, x, *args
+        )
+        for name, make, args in [
+            ("jprop_v", jprop.jprop_v, (v, t)),
+            ("double_backprop", jprop.double_backprop, (t, 0.5)),
+        ]
+    }
+    for name, (chunked, whole) in chunked_and_whole(jobs).items():  # 2 chunks + 3 left
+        assert_close(chunked[0], whole[0], 1e-13, f"{name} value")
+        assert_close(ravel_pytree(chunked[1])[0], ravel_pytree(whole[1])[0], 1e-13, name)
     with pytest.raises(ValueError, match="`batch_size` must be at least 1"):
         jprop.jprop_u(net, batch_size=0)
 
 
 def _flat(result):
     return ravel_pytree(result)[0]
+
+
+def chunked_and_whole(jobs):
+    """name -> (the job with batch_size=4, without), every job in one compiled program."""
+    return jax.jit(lambda: {name: (job(batch_size=4), job()) for name, job in jobs.items()})()
 
 
 def test_composite_objectives_in_chunks_equal_the_whole_batch(road="closed"):
@@ -65,8 +77,8 @@ def test_composite_objectives_in_chunks_equal_the_whole_batch(road="closed"):
             jprop.log_abs_det_jacobian(square, method=road, **kw)
         )(sq_params, sq_x),
     }
-    for name, job in jobs.items():
-        assert_close(_flat(job(batch_size=4)), _flat(job()), 1e-12, name)
+    for name, (chunked, whole) in chunked_and_whole(jobs).items():
+        assert_close(_flat(chunked), _flat(whole), 1e-12, name)
 
 
 @pytest.mark.parametrize("road", ["closed", "autodiff"])
@@ -92,8 +104,8 @@ def test_weight_curvature_in_chunks_equals_the_whole_batch(road):
             "curvature_along": lambda **kw: jprop.curvature_along(loss, **kw)(params, v, x, t),
             "top_eigenpairs": lambda **kw: jprop.top_eigenpairs(loss, 2, **kw)(params, x, t)[:3],
         }
-    for name, op in ops.items():
-        assert_close(_flat(op(batch_size=4)), _flat(op()), 1e-11, name)
+    for name, (chunked, whole) in chunked_and_whole(ops).items():
+        assert_close(_flat(chunked), _flat(whole), 1e-11, name)
     with pytest.raises(ValueError, match="batch_size needs a jprop.SquaredError"):
         jprop.weight_hvp(lambda p, x: jnp.sum(x), batch_size=4)
 

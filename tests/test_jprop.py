@@ -8,7 +8,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import ARCH_IDS, ARCHITECTURES, TOL_EXACT, assert_close, pair, params_and_input
+from helpers import (
+    ARCH_IDS,
+    ARCHITECTURES,
+    TOL_EXACT,
+    assert_close,
+    central_differences,
+    pair,
+    params_and_input,
+)
 from jax.flatten_util import ravel_pytree
 
 import jprop
@@ -68,28 +76,32 @@ JPROP_RUNS = [
 @pytest.mark.parametrize("net, dtype, road", JPROP_RUNS)
 def test_jprop_against_autodiff_references(net, dtype, road):
     params, x = params_and_input(net, dtype, seed=3, batch=(4,))
-    args = arguments(net, dtype)
-    got_u = pair(jprop.jprop_u(net, method=road))(params, x, args["u"], args["a"])
-    got_v = pair(jprop.jprop_v(net, method=road))(params, x, args["v"], args["b"])
-    assert_result_close(
-        got_u, reference_u(net, params, x, args["u"], args["a"]), TOL_EXACT[dtype], "E_u"
-    )
-    assert_result_close(
-        got_v, reference_v(net, params, x, args["v"], args["b"]), TOL_EXACT[dtype], "E_v"
-    )
-    # Bilinear primitive against jax.grad of gᵀJr.
-    g, r = args["u"], args["v"]
-    bil = pair(jprop.bilinear(net, method=road))(params, x, g, r)
-    ref = jax.jit(
-        jax.value_and_grad(
-            lambda p: jnp.mean(
-                jax.vmap(lambda xi, gi, ri: gi @ jax.jvp(lambda z: net(p, z), (xi,), (ri,))[1])(
-                    x, g, r
-                )
-            )
+    u, a, v, b = (arguments(net, dtype)[k] for k in "uavb")
+
+    def bilinear_reference(p):  # gᵀJr with g = u, r = v
+        return jnp.mean(
+            jax.vmap(lambda xi, gi, ri: gi @ jax.jvp(lambda z: net(p, z), (xi,), (ri,))[1])(x, u, v)
         )
-    )(params)
-    assert_result_close(bil, ref, TOL_EXACT[dtype], "bilinear")
+
+    @jax.jit  # the three objectives and their references in one compiled program
+    def results(params, x):
+        return [
+            (
+                pair(jprop.jprop_u(net, method=road))(params, x, u, a),
+                reference_u(net, params, x, u, a),
+            ),
+            (
+                pair(jprop.jprop_v(net, method=road))(params, x, v, b),
+                reference_v(net, params, x, v, b),
+            ),
+            (
+                pair(jprop.bilinear(net, method=road))(params, x, u, v),
+                pair(bilinear_reference)(params),
+            ),
+        ]
+
+    for (got, expected), what in zip(results(params, x), ["E_u", "E_v", "bilinear"]):
+        assert_result_close(got, expected, TOL_EXACT[dtype], what)
 
 
 @pytest.mark.parametrize("net", ARCHITECTURES[:5], ids=ARCH_IDS[:5])
@@ -98,17 +110,11 @@ def test_jprop_against_finite_differences(net):
     args = arguments(net, jnp.float64, batch=3)
     flat, unravel = ravel_pytree(params)
     for transform, extra in [(jprop.jprop_u, ("u", "a")), (jprop.jprop_v, ("v", "b"))]:
-        fn = pair(transform(net))
-        energy = lambda w: fn(unravel(w), x, *(args[k] for k in extra))[0]  # noqa: B023, E731
-        eps = 1e-6
-        steps = eps * np.eye(flat.size)
-        fd = np.array([(energy(flat + s) - energy(flat - s)) / (2 * eps) for s in steps])
-        assert_close(
-            ravel_pytree(fn(params, x, *(args[k] for k in extra))[1])[0],
-            fd,
-            1e-7,
-            transform.__name__,
-        )
+        energy = transform(net)
+        inputs = [args[k] for k in extra]
+        fd = central_differences(lambda w: energy(unravel(w), x, *inputs), flat)  # noqa: B023
+        grads = jax.jit(jax.grad(energy))(params, x, *inputs)
+        assert_close(ravel_pytree(grads)[0], fd, 1e-7, transform.__name__)
 
 
 def one_unit(c, w, beta, d):

@@ -26,17 +26,24 @@ QUANTITIES = ["jacobian", "hessian", "laplacian", "hessian_diagonal"]
 @pytest.mark.parametrize("net", NETS, ids=IDS)
 def test_closed_forms_of_every_activation(net):
     params, x = params_and_input(net, jnp.float64, seed=5, batch=(4,))
-    for name in QUANTITIES:
-        closed = getattr(jprop, name)(net, method="closed")(params, x)
-        autodiff = getattr(jprop, name)(net, method="autodiff")(params, x)
+    g = jnp.ones((4, net.n_outputs), jnp.float64)
+
+    @jax.jit  # quantity -> (closed, autodiff), in one compiled program
+    def both_roads(params, x):
+        roads = {
+            name: [getattr(jprop, name)(net, method=m)(params, x) for m in ("closed", "autodiff")]
+            for name in QUANTITIES
+        }
+        roads["hvp"] = [
+            jprop.hessian_vector_product(net, method=m)(params, x, g, x)
+            for m in ("closed", "autodiff")
+        ]
+        return roads
+
+    for name, (closed, autodiff) in both_roads(params, x).items():
         assert_close(closed, autodiff, 1e-11, name)
     # float64 central differences carry ~1e-6 truncation error in second derivatives (TOL_FD)
     assert jprop.check(jprop.hessian, net, params, x[:2], method="closed") < 1e-5
-    g = jnp.ones((4, net.n_outputs), jnp.float64)
-    hvp = [
-        jprop.hessian_vector_product(net, method=m)(params, x, g, x) for m in ("closed", "autodiff")
-    ]
-    assert_close(hvp[0], hvp[1], 1e-11, "hvp")
 
 
 @pytest.mark.parametrize("net", NETS, ids=IDS)
@@ -49,7 +56,9 @@ def test_training_through_every_activation(net):
         v = jnp.ones_like(x)
         return lambda p: jnp.mean(lap(p, x) ** 2) + e_v(p, x, v, jnp.zeros((3, net.n_outputs)))
 
-    got, expected = (ravel_pytree(jax.grad(loss(m))(params))[0] for m in ("closed", "autodiff"))
+    got, expected = jax.jit(
+        lambda p: [ravel_pytree(jax.grad(loss(m))(p))[0] for m in ("closed", "autodiff")]
+    )(params)
     assert_close(got, expected, 1e-11, "grad")
 
 
@@ -75,25 +84,35 @@ def test_activation_errors_name_the_fix():
 )
 def test_dims_and_outputs_select_the_laplacian_and_diagonal(net):
     params, x = params_and_input(net, jnp.float64, seed=8, batch=(5,))
-    H = jprop.hessian(net, method="autodiff")(params, x)
-    for dims, outputs in [((1, 3), (2, 0)), ((0, 2, 3), 1)]:
-        d = slice(None) if dims is None else list(dims)
-        o = slice(None) if outputs is None else list(np.atleast_1d(outputs))
-        diagonal = jnp.diagonal(H, axis1=-2, axis2=-1)[:, o][..., d]
-        for method in ("closed", "autodiff"):
+    selections = [((1, 3), (2, 0)), ((0, 2, 3), 1)]
+
+    def loss(method):  # through the hand rule over a subset of inputs and outputs
+        lap = jprop.laplacian(net, method=method, dims=(0, 2), outputs=1)
+        return lambda p: jnp.sum(lap(p, x) ** 2)
+
+    @jax.jit  # every selection on both roads, and the grads, in one compiled program
+    def results(params, x):
+        selected = [
+            [
+                (
+                    jprop.laplacian(net, method=m, dims=dims, outputs=outputs)(params, x),
+                    jprop.hessian_diagonal(net, method=m, dims=dims, outputs=outputs)(params, x),
+                )
+                for m in ("closed", "autodiff")
+            ]
+            for dims, outputs in selections
+        ]
+        grads = [ravel_pytree(jax.grad(loss(m))(params))[0] for m in ("closed", "autodiff")]
+        return jprop.hessian(net, method="autodiff")(params, x), selected, grads
+
+    H, selected, grads = results(params, x)
+    for (dims, outputs), roads in zip(selections, selected):
+        o = list(np.atleast_1d(outputs))
+        diagonal = jnp.diagonal(H, axis1=-2, axis2=-1)[:, o][..., list(dims)]
+        for method, (lap, got) in zip(("closed", "autodiff"), roads):
             options = dict(method=method, dims=dims, outputs=outputs)
-            lap = jprop.laplacian(net, **options)
-            assert_close(lap(params, x), diagonal.sum(-1), 1e-12, f"laplacian {options}")
-            got = jprop.hessian_diagonal(net, **options)(params, x)
+            assert_close(lap, diagonal.sum(-1), 1e-12, f"laplacian {options}")
             assert_close(got, diagonal, 1e-12, f"diagonal {options}")
-    grads = [  # through the hand rule over a subset of inputs and outputs
-        ravel_pytree(
-            jax.grad(
-                lambda p: jnp.sum(jprop.laplacian(net, method=m, dims=(0, 2), outputs=1)(p, x) ** 2)  # noqa: B023
-            )(params)
-        )[0]
-        for m in ("closed", "autodiff")
-    ]
     assert_close(grads[0], grads[1], 1e-11, "grad")
 
 

@@ -52,23 +52,30 @@ TRANSFORM_RUNS = [
 @pytest.mark.parametrize("net, dtype, method", TRANSFORM_RUNS)
 def test_against_jax_and_finite_differences(net, dtype, method):
     params, x = params_and_input(net, dtype, seed=1, batch=(3,))
-    J = jprop.jacobian(net, method=method)(params, x)
-    H = jprop.hessian(net, method=method)(params, x)
-    L = jprop.laplacian(net, method=method)(params, x)
-    D = jprop.hessian_diagonal(net, method=method)(params, x)
+    with_fd = method == "closed" and dtype == jnp.float64  # the float64 oracle once per net
+
+    @jax.jit  # the four transforms and their oracles in one compiled program
+    def everything(params, x):
+        ours = [
+            getattr(jprop, q)(net, method=method)(params, x)
+            for q in ("jacobian", "hessian", "laplacian", "hessian_diagonal")
+        ]
+        oracles = (oracle_jacobian(net, params, x), oracle_hessian(net, params, x))
+        fd = (jprop.fd_jacobian(net)(params, x), jprop.fd_hessian(net)(params, x))
+        return ours, oracles, fd if with_fd else None
+
+    (J, H, L, D), (oracle_J, oracle_H), fd = everything(params, x)
     m, n = net.sizes[-1], net.sizes[0]
     chex.assert_shape([J, H, L, D], [(3, m, n), (3, m, n, n), (3, m), (3, m, n)])
     assert J.dtype == H.dtype == L.dtype == D.dtype == dtype
-    diagonal = jnp.diagonal(oracle_hessian(net, params, x), axis1=-2, axis2=-1)
+    diagonal = jnp.diagonal(oracle_H, axis1=-2, axis2=-1)
     assert_close(D, diagonal, TOL_EXACT[dtype], "diag vs jax.hessian")
-    assert_close(J, oracle_jacobian(net, params, x), TOL_EXACT[dtype], "J vs jacfwd")
-    assert_close(H, oracle_hessian(net, params, x), TOL_EXACT[dtype], "H vs jax.hessian")
-    assert_close(
-        L, jnp.trace(oracle_hessian(net, params, x), axis1=-2, axis2=-1), TOL_EXACT[dtype], "L"
-    )
-    if method == "closed" and dtype == jnp.float64:  # the float64 oracle once per architecture
-        assert_close(J, jprop.fd_jacobian(net)(params, x), TOL_FD[dtype], "J vs fd", FD_FLOOR)
-        assert_close(H, jprop.fd_hessian(net)(params, x), TOL_FD[dtype], "H vs fd", FD_FLOOR)
+    assert_close(J, oracle_J, TOL_EXACT[dtype], "J vs jacfwd")
+    assert_close(H, oracle_H, TOL_EXACT[dtype], "H vs jax.hessian")
+    assert_close(L, jnp.trace(oracle_H, axis1=-2, axis2=-1), TOL_EXACT[dtype], "L")
+    if with_fd:
+        assert_close(J, fd[0], TOL_FD[dtype], "J vs fd", FD_FLOOR)
+        assert_close(H, fd[1], TOL_FD[dtype], "H vs fd", FD_FLOOR)
     np.testing.assert_allclose(
         H, jnp.swapaxes(H, -1, -2), rtol=0, atol=1e-6 if dtype == jnp.float32 else 1e-14
     )
@@ -336,20 +343,6 @@ def test_scalar_outputs_everywhere():
     y, u, t = (jax.random.normal(k, (5,), jnp.float64) for k in keys[:3])
     v, T = x[::-1], jax.random.normal(keys[3], (5, 3), jnp.float64)
     tangents = jnp.stack([x, jnp.cos(x)], axis=1)  # (B, P = 2, n)
-    for name in ("jacobian", "hessian", "laplacian", "hessian_diagonal"):
-        ours = getattr(jprop, name)(f)(params, x)
-        assert_close(ours, getattr(jprop, name)(net)(params, x)[:, 0], 1e-12, name)
-    through = [  # and through jax.grad, as a physics-informed loss on a scalar model
-        jax.grad(lambda p, g=g: jnp.mean(jprop.laplacian(g)(p, x).reshape(5) ** 2))(params)
-        for g in (f, net)
-    ]
-    assert_close(ravel_pytree(through[0])[0], ravel_pytree(through[1])[0], 1e-12, "grad")
-    assert_close(
-        jprop.hessian_vector_product(f)(params, x, y, v),
-        jprop.hessian_vector_product(net)(params, x, y[:, None], v),
-        1e-12,
-        "hessian_vector_product",
-    )
     # objective -> (arguments for the scalar f, the same for the net with its output axis)
     objectives = {
         jprop.bilinear: ((u, v), (u[:, None], v)),
@@ -360,11 +353,28 @@ def test_scalar_outputs_everywhere():
         jprop.derivative_targets: ((y, T), (y[:, None], T[:, None])),
         jprop.jacobian_penalty: ((), ()),
     }
-    for objective, (scalar, vector) in objectives.items():
-        value, grads = jax.value_and_grad(objective(f))(params, x, *scalar)
-        expected, expected_grads = jax.value_and_grad(objective(net))(params, x, *vector)
-        assert_close(value, expected, 1e-12, objective.__name__)
-        assert_close(ravel_pytree(grads)[0], ravel_pytree(expected_grads)[0], 1e-12, "grads")
+
+    @jax.jit  # what -> (scalar f's result, the net's), for everything, in one compiled program
+    def pairs(params):
+        out = {
+            name: (getattr(jprop, name)(f)(params, x), getattr(jprop, name)(net)(params, x)[:, 0])
+            for name in ("jacobian", "hessian", "laplacian", "hessian_diagonal")
+        }
+        through = [  # and through jax.grad, as a physics-informed loss on a scalar model
+            jax.grad(lambda p, g=g: jnp.mean(jprop.laplacian(g)(p, x).reshape(5) ** 2))(params)
+            for g in (f, net)
+        ]
+        out["grad"] = tuple(through)
+        hvp = jprop.hessian_vector_product
+        out["hvp"] = (hvp(f)(params, x, y, v), hvp(net)(params, x, y[:, None], v))
+        for objective, (scalar, vector) in objectives.items():
+            ours = jax.value_and_grad(objective(f))(params, x, *scalar)
+            theirs = jax.value_and_grad(objective(net))(params, x, *vector)
+            out[objective.__name__] = (ours, theirs)
+        return out
+
+    for what, (ours, theirs) in pairs(params).items():
+        assert_close(ravel_pytree(ours)[0], ravel_pytree(theirs)[0], 1e-12, what)
     square = jprop.MLP((1, 4, 1))  # log|det J| and the spectral norm of a 1 × 1 Jacobian
     p1, x1 = params_and_input(square, jnp.float64, seed=6, batch=(4,))
     g = lambda p, xi: square(p, xi)[0]  # noqa: E731
