@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._activations import is_linear
 from ._mlp import MLP, Params
@@ -134,9 +135,9 @@ def _softmax_diagonal(y, g):
 # to stay in cache, large enough to amortise the loop. On 32-128³-8, B = 256 (jax 0.10.2) chunks of
 # 4/8/16/32/64 measured 3.02/3.00/2.86/2.01/1.46× vmap(jax.hessian).
 CONTRACTION_CHUNK = 8
-# The first layer's outer products W^1_j ⊗ W^1_j (n_1 × n²) are formed once, shared by the batch,
-# while they stay this small (elements); beyond it (very wide inputs) the first layer's rows join
-# the per-example contraction instead.
+# The first layer's outer products W^1_j ⊗ W^1_j (their triangles) are formed once, shared by the
+# batch, while n_1·n² stays this small (elements); beyond it (very wide inputs) the first layer's
+# rows join the per-example contraction instead.
 MAX_FIRST_LAYER_PRODUCTS = 1 << 22
 
 
@@ -145,7 +146,7 @@ def hessian(net: MLP, params: Params, x: jax.Array) -> jax.Array:
 
     One pass over cache-sized chunks of examples, each adding up, per example, the later layers'
     weighted Gram matrix (C ∘ Aᵀ) Aᵀᵀ (an (m·n × N) @ (N × n) product), the first layer's part
-    C^1 @ [W^1_j ⊗ W^1_j] (a product with one (n_1 × n²) matrix shared by the batch) and a softmax
+    (read from its triangle `first_layer_triangle`, computed batch-wide beforehand) and a softmax
     output's own term. Building each chunk's Hessians in one place measured 1.35× faster than
     three full-size passes added afterwards.
     """
@@ -156,11 +157,10 @@ def hessian(net: MLP, params: Params, x: jax.Array) -> jax.Array:
     if first is not None and w1.shape[0] * n * n > MAX_FIRST_LAYER_PRODUCTS:
         rows = (jnp.broadcast_to(w1.T[None], (batch, n, w1.shape[0])), *rows)
         weights, first = (first, *weights), None
-    products = None if first is None else (w1[:, :, None] * w1[:, None, :]).reshape(-1, n * n)
     gram = (jnp.concatenate(weights, -1), jnp.concatenate(rows, -1)) if rows else None
     per_example = {
         "gram": gram,
-        "first": first,
+        "first": None if first is None else first_layer_triangle(first, w1),
         "softmax": cur.softmax,
     }
     per_example = {k: v for k, v in per_example.items() if v is not None}
@@ -173,12 +173,33 @@ def hessian(net: MLP, params: Params, x: jax.Array) -> jax.Array:
             c, a_t = parts["gram"]  # c (m, N), a_t (n, N): Σ_j c_kj a_j a_jᵀ
             h = h + symmetric_gram(c[:, None, :] * a_t[None], a_t)
         if "first" in parts:
-            h = h + (parts["first"] @ products).reshape(m, n, n)
+            h = h + parts["first"][:, triangle_index(n)]
         if "softmax" in parts:
             h = h + _softmax_hessian(*parts["softmax"])
         return h
 
     return jax.lax.map(one, per_example, batch_size=CONTRACTION_CHUNK)
+
+
+def triangle_index(n: int) -> np.ndarray:
+    """(n, n) positions into the upper triangle's n(n+1)/2 entries, row by row: the symmetric
+    matrix read back from its triangle."""
+    rows, cols = np.triu_indices(n)
+    index = np.empty((n, n), np.int32)
+    index[rows, cols] = index[cols, rows] = np.arange(rows.size)
+    return index
+
+
+def first_layer_triangle(first: jax.Array, w1: jax.Array) -> jax.Array:
+    """The first layer's part Σ_j C^1_kj W^1_j W^1_jᵀ of every example's Hessian, as its upper
+    triangle (B, m, n(n+1)/2): one batch-wide product of C^1 (B·m × n_1) with the outer products
+    W^1_j ⊗ W^1_j (n_1 × n(n+1)/2, shared by the batch). The triangle halves the products of the
+    full n² outer products; on 32-128³-8 it measured 5% faster overall."""
+    n = w1.shape[1]
+    rows, cols = np.triu_indices(n)
+    products = w1[:, rows] * w1[:, cols]
+    batch, m, units = first.shape
+    return (first.reshape(-1, units) @ products).reshape(batch, m, -1)
 
 
 def symmetric_gram(left: jax.Array, a_t: jax.Array) -> jax.Array:
