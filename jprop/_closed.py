@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._activations import is_linear
+from ._batch import strided_map, strided_steps
 from ._mlp import MLP, Params
 from ._passes import Forward, backward, forward, r_backward, r_forward
 
@@ -178,7 +179,17 @@ def hessian(net: MLP, params: Params, x: jax.Array) -> jax.Array:
             h = h + _softmax_hessian(*parts["softmax"])
         return h
 
-    return jax.lax.map(one, per_example, batch_size=CONTRACTION_CHUNK)
+    return contract_in_chunks(one, per_example, batch)
+
+
+def contract_in_chunks(one, per_example, batch: int):
+    """`one` (an example's contraction) over the batch, CONTRACTION_CHUNK examples at a time in
+    strided chunks (`_batch.strided_map`: a batch sharded over devices stays split), or
+    contiguous ones (`jax.lax.map`) when the batch has no even split."""
+    steps = strided_steps(batch, CONTRACTION_CHUNK)
+    if steps is None:
+        return jax.lax.map(one, per_example, batch_size=CONTRACTION_CHUNK)
+    return strided_map(jax.vmap(one), per_example, steps)
 
 
 def triangle_index(n: int) -> np.ndarray:

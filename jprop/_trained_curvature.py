@@ -47,7 +47,7 @@ from jax.custom_derivatives import SymbolicZero
 
 from . import _closed
 from ._activations import activation_function, is_linear, slopes
-from ._closed import CONTRACTION_CHUNK, symmetric_gram
+from ._closed import contract_in_chunks, symmetric_gram
 from ._forward_laplacian import (
     columns,
     first_order_tangent,
@@ -211,7 +211,7 @@ def hessian(net: MLP):
             half = (0.5 * c_dot[:, None, :] * a[None]) @ a.T + weighted @ a_dot.T
             return symmetric_gram(weighted, a), half + jnp.swapaxes(half, 1, 2)
 
-        grams = jax.lax.map(one, (c_dot, c, a, a_dot), batch_size=CONTRACTION_CHUNK)
+        grams = contract_in_chunks(one, (c_dot, c, a, a_dot), batch)
         return value + grams[0], d_value + grams[1]
 
     quantity.defjvp(rule, symbolic_zeros=True)

@@ -282,8 +282,9 @@ def jacobian(
       penalties) runs their adjoint passes (docs/math.md §9); `"auto"` takes it when `n <= m`
       (measured 1.2-1.3× JAX's derivative of `jacfwd`) and `jax.jacrev` otherwise (its derivative
       compiles to the same products as the backwards rule).
-    - `batch_size`: map over the batch in chunks of this many examples (`jax.lax.map`) to bound
-      memory; `None` (default) maps the whole batch at once with `jax.vmap`.
+    - `batch_size`: map over the batch in chunks of at most this many examples (strided when the
+      batch splits evenly, so a sharded batch stays split) to bound memory; `None` (default) maps
+      the whole batch at once.
 
     **Returns:** a function `(params, x) -> J`. If `f(params, x)` has shape `(m,)` for `x` of shape
     `(n,)`, `J` has shape `(m, n)`; `x` of shape `(..., n)` gives `(..., m, n)`. Both roads propagate

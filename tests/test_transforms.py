@@ -167,7 +167,7 @@ def test_auto_picks_closed_form(monkeypatch):
     assert_close(jprop.hessian(net, method="autodiff")(params, x), right, 1e-13)
 
 
-@pytest.mark.parametrize("batch_size", [4, 7])  # a remainder chunk, and one chunk
+@pytest.mark.parametrize("batch_size", [4, 7])  # 10 examples: strided steps of 2 and of 5
 @pytest.mark.parametrize("method", METHODS)
 def test_chunked_batches_equal_plain(method, batch_size):
     net = ARCHITECTURES[4]

@@ -1,5 +1,6 @@
-"""Sharded inputs over 8 simulated CPU devices give the single-device results (a child process:
-the device count is an XLA flag read when the backend starts)."""
+"""Sharded inputs over 8 simulated CPU devices: the compiled programs keep the batch split (no
+all-gather) and give the single-device results (a child process: the device count is an XLA flag
+read when the backend starts)."""
 
 import os
 import subprocess
@@ -15,33 +16,40 @@ pair = jax.value_and_grad  # (value, grads) of a jprop loss
 assert len(jax.devices()) == 8, jax.devices()
 net = jprop.MLP((3, 16, 16, 2))
 params = net.init(jax.random.key(0), jnp.float64)
-x = jax.random.normal(jax.random.key(1), (16, 3), jnp.float64)
-v = jax.random.normal(jax.random.key(2), (16, 3), jnp.float64)
-b = jax.random.normal(jax.random.key(3), (16, 2), jnp.float64)
+x = jax.random.normal(jax.random.key(1), (64, 3), jnp.float64)
+v = jax.random.normal(jax.random.key(2), (64, 3), jnp.float64)
+b = jax.random.normal(jax.random.key(3), (64, 2), jnp.float64)
 xs, vs, bs = jprop.shard_batch(x, v, b)
 assert len(xs.sharding.device_set) == 8
 loss = jprop.SquaredError(net)
 direction = jax.tree.map(jnp.ones_like, params)
 # One transform of each kind of program: closed and autodiff input derivatives, the Laplacian's
-# hand-written rule, a J-prop loss, a composite, weight curvature.
-jobs = {
-    "jacobian": lambda x, v, b: jprop.jacobian(net)(params, x),
-    "hessian": lambda x, v, b: jprop.hessian(net)(params, x),
-    "laplacian_training": lambda x, v, b: jax.grad(
-        lambda p: jnp.mean(jprop.laplacian(net)(p, x) ** 2)
+# hand-written rule, a J-prop loss, a composite, weight curvature; each whole and in chunks of 16
+# (4 strided steps of 2 examples per device).
+kinds = {
+    "jacobian": lambda x, v, b, **kw: jprop.jacobian(net, **kw)(params, x),
+    "hessian": lambda x, v, b, **kw: jprop.hessian(net, **kw)(params, x),
+    "laplacian_training": lambda x, v, b, **kw: jax.grad(
+        lambda p: jnp.mean(jprop.laplacian(net, **kw)(p, x) ** 2)
     )(params),
-    "hessian_autodiff": lambda x, v, b: jprop.hessian(net, method="autodiff")(params, x),
-    "jprop_v": lambda x, v, b: pair(jprop.jprop_v(net))(params, x, v, b),
-    "tangent_prop": lambda x, v, b: pair(jprop.tangent_prop(net))(params, x, v[:, None]),
-    "weight_hvp": lambda x, v, b: jprop.weight_hvp(loss)(params, direction, x, b),
+    "hessian_autodiff": lambda x, v, b, **kw: jprop.hessian(net, method="autodiff", **kw)(params, x),
+    "jprop_v": lambda x, v, b, **kw: pair(jprop.jprop_v(net, **kw))(params, x, v, b),
+    "tangent_prop": lambda x, v, b, **kw: pair(jprop.tangent_prop(net, **kw))(params, x, v[:, None]),
+    "weight_hvp": lambda x, v, b, **kw: jprop.weight_hvp(loss, **kw)(params, direction, x, b),
 }
-for name, job in jobs.items():
-    plain = job(x, v, b)
-    sharded = jax.jit(job)(xs, vs, bs)
-    err = jprop.relative_error(ravel_pytree(sharded)[0], ravel_pytree(plain)[0])
-    assert err < 1e-12, (name, err)
-hessians = jax.jit(jobs["hessian"])(xs, vs, bs)
-assert len(hessians.sharding.device_set) == 8, hessians.sharding  # stays spread over the batch
+per_example = {"jacobian", "hessian", "hessian_autodiff"}
+for name, kind in kinds.items():
+    for options in ({}, {"batch_size": 16}):
+        job = lambda x, v, b: kind(x, v, b, **options)
+        label = f"{name} {options}"
+        compiled = jax.jit(job).lower(xs, vs, bs).compile()
+        # The work stays split: no device gathers the batch (a batch mean may all-reduce)...
+        assert "all-gather" not in compiled.as_text(), label
+        sharded = compiled(xs, vs, bs)
+        if name in per_example:  # ...and per-example results stay spread over the devices.
+            assert sharded.sharding.spec[0] == "batch", (label, sharded.sharding)
+        err = jprop.relative_error(ravel_pytree(sharded)[0], ravel_pytree(job(x, v, b))[0])
+        assert err < 1e-12, (label, err)
 try:
     jprop.shard_batch(jnp.ones((12, 3)))
 except ValueError as error:
