@@ -343,7 +343,12 @@ def derivatives(name: str) -> Derivatives:
     >>> [float(g(jnp.asarray(0.5))) for g in d[:3]], d.argument
     ([0.75, -0.75, -0.375], 'output')
     """
-    canonical = HIDDEN_ALIASES.get(name) if isinstance(name, str) else None
+    if not isinstance(name, str):
+        raise TypeError(
+            f"jprop.derivatives: `name` must be one activation's name, a str such as 'tanh'; got "
+            f"{type(name).__name__} {name!r}."
+        )
+    canonical = HIDDEN_ALIASES.get(name)
     if canonical is None:
         known = ", ".join(repr(k) for k in HIDDEN_ALIASES)
         raise ValueError(

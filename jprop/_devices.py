@@ -21,7 +21,16 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 def batch_sharding(devices: Sequence[Any] | None = None) -> NamedSharding:
     """A sharding that splits an array's leading axis over `devices` (default: all of them)."""
+    return _sharding(devices, "jprop.batch_sharding")
+
+
+def _sharding(devices: Sequence[Any] | None, where: str) -> NamedSharding:
     devices = list(jax.devices() if devices is None else devices)
+    if not devices:
+        raise ValueError(
+            f"{where}: `devices` is empty; pass at least one device, or None for all of "
+            "jax.devices()."
+        )
     return NamedSharding(Mesh(np.array(devices), ("batch",)), PartitionSpec("batch"))
 
 
@@ -36,7 +45,7 @@ def shard_batch(*arrays: Any, devices: Sequence[Any] | None = None) -> Any:
     >>> x.shape, len(x.sharding.device_set) == len(jax.devices())
     ((8, 3), True)
     """
-    sharding = batch_sharding(devices)
+    sharding = _sharding(devices, "jprop.shard_batch")
     count = len(sharding.device_set)
     placed = []
     for index, array in enumerate(arrays):

@@ -444,7 +444,7 @@ def _build_tangent_prop(f: Any, method: str, batch_size: Any):
             x,
             where,
             tangents=(tangents, ("B", "P", "n")),
-            targets=(targets, ("B", "P", "m")),
+            **({} if targets is None else {"targets": (targets, ("B", "P", "m"))}),
         )
         tangents = a["tangents"]
         targets = a.get("targets", jnp.zeros(tangents.shape[:2] + (m,), x.dtype))

@@ -17,6 +17,8 @@ import numpy as np
 
 def as_float_array(value: Any, name: str, where: str) -> jax.Array:
     """`value` as a JAX array with a floating dtype, or a `TypeError` that says so."""
+    if value is None:
+        raise TypeError(f"{where}: `{name}` is None; pass an array of floats.")
     try:
         dtype = jnp.result_type(value)
     except TypeError as error:
@@ -187,9 +189,7 @@ def check_batch_objective(
     sizes = {"B": x.shape[0], "n": x.shape[1], "m": 1 if scalar else out.shape[0]}
     checked = {}
     for name, (value, symbols) in arrays.items():
-        value = jnp.asarray(value) if value is not None else None
-        if value is None:
-            continue
+        value = as_float_array(value, name, where)
         if scalar and "m" in symbols:  # the output axis the scalar lacks
             axis = symbols.index("m")
             symbols = symbols[:axis] + symbols[axis + 1 :]

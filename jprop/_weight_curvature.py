@@ -310,8 +310,9 @@ def _validate_data(loss, params, data, where):
     if isinstance(loss, (SquaredError, CrossEntropy)):
         if len(data) != 2:
             raise TypeError(
-                f"{where}: a {type(loss).__name__} loss takes data (x, t); got "
-                f"{len(data)} data arguments."
+                f"{where}: a {type(loss).__name__} loss takes data (x, t) after params (and v); "
+                f"got {len(data)} data argument{'s' if len(data) != 1 else ''}. Pass the targets t "
+                "of shape (B, m) too."
             )
         return _check_data(loss, params, *data, where)
     return data
@@ -362,8 +363,8 @@ def gauss_newton_vp(
     where = "jprop.gauss_newton_vp"
     compute = jax.jit(_gauss_newton_product(loss, method, batch_size, where))
 
-    def gvp(params, v, x, t):
-        x, t = _validate_data(loss, params, (x, t), where)
+    def gvp(params, v, *data):  # (x, t): counted with a message naming this function
+        x, t = _validate_data(loss, params, data, where)
         return compute(params, _check_direction(params, v, where), x, t)
 
     return gvp
@@ -477,8 +478,8 @@ def gauss_newton(
     check_size(max_bytes, "max_bytes", where)
     compute = jax.jit(lambda p, *d: _dense(gvp, p, d, max_bytes, where, "Gauss-Newton matrix"))
 
-    def matrix(params, x, t):
-        return compute(params, *_validate_data(loss, params, (x, t), where))
+    def matrix(params, *data):  # (x, t)
+        return compute(params, *_validate_data(loss, params, data, where))
 
     return matrix
 
@@ -529,7 +530,8 @@ def curvature_along(
     loss: Any, *, method: str = "auto", batch_size: int | None = None
 ) -> Callable[..., jax.Array]:
     r"""$v^\top H v / v^\top v$: the loss's curvature along the direction v (one HVP; `batch_size`
-    as for `jprop.weight_hvp`).
+    as for `jprop.weight_hvp`). A zero v has no curvature: an eager call refuses it with a
+    `ValueError`; under `jax.jit`, where v's values are unknown when traced, the result is NaN.
 
     **Returns:** a function `(params, v, *data) -> scalar`.
     """
@@ -539,6 +541,11 @@ def curvature_along(
     def along(params, v, *data):
         hv = hvp(params, v, *data)
         flat_v, flat_hv = ravel_pytree(v)[0], ravel_pytree(hv)[0]
+        if not isinstance(flat_v, jax.core.Tracer) and not bool(jnp.any(flat_v != 0)):
+            raise ValueError(
+                "jprop.curvature_along: `v` is zero, and a zero direction has no curvature "
+                "(vᵀHv / vᵀv = 0/0). Pass a non-zero direction."
+            )
         return flat_v @ flat_hv / (flat_v @ flat_v)
 
     return along

@@ -19,10 +19,16 @@ import jax
 import jax.numpy as jnp
 
 from ._batch import map_batches
-from ._dispatch import all_arrays, cached, count_trace
+from ._dispatch import METHODS, all_arrays, cached, count_trace
 from ._jprop import bilinear
 from ._transforms import jacobian
-from ._validation import check_batch_objective, check_size, optional_size, vector_output
+from ._validation import (
+    check_batch_objective,
+    check_method,
+    check_size,
+    optional_size,
+    vector_output,
+)
 
 
 class SpectralState(NamedTuple):
@@ -81,6 +87,7 @@ class SpectralNorm:
         self.num_iterations = check_size(num_iterations, "num_iterations", self.where)
         self.squared = bool(squared)
         self.batch_size = optional_size(batch_size, "batch_size", self.where)
+        check_method(method, METHODS, self.where)
         self._bilinear = bilinear(self.f, method=method, batch_size=self.batch_size)
         self._call = jax.jit(self._compute)
 

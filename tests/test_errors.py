@@ -199,3 +199,77 @@ def test_an_empty_batch_is_refused_by_every_batch_mean():
         jprop.tangent_prop(NET)(
             PARAMS, jnp.ones((4, 3), jnp.float32), jnp.ones((4, 0, 3), jnp.float32)
         )
+
+
+def _with_data(make):
+    x, y = jnp.ones((5, 3), jnp.float32), jnp.ones((5, 2), jnp.float32)
+    return make(x, y, jnp.ones((5, 2, 3), jnp.float32))
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (
+            lambda x, y, T: jprop.hessian(NET)(PARAMS, None),
+            TypeError,
+            r"jprop.hessian: `x` is None",
+        ),
+        (
+            lambda x, y, T: jprop.derivative_targets(NET)(PARAMS, x, None, T),
+            TypeError,
+            r"jprop.derivative_targets: `y` is None",
+        ),
+        (
+            lambda x, y, T: jprop.SpectralNorm(NET, method="x"),
+            ValueError,
+            r"jprop.SpectralNorm: unknown method 'x'",
+        ),
+        (
+            lambda x, y, T: jprop.shard_batch(x, devices=[]),
+            ValueError,
+            r"jprop.shard_batch: `devices` is empty",
+        ),
+        (
+            lambda x, y, T: jprop.derivatives(["tanh"]),
+            TypeError,
+            r"jprop.derivatives: `name` must be one activation's name, a str",
+        ),
+        (
+            lambda x, y, T: jprop.gauss_newton_vp(jprop.SquaredError(NET))(PARAMS, PARAMS, x),
+            TypeError,
+            r"jprop.gauss_newton_vp: .*takes data \(x, t\).*got 1 data argument\. Pass the targets",
+        ),
+        (
+            lambda x, y, T: jprop.gauss_newton(jprop.SquaredError(NET))(PARAMS, x),
+            TypeError,
+            r"jprop.gauss_newton: .*takes data \(x, t\)",
+        ),
+        (
+            lambda x, y, T: jprop.curvature_along(jprop.SquaredError(NET))(
+                PARAMS, jax.tree.map(jnp.zeros_like, PARAMS), x, y
+            ),
+            ValueError,
+            r"jprop.curvature_along: `v` is zero",
+        ),
+    ],
+    ids=[
+        "x None",
+        "y None",
+        "SpectralNorm method",
+        "no devices",
+        "derivatives of a list",
+        "gauss_newton_vp without t",
+        "gauss_newton without t",
+        "curvature along zero",
+    ],
+)
+def test_errors_name_the_function_and_the_argument(call, error, match):
+    with pytest.raises(error, match=match):
+        _with_data(call)
+
+
+def test_curvature_along_a_zero_direction_under_jit_is_nan_not_a_number():
+    # Under jit v's values are unknown when traced: 0/0 stays NaN (documented), never a number.
+    x, y = jnp.ones((5, 3), jnp.float32), jnp.ones((5, 2), jnp.float32)
+    along = jax.jit(jprop.curvature_along(jprop.SquaredError(NET)))
+    assert bool(jnp.isnan(along(PARAMS, jax.tree.map(jnp.zeros_like, PARAMS), x, y)))

@@ -254,7 +254,7 @@ def test_curvature_errors_say_what_was_expected():
         hvp(params, v, x, jnp.zeros((BATCH, 3), jnp.float32))
     with pytest.raises(TypeError, match=r"params \(float32\) and x \(float64\) must share"):
         hvp(params, v, x.astype(jnp.float64), t.astype(jnp.float64))
-    with pytest.raises(TypeError, match="takes data \\(x, t\\); got 1"):
+    with pytest.raises(TypeError, match=r"takes data \(x, t\) after params \(and v\); got 1 data"):
         hvp(params, v, x)
     with pytest.raises(ValueError, match=r"P = 26 parameters .* over max_bytes"):
         jprop.weight_hessian(loss, max_bytes=1000)(params, x, t)
