@@ -24,8 +24,9 @@ assert len(xs.sharding.device_set) == 8
 loss = jprop.SquaredError(net)
 direction = jax.tree.map(jnp.ones_like, params)
 # One transform of each kind of program: closed and autodiff input derivatives, the Laplacian's
-# hand-written rule, a J-prop loss, a composite, weight curvature; each whole and in chunks of 16
-# (4 strided steps of 2 examples per device).
+# hand-written rule, a J-prop loss, a composite, weight curvature; whole, and each way of chunking
+# (per-example results, the Hessian's contraction, running sums) in chunks of 16 (4 strided steps
+# of 2 examples per device).
 kinds = {
     "jacobian": lambda x, v, b, **kw: jprop.jacobian(net, **kw)(params, x),
     "hessian": lambda x, v, b, **kw: jprop.hessian(net, **kw)(params, x),
@@ -39,7 +40,8 @@ kinds = {
 }
 per_example = {"jacobian", "hessian", "hessian_autodiff"}
 for name, kind in kinds.items():
-    for options in ({}, {"batch_size": 16}):
+    chunked = name not in ("jacobian", "tangent_prop")  # chunked as hessian, jprop_v are
+    for options in ({}, {"batch_size": 16}) if chunked else ({},):
         job = lambda x, v, b: kind(x, v, b, **options)
         label = f"{name} {options}"
         compiled = jax.jit(job).lower(xs, vs, bs).compile()
