@@ -193,3 +193,20 @@ def all_arrays(*trees: Any) -> bool:
             if not isinstance(leaf, (jax.Array, int, float)) and not hasattr(leaf, "__array__"):
                 return False
     return True
+
+
+def run_compiled(compute: Callable[..., Any], where: str, *args: Any) -> Any:
+    """Call a transform's compiled program; if the device runs out of memory, say how to bound it
+    (`batch_size`) instead of XLA's bare RESOURCE_EXHAUSTED."""
+    try:
+        return compute(*args)
+    except jax.errors.JaxRuntimeError as error:
+        text = str(error)
+        if "RESOURCE_EXHAUSTED" not in text and "out of memory" not in text.lower():
+            raise
+        shapes = ", ".join(str(getattr(a, "shape", "?")) for a in args[1:2])
+        raise MemoryError(
+            f"{where}: the device ran out of memory (x of shape {shapes}). Pass batch_size=k to "
+            "the transform to process the batch k examples at a time, with memory bounded by one "
+            "chunk, or shard the batch over devices (jprop.shard_batch)."
+        ) from error

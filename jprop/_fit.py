@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import glob
 import os
-import sys
 import tempfile
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -73,12 +73,54 @@ def _save(path: str, state: dict) -> None:
             raise
 
 
+def _saved_arrays(path: str) -> list[tuple[int, ...]]:
+    """The shapes of the arrays written one after another into the file `path` (as
+    `eqx.tree_serialise_leaves` writes them), read until the file ends or stops being arrays."""
+    shapes = []
+    with open(path, "rb") as handle:
+        while True:
+            try:
+                shapes.append(np.load(handle, allow_pickle=False).shape)
+            except (ValueError, EOFError, OSError):
+                return shapes
+
+
+def _mismatch(path: str, like: dict) -> str:
+    """What differs between the checkpoint at `path` and the state this run would save."""
+    names = [jax.tree_util.keystr(k) for k, _ in jax.tree_util.tree_leaves_with_path(like)]
+    expected = [np.shape(leaf) for leaf in jax.tree.leaves(like)]
+    saved = _saved_arrays(path)
+    for index, (name, want) in enumerate(zip(names, expected)):
+        if index >= len(saved):
+            return f"it ends after {len(saved)} arrays; this run's state has {len(expected)}"
+        if saved[index] != want:
+            part = (
+                "params"
+                if "'params'" in name
+                else "optimizer state"
+                if "opt_state" in name
+                else name
+            )
+            return (
+                f"array {index} ({part}: {name}) was saved with shape {saved[index]}, this run's "
+                f"has shape {want}"
+            )
+    return f"it holds {len(saved)} arrays where this run's state has {len(expected)}"
+
+
 def _load(path: str, like: dict) -> dict:
     like = dict(like)
     steps = like.pop("history").shape[0]
-    state = eqx.tree_deserialise_leaves(path, like)
+    try:
+        state = eqx.tree_deserialise_leaves(path, like)
+        saved = np.load(f"{path}.history.npy")[: min(int(state["step"]), steps)]
+    except Exception as error:
+        raise ValueError(
+            f"jprop.fit: cannot resume from the checkpoint {path!r}: {_mismatch(path, like)} "
+            f"(a different model, optimizer or fit method, or a damaged file: {type(error).__name__}"
+            f"). Delete it to start afresh, or pass another `checkpoint` path."
+        ) from error
     history = np.full(steps, np.nan)
-    saved = np.load(f"{path}.history.npy")[: min(int(state["step"]), steps)]
     history[: saved.size] = saved
     return {**state, "history": history}
 
@@ -230,7 +272,7 @@ def _fit_optax(objective, params, data, optimizer, steps, progress, checkpoint, 
     if bar is not None:
         bar.close()
     if not success:
-        print(f"jprop.fit: {message}", file=sys.stderr)
+        warnings.warn(f"jprop.fit: {message}", RuntimeWarning, stacklevel=3)
     return FitResult(good["params"], history[~np.isnan(history)], success, message)
 
 
@@ -310,11 +352,11 @@ def _fit_scipy(objective, params, data, method, steps, progress, checkpoint, eve
             # scipy met a non-finite value without raising (CG's "NaN result encountered")
             w, success = last["w"], False
             message = f"{message}; returning the parameters of the last finite iteration"
-            print(f"jprop.fit: {message}", file=sys.stderr)
+            warnings.warn(f"jprop.fit: {message}", RuntimeWarning, stacklevel=3)
     except _NonFinite as bad:
         w, success = last["w"], False
         message = _stopped(counter["step"], bad.args[0])
-        print(f"jprop.fit: {message}", file=sys.stderr)
+        warnings.warn(f"jprop.fit: {message}", RuntimeWarning, stacklevel=3)
     if bar is not None:
         bar.close()
     params = unravel(jnp.asarray(w, dtype))

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
 from ._batch import sum_batches
-from ._dispatch import all_arrays, cached, choose, count_trace
+from ._dispatch import all_arrays, cached, choose, count_trace, run_compiled
 from ._mlp import MLP, Params
 from ._passes import backward, forward, r_backward, r_forward, weight_gradients
 from ._validation import (
@@ -233,7 +233,7 @@ def _objective(quantity: str, f: Any, method: str, batch_size: Any) -> Callable[
     def validate(params, x, args):
         if len(args) != len(names):
             raise TypeError(f"{where}: expected arguments (params, x, {', '.join(names)}).")
-        x, out = prepare_call(f, params, x, where)
+        x, out, given = prepare_call(f, params, x, where)
         if len(out.shape) > 1:
             raise TypeError(
                 f"{where}: f(params, x) must return a vector of shape (m,) or a scalar for x of "
@@ -252,8 +252,8 @@ def _objective(quantity: str, f: Any, method: str, batch_size: Any) -> Callable[
                 f" with x's batch axes {lead} in front."
             )
             value = check_like(value, name, lead + axis, where, hint)
-            check_same_dtype(value, name, x, where)
-            arrays.append(value.reshape(-1, sizes[space]))
+            check_same_dtype(value, name, given, where)
+            arrays.append(value.astype(x.dtype).reshape(-1, sizes[space]))
         shared = []
         for name, value in zip(scalars, args[len(arguments) :]):
             value = as_float_array(value, name, where)
@@ -271,7 +271,7 @@ def _objective(quantity: str, f: Any, method: str, batch_size: Any) -> Callable[
     def objective(params: Any, x: jax.Array, *args: Any) -> jax.Array:
         if not all_arrays(params, x, args):
             validate(params, x, args)
-        return compute(params, x, *args)
+        return run_compiled(compute, where, params, x, *args)
 
     return objective
 
@@ -406,7 +406,7 @@ def _composite(where: str, validate: Callable, body: Callable) -> Callable[..., 
     def objective(params, x, *args):
         if not all_arrays(params, x, args):
             validate(params, x, *args)
-        return compute(params, x, *args)
+        return run_compiled(compute, where, params, x, *args)
 
     return objective
 

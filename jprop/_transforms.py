@@ -20,11 +20,18 @@ import numpy as np
 
 from . import _closed, _forward_laplacian, _trained_curvature
 from ._batch import map_batches, map_examples
-from ._dispatch import all_arrays, cached, choose, count_trace
+from ._dispatch import all_arrays, cached, choose, count_trace, run_compiled
 from ._forward_laplacian import supports
 from ._mlp import MLP
 from ._trained_jacobian import jacobian as trained_jacobian
-from ._validation import check_input, check_like, check_same_dtype, optional_size, prepare_call
+from ._validation import (
+    check_input,
+    check_like,
+    check_same_dtype,
+    computation_dtype,
+    optional_size,
+    prepare_call,
+)
 
 Function = Callable[[Any, jax.Array], jax.Array]
 
@@ -50,13 +57,13 @@ _EXTRA_HINTS = {
 def _validate(f: Any, params: Any, x: Any, others: tuple, extra: tuple[str, ...], where: str):
     """Check params, x and the extra arguments; return x, the checked extras and the abstract
     per-example output (trace time)."""
-    x, out = prepare_call(f, params, x, where)
+    x, out, given = prepare_call(f, params, x, where)
     checked = []
     for name, value in zip(extra, others):
         shape = x.shape[:-1] + (out.shape if name == "g" else x.shape[-1:])
         value = check_like(value, name, shape, where, _EXTRA_HINTS[name])
-        check_same_dtype(value, name, x, where)
-        checked.append(value)
+        check_same_dtype(value, name, given, where)
+        checked.append(value.astype(x.dtype))
     return x, tuple(checked), out
 
 
@@ -169,7 +176,7 @@ def _input_transform(
             raise TypeError(f"{where}: expected arguments ({expected}); got {2 + len(others)}.")
         if not all_arrays(params, x, others):  # jit would refuse these with its own words
             validate(params, x, *others)
-        return compute(params, x, *others)
+        return run_compiled(compute, where, params, x, *others)
 
     return transformed
 
@@ -445,8 +452,9 @@ def _r_operator(g: Any, method: str) -> Callable[..., Any]:
             g.check_params(params, where)
         x = check_input(x, where, g.n_inputs if isinstance(g, MLP) else None)
         r = check_like(r, "r", x.shape, where, _EXTRA_HINTS["r"])
-        check_same_dtype(r, "r", x, where)
-        return x, r
+        check_same_dtype(r, "r", x.dtype, where)
+        dtype = computation_dtype(params, x)
+        return x.astype(dtype), r.astype(dtype)
 
     @jax.jit
     def compute(params, x, r):

@@ -99,26 +99,44 @@ def single_array_output(out: Any, where: str) -> jax.ShapeDtypeStruct:
     return out
 
 
-def check_same_dtype(value: jax.Array, name: str, x: jax.Array, where: str) -> None:
-    """An extra argument must have x's dtype (strict about it, so results have one dtype)."""
-    if value.dtype != x.dtype:
+def check_same_dtype(value: jax.Array, name: str, given: Any, where: str) -> None:
+    """An extra argument must have the dtype `given` for x (strict about it: a float64 target
+    beside a float32 x is a mistake, not a request for float64)."""
+    if value.dtype != given:
         raise TypeError(
-            f"{where}: `{name}` must have the dtype of `x` ({x.dtype}); got {value.dtype}. "
+            f"{where}: `{name}` must have the dtype of `x` ({given}); got {value.dtype}. "
             f"Cast it, e.g. `{name}.astype(x.dtype)`."
         )
 
 
-def prepare_call(f: Any, params: Any, x: Any, where: str) -> tuple[jax.Array, jax.ShapeDtypeStruct]:
-    """Validate `x` (and params for a model that can check them) and return `x` with the abstract
-    per-example output of `f`, found by `jax.eval_shape` (at trace time: no work per call)."""
+def computation_dtype(params: Any, x: jax.Array) -> Any:
+    """The one dtype jprop computes and returns input-space results in: JAX's standard promotion
+    of x with the floating leaves of params (weak Python floats defer to the arrays), the dtype
+    `f(params, x)` itself has. bfloat16 x with float32 params computes in float32 on every road."""
+    floats = [
+        leaf
+        for leaf in jax.tree.leaves(params)
+        if jnp.issubdtype(jnp.result_type(leaf), jnp.floating)
+    ]
+    with jax.numpy_dtype_promotion("standard"):
+        return jnp.result_type(x, *floats)
+
+
+def prepare_call(f: Any, params: Any, x: Any, where: str) -> tuple[jax.Array, Any, Any]:
+    """Validate `x` (and params for a model that can check them); return `x` in the computation
+    dtype (`computation_dtype`), the abstract per-example output of `f`, found by `jax.eval_shape`
+    (at trace time: no work per call), and the dtype x was given in (extra arguments must have
+    it)."""
     check_params = getattr(f, "check_params", None)
     n = getattr(f, "n_inputs", None)
     if callable(check_params):
         check_params(params, where)
     x = check_input(x, where, n if isinstance(n, int) else None)
+    given = x.dtype
+    x = x.astype(computation_dtype(params, x))
     example = jax.ShapeDtypeStruct(x.shape[-1:], x.dtype)
     out = single_array_output(jax.eval_shape(lambda p, e: f(p, e), params, example), where)
-    return x, out
+    return x, out, given
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,7 +196,7 @@ def check_batch_objective(
     An `f` with a scalar output per example has m = 1: its arrays are given without the "m" axis
     and returned with it, ready for objectives built on `vector_output(f)`.
     """
-    x, out = prepare_call(f, params, x, where)
+    x, out, given = prepare_call(f, params, x, where)
     if x.ndim != 2 or len(out.shape) > 1:
         raise ValueError(
             f"{where}: needs x of shape (B, n) and f(params, x) of shape (m,) or () per example; got "
@@ -193,18 +211,19 @@ def check_batch_objective(
         if scalar and "m" in symbols:  # the output axis the scalar lacks
             axis = symbols.index("m")
             symbols = symbols[:axis] + symbols[axis + 1 :]
-        given = dict(sizes, P=value.shape[1] if value.ndim > 1 else -1)
-        if "P" in symbols and given["P"] == 0:
+        known = dict(sizes, P=value.shape[1] if value.ndim > 1 else -1)
+        if "P" in symbols and known["P"] == 0:
             raise ValueError(
                 f"{where}: `{name}` holds no vectors (shape {value.shape}, P = 0); a mean over "
                 "them is undefined. Pass at least one per example."
             )
-        shape = tuple(given[s] for s in symbols)
+        shape = tuple(known[s] for s in symbols)
         spelled = "(" + ", ".join(symbols) + ") = " + str(shape)
         if scalar and len(symbols) < len(arrays[name][1]):
             spelled += " (f has a scalar output: no output axis)"
         checked[name] = check_like(value, name, shape, where, f" Expected {spelled}.")
-        check_same_dtype(checked[name], name, x, where)
+        check_same_dtype(checked[name], name, given, where)
+        checked[name] = checked[name].astype(x.dtype)
         if scalar and len(symbols) < len(arrays[name][1]):
             checked[name] = jnp.expand_dims(checked[name], axis)
     return x, sizes["m"], checked

@@ -34,23 +34,27 @@ from ._batch import sum_batches
 from ._dispatch import choose
 from ._mlp import MLP, Params
 from ._passes import backward, forward, r_backward, r_forward, weight_gradients
-from ._validation import as_float_array, check_batch_objective, check_size, per_example_outputs
+from ._validation import check_batch_objective, check_size, per_example_outputs
 
 # ----------------------------------------------------------------------------------------------
 # Losses
 
 
 def _check_data(loss, params, x, t, where) -> tuple[jax.Array, jax.Array]:
-    x = as_float_array(x, "x", where)
-    kinds = {jnp.result_type(leaf) for leaf in jax.tree.leaves(params)}
-    if kinds != {x.dtype}:
-        raise TypeError(
-            f"{where}: params ({', '.join(sorted(map(str, kinds)))}) and x ({x.dtype}) must share "
-            "one dtype, so that curvature vectors and matrices have it; cast x or the params."
-        )
+    """x and t checked, in the computation dtype (JAX's promotion of params and x, as for the
+    input transforms); weight-space results are given the params' dtypes (`_like_params`)."""
     x, _, checked = check_batch_objective(loss.f, params, x, where, t=(t, ("B", "m")))
-    t = checked["t"]
-    return x, t
+    return x, checked["t"]
+
+
+def _like_params(result: Any, params: Any) -> Any:
+    """A weight-space result in the params' own dtypes, leaf by leaf (as jax.grad gives)."""
+    return jax.tree.map(lambda r, p: r.astype(jnp.result_type(p)), result, params)
+
+
+def _like_flat_params(matrix: jax.Array, params: Any) -> jax.Array:
+    """A (P, P) matrix in the dtype of the flattened params."""
+    return matrix.astype(ravel_pytree(params)[0].dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -343,7 +347,7 @@ def weight_hvp(
 
     def hvp(params, v, *data):
         data = _validate_data(loss, params, data, where)
-        return compute(params, _check_direction(params, v, where), *data)
+        return _like_params(compute(params, _check_direction(params, v, where), *data), params)
 
     return hvp
 
@@ -365,7 +369,7 @@ def gauss_newton_vp(
 
     def gvp(params, v, *data):  # (x, t): counted with a message naming this function
         x, t = _validate_data(loss, params, data, where)
-        return compute(params, _check_direction(params, v, where), x, t)
+        return _like_params(compute(params, _check_direction(params, v, where), x, t), params)
 
     return gvp
 
@@ -459,7 +463,9 @@ def weight_hessian(
     compute = jax.jit(lambda p, *d: _dense(product, p, d, max_bytes, where, "weight Hessian"))
 
     def hessian(params, *data):
-        return compute(params, *_validate_data(loss, params, data, where))
+        return _like_flat_params(
+            compute(params, *_validate_data(loss, params, data, where)), params
+        )
 
     return hessian
 
@@ -479,7 +485,9 @@ def gauss_newton(
     compute = jax.jit(lambda p, *d: _dense(gvp, p, d, max_bytes, where, "Gauss-Newton matrix"))
 
     def matrix(params, *data):  # (x, t)
-        return compute(params, *_validate_data(loss, params, data, where))
+        return _like_flat_params(
+            compute(params, *_validate_data(loss, params, data, where)), params
+        )
 
     return matrix
 
@@ -521,7 +529,7 @@ def weight_hessian_diagonal(
 
     def approximate(params, x, t):
         x, t = _validate_data(loss, params, (x, t), where)
-        return compute(params, x, t)
+        return _like_params(compute(params, x, t), params)
 
     return approximate
 

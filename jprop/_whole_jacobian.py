@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from ._batch import map_batches
-from ._dispatch import METHODS, all_arrays, cached, count_trace
+from ._dispatch import METHODS, all_arrays, cached, count_trace, run_compiled
 from ._jprop import bilinear
 from ._transforms import jacobian
 from ._validation import (
@@ -225,6 +225,6 @@ def _log_abs_det_jacobian(f: Any, method: str, batch_size: Any) -> Callable[...,
     def objective(params: Any, x: jax.Array) -> jax.Array:
         if not all_arrays(params, x):
             validate(params, x)
-        return compute(params, x)
+        return run_compiled(compute, where, params, x)
 
     return objective

@@ -273,3 +273,22 @@ def test_curvature_along_a_zero_direction_under_jit_is_nan_not_a_number():
     x, y = jnp.ones((5, 3), jnp.float32), jnp.ones((5, 2), jnp.float32)
     along = jax.jit(jprop.curvature_along(jprop.SquaredError(NET)))
     assert bool(jnp.isnan(along(PARAMS, jax.tree.map(jnp.zeros_like, PARAMS), x, y)))
+
+
+def test_running_out_of_memory_points_at_batch_size():
+    # An eager call whose compiled program exhausts the device: jprop's MemoryError names the
+    # transform and batch_size, with XLA's error as its cause.
+    from jprop import _dispatch
+
+    def exhausted(*args):
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 9 GiB")
+
+    with pytest.raises(
+        MemoryError, match=r"jprop.hessian: the device ran out of memory.*batch_size"
+    ):
+        _dispatch.run_compiled(exhausted, "jprop.hessian", PARAMS, jnp.ones((5, 3), jnp.float32))
+    with pytest.raises(jax.errors.JaxRuntimeError, match="INTERNAL"):  # other errors pass through
+        _dispatch.run_compiled(
+            lambda *a: (_ for _ in ()).throw(jax.errors.JaxRuntimeError("INTERNAL: other")),
+            "jprop.hessian",
+        )

@@ -86,12 +86,19 @@ def test_non_finite_values_stop_training_with_a_message(optimizer, capsys):
     def exploding(p, t):  # finite for |w| < 3, then log of a negative number
         return jnp.sum(jnp.log(9.0 - p["w"] ** 2)) - jnp.sum(p["w"] * t)
 
-    result = jprop.fit(
-        exploding, {"w": jnp.zeros(3)}, 100 * TARGET, optimizer=optimizer, steps=50, progress=False
-    )
+    # A stop is a RuntimeWarning (which a user can filter or raise), not a print to stderr.
+    with pytest.warns(RuntimeWarning, match="jprop.fit: stopped"):
+        result = jprop.fit(
+            exploding,
+            {"w": jnp.zeros(3)},
+            100 * TARGET,
+            optimizer=optimizer,
+            steps=50,
+            progress=False,
+        )
     assert not result.success and "stopped: the objective became nan" in result.message
     assert bool(jnp.all(jnp.isfinite(result.params["w"])))
-    assert "jprop.fit: stopped" in capsys.readouterr().err
+    assert capsys.readouterr().err == ""
 
 
 def test_fit_errors():
@@ -118,11 +125,15 @@ def test_a_stop_returns_and_checkpoints_the_last_finite_step(tmp_path):
         progress=False,
         checkpoint=path,
     )
-    result = run()
+    with pytest.warns(RuntimeWarning, match="stopped"):
+        result = run()
     assert not result.success
     assert bool(jnp.isfinite(root(result.params)))
     assert_close(result.history[-1], root(result.params), 1e-6)
-    again = run()  # resumes from the checkpoint: finite parameters, and stops again with a value
+    with pytest.warns(RuntimeWarning, match="stopped"):
+        again = (
+            run()
+        )  # resumes from the checkpoint: finite parameters, and stops again with a value
     assert bool(jnp.isfinite(root(again.params))) and again.history.size >= 1
 
 
@@ -133,7 +144,8 @@ def test_a_non_finite_gradient_at_a_finite_value_stops_training(optimizer):
     def kink(p):
         return jnp.sum(jnp.sqrt(jnp.abs(p["w"]))) + jnp.sum((p["w"] - 1.0) ** 2)
 
-    result = jprop.fit(kink, {"w": jnp.zeros(2)}, optimizer=optimizer, steps=5, progress=False)
+    with pytest.warns(RuntimeWarning, match="gradient became non-finite"):
+        result = jprop.fit(kink, {"w": jnp.zeros(2)}, optimizer=optimizer, steps=5, progress=False)
     assert not result.success and "gradient became non-finite" in result.message
     assert bool(jnp.all(jnp.isfinite(result.params["w"])))
 
@@ -163,3 +175,31 @@ def test_no_progress_bar_floods_a_log(capsys):
         quadratic, {"w": jnp.zeros(3)}, TARGET, optimizer=optax.sgd(0.5), steps=30, progress=True
     )
     assert result.success and "\r" not in capsys.readouterr().err
+
+
+def test_a_checkpoint_that_does_not_match_names_the_file_and_what_differs(
+    tmp_path, standard_promotion
+):
+    path = str(tmp_path / "run.eqx")  # written by the default fit method (scipy's L-BFGS)
+    jprop.fit(quadratic, {"w": jnp.zeros(3)}, TARGET, steps=2, progress=False, checkpoint=path)
+    other_model = {"w": jnp.zeros(4)}
+    with pytest.raises(
+        ValueError, match=r"run\.eqx.*array \d+ \(params: .*'w'.*shape \(3,\).*\(4,\)"
+    ):
+        jprop.fit(quadratic, other_model, jnp.zeros(4), steps=4, progress=False, checkpoint=path)
+    with pytest.raises(ValueError, match=r"run\.eqx.*optimizer state"):
+        jprop.fit(
+            quadratic,
+            {"w": jnp.zeros(3)},
+            TARGET,
+            optimizer=optax.adam(0.1),  # its state (count, moments) was never saved
+            steps=4,
+            progress=False,
+            checkpoint=path,
+        )
+    with open(path, "r+b") as handle:  # truncated: a damaged file
+        handle.truncate(40)
+    with pytest.raises(
+        ValueError, match=r"cannot resume from the checkpoint .*run\.eqx.*ends after"
+    ):
+        jprop.fit(quadratic, {"w": jnp.zeros(3)}, TARGET, steps=4, progress=False, checkpoint=path)
