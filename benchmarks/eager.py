@@ -4,7 +4,7 @@ jitted once: what a user pays for writing `jprop.hessian(net)(params, x)` in a l
 Both are timed with `jax.block_until_ready`, median of many calls after a warm-up; the ratio is
 eager / jitted. For scale, eager `vmap(jax.hessian)` (JAX traces it per call) is timed too.
 
-Run: python benchmarks/eager.py [--quick]
+Run from the repository root: python -m benchmarks.eager [--quick]
 """
 
 from __future__ import annotations

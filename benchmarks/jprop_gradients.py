@@ -6,31 +6,28 @@ jprop's cost relative to one plain MSE gradient of the same network and batch (t
 target ≤ 1.5×), and the speed-up over the best JAX composition (target ≥ 1). Each row asserts that
 every contender computes the same gradient.
 
-Run: python benchmarks/jprop_gradients.py [--quick] [--repeats N]
+Run from the repository root: python -m benchmarks.jprop_gradients [--quick] [--repeats N]
 """
 
 from __future__ import annotations
 
 import argparse
-import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # the sibling timing harness
-from closed_forms import race  # noqa: E402
-
-import jprop  # noqa: E402
+import jprop
+from benchmarks.harness import race
 
 
 def _mean_half_square(residual):
     return 0.5 * jnp.mean(jnp.sum(residual**2, -1))
 
 
-def contenders(net, objective):
-    """name -> fn(params, x, c, d) returning (value, weight gradient); (c, d) = (u, a) or (v, b)."""
+def contenders(net, objective, method="closed"):
+    """name -> fn(params, x, c, d) returning (value, weight gradient); (c, d) = (u, a) or (v, b).
+    jprop's road is `method` (the closed passes by default; the suite passes "auto")."""
 
     def jtu_by_vjp(q, x, u):
         return jax.vmap(lambda xi, ui: jax.vjp(lambda z: net(q, z), xi)[1](ui)[0])(x, u)
@@ -39,14 +36,14 @@ def contenders(net, objective):
         return jax.vmap(lambda xi, vi: jax.jvp(lambda z: net(q, z), (xi,), (vi,))[1])(x, v)
 
     if objective == "E_u":
-        ours = jprop.jprop_u(net, method="closed")  # the paper's passes, through jax.grad
+        ours = jprop.jprop_u(net, method=method)  # the paper's passes, through jax.grad
         composition = lambda q, x, u, a: _mean_half_square(jtu_by_vjp(q, x, u) - a)  # noqa: E731
         naive = lambda q, x, u, a: _mean_half_square(  # noqa: E731
             jnp.einsum("bm,bmn->bn", u, jax.vmap(jax.jacrev(lambda xi: net(q, xi)))(x)) - a
         )
         target = lambda x, u, a: u  # noqa: E731  (the output-space argument)
     else:
-        ours = jprop.jprop_v(net, method="closed")  # ("auto" takes the jvp road)
+        ours = jprop.jprop_v(net, method=method)  # ("auto" takes the jvp road)
         composition = lambda q, x, v, b: _mean_half_square(jv_by_jvp(q, x, v) - b)  # noqa: E731
         naive = lambda q, x, v, b: _mean_half_square(  # noqa: E731
             jnp.einsum("bmn,bn->bm", jax.vmap(jax.jacfwd(lambda xi: net(q, xi)))(x), v) - b

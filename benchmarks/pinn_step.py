@@ -1,7 +1,7 @@
 """A physics-informed training step: `jax.grad` of mean(Δf²) with respect to the weights.
 
 For each network and batch, the step is jitted for every contender and raced in one run
-(`closed_forms.race`: interleaved, rotating, compile timed apart):
+(`benchmarks.harness.race`: interleaved, rotating, compile timed apart):
 
 - jprop: `jprop.laplacian(net)`, whose derivative rule is the hand-written tangent pass;
 - autodiff through jprop's closed form: the same forward closed form with JAX differentiating it
@@ -15,23 +15,19 @@ diagonal squared; jprop's hand-written rule), against diag(jax.hessian) + jax.gr
 (mean of J²; jprop's hand-written rules, method="closed") against JAX's derivatives of jacrev and
 jacfwd.
 
-Run: python benchmarks/pinn_step.py [--quick] [--repeats N]
+Run from the repository root: python -m benchmarks.pinn_step [--quick] [--repeats N]
 """
 
 from __future__ import annotations
 
 import argparse
-import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from closed_forms import folx, jax_hessian, race  # noqa: E402
-
-import jprop  # noqa: E402
-from jprop import _closed  # noqa: E402
+import jprop
+from benchmarks.harness import folx, jax_hessian, race
+from jprop import _closed
 
 SHAPES = [
     ((2, 64, 64, 64, 1), 1024),

@@ -3,8 +3,9 @@ shapes, in one run — median time, speed-up, compile time and XLA's peak memory
 the peak RSS of a million-point chunked run. Writes a markdown table and a PNG of speed-up versus
 input size, and records the device it ran on (it runs unchanged on a GPU).
 
-Run: python benchmarks/run.py [--quick] [--repeats N] [--out DIR]   (default DIR: benchmarks/out,
-untracked; `--out benchmarks/results` regenerates the copies the README shows)
+Run from the repository root: python -m benchmarks.run [--quick] [--repeats N] [--out DIR]
+(default DIR: benchmarks/out, untracked; `--out benchmarks/results` regenerates the copies the
+README shows)
 """
 
 from __future__ import annotations
@@ -18,12 +19,8 @@ import sys
 import jax
 import jax.numpy as jnp
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # the sibling benchmark scripts
-import closed_forms  # noqa: E402
-import jprop_gradients  # noqa: E402
-import weight_curvature  # noqa: E402
-
-import jprop  # noqa: E402
+import jprop
+from benchmarks import harness, jprop_gradients, weight_curvature
 
 INPUT_TRANSFORMS = {
     "jacobian": jprop.jacobian,
@@ -68,17 +65,28 @@ def grid(quick: bool):
     return rows
 
 
+_ROAD_OF = {"E_u": "jprop_u", "E_v": "jprop_v", "weight_hvp": "weight_curvature"}
+
+
+def road(quantity, sizes) -> str:
+    """The road `method="auto"` takes for the row: on the autodiff road jprop runs JAX's own
+    transforms, so such a row times JAX against JAX and is labelled so."""
+    net = jprop.MLP(sizes)
+    model = jprop.SquaredError(net) if quantity == "weight_hvp" else net
+    return jprop.road(model, _ROAD_OF.get(quantity, quantity)).road
+
+
 def contenders(quantity, sizes, batch):
-    """(jprop's function, {baseline name: function}, arguments) for one row."""
-    net, params, x = closed_forms._net_and_data(sizes, batch)
+    """(jprop's function as `method="auto"` builds it, {baseline name: function}, arguments)."""
+    net, params, x = harness.net_and_data(sizes, batch)
     if quantity in INPUT_TRANSFORMS:
-        baselines = closed_forms.composition_baselines(net, quantity)
+        baselines = harness.composition_baselines(net, quantity)
         return INPUT_TRANSFORMS[quantity](net), baselines, (params, x)
     keys = jax.random.split(jax.random.key(1), 3)
     n_side = jax.random.normal(keys[0], (batch, sizes[0]), jnp.float32)
     m_side = jax.random.normal(keys[1], (batch, sizes[-1]), jnp.float32)
     if quantity in ("E_u", "E_v"):
-        fns = jprop_gradients.contenders(net, quantity)
+        fns = jprop_gradients.contenders(net, quantity, method="auto")
         args = (params, x, m_side, n_side) if quantity == "E_u" else (params, x, n_side, m_side)
         others = {k: v for k, v in fns.items() if k not in ("jprop", "plain MSE gradient")}
         return fns["jprop"], others, args
@@ -160,10 +168,11 @@ def main(
         # next in the same race by 25-40%; they are timed in a race of their own.
         heavy = {k: fn for k, fn in baselines.items() if k.startswith("naive")}
         light = {k: fn for k, fn in baselines.items() if k not in heavy}
-        res = closed_forms.race({"jprop": ours, **light}, args, repeats)
+        res = harness.race({"jprop": ours, **light}, args, repeats)
         if heavy:
-            res |= closed_forms.race(heavy, args, max(1, repeats // 3))
-        row = closed_forms.summary_row(res, baselines, quantity, sizes, batch)
+            res |= harness.race(heavy, args, max(1, repeats // 3))
+        row = harness.summary_row(res, baselines, quantity, sizes, batch)
+        row["road"] = road(quantity, sizes)
         ours_out, best_out = res["jprop"]["out"], res[row["baseline"]]["out"]
         if quantity.startswith("E_"):
             ours_out, best_out = ours_out[1], best_out[1]  # compare the gradients
@@ -186,30 +195,28 @@ def main(
 
 
 def _markdown(rows, rss, repeats, device) -> str:
-    lines = [
-        "| quantity | sizes | batch | jprop (ms) | best composition (ms) | speed-up | compile jprop / "
-        "baseline (s) | peak MiB jprop / baseline |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    header = (
+        "quantity|sizes|batch|jprop (ms)|best composition (ms)|speed-up|"
+        "compile jprop / baseline (s)|peak MiB jprop / baseline"
+    ).split("|")
+    lines = []
     for r in rows:
-        lines.append(
-            f"| {r['quantity']} | {'-'.join(map(str, r['sizes']))} | {r['batch']} | "
-            f"{r['jprop_ms']:.2f} | {r['baseline']}: {r['baseline_ms']:.2f} | "
-            f"**{r['speedup']:.2f}×** | {r['jprop_compile_s']:.2f} / {r['baseline_compile_s']:.2f} | "
-            f"{r['jprop_peak_mib']:.1f} / {r['baseline_peak_mib']:.1f} |"
-        )
-    lines.append(
-        f"\nMedians of {repeats} interleaved runs, float32, {device}. Peak memory is XLA's own "
-        f"account of each compiled program.\n"
+        cells = harness.summary_cells(r)
+        if r.get("road") == "autodiff":  # jprop ran JAX's own transforms: JAX against JAX
+            cells[0] += " (auto: autodiff road, JAX vs JAX)"
+        lines.append([*cells, f"{r['jprop_peak_mib']:.1f} / {r['baseline_peak_mib']:.1f}"])
+    footer = (
+        f'Medians of {repeats} interleaved runs, float32, {device}; jprop as `method="auto"` '
+        "builds it. Peak memory is XLA's own account of each compiled program."
     )
     if "error" not in rss:
-        lines.append(
-            f"{rss['points']:,} points through `jprop.laplacian` and `jprop.jprop_v`: peak RSS "
+        footer += (
+            f"\n\n{rss['points']:,} points through `jprop.laplacian` and `jprop.jprop_v`: peak RSS "
             f"{rss['chunked']['peak_mib']:.0f} MiB with `batch_size=16384`, "
             f"{rss['whole']['peak_mib']:.0f} MiB in one piece (each process held "
-            f"{rss['chunked']['before_mib']:.0f} MiB before computing).\n"
+            f"{rss['chunked']['before_mib']:.0f} MiB before computing)."
         )
-    return "\n".join(lines)
+    return harness.markdown_table(header, lines, footer)
 
 
 def _plot(rows, path, device):

@@ -4,23 +4,19 @@ against one plain gradient of the same loss, side by side in one run.
 Target (issue 5): an HVP costs at most 2.5 gradients and is no slower than JAX's forward-over-
 reverse composition. Also times the Gauss-Newton product. Each row asserts the HVPs agree.
 
-Run: python benchmarks/weight_curvature.py [--quick] [--repeats N]
+Run from the repository root: python -m benchmarks.weight_curvature [--quick] [--repeats N]
 """
 
 from __future__ import annotations
 
 import argparse
-import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # the sibling timing harness
-from closed_forms import race  # noqa: E402
-
-import jprop  # noqa: E402
+import jprop
+from benchmarks.harness import race
 
 
 def contenders(net):
