@@ -161,7 +161,7 @@ def main(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(cases), desc="benchmarks", leave=False)
+        bar = tqdm(total=len(cases), desc="benchmarks", leave=False, disable=None)
     for quantity, sizes, batch in cases:
         ours, baselines, args = contenders(quantity, sizes, batch)
         # The naive build-J routes hold 40-150 MiB of temporaries, which slowed whatever ran
