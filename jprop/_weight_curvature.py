@@ -400,8 +400,9 @@ def param_layout(params: Any) -> list[ParamSlice]:
     """The flat order used by the weight-space matrices (`ravel_pytree`): one entry per leaf.
 
     >>> import jax, jprop
-    >>> jprop.param_layout(jprop.MLP((2, 3, 1)).init(jax.random.key(0)))[0]
-    ParamSlice(name="[0]['W']", start=0, stop=6, shape=(3, 2))
+    >>> first = jprop.param_layout(jprop.MLP((2, 3, 1)).init(jax.random.key(0)))[0]
+    >>> first.start, first.stop, first.shape  # the first layer's W, named by its key path
+    (0, 6, (3, 2))
     """
     layout, start = [], 0
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:

@@ -388,3 +388,19 @@ def test_scalar_outputs_everywhere():
     # (curvature losses on a scalar f: tests/test_weight_curvature.py)
     with pytest.raises(ValueError, match="no output axis"):
         jprop.jprop_v(f)(params, x, v, y[:, None])
+
+
+def test_closed_forms_with_the_weights_as_constants_of_a_jitted_program():
+    # Weights closed over by a user's jit are constants XLA may fold: the Hessian's first-layer
+    # outer products once compiled to wrong numbers that way (jax 0.8.0), right when eager.
+    net = jprop.MLP((3, 6, 5, 2))
+    params, x = params_and_input(net, jnp.float64, seed=21, batch=(6,))
+    expected = oracle_hessian(net, params, x)
+    for name in ("hessian", "hessian_diagonal", "laplacian"):
+        got = jax.jit(lambda z, name=name: getattr(jprop, name)(net)(params, z))(x)
+        want = {
+            "hessian": expected,
+            "hessian_diagonal": jnp.diagonal(expected, axis1=-2, axis2=-1),
+            "laplacian": jnp.trace(expected, axis1=-2, axis2=-1),
+        }[name]
+        assert_close(got, want, 1e-12, name)
