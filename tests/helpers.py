@@ -5,20 +5,21 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 import jprop
 
-# Several depths (1-4), n != m, m = 1, every output activation, both hidden activations.
-ARCHITECTURES = [
-    jprop.MLP((3, 5, 2)),
-    jprop.MLP((4, 6, 5, 1)),
-    jprop.MLP((2, 7, 3), activation="logsig", output="tansig"),
-    jprop.MLP((5, 4, 4, 4, 3), output="logsig"),
-    jprop.MLP((3, 6, 4), output="softmax"),
-    jprop.MLP((1, 10, 1)),
-    jprop.MLP((4, 3), output="tansig"),
-    jprop.MLP((2, 3, 3, 2), activation="purelin"),
-]
+# Several depths (1-4), n != m, m = 1, every output activation, both hidden activations; named
+# for what each one covers, so a test that needs a property says which.
+WIDER_IN = jprop.MLP((3, 5, 2))  # n > m, one hidden layer
+SCALAR_OUT = jprop.MLP((4, 6, 5, 1))  # m = 1, two hidden layers
+LOGSIG = jprop.MLP((2, 7, 3), activation="logsig", output="tansig")  # n < m, curved output
+DEEP = jprop.MLP((5, 4, 4, 4, 3), output="logsig")  # three hidden layers
+SOFTMAX = jprop.MLP((3, 6, 4), output="softmax")
+ONE_INPUT = jprop.MLP((1, 10, 1))  # n = 1
+NO_HIDDEN = jprop.MLP((4, 3), output="tansig")
+LINEAR_HIDDEN = jprop.MLP((2, 3, 3, 2), activation="purelin")
+ARCHITECTURES = [WIDER_IN, SCALAR_OUT, LOGSIG, DEEP, SOFTMAX, ONE_INPUT, NO_HIDDEN, LINEAR_HIDDEN]
 ARCH_IDS = ["-".join(map(str, a.sizes)) + f"-{a.activation}-{a.output}" for a in ARCHITECTURES]
 
 DTYPES = [jnp.float32, jnp.float64]
@@ -41,6 +42,26 @@ def params_and_input(net, dtype, seed=0, batch=()):
     params = net.init(key_p, dtype)
     x = jax.random.normal(key_x, tuple(batch) + (net.sizes[0],), dtype)
     return params, x
+
+
+def random_like(tree, key):
+    """A random pytree shaped like `tree`, each leaf from its own key (equal-shaped leaves differ,
+    so a test would see two layers' parts swapped)."""
+    leaves, structure = jax.tree.flatten(tree)
+    keys = jax.random.split(key, len(leaves))
+    return structure.unflatten(
+        [jax.random.normal(k, leaf.shape, leaf.dtype) for k, leaf in zip(keys, leaves)]
+    )
+
+
+def flat(tree):
+    """Every leaf of a pytree, raveled into one vector (the order of ravel_pytree)."""
+    return ravel_pytree(tree)[0]
+
+
+def dense_jacobian(f, params, x):
+    """J (B, m, n) by jax.jacfwd per example: the dense oracle."""
+    return jax.vmap(lambda xi: jax.jacfwd(lambda v: f(params, v))(xi))(x)
 
 
 def assert_close(a, b, tol, what="", floor=0.0):

@@ -11,8 +11,11 @@ import pytest
 from helpers import (
     ARCH_IDS,
     ARCHITECTURES,
+    SCALAR_OUT,
+    WIDER_IN,
     assert_close,
     central_differences,
+    flat,
     pair,
     params_and_input,
 )
@@ -20,11 +23,6 @@ from jax.flatten_util import ravel_pytree
 
 import jprop
 from jprop import _dispatch, _forward_laplacian, _trained_curvature, _trained_jacobian
-
-
-def flat(tree):
-    return ravel_pytree(tree)[0]
-
 
 # ----------------------------------------------------------------------------------------------
 # Built once, traced once
@@ -83,7 +81,7 @@ def test_transforms_built_alike_are_the_same_function():
 
 
 def test_objectives_are_scalar_losses_that_add_and_train_with_optax():
-    net = ARCHITECTURES[0]
+    net = WIDER_IN
     params, x = params_and_input(net, jnp.float64, seed=2, batch=(6,))
     v = jax.random.normal(jax.random.key(3), x.shape, jnp.float64)
     t = jnp.zeros((6, net.n_outputs), jnp.float64)
@@ -122,7 +120,7 @@ def test_jax_grad_of_an_objective_runs_the_passes(monkeypatch):
     # Swap the passes for a wrong rule: jax.grad of the loss must change, its value must not.
     from jprop import _jprop
 
-    net = ARCHITECTURES[1]
+    net = SCALAR_OUT
     params, x = params_and_input(net, jnp.float64, batch=(3,))
     u, a = jnp.ones((3, 1)), jnp.zeros_like(x)
     right_value, right = pair(jprop.jprop_u(net))(params, x, u, a)

@@ -7,7 +7,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import pytest
-from helpers import ARCHITECTURES, assert_close, pair, params_and_input
+from helpers import DEEP, SCALAR_OUT, SOFTMAX, assert_close, flat, pair, params_and_input
 from jax.flatten_util import ravel_pytree
 
 import jprop
@@ -25,7 +25,7 @@ def test_chunks_are_strided_when_the_batch_splits_evenly():
 # below take 11 (no even split: contiguous chunks of 4 and a remainder of 3).
 @pytest.mark.parametrize("road", ["closed", "autodiff"])
 def test_jprop_objectives_in_chunks_equal_the_whole_batch(road):
-    net = ARCHITECTURES[3]
+    net = DEEP
     params, x = params_and_input(net, jnp.float64, seed=9, batch=(12,))
     key = jax.random.split(jax.random.key(3), 2)
     v = jax.random.normal(key[0], x.shape, jnp.float64)
@@ -46,10 +46,6 @@ def test_jprop_objectives_in_chunks_equal_the_whole_batch(road):
         jprop.jprop_u(net, batch_size=0)
 
 
-def _flat(result):
-    return ravel_pytree(result)[0]
-
-
 def chunked_and_whole(jobs):
     """name -> (the job with batch_size=4, without), every job in one compiled program."""
     return jax.jit(lambda: {name: (job(batch_size=4), job()) for name, job in jobs.items()})()
@@ -59,7 +55,7 @@ def test_composite_objectives_in_chunks_equal_the_whole_batch(road="closed"):
     """Tangent Prop, Sobolev targets, both Frobenius penalties, σ₁ (carried state) and log|det J|:
     11 examples in chunks of 4 (two chunks and a remainder of 3) against one call. (Both roads
     chunk through the same code, tested on each road by the test above.)"""
-    net, square = ARCHITECTURES[1], jprop.MLP((3, 6, 3))
+    net, square = SCALAR_OUT, jprop.MLP((3, 6, 3))
     params, x = params_and_input(net, jnp.float64, seed=4, batch=(11,))
     sq_params, sq_x = params_and_input(square, jnp.float64, seed=5, batch=(11,))
     keys = jax.random.split(jax.random.key(8), 4)
@@ -88,14 +84,14 @@ def test_composite_objectives_in_chunks_equal_the_whole_batch(road="closed"):
         )(sq_params, sq_x),
     }
     for name, (chunked, whole) in chunked_and_whole(jobs).items():
-        assert_close(_flat(chunked), _flat(whole), 1e-12, name)
+        assert_close(flat(chunked), flat(whole), 1e-12, name)
 
 
 @pytest.mark.parametrize("road", ["closed", "autodiff"])
 def test_weight_curvature_in_chunks_equals_the_whole_batch(road):
     """Every weight-space transform with batch_size=4 over 11 examples: the closed road on softmax
     cross-entropy, the autodiff road's own products on squared error."""
-    net = ARCHITECTURES[4] if road == "closed" else ARCHITECTURES[1]
+    net = SOFTMAX if road == "closed" else SCALAR_OUT
     params, x = params_and_input(net, jnp.float64, seed=6, batch=(11,))
     t = jax.nn.softmax(jax.random.normal(jax.random.key(7), (11, net.n_outputs)))
     loss = jprop.CrossEntropy(net) if road == "closed" else jprop.SquaredError(net)
@@ -115,7 +111,7 @@ def test_weight_curvature_in_chunks_equals_the_whole_batch(road):
             "top_eigenpairs": lambda **kw: jprop.top_eigenpairs(loss, 2, **kw)(params, x, t)[:3],
         }
     for name, (chunked, whole) in chunked_and_whole(ops).items():
-        assert_close(_flat(chunked), _flat(whole), 1e-11, name)
+        assert_close(flat(chunked), flat(whole), 1e-11, name)
     with pytest.raises(ValueError, match="batch_size needs a jprop.SquaredError"):
         jprop.weight_hvp(lambda p, x: jnp.sum(x), batch_size=4)
 

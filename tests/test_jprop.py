@@ -11,7 +11,11 @@ import pytest
 from helpers import (
     ARCH_IDS,
     ARCHITECTURES,
+    DEEP,
+    LOGSIG,
+    SCALAR_OUT,
     TOL_EXACT,
+    WIDER_IN,
     assert_close,
     central_differences,
     pair,
@@ -188,7 +192,7 @@ def test_output_bias_gradient_is_exactly_zero(net):
 
 def test_trap_one_skipping_the_primal_backward_pass_is_wrong():
     # docs/math.md §3 trap 1, reproduced: inject e only into the R-backward output, no backward pass.
-    net = ARCHITECTURES[0]
+    net = WIDER_IN
     params, x = params_and_input(net, jnp.float64, seed=8, batch=(4,))
     args = arguments(net, jnp.float64)
     fwd = _passes.forward(net, params, x)
@@ -204,7 +208,7 @@ def test_trap_one_skipping_the_primal_backward_pass_is_wrong():
 
 @pytest.mark.parametrize("road", ROADS)
 def test_double_backprop_and_trap_two(road):
-    net = ARCHITECTURES[2]
+    net = LOGSIG
     params, x = params_and_input(net, jnp.float64, seed=9, batch=(4,))
     t = arguments(net, jnp.float64)["b"]
     lam = 0.7
@@ -229,7 +233,7 @@ def test_double_backprop_and_trap_two(road):
 
 
 def test_tangent_prop_against_dense_jacobian():
-    net = ARCHITECTURES[3]
+    net = DEEP
     params, x = params_and_input(net, jnp.float64, seed=10, batch=(3,))
     tangents = jax.random.normal(jax.random.key(1), (3, 2, 5), jnp.float64)
     targets = jax.random.normal(jax.random.key(2), (3, 2, 3), jnp.float64)
@@ -248,7 +252,7 @@ def test_tangent_prop_against_dense_jacobian():
         )
 
 
-@pytest.mark.parametrize("net", [ARCHITECTURES[0], ARCHITECTURES[2]], ids=["n>m", "n<m"])
+@pytest.mark.parametrize("net", [WIDER_IN, LOGSIG], ids=["n>m", "n<m"])
 def test_derivative_targets_and_frobenius_penalty(net):
     params, x = params_and_input(net, jnp.float64, seed=11, batch=(3,))
     m, n = net.sizes[-1], net.sizes[0]
@@ -275,7 +279,7 @@ def test_derivative_targets_and_frobenius_penalty(net):
 
 
 def test_objectives_compose_with_jit_and_grad():
-    net = ARCHITECTURES[1]
+    net = SCALAR_OUT
     params, x = params_and_input(net, jnp.float32, seed=12, batch=(4,))
     args = arguments(net, jnp.float32)
     fn = jax.jit(pair(jprop.jprop_v(net)))

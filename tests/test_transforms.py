@@ -13,9 +13,15 @@ import pytest
 from helpers import (
     ARCH_IDS,
     ARCHITECTURES,
+    DEEP,
     FD_FLOOR,
+    LOGSIG,
+    ONE_INPUT,
+    SCALAR_OUT,
+    SOFTMAX,
     TOL_EXACT,
     TOL_FD,
+    WIDER_IN,
     assert_close,
     pair,
     params_and_input,
@@ -83,7 +89,7 @@ def test_against_jax_and_finite_differences(net, dtype, method):
 
 @pytest.mark.parametrize("batch", [(), (4,), (2, 3)], ids=["single", "batch", "batch2d"])
 def test_batch_axes_are_mapped(batch):
-    net = ARCHITECTURES[3]
+    net = DEEP
     params, x = params_and_input(net, jnp.float64, batch=batch)
     H = jprop.hessian(net)(params, x)
     assert H.shape == batch + (3, 5, 5)
@@ -122,7 +128,7 @@ def test_auto_takes_the_measured_faster_autodiff_road(transform, monkeypatch):
     # reach "auto", and must reach "closed".
     from jprop import _closed, _dispatch, _jprop
 
-    net = ARCHITECTURES[0]
+    net = WIDER_IN
     params, x = params_and_input(net, jnp.float64, batch=(2,))
     args = () if transform is jprop.jacobian else (x, jnp.zeros((2, net.n_outputs)))
     run = transform if transform is jprop.jacobian else lambda *a, **k: pair(transform(*a, **k))
@@ -156,7 +162,7 @@ def test_auto_picks_closed_form(monkeypatch):
     # Break the closed form on purpose: "auto" and "closed" must see it, "autodiff" must not.
     from jprop import _closed, _dispatch
 
-    net = ARCHITECTURES[5]  # n = 1 ≤ n₁/2: "auto" takes the closed form
+    net = ONE_INPUT  # n = 1 ≤ n₁/2: "auto" takes the closed form
     params, x = params_and_input(net, jnp.float64)
     right = jprop.hessian(net)(params, x)
     original = _closed.hessian
@@ -170,7 +176,7 @@ def test_auto_picks_closed_form(monkeypatch):
 @pytest.mark.parametrize("batch_size", [4, 7])  # 10 examples: strided steps of 2 and of 5
 @pytest.mark.parametrize("method", METHODS)
 def test_chunked_batches_equal_plain(method, batch_size):
-    net = ARCHITECTURES[4]
+    net = SOFTMAX
     params, x = params_and_input(net, jnp.float64, seed=12, batch=(2, 5))
     for transform in [jprop.jacobian, jprop.hessian, jprop.laplacian, jprop.hessian_diagonal]:
         plain = transform(net, method=method)(params, x)
@@ -223,7 +229,7 @@ def test_R_is_jacobian_vector_product(net):
 
 def test_R_of_pytree_output_and_of_gradient():
     # R of ∇_x(gᵀf) is the input Hessian-vector product Σ_k g_k ∇²f_k r (docs/math.md §7.6).
-    net = ARCHITECTURES[1]
+    net = SCALAR_OUT
     params, x = params_and_input(net, jnp.float64, seed=3)
     g = jnp.asarray([0.7])
     r = jnp.asarray([0.1, -0.2, 0.3, 0.4])
@@ -254,7 +260,7 @@ ORACLES = {
 )
 @pytest.mark.parametrize("transform", TRANSFORMS, ids=lambda t: t.__name__)
 def test_composition_jit_vmap_grad(transform, wrap, method):
-    net = ARCHITECTURES[2]
+    net = LOGSIG
     params, x = params_and_input(net, jnp.float64, seed=4, batch=(5,))
     fn = wrap(transform(net, method=method))
     expected = ORACLES[transform](net, params, x)
@@ -269,7 +275,7 @@ def test_composition_jit_vmap_grad(transform, wrap, method):
 
 @pytest.mark.parametrize("transform", TRANSFORMS + [jprop.R], ids=lambda t: t.__name__)
 def test_no_retracing_on_second_call(transform):
-    net = ARCHITECTURES[0]
+    net = WIDER_IN
     params, x = params_and_input(net, jnp.float32, seed=5, batch=(4,))
     chex.clear_trace_counter()  # the counter is keyed by code object, shared by all transforms
     inner = transform(net)
@@ -282,7 +288,7 @@ def test_no_retracing_on_second_call(transform):
 
 
 def test_check_detects_a_wrong_transform():
-    net = ARCHITECTURES[0]
+    net = WIDER_IN
     params, x = params_and_input(net, jnp.float64, seed=6)
     assert jprop.check(jprop.hessian, net, params, x) < 1e-7
     assert jprop.check(jprop.jacobian, net, params, x, method="autodiff") < 1e-9

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import TOL_EXACT, assert_close, params_and_input
+from helpers import TOL_EXACT, assert_close, flat, params_and_input, random_like
 from jax.flatten_util import ravel_pytree
 
 import jprop
@@ -38,18 +38,13 @@ def problem(net, kind, dtype, seed=0):
         loss, t = jprop.CrossEntropy(net), jax.nn.one_hot(jnp.arange(BATCH) % m, m, dtype=dtype)
     else:
         loss, t = jprop.CrossEntropy(net), jax.random.bernoulli(key, 0.5, (BATCH, m)).astype(dtype)
-    v = jax.tree.map(lambda p: jax.random.normal(jax.random.key(seed + 7), p.shape, dtype), params)
-    return loss, params, x, t, v
+    return loss, params, x, t, random_like(params, jax.random.key(seed + 7))
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def dense_hessian(loss, params, x, t):
     flat, unravel = ravel_pytree(params)
     return jax.hessian(lambda w: loss(unravel(w), x, t))(flat)
-
-
-def flat(tree):
-    return ravel_pytree(tree)[0]
 
 
 # The closed road on every case in float64, and on alternate cases in float32 and by autodiff.

@@ -4,16 +4,21 @@ gradients against jax.grad of those dense formulas, both roads, carried state, a
 import jax
 import jax.numpy as jnp
 import pytest
-from helpers import ARCH_IDS, ARCHITECTURES, TOL_EXACT, assert_close, pair, params_and_input
+from helpers import (
+    ARCH_IDS,
+    ARCHITECTURES,
+    TOL_EXACT,
+    assert_close,
+    dense_jacobian,
+    flat,
+    pair,
+    params_and_input,
+)
 from jax.flatten_util import ravel_pytree
 
 import jprop
 
 BATCH = 3
-
-
-def dense_jacobian(f, params, x):
-    return jax.vmap(lambda xi: jax.jacfwd(lambda v: f(params, v))(xi))(x)
 
 
 def dense_reference(f, statistic):
@@ -32,10 +37,6 @@ def spectral_pair(sn):
         return (value, grads), state
 
     return run
-
-
-def flat(tree):
-    return ravel_pytree(tree)[0]
 
 
 def top_singular_value(J):
