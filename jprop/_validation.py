@@ -109,15 +109,20 @@ def check_same_dtype(value: jax.Array, name: str, given: Any, where: str) -> Non
         )
 
 
+def _is_floating(leaf: Any) -> bool:
+    """A floating array or number; anything else a model keeps in its params (ints, strings,
+    objects) takes no part in the dtype."""
+    try:
+        return bool(jnp.issubdtype(jnp.result_type(leaf), jnp.floating))
+    except TypeError:
+        return False
+
+
 def computation_dtype(params: Any, x: jax.Array) -> Any:
     """The one dtype jprop computes and returns input-space results in: JAX's standard promotion
     of x with the floating leaves of params (weak Python floats defer to the arrays), the dtype
     `f(params, x)` itself has. bfloat16 x with float32 params computes in float32 on every road."""
-    floats = [
-        leaf
-        for leaf in jax.tree.leaves(params)
-        if jnp.issubdtype(jnp.result_type(leaf), jnp.floating)
-    ]
+    floats = [leaf for leaf in jax.tree.leaves(params) if _is_floating(leaf)]
     with jax.numpy_dtype_promotion("standard"):
         return jnp.result_type(x, *floats)
 
