@@ -97,6 +97,11 @@ def softmax(x: jax.Array) -> jax.Array:
     **Arguments:** `x`: shape `(..., m)`.
 
     **Returns:** shape `(..., m)`, non-negative, summing to 1 over the last axis.
+
+
+    >>> import jax.numpy as jnp, jprop
+    >>> tuple(round(float(v), 4) for v in jprop.softmax(jnp.log(jnp.array([1.0, 3.0]))))
+    (0.25, 0.75)
     """
     return jax.nn.softmax(x, axis=-1)
 

@@ -33,6 +33,12 @@ def fd_jacobian(f: Callable, *, eps: float = 1e-5) -> Callable[[Any, jax.Array],
     **Arguments:** `f(params, x)`; `eps`: the step (1e-5 suits first derivatives in float64).
 
     **Returns:** a function `(params, x) -> J` of shape `(..., m, n)`, float64.
+
+
+    >>> import jax.numpy as jnp, jprop
+    >>> f = lambda p, x: jnp.stack([p * jnp.sum(x**2)])
+    >>> jprop.fd_jacobian(f)(1.0, jnp.ones(2)).round(4).tolist()
+    [[2.0, 2.0]]
     """
 
     def fd(params: Any, x: jax.Array) -> jax.Array:
@@ -60,6 +66,12 @@ def fd_hessian(f: Callable, *, eps: float = 1e-4) -> Callable[[Any, jax.Array], 
     **Arguments:** `f(params, x)`; `eps`: the step (1e-4 suits second derivatives in float64).
 
     **Returns:** a function `(params, x) -> H` of shape `(..., m, n, n)`, float64.
+
+
+    >>> import jax.numpy as jnp, jprop
+    >>> f = lambda p, x: jnp.stack([p * jnp.sum(x**2)])
+    >>> jprop.fd_hessian(f)(1.0, jnp.ones(2)).round(4).tolist()
+    [[[2.0, 0.0], [0.0, 2.0]]]
     """
 
     def fd(params: Any, x: jax.Array) -> jax.Array:
@@ -110,6 +122,11 @@ def relative_error(computed: Any, reference: Any, floor: float = 0.0) -> float:
     `floor` keeps the measure meaningful when the reference is (numerically) zero, e.g. the Hessian
     of a linear network: differences are then measured against `floor` instead. With `floor = 0` and
     a zero reference the absolute difference is returned.
+
+
+    >>> import jprop
+    >>> jprop.relative_error([1.0, 2.0], [1.0, 2.5])
+    0.2
     """
     a, b = np.asarray(computed, np.float64), np.asarray(reference, np.float64)
     if a.shape != b.shape:

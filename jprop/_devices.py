@@ -20,7 +20,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 
 def batch_sharding(devices: Sequence[Any] | None = None) -> NamedSharding:
-    """A sharding that splits an array's leading axis over `devices` (default: all of them)."""
+    """A sharding that splits an array's leading axis over `devices` (default: all of them).
+
+    >>> import jax, jprop
+    >>> len(jprop.batch_sharding().device_set) == len(jax.devices())
+    True
+    """
     return _sharding(devices, "jprop.batch_sharding")
 
 

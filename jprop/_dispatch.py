@@ -25,7 +25,12 @@ METHODS = ("auto", "closed", "autodiff")
 
 
 class Road(NamedTuple):
-    """The road a transform takes: `"closed"` or `"autodiff"`, and why."""
+    """The road a transform takes: `"closed"` or `"autodiff"`, and why.
+
+    >>> import jprop
+    >>> jprop.road(jprop.MLP((2, 64, 1)), "laplacian").road
+    'closed'
+    """
 
     road: str
     reason: str

@@ -143,6 +143,13 @@ def to_equinox(net: MLP, params: Params) -> eqx.nn.MLP:
 
     `eqx.nn.MLP` has one hidden width, so every hidden layer of `net` must have the same size, and
     it applies its final activation elementwise, so a softmax output has no equivalent.
+
+
+    >>> import jax, jax.numpy as jnp, jprop
+    >>> net = jprop.MLP((2, 3, 1)); p = net.init(jax.random.key(0))
+    >>> model = jprop.to_equinox(net, p)
+    >>> bool(jnp.allclose(model(jnp.ones(2)), net(p, jnp.ones(2))))
+    True
     """
     if not isinstance(net, MLP):
         raise TypeError(f"jprop.to_equinox: expected a jprop.MLP; got {type(net).__name__}.")

@@ -31,7 +31,14 @@ SCIPY_METHODS = {"cg": "CG", "lbfgs": "L-BFGS-B"}
 class FitResult(NamedTuple):
     """params: the final (or last finite) parameters; history: the objective per step, numpy (optax:
     at the parameters each step starts from; scipy: after each iteration); success: False when
-    training stopped on a non-finite value; message: what happened."""
+    training stopped on a non-finite value; message: what happened.
+
+    >>> import jax.numpy as jnp, optax, jprop
+    >>> loss = lambda p: jnp.sum((p - 1.0) ** 2)
+    >>> result = jprop.fit(loss, jnp.zeros(2), optimizer=optax.sgd(0.25), steps=3, progress=False)
+    >>> result.success, result.history.shape
+    (True, (3,))
+    """
 
     params: Any
     history: np.ndarray

@@ -363,6 +363,14 @@ def gauss_newton_vp(
     `batch_size` as for `jprop.weight_hvp`.
 
     **Returns:** a function `(params, v, x, t) -> Gv`, pytrees shaped like params.
+
+
+    >>> import jax, jax.numpy as jnp, jprop
+    >>> net = jprop.MLP((2, 3, 1)); p = net.init(jax.random.key(0))
+    >>> x, t = jnp.ones((4, 2)), jnp.zeros((4, 1))
+    >>> Gv = jprop.gauss_newton_vp(jprop.SquaredError(net))(p, p, x, t)
+    >>> jax.tree.map(jnp.shape, Gv) == jax.tree.map(jnp.shape, p)
+    True
     """
     where = "jprop.gauss_newton_vp"
     compute = jax.jit(_gauss_newton_product(loss, method, batch_size, where))
@@ -388,7 +396,13 @@ def _gauss_newton_product(loss: Any, method: str, batch_size: Any, where: str) -
 
 
 class ParamSlice(NamedTuple):
-    """Where one parameter leaf lives in the flat vector: its path, slice and shape."""
+    """Where one parameter leaf lives in the flat vector: its path, slice and shape.
+
+    >>> import jax, jprop
+    >>> bias = jprop.param_layout(jprop.MLP((2, 3, 1)).init(jax.random.key(0)))[1]
+    >>> bias.start, bias.stop, bias.shape  # the first layer's b, after its W
+    (6, 9, (3,))
+    """
 
     name: str
     start: int
@@ -456,6 +470,14 @@ def weight_hessian(
     `jprop.weight_hvp`.
 
     **Returns:** a function `(params, *data) -> H`.
+
+
+    >>> import jax, jax.numpy as jnp, jprop
+    >>> net = jprop.MLP((2, 3, 1)); p = net.init(jax.random.key(0))
+    >>> x, t = jnp.ones((4, 2)), jnp.zeros((4, 1))
+    >>> H = jprop.weight_hessian(jprop.SquaredError(net))(p, x, t)
+    >>> H.shape, bool(jnp.allclose(H, H.T, atol=1e-6))  # P = 13 weights
+    ((13, 13), True)
     """
     where = "jprop.weight_hessian"
     road = _road(loss, method, where)
@@ -479,7 +501,15 @@ def gauss_newton(
     batch_size: int | None = None,
 ) -> Callable[..., jax.Array]:
     """The Gauss-Newton matrix (P, P), column by column from `gauss_newton_vp`; `max_bytes` and
-    `batch_size` as for `jprop.weight_hessian`. **Returns:** a function `(params, x, t) -> G`."""
+    `batch_size` as for `jprop.weight_hessian`. **Returns:** a function `(params, x, t) -> G`.
+
+    >>> import jax, jax.numpy as jnp, jprop
+    >>> net = jprop.MLP((2, 3, 1)); p = net.init(jax.random.key(0))
+    >>> x, t = jnp.ones((4, 2)), jnp.zeros((4, 1))
+    >>> G = jprop.gauss_newton(jprop.SquaredError(net))(p, x, t)
+    >>> G.shape, bool(jnp.linalg.eigvalsh(G).min() > -1e-6)  # positive semi-definite
+    ((13, 13), True)
+    """
     where = "jprop.gauss_newton"
     gvp = _gauss_newton_product(loss, method, batch_size, where)
     check_size(max_bytes, "max_bytes", where)
@@ -508,6 +538,14 @@ def weight_hessian_diagonal(
     `batch_size` as for `jprop.weight_hvp`.
 
     **Returns:** a function `(params, *data) -> diagonal` (a pytree like params).
+
+
+    >>> import jax, jax.numpy as jnp, jprop
+    >>> net = jprop.MLP((2, 3, 1)); p = net.init(jax.random.key(0))
+    >>> x, t = jnp.ones((4, 2)), jnp.zeros((4, 1))
+    >>> d = jprop.weight_hessian_diagonal(jprop.SquaredError(net))(p, x, t)
+    >>> jax.tree.map(jnp.shape, d) == jax.tree.map(jnp.shape, p)
+    True
     """
     where = "jprop.weight_hessian_diagonal"
     batch_size = _check_batch_size(loss, batch_size, where)
@@ -543,6 +581,13 @@ def curvature_along(
     `ValueError`; under `jax.jit`, where v's values are unknown when traced, the result is NaN.
 
     **Returns:** a function `(params, v, *data) -> scalar`.
+
+
+    >>> import jax, jax.numpy as jnp, jprop
+    >>> net = jprop.MLP((2, 3, 1)); p = net.init(jax.random.key(0))
+    >>> x, t = jnp.ones((4, 2)), jnp.zeros((4, 1))
+    >>> jprop.curvature_along(jprop.SquaredError(net))(p, p, x, t).shape
+    ()
     """
     batch_size = _check_batch_size(loss, batch_size, "jprop.curvature_along")
     hvp = weight_hvp(loss, method=method, batch_size=batch_size)
@@ -565,6 +610,14 @@ class Eigenpairs(NamedTuple):
 
     eigenvalues (k,) in decreasing order; eigenvectors: a pytree like params with a leading axis k;
     residuals (k,): ‖Hq − λq‖ for each unit Ritz vector q (0 when exact); iterations: Lanczos steps.
+
+
+    >>> import jax, jax.numpy as jnp, jprop
+    >>> net = jprop.MLP((2, 3, 1)); p = net.init(jax.random.key(0))
+    >>> x, t = jnp.ones((4, 2)), jnp.zeros((4, 1))
+    >>> pairs = jprop.top_eigenpairs(jprop.SquaredError(net), 2)(p, x, t)
+    >>> pairs.eigenvalues.shape, jax.tree.leaves(pairs.eigenvectors)[-1].shape  # output bias
+    ((2,), (2, 1))
     """
 
     eigenvalues: jax.Array
@@ -590,6 +643,14 @@ def top_eigenpairs(
     `batch_size` as for `jprop.weight_hvp`.
 
     **Returns:** a function `(params, *data, key=None) -> Eigenpairs`; `key` picks the random start.
+
+
+    >>> import jax, jax.numpy as jnp, jprop
+    >>> net = jprop.MLP((2, 3, 1)); p = net.init(jax.random.key(0))
+    >>> x, t = jnp.ones((4, 2)), jnp.zeros((4, 1))
+    >>> pairs = jprop.top_eigenpairs(jprop.SquaredError(net), 2)(p, x, t)
+    >>> bool(pairs.eigenvalues[0] >= pairs.eigenvalues[1])
+    True
     """
     where = "jprop.top_eigenpairs"
     batch_size = _check_batch_size(loss, batch_size, where)

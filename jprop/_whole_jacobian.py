@@ -32,7 +32,14 @@ from ._validation import (
 
 
 class SpectralState(NamedTuple):
-    """Power-iteration state, one singular pair per example: u (B, m), v (B, n), sigma (B,)."""
+    """Power-iteration state, one singular pair per example: u (B, m), v (B, n), sigma (B,).
+
+    >>> import jax, jax.numpy as jnp, jprop
+    >>> net = jprop.MLP((3, 4, 2)); p = net.init(jax.random.key(0))
+    >>> state = jprop.SpectralNorm(net).init(p, jnp.ones((5, 3)), jax.random.key(1))
+    >>> state.u.shape, state.v.shape, state.sigma.shape
+    ((5, 2), (5, 3), (5,))
+    """
 
     u: jax.Array
     v: jax.Array

@@ -26,3 +26,15 @@ def test_every_public_name_is_in_the_api_reference():
     public -= {"PackageNotFoundError", "annotations"}
     documented = set(re.findall(r"^::: jprop\.(\w+)$", (ROOT / "docs/api.md").read_text(), re.M))
     assert public == documented, (sorted(public - documented), sorted(documented - public))
+
+
+def test_every_public_name_shows_an_example_that_runs():
+    # Their examples run as doctests in the main lane (pytest --doctest-modules over jprop/).
+    import inspect
+
+    import jprop
+
+    public = {name for name in dir(jprop) if not name.startswith("_")}
+    public -= {"version", "PackageNotFoundError", "annotations"}
+    without = [name for name in public if ">>>" not in (inspect.getdoc(getattr(jprop, name)) or "")]
+    assert not without, sorted(without)
