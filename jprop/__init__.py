@@ -31,6 +31,9 @@ from ._jprop import jacobian_penalty as jacobian_penalty
 from ._jprop import jprop_u as jprop_u
 from ._jprop import jprop_v as jprop_v
 from ._jprop import tangent_prop as tangent_prop
+from ._lanczos import Eigenpairs as Eigenpairs
+from ._losses import CrossEntropy as CrossEntropy
+from ._losses import SquaredError as SquaredError
 from ._mlp import MLP as MLP
 from ._rbf import RBFNetwork as RBFNetwork
 from ._transforms import R as R
@@ -39,10 +42,7 @@ from ._transforms import hessian_diagonal as hessian_diagonal
 from ._transforms import hessian_vector_product as hessian_vector_product
 from ._transforms import jacobian as jacobian
 from ._transforms import laplacian as laplacian
-from ._weight_curvature import CrossEntropy as CrossEntropy
-from ._weight_curvature import Eigenpairs as Eigenpairs
 from ._weight_curvature import ParamSlice as ParamSlice
-from ._weight_curvature import SquaredError as SquaredError
 from ._weight_curvature import curvature_along as curvature_along
 from ._weight_curvature import gauss_newton as gauss_newton
 from ._weight_curvature import gauss_newton_vp as gauss_newton_vp

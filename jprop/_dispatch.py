@@ -39,7 +39,7 @@ class Road(NamedTuple):
 def _is_closed_loss(f: Any) -> bool:
     # Weight-space curvature: a SquaredError / CrossEntropy of an MLP has closed passes. Imported
     # lazily: the losses module builds on this one.
-    from ._weight_curvature import CrossEntropy, SquaredError
+    from ._losses import CrossEntropy, SquaredError
 
     return isinstance(f, (SquaredError, CrossEntropy)) and isinstance(f.f, MLP)
 

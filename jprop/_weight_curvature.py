@@ -20,7 +20,6 @@ matrices here index (`jax.flatten_util.ravel_pytree` order).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -29,22 +28,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from ._activations import activation_function
 from ._batch import sum_batches
 from ._dispatch import choose
-from ._mlp import MLP, Params
+from ._lanczos import Eigenpairs, lanczos
+from ._losses import CrossEntropy, SquaredError, check_data, logits
+from ._mlp import MLP
 from ._passes import backward, forward, r_backward, r_forward, weight_gradients
-from ._validation import check_batch_objective, check_size, per_example_outputs
-
-# ----------------------------------------------------------------------------------------------
-# Losses
-
-
-def _check_data(loss, params, x, t, where) -> tuple[jax.Array, jax.Array]:
-    """x and t checked, in the computation dtype (JAX's promotion of params and x, as for the
-    input transforms); weight-space results are given the params' dtypes (`_like_params`)."""
-    x, _, checked = check_batch_objective(loss.f, params, x, where, t=(t, ("B", "m")))
-    return x, checked["t"]
+from ._validation import check_size, per_example_outputs
 
 
 def _like_params(result: Any, params: Any) -> Any:
@@ -55,90 +45,6 @@ def _like_params(result: Any, params: Any) -> Any:
 def _like_flat_params(matrix: jax.Array, params: Any) -> jax.Array:
     """A (P, P) matrix in the dtype of the flattened params."""
     return matrix.astype(ravel_pytree(params)[0].dtype)
-
-
-@dataclasses.dataclass(frozen=True)
-class SquaredError:
-    r"""$E = \frac1B\sum_b \tfrac12\|f(x_b) - t_b\|^2$ for any model `f`; a loss the curvature
-    transforms read as data `(x (B, n), t (B, m))`. On a `jprop.MLP` they take the closed road.
-
-    >>> import jax, jax.numpy as jnp, jprop
-    >>> net = jprop.MLP((2, 4, 1)); p = net.init(jax.random.key(0))
-    >>> float(jprop.SquaredError(net)(p, jnp.zeros((3, 2)), net(p, jnp.zeros((3, 2)))))
-    0.0
-    """
-
-    f: Any
-
-    def __call__(self, params: Any, x: jax.Array, t: jax.Array) -> jax.Array:
-        return self.value(params, *_check_data(self, params, x, t, "jprop.SquaredError"))
-
-    def value(self, params: Any, x: jax.Array, t: jax.Array) -> jax.Array:
-        """The loss on checked data: x (B, n), t (B, m) (m = 1 for a scalar-output f)."""
-        out = per_example_outputs(self.f, params, x)
-        return 0.5 * jnp.mean(jnp.sum((out - t) ** 2, axis=-1))
-
-    def output_hessian_diagonal(self, net: MLP, params: Params, x, t) -> jax.Array:
-        """diag ∂²e/∂(z^L)² per example, (B, m), exactly (m is small)."""
-        output = activation_function(net.output)
-
-        def e(z, ti):  # the per-example loss as a function of the output layer's net input
-            return 0.5 * jnp.sum((output(z) - ti) ** 2)
-
-        return _diagonal_of_hessian(e, _logits(net, params, x), t)
-
-
-@dataclasses.dataclass(frozen=True)
-class CrossEntropy:
-    r"""Cross-entropy for a `jprop.MLP` with a logsig (independent classes) or softmax output:
-    $-\frac1B\sum_b\sum_k [t\log y + (1-t)\log(1-y)]$ or $-\frac1B\sum_b\sum_k t\log y$, computed
-    from the output's net input so it stays finite when the output saturates.
-
-    >>> import jax, jax.numpy as jnp, jprop
-    >>> net = jprop.MLP((2, 4, 3), output="softmax"); p = net.init(jax.random.key(0))
-    >>> E = jprop.CrossEntropy(net)(p, jnp.zeros((2, 2)), jnp.array([[1., 0, 0], [0, 1, 0]]))
-    >>> bool(E > 0)
-    True
-    """
-
-    f: MLP
-
-    def __post_init__(self):
-        if not isinstance(self.f, MLP) or self.f.output not in ("logsig", "softmax"):
-            if isinstance(self.f, MLP):
-                got = f"an MLP with output {self.f.output!r}"
-            else:
-                got = type(self.f).__name__
-            raise ValueError(
-                "jprop.CrossEntropy: needs a jprop.MLP with a 'logsig' or 'softmax' output (its "
-                f"curvature is taken through the output's net input); got {got}. For other models "
-                "write the loss as a function E(params, *data) and use the autodiff road."
-            )
-
-    def __call__(self, params: Any, x: jax.Array, t: jax.Array) -> jax.Array:
-        return self.value(params, *_check_data(self, params, x, t, "jprop.CrossEntropy"))
-
-    def value(self, params: Any, x: jax.Array, t: jax.Array) -> jax.Array:
-        """The loss on checked data: x (B, n), t (B, m)."""
-        return jnp.mean(jax.vmap(self._per_example)(_logits(self.f, params, x), t))
-
-    def _per_example(self, z, t):
-        if self.f.output == "softmax":
-            return -jnp.sum(t * jax.nn.log_softmax(z))
-        return jnp.sum(jax.nn.softplus(z) - t * z)  # -[t log σ(z) + (1-t) log(1-σ(z))]
-
-    def output_hessian_diagonal(self, net: MLP, params: Params, x, t) -> jax.Array:
-        return _diagonal_of_hessian(self._per_example, _logits(net, params, x), t)
-
-
-def _logits(net: MLP, params: Params, x) -> jax.Array:
-    """z^L, the output layer's net input, (B, m)."""
-    linear = MLP(net.sizes, activation=net.activations()[:-1] or "tansig", output="linear")
-    return linear(params, x)
-
-
-def _diagonal_of_hessian(e, z, t):
-    return jax.vmap(lambda zi, ti: jnp.diagonal(jax.hessian(e)(zi, ti)))(z, t)
 
 
 def _road(loss: Any, method: str, where: str) -> str:
@@ -278,7 +184,7 @@ def _autodiff_gauss_newton(loss, params, x, t, v):
     if isinstance(loss, CrossEntropy):  # through the net input z^L, with H_z of the loss
 
         def z_of(p):
-            return _logits(loss.f, p, x)
+            return logits(loss.f, p, x)
 
         def h_out(z, t, r):  # H_z r per example, forward-over-reverse on the per-example loss
             grad_z = jax.grad(loss._per_example)
@@ -318,7 +224,7 @@ def _validate_data(loss, params, data, where):
                 f"got {len(data)} data argument{'s' if len(data) != 1 else ''}. Pass the targets t "
                 "of shape (B, m) too."
             )
-        return _check_data(loss, params, *data, where)
+        return check_data(loss, params, *data, where)
     return data
 
 
@@ -605,27 +511,6 @@ def curvature_along(
     return along
 
 
-class Eigenpairs(NamedTuple):
-    """Top eigenpairs of a weight-space operator and how well they converged.
-
-    eigenvalues (k,) in decreasing order; eigenvectors: a pytree like params with a leading axis k;
-    residuals (k,): ‖Hq − λq‖ for each unit Ritz vector q (0 when exact); iterations: Lanczos steps.
-
-
-    >>> import jax, jax.numpy as jnp, jprop
-    >>> net = jprop.MLP((2, 3, 1)); p = net.init(jax.random.key(0))
-    >>> x, t = jnp.ones((4, 2)), jnp.zeros((4, 1))
-    >>> pairs = jprop.top_eigenpairs(jprop.SquaredError(net), 2)(p, x, t)
-    >>> pairs.eigenvalues.shape, jax.tree.leaves(pairs.eigenvectors)[-1].shape  # output bias
-    ((2,), (2, 1))
-    """
-
-    eigenvalues: jax.Array
-    eigenvectors: Any
-    residuals: jax.Array
-    iterations: int
-
-
 def top_eigenpairs(
     loss: Any,
     k: int = 1,
@@ -671,7 +556,7 @@ def top_eigenpairs(
     def run(params, data, start, steps):
         unravel = ravel_pytree(params)[1]
         matvec = lambda q: ravel_pytree(product(params, unravel(q), *data))[0]  # noqa: E731
-        values, vectors, residuals = _lanczos(matvec, start, steps, k)
+        values, vectors, residuals = lanczos(matvec, start, steps, k)
         return values, jax.vmap(unravel)(vectors), residuals
 
     run = jax.jit(run, static_argnums=3)
@@ -691,43 +576,3 @@ def top_eigenpairs(
         return Eigenpairs(*run(params, tuple(data), start, steps), steps)
 
     return eigenpairs
-
-
-def _lanczos(matvec, start, steps, k):
-    """k largest Ritz pairs after `steps` Lanczos steps with full reorthogonalisation.
-
-    When the Krylov space closes (a low-rank Gauss-Newton matrix, β ≈ 0), w/β is rounding noise
-    that is no longer orthogonal to the basis; it is orthogonalised again after normalising (or
-    replaced by a fresh random vector when β = 0), which restarts the iteration in the
-    complement with a (near-)zero coupling, as the tridiagonal matrix requires.
-    """
-    size = start.shape[0]
-    basis = jnp.zeros((steps, size), start.dtype).at[0].set(start / jnp.linalg.norm(start))
-    alphas = jnp.zeros(steps, start.dtype)
-    betas = jnp.zeros(steps, start.dtype)
-    key = jax.random.key(size)
-
-    def orthogonal_unit(basis, w):
-        for _ in range(2):  # against every basis vector so far (rows after j are still zero), twice
-            w = w - basis.T @ (basis @ w)
-        norm = jnp.linalg.norm(w)
-        return w / jnp.where(norm > 0, norm, 1), norm
-
-    def step(j, carry):
-        basis, alphas, betas = carry
-        w = matvec(basis[j])
-        alpha = basis[j] @ w
-        w, beta = orthogonal_unit(basis, w)
-        fresh = jax.random.normal(jax.random.fold_in(key, j), (size,), start.dtype)
-        w = orthogonal_unit(basis, jnp.where(beta > 0, w, fresh))[0]
-        following = jnp.minimum(j + 1, steps - 1)
-        basis = basis.at[following].set(jnp.where(j + 1 < steps, w, basis[following]))
-        return basis, alphas.at[j].set(alpha), betas.at[j].set(beta)
-
-    basis, alphas, betas = jax.lax.fori_loop(0, steps, step, (basis, alphas, betas))
-    tri = jnp.diag(alphas) + jnp.diag(betas[:-1], 1) + jnp.diag(betas[:-1], -1)
-    theta, s = jnp.linalg.eigh(tri)
-    order = jnp.argsort(-theta)[:k]
-    vectors = (basis.T @ s[:, order]).T  # (k, P)
-    residuals = jnp.abs(betas[-1] * s[-1, order])  # ‖H q − θ q‖ for each Ritz pair
-    return theta[order], vectors, residuals

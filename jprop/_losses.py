@@ -1,0 +1,106 @@
+"""The losses the weight-curvature transforms read: `jprop.SquaredError` and `jprop.CrossEntropy`,
+each a batch mean E = (1/B) Σ_b e(f(x_b), t_b) over data (x (B, n), t (B, m)), with the exact
+diagonal of e's second derivative in the output layer's net input (Becker & LeCun's start)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from ._activations import activation_function
+from ._mlp import MLP, Params
+from ._validation import check_batch_objective, per_example_outputs
+
+
+def check_data(loss, params, x, t, where) -> tuple[jax.Array, jax.Array]:
+    """x and t checked, in the computation dtype (JAX's promotion of params and x, as for the
+    input transforms); the transforms give weight-space results the params' dtypes."""
+    x, _, checked = check_batch_objective(loss.f, params, x, where, t=(t, ("B", "m")))
+    return x, checked["t"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SquaredError:
+    r"""$E = \frac1B\sum_b \tfrac12\|f(x_b) - t_b\|^2$ for any model `f`; a loss the curvature
+    transforms read as data `(x (B, n), t (B, m))`. On a `jprop.MLP` they take the closed road.
+
+    >>> import jax, jax.numpy as jnp, jprop
+    >>> net = jprop.MLP((2, 4, 1)); p = net.init(jax.random.key(0))
+    >>> float(jprop.SquaredError(net)(p, jnp.zeros((3, 2)), net(p, jnp.zeros((3, 2)))))
+    0.0
+    """
+
+    f: Any
+
+    def __call__(self, params: Any, x: jax.Array, t: jax.Array) -> jax.Array:
+        return self.value(params, *check_data(self, params, x, t, "jprop.SquaredError"))
+
+    def value(self, params: Any, x: jax.Array, t: jax.Array) -> jax.Array:
+        """The loss on checked data: x (B, n), t (B, m) (m = 1 for a scalar-output f)."""
+        out = per_example_outputs(self.f, params, x)
+        return 0.5 * jnp.mean(jnp.sum((out - t) ** 2, axis=-1))
+
+    def output_hessian_diagonal(self, net: MLP, params: Params, x, t) -> jax.Array:
+        """diag ∂²e/∂(z^L)² per example, (B, m), exactly (m is small)."""
+        output = activation_function(net.output)
+
+        def e(z, ti):  # the per-example loss as a function of the output layer's net input
+            return 0.5 * jnp.sum((output(z) - ti) ** 2)
+
+        return _diagonal_of_hessian(e, logits(net, params, x), t)
+
+
+@dataclasses.dataclass(frozen=True)
+class CrossEntropy:
+    r"""Cross-entropy for a `jprop.MLP` with a logsig (independent classes) or softmax output:
+    $-\frac1B\sum_b\sum_k [t\log y + (1-t)\log(1-y)]$ or $-\frac1B\sum_b\sum_k t\log y$, computed
+    from the output's net input so it stays finite when the output saturates.
+
+    >>> import jax, jax.numpy as jnp, jprop
+    >>> net = jprop.MLP((2, 4, 3), output="softmax"); p = net.init(jax.random.key(0))
+    >>> E = jprop.CrossEntropy(net)(p, jnp.zeros((2, 2)), jnp.array([[1., 0, 0], [0, 1, 0]]))
+    >>> bool(E > 0)
+    True
+    """
+
+    f: MLP
+
+    def __post_init__(self):
+        if not isinstance(self.f, MLP) or self.f.output not in ("logsig", "softmax"):
+            if isinstance(self.f, MLP):
+                got = f"an MLP with output {self.f.output!r}"
+            else:
+                got = type(self.f).__name__
+            raise ValueError(
+                "jprop.CrossEntropy: needs a jprop.MLP with a 'logsig' or 'softmax' output (its "
+                f"curvature is taken through the output's net input); got {got}. For other models "
+                "write the loss as a function E(params, *data) and use the autodiff road."
+            )
+
+    def __call__(self, params: Any, x: jax.Array, t: jax.Array) -> jax.Array:
+        return self.value(params, *check_data(self, params, x, t, "jprop.CrossEntropy"))
+
+    def value(self, params: Any, x: jax.Array, t: jax.Array) -> jax.Array:
+        """The loss on checked data: x (B, n), t (B, m)."""
+        return jnp.mean(jax.vmap(self._per_example)(logits(self.f, params, x), t))
+
+    def _per_example(self, z, t):
+        if self.f.output == "softmax":
+            return -jnp.sum(t * jax.nn.log_softmax(z))
+        return jnp.sum(jax.nn.softplus(z) - t * z)  # -[t log σ(z) + (1-t) log(1-σ(z))]
+
+    def output_hessian_diagonal(self, net: MLP, params: Params, x, t) -> jax.Array:
+        return _diagonal_of_hessian(self._per_example, logits(net, params, x), t)
+
+
+def logits(net: MLP, params: Params, x) -> jax.Array:
+    """z^L, the output layer's net input, (B, m)."""
+    linear = MLP(net.sizes, activation=net.activations()[:-1] or "tansig", output="linear")
+    return linear(params, x)
+
+
+def _diagonal_of_hessian(e, z, t):
+    return jax.vmap(lambda zi, ti: jnp.diagonal(jax.hessian(e)(zi, ti)))(z, t)
