@@ -61,6 +61,34 @@ def times_w(p: jax.Array, w: jax.Array) -> jax.Array:
     return (p.reshape(-1, p.shape[-1]) @ w).reshape(*p.shape[:-1], w.shape[1])
 
 
+UNROLLED_TANGENTS = 8
+
+
+def sum_tangents(v: jax.Array) -> jax.Array:
+    """Σ_p v[:, p] over the tangent axis of v (B, k, n). Up to `UNROLLED_TANGENTS` tangents the
+    sum is written as k - 1 additions, which XLA's CPU backend fuses with the products around it
+    into one elementwise loop. A `reduce` over the middle axis was fused into a matrix-product
+    kernel instead, and made a 512-example training step of 3-128-128-128-1 4.70 ms where this
+    takes 4.45 (with `scale_tangents`). Above 8 tangents the reduction is faster (32 inputs:
+    14.6 ms, unrolled 21.0)."""
+    if v.shape[1] > UNROLLED_TANGENTS:
+        return jnp.sum(v, axis=1)
+    out = v[:, 0]
+    for p in range(1, v.shape[1]):
+        out = out + v[:, p]
+    return out
+
+
+def scale_tangents(s: jax.Array, v: jax.Array) -> jax.Array:
+    """s (B, n) times each tangent v[:, p] of v (B or 1, k, n), stacked to (B, k, n). Written per
+    tangent (up to `UNROLLED_TANGENTS`) so that its transpose in s, Σ_p v[:, p] ∘ c[:, p], is again
+    k - 1 fused additions rather than a reduction over the middle axis (see `sum_tangents`)."""
+    k = v.shape[1]
+    if k > UNROLLED_TANGENTS:
+        return s[:, None, :] * v
+    return jnp.stack([s * v[:, p] for p in range(k)], axis=1)
+
+
 def scale(s: jax.Array, v: jax.Array) -> jax.Array:
     """s (B, n_l) times v of shape (B, n_l) or (B, k, n_l): each example's units scaled alike."""
     return s * v if v.ndim == s.ndim else s[:, None, :] * v
@@ -82,7 +110,7 @@ def _forward(net: MLP, params: Params, x: jax.Array, dims):
             return out, kept
         y_next = activation_function(name)(a)
         s1, s2, s3 = slopes(name, a, y_next, orders=3)
-        q = jnp.sum(big_a * big_a, axis=1)
+        q = sum_tangents(big_a * big_a)
         lam_next = scale(s2, jnp.broadcast_to(q, (a.shape[0], *q.shape[1:])))
         if mu is not None:
             lam_next = lam_next + scale(s1, mu)
@@ -119,11 +147,11 @@ def _tangent(net: MLP, params: Params, kept, dparams: Params, dx, dims):
             return mu_dot
         big_a, mu, q, s1, s2, s3 = curved
         s1_dot, s2_dot = s2 * a_dot, s3 * a_dot
-        q_dot = 2 * jnp.sum(big_a * big_a_dot, axis=1)
+        q_dot = 2 * sum_tangents(big_a * big_a_dot)
         lam_dot = scale(s2_dot, jnp.broadcast_to(q, q_dot.shape)) + scale(s2, q_dot)
         if mu is not None:
             lam_dot = lam_dot + scale(s1_dot, mu) + scale(s1, mu_dot)
-        t_dot = scale(s1_dot, jnp.broadcast_to(big_a, big_a_dot.shape)) + scale(s1, big_a_dot)
+        t_dot = scale_tangents(s1_dot, big_a) + scale(s1, big_a_dot)
         y_dot = s1 * a_dot
     return lam_dot
 

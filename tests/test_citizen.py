@@ -245,6 +245,22 @@ def test_trained_rules_against_autodiff(net):
         assert_close(got_jvp, expected_jvp, 1e-12, f"{quantity}: jvp")
 
 
+@pytest.mark.parametrize("sizes", [(10, 6, 5, 1), (12, 4, 3)])
+def test_the_laplacian_rule_with_more_inputs_than_it_unrolls(sizes):
+    # Above UNROLLED_TANGENTS inputs the tangent sums are reductions and the per-tangent scaling a
+    # broadcast: the other branch of the same rule, against autodiff (grad in weights and x, jvp).
+    net = jprop.MLP(sizes, output="tansig" if len(sizes) == 3 else "purelin")
+    assert net.sizes[0] > _forward_laplacian.UNROLLED_TANGENTS
+    params, x = params_and_input(net, jnp.float64, seed=13, batch=(3,))
+    direction = jax.tree.map(jnp.cos, params)
+    losses = [_trained_loss("laplacian", net, m) for m in ("closed", "autodiff")]
+    (got, got_x), (expected, expected_x) = (jax.grad(loss, (0, 1))(params, x) for loss in losses)
+    assert_close(flat(got), flat(expected), 1e-12, "grad in the weights")
+    assert_close(got_x, expected_x, 1e-12, "grad in the input")
+    got, expected = (jax.jvp(lambda p: loss(p, x), (params,), (direction,))[1] for loss in losses)  # noqa: B023
+    assert_close(got, expected, 1e-12, "jvp")
+
+
 @pytest.mark.parametrize(
     "quantity, sizes",
     [
