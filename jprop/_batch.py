@@ -153,3 +153,14 @@ def sum_batches(
     if whole < total:
         out = jax.tree.map(jax.numpy.add, out, fn_batch(*(a[whole:] for a in arrays)))
     return out
+
+
+def mean_over_batch(
+    fn_sums: Callable[..., Any], *arrays: jax.Array, batch_size: int | None = None
+) -> Any:
+    """(1/B) Σ over the batch of `fn_sums(*arrays (B, ...))`, a pytree of sums over the examples it
+    is handed, chunked as `sum_batches`. The one batch-mean convention: every rule behind a
+    batch-mean loss (the J-prop passes, the weight-curvature passes, their autodiff roads) returns
+    sums, and this divides once."""
+    total = sum_batches(fn_sums, *arrays, batch_size=batch_size)
+    return jax.tree.map(lambda a: a / arrays[0].shape[0], total)

@@ -22,16 +22,15 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
-from ._batch import sum_batches
+from ._batch import mean_over_batch
 from ._dispatch import all_arrays, cached, choose, count_trace, run_compiled
 from ._mlp import MLP, Params
 from ._passes import backward, forward, r_backward, r_forward, weight_gradients
 from ._validation import (
     as_float_array,
     check_batch_objective,
-    check_like,
+    check_extra,
     check_not_empty,
-    check_same_dtype,
     check_size,
     optional_size,
     prepare_call,
@@ -158,13 +157,12 @@ def mean_loss(
 
     def mean_value(params, x, *args):
         per_example, shared = split(args, x)
-        total = sum_batches(
+        return mean_over_batch(
             lambda *chunk: value_sums(params, *chunk, *shared),
             x,
             *per_example,
             batch_size=batch_size,
         )
-        return total / x.shape[0]
 
     @jax.custom_jvp
     def loss(params, x, *args):
@@ -174,17 +172,17 @@ def mean_loss(
         params, x, *args = primals
         dparams, *ddata = tangents
         per_example, shared = split(args, x)
-        value, grads = sum_batches(
+        value, grads = mean_over_batch(
             lambda *chunk: rule_sums(params, *chunk, *shared),
             x,
             *per_example,
             batch_size=batch_size,
         )
-        value = jnp.asarray(value) / x.shape[0]
+        value = jnp.asarray(value)
         tangent = jnp.zeros_like(value)
         for g, d in zip(_leaves(grads), _leaves(dparams)):
             if not isinstance(d, SymbolicZero):
-                tangent = tangent + jnp.vdot(g, d).astype(value.dtype) / x.shape[0]
+                tangent = tangent + jnp.vdot(g, d).astype(value.dtype)
         if not _is_zero(ddata):  # a derivative in the data: the value's own jvp
             data = (x, *args)
             filled = [
@@ -251,9 +249,8 @@ def _objective(quantity: str, f: Any, method: str, batch_size: Any) -> Callable[
                 f"({space} = {sizes[space]}{'; f is scalar, so no output axis' if not axis else ''}),"
                 f" with x's batch axes {lead} in front."
             )
-            value = check_like(value, name, lead + axis, where, hint)
-            check_same_dtype(value, name, given, where)
-            arrays.append(value.astype(x.dtype).reshape(-1, sizes[space]))
+            value = check_extra(value, name, lead + axis, given, x.dtype, where, hint)
+            arrays.append(value.reshape(-1, sizes[space]))
         shared = []
         for name, value in zip(scalars, args[len(arguments) :]):
             value = as_float_array(value, name, where)

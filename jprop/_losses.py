@@ -40,8 +40,12 @@ class SquaredError:
 
     def value(self, params: Any, x: jax.Array, t: jax.Array) -> jax.Array:
         """The loss on checked data: x (B, n), t (B, m) (m = 1 for a scalar-output f)."""
+        return self.total(params, x, t) / x.shape[0]
+
+    def total(self, params: Any, x: jax.Array, t: jax.Array) -> jax.Array:
+        """Σ_b e(f(x_b), t_b) on checked data: the sum every curvature rule works with."""
         out = per_example_outputs(self.f, params, x)
-        return 0.5 * jnp.mean(jnp.sum((out - t) ** 2, axis=-1))
+        return 0.5 * jnp.sum((out - t) ** 2)
 
     def output_hessian_diagonal(self, net: MLP, params: Params, x, t) -> jax.Array:
         """diag ∂²e/∂(z^L)² per example, (B, m), exactly (m is small)."""
@@ -85,7 +89,11 @@ class CrossEntropy:
 
     def value(self, params: Any, x: jax.Array, t: jax.Array) -> jax.Array:
         """The loss on checked data: x (B, n), t (B, m)."""
-        return jnp.mean(jax.vmap(self._per_example)(logits(self.f, params, x), t))
+        return self.total(params, x, t) / x.shape[0]
+
+    def total(self, params: Any, x: jax.Array, t: jax.Array) -> jax.Array:
+        """Σ_b e(z_b, t_b) on checked data: the sum every curvature rule works with."""
+        return jnp.sum(jax.vmap(self._per_example)(logits(self.f, params, x), t))
 
     def _per_example(self, z, t):
         if self.f.output == "softmax":

@@ -25,9 +25,8 @@ from ._forward_laplacian import supports
 from ._mlp import MLP
 from ._trained_jacobian import jacobian as trained_jacobian
 from ._validation import (
+    check_extra,
     check_input,
-    check_like,
-    check_same_dtype,
     computation_dtype,
     optional_size,
     prepare_call,
@@ -61,9 +60,7 @@ def _validate(f: Any, params: Any, x: Any, others: tuple, extra: tuple[str, ...]
     checked = []
     for name, value in zip(extra, others):
         shape = x.shape[:-1] + (out.shape if name == "g" else x.shape[-1:])
-        value = check_like(value, name, shape, where, _EXTRA_HINTS[name])
-        check_same_dtype(value, name, given, where)
-        checked.append(value.astype(x.dtype))
+        checked.append(check_extra(value, name, shape, given, x.dtype, where, _EXTRA_HINTS[name]))
     return x, tuple(checked), out
 
 
@@ -451,10 +448,10 @@ def _r_operator(g: Any, method: str) -> Callable[..., Any]:
         if isinstance(g, MLP):
             g.check_params(params, where)
         x = check_input(x, where, g.n_inputs if isinstance(g, MLP) else None)
-        r = check_like(r, "r", x.shape, where, _EXTRA_HINTS["r"])
-        check_same_dtype(r, "r", x.dtype, where)
         dtype = computation_dtype(params, x)
-        return x.astype(dtype), r.astype(dtype)
+        return x.astype(dtype), check_extra(
+            r, "r", x.shape, x.dtype, dtype, where, _EXTRA_HINTS["r"]
+        )
 
     @jax.jit
     def compute(params, x, r):

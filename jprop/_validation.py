@@ -61,6 +61,23 @@ def check_like(
     return value
 
 
+def check_extra(
+    value: Any,
+    name: str,
+    shape: tuple[int, ...],
+    given: Any,
+    dtype: Any,
+    where: str,
+    hint: str = "",
+) -> jax.Array:
+    """An extra argument (a weighting, direction, target or tangent): a floating array of exactly
+    `shape`, in the dtype `given` for x (`check_same_dtype`), returned cast to the computation
+    dtype `dtype`. The one check every transform and objective applies to its extra arguments."""
+    value = check_like(value, name, shape, where, hint)
+    check_same_dtype(value, name, given, where)
+    return value.astype(dtype)
+
+
 def check_method(method: str, allowed: tuple[str, ...], where: str) -> str:
     if method not in allowed:
         raise ValueError(
@@ -226,9 +243,9 @@ def check_batch_objective(
         spelled = "(" + ", ".join(symbols) + ") = " + str(shape)
         if scalar and len(symbols) < len(arrays[name][1]):
             spelled += " (f has a scalar output: no output axis)"
-        checked[name] = check_like(value, name, shape, where, f" Expected {spelled}.")
-        check_same_dtype(checked[name], name, given, where)
-        checked[name] = checked[name].astype(x.dtype)
+        checked[name] = check_extra(
+            value, name, shape, given, x.dtype, where, f" Expected {spelled}."
+        )
         if scalar and len(symbols) < len(arrays[name][1]):
             checked[name] = jnp.expand_dims(checked[name], axis)
     return x, sizes["m"], checked

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from ._batch import sum_batches
+from ._batch import mean_over_batch
 from ._dispatch import choose
 from ._lanczos import Eigenpairs, lanczos
 from ._losses import CrossEntropy, SquaredError, check_data, logits
@@ -90,43 +90,39 @@ def _check_batch_size(loss: Any, batch_size: Any, where: str) -> int | None:
     return batch_size
 
 
-def _in_chunks(rule: Callable, batch_size: int | None) -> Callable:
-    """`rule(params, v, x, t)`, a batch mean over (x, t), computed as a sum over chunks of
-    `batch_size` examples (`jax.lax.scan` keeping a running sum), so memory is bounded by one chunk."""
-    if batch_size is None:
-        return rule
+def _mean_of(rule_sums: Callable, batch_size: int | None) -> Callable:
+    """`(params, v, x, t) ->` the batch mean of `rule_sums(params, v, x, t)`, which gives sums over
+    the examples it is handed (`mean_over_batch`: chunks of `batch_size` examples in one loop with
+    a running sum, so memory is bounded by one chunk)."""
 
-    def chunked(params, v, x, t):
-        def sums(x, t):
-            return jax.tree.map(lambda a: a * x.shape[0], rule(params, v, x, t))
+    def mean(params, v, x, t):
+        return mean_over_batch(lambda x, t: rule_sums(params, v, x, t), x, t, batch_size=batch_size)
 
-        total = sum_batches(sums, x, t, batch_size=batch_size)
-        return jax.tree.map(lambda a: a / x.shape[0], total)
-
-    return chunked
+    return mean
 
 
 # ----------------------------------------------------------------------------------------------
 # Closed road
 
 
-def _output_gradient(loss, fwd, t, batch):
-    """(g, top_gz): ∂E/∂y^L for squared error, or ∂E/∂z^L for the canonical cross-entropy."""
+def _output_gradient(loss, fwd, t):
+    """(g, top_gz): ∂e/∂y^L for squared error, or ∂e/∂z^L for the canonical cross-entropy, per
+    example (the rules below return sums over the examples; `_mean_of` divides)."""
     if isinstance(loss, CrossEntropy):
-        return None, (fwd.ys[-1] - t) / batch
-    return (fwd.ys[-1] - t) / batch, None
+        return None, fwd.ys[-1] - t
+    return fwd.ys[-1] - t, None
 
 
 def _closed_hvp(loss, params, x, t, v):
-    net, batch = loss.f, x.shape[0]
+    net = loss.f
     fwd = forward(net, params, x)
-    g, top_gz = _output_gradient(loss, fwd, t, batch)
+    g, top_gz = _output_gradient(loss, fwd, t)
     (gys, gzs), _ = backward(net, params, fwd, g, top_gz=top_gz, to_input=False)
     rys, rzs = r_forward(net, params, fwd, None, direction=v)
-    if isinstance(loss, CrossEntropy):  # R{gz^L} = R{y^L} / B
-        rg_out, top_rgz = None, rys[-1] / batch
-    else:  # E''(y) = I / B
-        rg_out, top_rgz = rys[-1] / batch, None
+    if isinstance(loss, CrossEntropy):  # R{gz^L} = R{y^L}
+        rg_out, top_rgz = None, rys[-1]
+    else:  # e''(y) = I
+        rg_out, top_rgz = rys[-1], None
     rgzs, _ = r_backward(
         net, params, fwd, gys, rys, rzs, rg_out, v, gzs, top_rgz=top_rgz, to_input=False
     )
@@ -134,22 +130,22 @@ def _closed_hvp(loss, params, x, t, v):
 
 
 def _closed_gauss_newton(loss, params, x, t, v):
-    net, batch = loss.f, x.shape[0]
+    net = loss.f
     fwd = forward(net, params, x)
     rys, _ = r_forward(net, params, fwd, None, direction=v)
     if isinstance(loss, CrossEntropy):
-        (_, gzs), _ = backward(net, params, fwd, None, top_gz=rys[-1] / batch, to_input=False)
+        (_, gzs), _ = backward(net, params, fwd, None, top_gz=rys[-1], to_input=False)
     else:
-        (_, gzs), _ = backward(net, params, fwd, rys[-1] / batch, to_input=False)
+        (_, gzs), _ = backward(net, params, fwd, rys[-1], to_input=False)
     return [{"W": gz.T @ fwd.ys[l], "b": jnp.sum(gz, axis=0)} for l, gz in enumerate(gzs)]  # noqa: E741
 
 
 def _becker_lecun(loss, params, x, t):
-    net, batch = loss.f, x.shape[0]
+    net = loss.f
     fwd = forward(net, params, x)
-    g, top_gz = _output_gradient(loss, fwd, t, batch)
+    g, top_gz = _output_gradient(loss, fwd, t)
     (_, gzs), _ = backward(net, params, fwd, g, top_gz=top_gz, to_input=False)
-    d = loss.output_hessian_diagonal(net, params, x, t) / batch  # exact at the output
+    d = loss.output_hessian_diagonal(net, params, x, t)  # exact at the output
     out = [None] * net.depth
     for layer in reversed(range(net.depth)):
         if layer < net.depth - 1:
@@ -175,8 +171,10 @@ def _weighted_squares(d: jax.Array, y: jax.Array) -> jax.Array:
 
 
 def _autodiff_hvp(loss, params, v, *data):
-    # The data are checked already (a scalar f's targets have gained their axis): the value only.
-    value = loss.value if isinstance(loss, (SquaredError, CrossEntropy)) else loss
+    # The data are checked already (a scalar f's targets have gained their axis). A batch-mean
+    # loss gives the sum over the examples, as the closed rules do; a generic E(params, *data) is
+    # differentiated as it is.
+    value = loss.total if isinstance(loss, (SquaredError, CrossEntropy)) else loss
     return jax.jvp(lambda p: jax.grad(value)(p, *data), (params,), (v,))[1]
 
 
@@ -201,7 +199,7 @@ def _autodiff_gauss_newton(loss, params, x, t, v):
 
     z, jv = jax.jvp(z_of, (params,), (v,))
     _, vjp = jax.vjp(z_of, params)
-    return vjp(h_out(z, t, jv) / x.shape[0])[0]
+    return vjp(h_out(z, t, jv))[0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -213,7 +211,9 @@ def _hvp_fn(loss, road, batch_size=None):
         rule = lambda params, v, x, t: _closed_hvp(loss, params, x, t, v)  # noqa: E731
     else:
         rule = lambda params, v, *data: _autodiff_hvp(loss, params, v, *data)  # noqa: E731
-    return _in_chunks(rule, batch_size)
+    if not isinstance(loss, (SquaredError, CrossEntropy)):  # not a batch mean: as it is
+        return rule
+    return _mean_of(rule, batch_size)
 
 
 def _validate_data(loss, params, data, where):
@@ -298,7 +298,7 @@ def _gauss_newton_product(loss: Any, method: str, batch_size: Any, where: str) -
     road = _road(loss, method, where)
     rule = _closed_gauss_newton if road == "closed" else _autodiff_gauss_newton
     product = lambda params, v, x, t: rule(loss, params, x, t, v)  # noqa: E731
-    return _in_chunks(product, _check_batch_size(loss, batch_size, where))
+    return _mean_of(product, _check_batch_size(loss, batch_size, where))
 
 
 class ParamSlice(NamedTuple):
@@ -469,7 +469,7 @@ def weight_hessian_diagonal(
             "the exact diagonal of any loss."
         )
     rule = lambda params, _, x, t: _becker_lecun(loss, params, x, t)  # noqa: E731
-    chunked = _in_chunks(rule, _check_batch_size(loss, batch_size, where))
+    chunked = _mean_of(rule, _check_batch_size(loss, batch_size, where))
     compute = jax.jit(lambda params, x, t: chunked(params, None, x, t))
 
     def approximate(params, x, t):
