@@ -106,11 +106,18 @@ def softmax(x: jax.Array) -> jax.Array:
     return jax.nn.softmax(x, axis=-1)
 
 
+def softmax_jacobian_times(y: jax.Array, v: jax.Array) -> jax.Array:
+    """The softmax Jacobian at output y applied to v over the last axis (Bishop 8.34:
+    ∂y_k/∂x_l = δ_kl y_k − y_k y_l, symmetric): y ∘ (v − ⟨y, v⟩). y (..., m) broadcasts against v
+    (..., m), so the rows of a matrix are taken at once. The one place every pass takes it from."""
+    return y * (v - jnp.sum(y * v, axis=-1, keepdims=True))
+
+
 @softmax.defjvp
 def _softmax_jvp(primals, tangents):
     (x,), (dx,) = primals, tangents
     y = softmax(x)
-    return y, y * (dx - jnp.sum(y * dx, axis=-1, keepdims=True))
+    return y, softmax_jacobian_times(y, dx)
 
 
 def _normal_cdf(x):

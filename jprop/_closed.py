@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._activations import is_linear
+from ._activations import is_linear, softmax_jacobian_times
 from ._batch import strided_map, strided_steps
 from ._mlp import MLP, Params
 from ._passes import Forward, backward, forward, r_backward, r_forward
@@ -35,8 +35,7 @@ from ._passes import Forward, backward, forward, r_backward, r_forward
 def _rows_to_z(fwd: Forward, layer: int, name: str, rows: jax.Array) -> jax.Array:
     """rows (B, m, n_l) of ∂f/∂y^l times ∂y^l/∂z^l: s1-scaling, or softmax's y∘(· − ⟨y, ·⟩)."""
     if name == "softmax":
-        y = fwd.ys[layer + 1][:, None, :]
-        return y * (rows - jnp.sum(y * rows, axis=-1, keepdims=True))
+        return softmax_jacobian_times(fwd.ys[layer + 1][:, None, :], rows)
     return fwd.s1[layer][:, None, :] * rows
 
 
@@ -71,9 +70,8 @@ def jacobian(net: MLP, params: Params, x: jax.Array) -> jax.Array:
     if net.n_inputs < net.n_outputs:
         t = _tangents(net, params, fwd)[-1]  # ∂z^L/∂x, (B, n, m)
         t = jnp.broadcast_to(t, (x.shape[0], *t.shape[1:]))
-        if output == "softmax":  # Bishop 8.34: ∂y_k/∂z_l = δ_kl y_k − y_k y_l
-            y = fwd.ys[-1][:, None, :]
-            return jnp.swapaxes(y * (t - jnp.sum(y * t, axis=-1, keepdims=True)), 1, 2)
+        if output == "softmax":
+            return jnp.swapaxes(softmax_jacobian_times(fwd.ys[-1][:, None, :], t), 1, 2)
         return jnp.swapaxes(fwd.s1[-1][:, None, :] * t, 1, 2)
     b1 = _sensitivities(net, params, fwd)[0]  # ∂f/∂y^1, (B, m, n_1)
     return _rows_to_z(fwd, 0, net.activations()[0], b1) @ params[0]["W"]

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._activations import activation_function, is_linear, slopes
+from ._activations import activation_function, is_linear, slopes, softmax_jacobian_times
 from ._mlp import MLP, Params
 
 
@@ -45,8 +45,7 @@ def forward(net: MLP, params: Params, x: jax.Array) -> Forward:
 def _to_z(fwd: Forward, layer: int, name: str, gy: jax.Array) -> jax.Array:
     """Multiply a y-space vector (or the rows of a matrix) by ∂y^l/∂z^l: s1 ∘ g, or softmax's."""
     if name == "softmax":
-        y = fwd.ys[layer + 1]
-        return y * (gy - jnp.sum(y * gy, axis=-1, keepdims=True))
+        return softmax_jacobian_times(fwd.ys[layer + 1], gy)
     return fwd.s1[layer] * gy
 
 

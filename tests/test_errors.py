@@ -287,12 +287,14 @@ def test_running_out_of_memory_points_at_batch_size():
         MemoryError, match=r"jprop.hessian: the device ran out of memory.*batch_size"
     ):
         _dispatch.run_compiled(exhausted, "jprop.hessian", PARAMS, jnp.ones((5, 3), jnp.float32))
-    # ...and every kind of eager entry point goes through it (a transform, an objective, log|det J|).
-    from jprop import _jprop, _transforms, _whole_jacobian
+    # ...and every kind of eager entry point goes through it (a transform, an objective, a
+    # regulariser, log|det J|).
+    from jprop import _jprop, _regularisers, _transforms, _whole_jacobian
 
     for module, call in [
         (_transforms, lambda: jprop.hessian(NET)(PARAMS, X)),
         (_jprop, lambda: jprop.jprop_v(NET)(PARAMS, X[None], X[None], jnp.ones((1, 2)))),
+        (_regularisers, lambda: jprop.tangent_prop(NET)(PARAMS, X[None], X[None, None])),
         (
             _whole_jacobian,
             lambda: jprop.log_abs_det_jacobian(jprop.MLP((3, 4, 3)))(
