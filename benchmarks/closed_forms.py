@@ -16,6 +16,7 @@ import argparse
 import jax
 
 import jprop
+from benchmarks import harness
 from benchmarks.harness import (
     composition_baselines,
     markdown_table,
@@ -79,9 +80,9 @@ def main(
         # The same transform under the user's own jax.vmap (its batching rule joins the batch).
         mapped = {"jprop under jax.vmap": per_example(ours)} if quantity == "hessian" else {}
         results = race({"jprop": ours, **mapped, **baselines}, (params, x), repeats)
-        for name in (*mapped, *baselines):  # all agree with jprop (float32 rounding only)
-            err = jprop.relative_error(results["jprop"]["out"], results[name]["out"])
-            assert err < 1e-4, f"{quantity} {sizes}: jprop and {name} differ by {err:.1e}"
+        harness.agree(
+            harness.outputs(results), "jprop", (*mapped, *baselines), f"{quantity} {sizes}", 1e-4
+        )
         row = summary_row(results, baselines, quantity, sizes, batch)
         best = row["baseline"]
         row["others"] = {k: results[k]["ms"] for k in (*mapped, *baselines) if k != best}

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 import jprop
+from benchmarks import harness
 
 
 def _median_ms(call, repeats: int) -> float:
@@ -48,7 +49,7 @@ def main(quick: bool = False) -> dict:
     names = list(times)
     ratio = times[names[0]] / times[names[1]]
     print(f"eager rebuilt / jitted: {ratio:.2f}×")
-    assert jnp.allclose(rows[names[0]](), rows[names[1]](), atol=1e-5)
+    harness.agree({name: rows[name]() for name in names[:2]}, names[1], names[:1], "eager", 1e-5)
     return {"times_ms": times, "ratio": ratio}
 
 

@@ -67,6 +67,26 @@ def race(contenders: dict[str, Callable], args: tuple, repeats: int) -> dict[str
     return results
 
 
+def agree(outputs: dict, reference: str, names, label: str, tolerance: float) -> dict[str, float]:
+    """Assert that each of `names` computed what `reference` did: the relative error of their
+    flattened outputs (any pytrees) under `tolerance`, float32 rounding only. Every benchmark
+    checks its contenders with this before it reports a time; returns the errors."""
+    flat = lambda tree: jnp.concatenate([jnp.ravel(a) for a in jax.tree.leaves(tree)])  # noqa: E731
+    errors = {}
+    for name in names:
+        errors[name] = float(jprop.relative_error(flat(outputs[name]), flat(outputs[reference])))
+        assert errors[name] < tolerance, (
+            f"{label}: {name} differs from {reference} by {errors[name]:.1e} (tolerance "
+            f"{tolerance:.0e})"
+        )
+    return errors
+
+
+def outputs(results: dict) -> dict:
+    """name -> output, from a `race`."""
+    return {name: r["out"] for name, r in results.items()}
+
+
 def summary_row(results: dict, baselines, quantity: str, sizes, batch: int) -> dict:
     """One table row from a race: jprop against the fastest of `baselines` (speed-up > 1: jprop
     faster), with compile times and XLA's memory account of both."""

@@ -45,11 +45,13 @@ from ._transforms import laplacian as laplacian
 from ._weight_curvature import ParamSlice as ParamSlice
 from ._weight_curvature import curvature_along as curvature_along
 from ._weight_curvature import gauss_newton as gauss_newton
+from ._weight_curvature import gauss_newton_vector_product as gauss_newton_vector_product
 from ._weight_curvature import gauss_newton_vp as gauss_newton_vp
 from ._weight_curvature import param_layout as param_layout
 from ._weight_curvature import top_eigenpairs as top_eigenpairs
 from ._weight_curvature import weight_hessian as weight_hessian
 from ._weight_curvature import weight_hessian_diagonal as weight_hessian_diagonal
+from ._weight_curvature import weight_hessian_vector_product as weight_hessian_vector_product
 from ._weight_curvature import weight_hvp as weight_hvp
 from ._whole_jacobian import SpectralNorm as SpectralNorm
 from ._whole_jacobian import SpectralState as SpectralState

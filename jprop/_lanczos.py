@@ -18,7 +18,7 @@ class Eigenpairs(NamedTuple):
     >>> import jax, jax.numpy as jnp, jprop
     >>> net = jprop.MLP((2, 3, 1)); p = net.init(jax.random.key(0))
     >>> x, t = jnp.ones((4, 2)), jnp.zeros((4, 1))
-    >>> pairs = jprop.top_eigenpairs(jprop.SquaredError(net), 2)(p, x, t)
+    >>> pairs = jprop.top_eigenpairs(jprop.SquaredError(net), k=2)(p, x, t)
     >>> pairs.eigenvalues.shape, jax.tree.leaves(pairs.eigenvectors)[-1].shape  # output bias
     ((2,), (2, 1))
     """

@@ -415,19 +415,19 @@ def hessian_vector_product(
     return _input_transform("hessian_vector_product", f, method, batch_size, extra=("g", "r"))
 
 
-def R(g: Callable[[Any, jax.Array], Any], *, method: str = "auto") -> Callable[..., Any]:
-    r"""The input-space R-operator, $\mathcal{R}_r\{g\} = \partial_\varepsilon g(w, x + \varepsilon r)|_{\varepsilon=0}$.
+def R(f: Callable[[Any, jax.Array], Any], *, method: str = "auto") -> Callable[..., Any]:
+    r"""The input-space R-operator, $\mathcal{R}_r\{f\} = \partial_\varepsilon f(w, x + \varepsilon r)|_{\varepsilon=0}$.
 
     Perturbs the *input* and holds the weights (Flake & Pearlmutter 1999; docs/math.md §3). For a network
-    output, $\mathcal{R}_r\{f\} = J r$.
+    output (a vector), $\mathcal{R}_r\{f\} = J r$.
 
     **Arguments:**
-    - `g`: any function `g(params, x)`; its output may be any pytree of arrays.
-    - `method`: `"auto"`, `"closed"` (the R-forward pass; `g` must be a `jprop.MLP`) or
+    - `f`: any function `f(params, x)`; its output may be any pytree of arrays.
+    - `method`: `"auto"`, `"closed"` (the R-forward pass; `f` must be a `jprop.MLP`) or
       `"autodiff"` (`jax.jvp`).
 
     **Returns:** a function `(params, x, r)`, with `r` of the same shape and dtype as `x`, returning
-    a pytree shaped like `g(params, x)`. `g` sees `x` exactly as given, so a batch-aware `g` gets
+    a pytree shaped like `f(params, x)`. `f` sees `x` exactly as given, so a batch-aware `f` gets
     the whole batch.
 
     >>> import jax, jprop
@@ -436,18 +436,18 @@ def R(g: Callable[[Any, jax.Array], Any], *, method: str = "auto") -> Callable[.
     >>> jprop.R(net)(p, x, x).shape
     (2,)
     """
-    return _r_operator(g, method)
+    return _r_operator(f, method)
 
 
 @cached
-def _r_operator(g: Any, method: str) -> Callable[..., Any]:
+def _r_operator(f: Any, method: str) -> Callable[..., Any]:
     where = "jprop.R"
-    road = choose(g, "R", method, where).road
+    road = choose(f, "R", method, where).road
 
     def validate(params, x, r):
-        if isinstance(g, MLP):
-            g.check_params(params, where)
-        x = check_input(x, where, g.n_inputs if isinstance(g, MLP) else None)
+        if isinstance(f, MLP):
+            f.check_params(params, where)
+        x = check_input(x, where, f.n_inputs if isinstance(f, MLP) else None)
         dtype = computation_dtype(params, x)
         return x.astype(dtype), check_extra(
             r, "r", x.shape, x.dtype, dtype, where, _EXTRA_HINTS["r"]
@@ -458,8 +458,8 @@ def _r_operator(g: Any, method: str) -> Callable[..., Any]:
         count_trace("R")
         x, r = validate(params, x, r)
         if road == "closed":  # the R-forward pass; it takes any leading batch axes as they are
-            return _closed.jacobian_vector_product(g, params, x, r)
-        return jax.jvp(lambda x: g(params, x), (x,), (r,))[1]
+            return _closed.jacobian_vector_product(f, params, x, r)
+        return jax.jvp(lambda x: f(params, x), (x,), (r,))[1]
 
     def r_fn(params: Any, x: jax.Array, r: jax.Array) -> Any:
         if not all_arrays(params, x, r):

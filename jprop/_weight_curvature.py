@@ -20,6 +20,7 @@ matrices here index (`jax.flatten_util.ravel_pytree` order).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -228,7 +229,7 @@ def _validate_data(loss, params, data, where):
     return data
 
 
-def weight_hvp(
+def weight_hessian_vector_product(
     loss: Any, *, method: str = "auto", batch_size: int | None = None
 ) -> Callable[..., Any]:
     r"""The exact Hessian-vector product $H v$ of a loss with respect to the weights (Pearlmutter).
@@ -243,11 +244,11 @@ def weight_hvp(
     >>> import jax, jax.numpy as jnp, jprop
     >>> net = jprop.MLP((2, 4, 1)); p = net.init(jax.random.key(0))
     >>> x, t = jnp.ones((3, 2)), jnp.zeros((3, 1))
-    >>> Hv = jprop.weight_hvp(jprop.SquaredError(net))(p, jax.tree.map(jnp.ones_like, p), x, t)
+    >>> Hv = jprop.weight_hessian_vector_product(jprop.SquaredError(net))(p, jax.tree.map(jnp.ones_like, p), x, t)
     >>> jax.tree.map(jnp.shape, Hv) == jax.tree.map(jnp.shape, p)
     True
     """
-    where = "jprop.weight_hvp"
+    where = "jprop.weight_hessian_vector_product"
     road = _road(loss, method, where)
     compute = jax.jit(_hvp_fn(loss, road, _check_batch_size(loss, batch_size, where)))
 
@@ -258,7 +259,7 @@ def weight_hvp(
     return hvp
 
 
-def gauss_newton_vp(
+def gauss_newton_vector_product(
     loss: SquaredError | CrossEntropy, *, method: str = "auto", batch_size: int | None = None
 ) -> Callable:
     r"""The Gauss-Newton (outer-product) matrix times a vector, $G v = J_w^\top H_{out} J_w v$.
@@ -266,7 +267,7 @@ def gauss_newton_vp(
     Squared error: $G = \frac1B\sum_b J_y^\top J_y$ (Levenberg-Marquardt; drops the residual term).
     Cross-entropy with logsig/softmax outputs: $G = \frac1B\sum_b J_z^\top H_z J_z$, with
     $H_z = \mathrm{diag}(y(1-y))$ or $\mathrm{diag}(y) - yy^\top$. Positive semi-definite.
-    `batch_size` as for `jprop.weight_hvp`.
+    `batch_size` as for `jprop.weight_hessian_vector_product`.
 
     **Returns:** a function `(params, v, x, t) -> Gv`, pytrees shaped like params.
 
@@ -274,11 +275,11 @@ def gauss_newton_vp(
     >>> import jax, jax.numpy as jnp, jprop
     >>> net = jprop.MLP((2, 3, 1)); p = net.init(jax.random.key(0))
     >>> x, t = jnp.ones((4, 2)), jnp.zeros((4, 1))
-    >>> Gv = jprop.gauss_newton_vp(jprop.SquaredError(net))(p, p, x, t)
+    >>> Gv = jprop.gauss_newton_vector_product(jprop.SquaredError(net))(p, p, x, t)
     >>> jax.tree.map(jnp.shape, Gv) == jax.tree.map(jnp.shape, p)
     True
     """
-    where = "jprop.gauss_newton_vp"
+    where = "jprop.gauss_newton_vector_product"
     compute = jax.jit(_gauss_newton_product(loss, method, batch_size, where))
 
     def gvp(params, v, *data):  # (x, t): counted with a message naming this function
@@ -299,6 +300,35 @@ def _gauss_newton_product(loss: Any, method: str, batch_size: Any, where: str) -
     rule = _closed_gauss_newton if road == "closed" else _autodiff_gauss_newton
     product = lambda params, v, x, t: rule(loss, params, x, t, v)  # noqa: E731
     return _mean_of(product, _check_batch_size(loss, batch_size, where))
+
+
+def _renamed(old: str, new: Callable) -> Callable:
+    """A deprecated spelling of `new`: warns, then builds `new` with the same arguments."""
+
+    def deprecated(loss: Any, *, method: str = "auto", batch_size: int | None = None):
+        warnings.warn(
+            f"jprop.{old} is deprecated; use jprop.{new.__name__}, the same function (jprop spells "
+            "every product out, as in jprop.hessian_vector_product).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return new(loss, method=method, batch_size=batch_size)
+
+    deprecated.__name__ = deprecated.__qualname__ = old
+    deprecated.__doc__ = f"""Deprecated: `jprop.{new.__name__}` under its old name (same arguments).
+
+    >>> import warnings, jprop
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     _ = jprop.{old}(jprop.SquaredError(jprop.MLP((2, 3, 1))))
+    >>> caught[0].category.__name__
+    'DeprecationWarning'
+    """
+    return deprecated
+
+
+weight_hvp = _renamed("weight_hvp", weight_hessian_vector_product)
+gauss_newton_vp = _renamed("gauss_newton_vp", gauss_newton_vector_product)
 
 
 class ParamSlice(NamedTuple):
@@ -373,7 +403,7 @@ def weight_hessian(
 
     Rows and columns follow `jprop.param_layout(params)`. Refuses, saying the size it would need,
     when P² values exceed `max_bytes` (default 1 GiB); raise it to allow more. `batch_size` as for
-    `jprop.weight_hvp`.
+    `jprop.weight_hessian_vector_product`.
 
     **Returns:** a function `(params, *data) -> H`.
 
@@ -406,7 +436,7 @@ def gauss_newton(
     max_bytes: int = _DEFAULT_MAX_BYTES,
     batch_size: int | None = None,
 ) -> Callable[..., jax.Array]:
-    """The Gauss-Newton matrix (P, P), column by column from `gauss_newton_vp`; `max_bytes` and
+    """The Gauss-Newton matrix (P, P), column by column from `gauss_newton_vector_product`; `max_bytes` and
     `batch_size` as for `jprop.weight_hessian`. **Returns:** a function `(params, x, t) -> G`.
 
     >>> import jax, jax.numpy as jnp, jprop
@@ -441,7 +471,7 @@ def weight_hessian_diagonal(
     `exact=False`: Becker & LeCun's O(W) approximation for a `jprop.MLP` loss (exact output-layer
     second derivatives, off-diagonal terms dropped below; exact for a net with no hidden layer).
     `exact=True`: the diagonal of `jprop.weight_hessian`, for small nets and for comparison.
-    `batch_size` as for `jprop.weight_hvp`.
+    `batch_size` as for `jprop.weight_hessian_vector_product`.
 
     **Returns:** a function `(params, *data) -> diagonal` (a pytree like params).
 
@@ -483,7 +513,7 @@ def curvature_along(
     loss: Any, *, method: str = "auto", batch_size: int | None = None
 ) -> Callable[..., jax.Array]:
     r"""$v^\top H v / v^\top v$: the loss's curvature along the direction v (one HVP; `batch_size`
-    as for `jprop.weight_hvp`). A zero v has no curvature: an eager call refuses it with a
+    as for `jprop.weight_hessian_vector_product`). A zero v has no curvature: an eager call refuses it with a
     `ValueError`; under `jax.jit`, where v's values are unknown when traced, the result is NaN.
 
     **Returns:** a function `(params, v, *data) -> scalar`.
@@ -496,7 +526,7 @@ def curvature_along(
     ()
     """
     batch_size = _check_batch_size(loss, batch_size, "jprop.curvature_along")
-    hvp = weight_hvp(loss, method=method, batch_size=batch_size)
+    hvp = weight_hessian_vector_product(loss, method=method, batch_size=batch_size)
 
     def along(params, v, *data):
         hv = hvp(params, v, *data)
@@ -513,8 +543,8 @@ def curvature_along(
 
 def top_eigenpairs(
     loss: Any,
-    k: int = 1,
     *,
+    k: int = 1,
     num_iterations: int | None = None,
     method: str = "auto",
     operator: str = "hessian",
@@ -522,18 +552,22 @@ def top_eigenpairs(
 ) -> Callable[..., Eigenpairs]:
     r"""The k largest eigenvalues of the weight Hessian (or Gauss-Newton matrix) and their vectors.
 
-    Lanczos with full reorthogonalisation on the matrix-free product (`weight_hvp`, or
-    `gauss_newton_vp` with `operator="gauss_newton"`), `num_iterations` steps (default
+    Lanczos with full reorthogonalisation on the matrix-free product (`weight_hessian_vector_product`, or
+    `gauss_newton_vector_product` with `operator="gauss_newton"`), `num_iterations` steps (default
     min(P, 2k + 30)); the report's residuals say how far each pair is from converged.
-    `batch_size` as for `jprop.weight_hvp`.
+    `batch_size` as for `jprop.weight_hessian_vector_product`.
 
-    **Returns:** a function `(params, *data, key=None) -> Eigenpairs`; `key` picks the random start.
+    Every option is keyword-only, `k` included.
+
+    **Returns:** a function `(params, *data, key=None) -> Eigenpairs`. `key` draws Lanczos's random
+    start vector; without one the start is drawn from `jax.random.key(0)`, so repeated calls are
+    deterministic (pass different keys to check that a result does not depend on the start).
 
 
     >>> import jax, jax.numpy as jnp, jprop
     >>> net = jprop.MLP((2, 3, 1)); p = net.init(jax.random.key(0))
     >>> x, t = jnp.ones((4, 2)), jnp.zeros((4, 1))
-    >>> pairs = jprop.top_eigenpairs(jprop.SquaredError(net), 2)(p, x, t)
+    >>> pairs = jprop.top_eigenpairs(jprop.SquaredError(net), k=2)(p, x, t)
     >>> bool(pairs.eigenvalues[0] >= pairs.eigenvalues[1])
     True
     """
@@ -550,7 +584,7 @@ def top_eigenpairs(
         road = _road(loss, method, where)
         product = _hvp_fn(loss, road, batch_size)
     else:
-        gvp = gauss_newton_vp(loss, method=method, batch_size=batch_size)
+        gvp = gauss_newton_vector_product(loss, method=method, batch_size=batch_size)
         product = lambda p, v, x, t: gvp(p, v, x, t)  # noqa: E731
 
     def run(params, data, start, steps):

@@ -335,15 +335,27 @@ def _tripled(original):
     ],
 )
 def test_trained_rules_are_used(monkeypatch, quantity, module, name, wrong):
-    # A deliberately wrong tangent pass changes jax.grad (and only the derivative).
-    net = jprop.MLP((3, 6, 1) if name != "_columns_tangent" else (2, 6, 3))
-    params, x = params_and_input(net, jnp.float64, batch=(4,))
-    right_value, right = jax.value_and_grad(_trained_loss(quantity, net, "closed"))(params, x)
+    # A deliberately wrong tangent pass changes jax.grad (and only the derivative): on a tanh net,
+    # and on a net whose layers are sin, softplus and a sigmoid output (the rule's other slopes).
+    n, m = (2, 3) if name == "_columns_tangent" else (3, 1)
+    nets = [
+        jprop.MLP((n, 6, m)),
+        jprop.MLP((n, 6, 5, m), activation=("sin", "softplus"), output="logsig"),
+    ]
+    data = [params_and_input(net, jnp.float64, batch=(4,)) for net in nets]
+
+    def values_and_grads():
+        _dispatch.clear_caches()
+        return [
+            jax.value_and_grad(_trained_loss(quantity, net, "closed"))(params, x)
+            for net, (params, x) in zip(nets, data)
+        ]
+
+    right = values_and_grads()
     monkeypatch.setattr(module, name, wrong(getattr(module, name)))
-    _dispatch.clear_caches()
-    value, wrong_grad = jax.value_and_grad(_trained_loss(quantity, net, "closed"))(params, x)
-    assert_close(value, right_value, 0.0)
-    assert_close(flat(wrong_grad), 3 * flat(right), 1e-13)
+    for (value, wrong_grad), (right_value, right_grad) in zip(values_and_grads(), right):
+        assert_close(value, right_value, 0.0)
+        assert_close(flat(wrong_grad), 3 * flat(right_grad), 1e-13)
 
 
 @pytest.mark.parametrize("net", [jprop.MLP((3, 6, 5, 2)), jprop.MLP((2, 4, 3), output="tansig")])

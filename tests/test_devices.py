@@ -97,10 +97,12 @@ def test_weight_curvature_in_chunks_equals_the_whole_batch(road):
     loss = jprop.CrossEntropy(net) if road == "closed" else jprop.SquaredError(net)
     v = jax.tree.map(lambda p: jnp.cos(jnp.arange(p.size, dtype=p.dtype)).reshape(p.shape), params)
     ops = {
-        "weight_hvp": lambda **kw: jprop.weight_hvp(loss, method=road, **kw)(params, v, x, t),
-        "gauss_newton_vp": lambda **kw: jprop.gauss_newton_vp(loss, method=road, **kw)(
-            params, v, x, t
-        ),
+        "weight_hessian_vector_product": lambda **kw: jprop.weight_hessian_vector_product(
+            loss, method=road, **kw
+        )(params, v, x, t),
+        "gauss_newton_vector_product": lambda **kw: jprop.gauss_newton_vector_product(
+            loss, method=road, **kw
+        )(params, v, x, t),
     }
     if road == "closed":
         ops |= {
@@ -108,12 +110,12 @@ def test_weight_curvature_in_chunks_equals_the_whole_batch(road):
             "weight_hessian": lambda **kw: jprop.weight_hessian(loss, **kw)(params, x, t),
             "gauss_newton": lambda **kw: jprop.gauss_newton(loss, **kw)(params, x, t),
             "curvature_along": lambda **kw: jprop.curvature_along(loss, **kw)(params, v, x, t),
-            "top_eigenpairs": lambda **kw: jprop.top_eigenpairs(loss, 2, **kw)(params, x, t)[:3],
+            "top_eigenpairs": lambda **kw: jprop.top_eigenpairs(loss, k=2, **kw)(params, x, t)[:3],
         }
     for name, (chunked, whole) in chunked_and_whole(ops).items():
         assert_close(flat(chunked), flat(whole), 1e-11, name)
     with pytest.raises(ValueError, match="batch_size needs a jprop.SquaredError"):
-        jprop.weight_hvp(lambda p, x: jnp.sum(x), batch_size=4)
+        jprop.weight_hessian_vector_product(lambda p, x: jnp.sum(x), batch_size=4)
 
 
 def test_batch_size_bounds_the_compiled_programs_memory():
@@ -135,7 +137,9 @@ def test_batch_size_bounds_the_compiled_programs_memory():
         "derivative_targets": lambda kw, p, x, t, T: pair(jprop.derivative_targets(net, **kw))(
             p, x, t, T
         ),
-        "weight_hvp": lambda kw, p, x, t, T: jprop.weight_hvp(loss, **kw)(p, p, x, t),
+        "weight_hessian_vector_product": lambda kw, p, x, t, T: jprop.weight_hessian_vector_product(
+            loss, **kw
+        )(p, p, x, t),
         "becker_lecun": lambda kw, p, x, t, T: jprop.weight_hessian_diagonal(loss, **kw)(p, x, t),
     }
 

@@ -36,7 +36,9 @@ def test_bfloat16_inputs_with_float32_weights_give_float32_everywhere(users_conf
         assert value.dtype == jnp.float32
     t = jnp.zeros((4, 2), jnp.bfloat16)
     for method in ("closed", "autodiff"):
-        hv = jprop.weight_hvp(jprop.SquaredError(net), method=method)(params, params, x, t)
+        hv = jprop.weight_hessian_vector_product(jprop.SquaredError(net), method=method)(
+            params, params, x, t
+        )
         assert {leaf.dtype for leaf in jax.tree.leaves(hv)} == {jnp.dtype(jnp.float32)}
     diagonal = jprop.weight_hessian_diagonal(jprop.SquaredError(net))(params, x, t)
     assert {leaf.dtype for leaf in jax.tree.leaves(diagonal)} == {jnp.dtype(jnp.float32)}
@@ -53,6 +55,6 @@ def test_weight_space_results_keep_the_params_dtype(users_configuration):
     x, t = jnp.ones((4, 3), jnp.float32), jnp.zeros((4, 2), jnp.float32)
     loss = jprop.SquaredError(net)
     for method in ("closed", "autodiff"):
-        hv = jprop.weight_hvp(loss, method=method)(params, params, x, t)
+        hv = jprop.weight_hessian_vector_product(loss, method=method)(params, params, x, t)
         assert {leaf.dtype for leaf in jax.tree.leaves(hv)} == {jnp.dtype(jnp.bfloat16)}
     assert jprop.hessian(net)(params, x).dtype == jnp.float32  # input space: the promotion

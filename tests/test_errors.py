@@ -156,7 +156,9 @@ BATCHED = {
     "jprop.jacobian_penalty": lambda **kw: jprop.jacobian_penalty(NET, **kw),
     "jprop.SpectralNorm": lambda **kw: jprop.SpectralNorm(NET, **kw),
     "jprop.log_abs_det_jacobian": lambda **kw: jprop.log_abs_det_jacobian(NET, **kw),
-    "jprop.weight_hvp": lambda **kw: jprop.weight_hvp(jprop.SquaredError(NET), **kw),
+    "jprop.weight_hessian_vector_product": lambda **kw: jprop.weight_hessian_vector_product(
+        jprop.SquaredError(NET), **kw
+    ),
     "jprop.gauss_newton": lambda **kw: jprop.gauss_newton(jprop.SquaredError(NET), **kw),
     "jprop.weight_hessian_diagonal": lambda **kw: jprop.weight_hessian_diagonal(
         jprop.SquaredError(NET), **kw
@@ -235,9 +237,11 @@ def _with_data(make):
             r"jprop.derivatives: `name` must be one activation's name, a str",
         ),
         (
-            lambda x, y, T: jprop.gauss_newton_vp(jprop.SquaredError(NET))(PARAMS, PARAMS, x),
+            lambda x, y, T: jprop.gauss_newton_vector_product(jprop.SquaredError(NET))(
+                PARAMS, PARAMS, x
+            ),
             TypeError,
-            r"jprop.gauss_newton_vp: .*takes data \(x, t\).*got 1 data argument\. Pass the targets",
+            r"jprop.gauss_newton_vector_product: .*takes data \(x, t\).*got 1 data argument\. Pass the targets",
         ),
         (
             lambda x, y, T: jprop.gauss_newton(jprop.SquaredError(NET))(PARAMS, x),
@@ -258,7 +262,7 @@ def _with_data(make):
         "SpectralNorm method",
         "no devices",
         "derivatives of a list",
-        "gauss_newton_vp without t",
+        "gauss_newton_vector_product without t",
         "gauss_newton without t",
         "curvature along zero",
     ],

@@ -59,7 +59,7 @@ HVP_RUNS = [
 @pytest.mark.parametrize("net, kind, road, dtype", HVP_RUNS)
 def test_hvp_against_dense_hessian(net, kind, road, dtype):
     loss, params, x, t, v = problem(net, kind, dtype)
-    hv = jprop.weight_hvp(loss, method=road)(params, v, x, t)
+    hv = jprop.weight_hessian_vector_product(loss, method=road)(params, v, x, t)
     up = lambda tree: jax.tree.map(lambda a: a.astype(jnp.float64), tree)  # noqa: E731
     expected = dense_hessian(loss, up(params), up(x), up(t)) @ flat(up(v))  # the same numbers
     assert_close(flat(hv), expected, TOL_EXACT[dtype] * 10, f"{road} Hv")
@@ -76,7 +76,9 @@ def test_hvp_against_float64_differences_of_the_gradient(net, kind):
     grad = jax.jit(jax.grad(loss))
     shift = lambda s: jax.tree.map(lambda p, d: p + s * eps * d, params, v)  # noqa: E731
     fd = (flat(grad(shift(1), x, t)) - flat(grad(shift(-1), x, t))) / (2 * eps)
-    assert_close(flat(jprop.weight_hvp(loss)(params, v, x, t)), fd, 1e-8, "Hv vs fd")
+    assert_close(
+        flat(jprop.weight_hessian_vector_product(loss)(params, v, x, t)), fd, 1e-8, "Hv vs fd"
+    )
 
 
 def test_full_hessian_layout_symmetry_and_curvature_along():
@@ -132,7 +134,7 @@ def test_gauss_newton_against_dense_definition(net, kind, road):
     expected = dense_gauss_newton(loss, params, x, t)
     assert_close(G, expected, 1e-11, f"{road} G")
     assert np.linalg.eigvalsh(np.asarray(G)).min() > -1e-10  # positive semi-definite
-    gv = jprop.gauss_newton_vp(loss, method=road)(params, v, x, t)
+    gv = jprop.gauss_newton_vector_product(loss, method=road)(params, v, x, t)
     assert_close(flat(gv), expected @ flat(v), 1e-11, f"{road} Gv")
 
 
@@ -228,7 +230,12 @@ def test_any_callable_loss_takes_the_autodiff_road():
     v = jax.tree.map(jnp.ones_like, params)
     flat_p, unravel = ravel_pytree(params)
     dense = jax.jit(jax.hessian(lambda w: energy(unravel(w), x, t)))(flat_p)
-    assert_close(flat(jprop.weight_hvp(energy)(params, v, x, t)), dense @ flat(v), 1e-12, "Hv")
+    assert_close(
+        flat(jprop.weight_hessian_vector_product(energy)(params, v, x, t)),
+        dense @ flat(v),
+        1e-12,
+        "Hv",
+    )
     assert_close(jprop.weight_hessian(energy)(params, x, t), dense, 1e-12, "H")
     rbf_loss = jprop.SquaredError(rbf)  # a SquaredError of a non-MLP: Gauss-Newton by autodiff
     G = jprop.gauss_newton(rbf_loss)(params, x, t)
@@ -239,7 +246,7 @@ def test_any_callable_loss_takes_the_autodiff_road():
 def test_curvature_errors_say_what_was_expected():
     net = jprop.MLP((3, 4, 2))
     loss, params, x, t, v = problem(net, "squared", jnp.float32)
-    hvp = jprop.weight_hvp(loss)
+    hvp = jprop.weight_hessian_vector_product(loss)
     with pytest.raises(ValueError, match="`v` must be a pytree shaped like params"):
         hvp(params, v[:1], x, t)
     bad = [v[0], {"W": v[1]["W"].T, "b": v[1]["b"]}]
@@ -254,13 +261,13 @@ def test_curvature_errors_say_what_was_expected():
     with pytest.raises(ValueError, match=r"P = 26 parameters .* over max_bytes"):
         jprop.weight_hessian(loss, max_bytes=1000)(params, x, t)
     with pytest.raises(TypeError, match="Gauss-Newton needs the model and the loss apart"):
-        jprop.gauss_newton_vp(lambda p, x, t: 0.0)
+        jprop.gauss_newton_vector_product(lambda p, x, t: 0.0)
     with pytest.raises(ValueError, match="'logsig' or 'softmax' output.*output 'linear'"):
         jprop.CrossEntropy(net)
     with pytest.raises(ValueError, match="Becker-LeCun approximation needs"):
         jprop.weight_hessian_diagonal(lambda p, x, t: 0.0)
     with pytest.raises(ValueError, match="method='closed' needs jprop.SquaredError"):
-        jprop.weight_hvp(lambda p: 0.0, method="closed")
+        jprop.weight_hessian_vector_product(lambda p: 0.0, method="closed")
     with pytest.raises(ValueError, match="unknown operator 'fisher'"):
         jprop.top_eigenpairs(loss, operator="fisher")
 
@@ -285,7 +292,9 @@ def test_a_model_is_called_one_example_at_a_time():
         assert_close(loss(params, x, t), explicit(params), 1e-6, "value")
         hv = jax.jvp(jax.grad(explicit), (params,), (v,))[1]
         assert_close(
-            ravel_pytree(jprop.weight_hvp(loss)(params, v, x, t))[0], ravel_pytree(hv)[0], 1e-5
+            ravel_pytree(jprop.weight_hessian_vector_product(loss)(params, v, x, t))[0],
+            ravel_pytree(hv)[0],
+            1e-5,
         )
         hessian = jax.hessian(lambda w: explicit(ravel_pytree(params)[1](w)))(
             ravel_pytree(params)[0]
@@ -295,8 +304,8 @@ def test_a_model_is_called_one_example_at_a_time():
         rows = jnp.stack([ravel_pytree(jax.tree.map(lambda a: a[b, 0], jac))[0] for b in range(3)])
         gn = rows.T @ rows / 3  # Jᵀ J / B for a squared error
         assert_close(jprop.gauss_newton(loss)(params, x, t), gn, 1e-5, "gauss_newton")
-        gnv = ravel_pytree(jprop.gauss_newton_vp(loss)(params, v, x, t))[0]
-        assert_close(gnv, gn @ ravel_pytree(v)[0], 1e-5, "gauss_newton_vp")
+        gnv = ravel_pytree(jprop.gauss_newton_vector_product(loss)(params, v, x, t))[0]
+        assert_close(gnv, gn @ ravel_pytree(v)[0], 1e-5, "gauss_newton_vector_product")
 
 
 @pytest.mark.parametrize("transform", [jprop.weight_hessian, jprop.gauss_newton])
@@ -314,3 +323,27 @@ def test_a_dense_curvature_matrix_is_the_only_p_by_p_array(transform):
     account = compiled.memory_analysis()
     assert account is not None and account.output_size_in_bytes == size * size * 4
     assert account.temp_size_in_bytes < 0.25 * size * size * 4, account.temp_size_in_bytes
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ("weight_hvp", "weight_hessian_vector_product"),
+        ("gauss_newton_vp", "gauss_newton_vector_product"),
+    ],
+)
+def test_the_earlier_product_names_warn_and_compute_the_same(old, new):
+    loss, params, x, t, v = problem(jprop.MLP((3, 5, 2)), "squared", jnp.float64, seed=8)
+    with pytest.warns(DeprecationWarning, match=f"jprop.{old} is deprecated; use jprop.{new}"):
+        renamed = getattr(jprop, old)(loss, batch_size=2)
+    assert_close(
+        flat(renamed(params, v, x, t)),
+        flat(getattr(jprop, new)(loss)(params, v, x, t)),
+        1e-12,
+        old,
+    )
+
+
+def test_top_eigenpairs_takes_every_option_by_keyword():
+    with pytest.raises(TypeError, match="positional"):
+        jprop.top_eigenpairs(jprop.SquaredError(jprop.MLP((2, 3, 1))), 2)

@@ -1,30 +1,64 @@
-"""Benchmarks run in quick mode; each asserts that jprop agrees with the compositions it races."""
+"""Benchmarks run in quick mode. Each must check every contender against jprop (`harness.agree`)
+before it reports a time: the recorder below sees each check, so a benchmark that stops checking,
+or checks fewer contenders than it races, fails here; and a wrong contender must fail the check."""
 
+import jax.numpy as jnp
+import pytest
 from scripts import load_script
 
 
-def test_closed_forms_benchmark_quick(tmp_path):
+@pytest.fixture
+def checks(monkeypatch):
+    """Every `harness.agree` call of the benchmark under test: (label, reference, names, errors)."""
+    harness = load_script("benchmarks/harness.py")
+    agree, seen = harness.agree, []
+
+    def recording(outputs, reference, names, label, tolerance):
+        errors = agree(outputs, reference, names, label, tolerance)
+        seen.append((label, reference, tuple(names), errors))
+        return errors
+
+    monkeypatch.setattr(harness, "agree", recording)
+    return seen
+
+
+def test_a_contender_that_differs_fails_the_check():
+    harness = load_script("benchmarks/harness.py")
+    good = {"jprop": {"w": jnp.ones(3)}, "jax": {"w": jnp.ones(3) * (1 + 1e-6)}}
+    assert harness.agree(good, "jprop", ["jax"], "row", 1e-4)["jax"] < 1e-5
+    bad = {"jprop": (jnp.ones(3), jnp.zeros(2)), "jax": (jnp.ones(3), jnp.full(2, 0.1))}
+    with pytest.raises(AssertionError, match=r"row: jax differs from jprop by \d\.\de-01"):
+        harness.agree(bad, "jprop", ["jax"], "row", 1e-3)
+
+
+def test_closed_forms_benchmark_quick(tmp_path, checks):
     table = tmp_path / "table.md"
     rows = load_script("benchmarks/closed_forms.py").main(
         quick=True, repeats=1, markdown=str(table)
     )
+    assert [r["quantity"] for r in rows] == [label.split()[0] for label, *_ in checks]
     assert {r["quantity"] for r in rows} == {"hessian", "jacobian", "hessian_diagonal", "laplacian"}
-    assert all(r["jprop_ms"] > 0 and r["speedup"] > 0 for r in rows)
+    for row, (_, reference, names, _) in zip(rows, checks):
+        assert reference == "jprop" and row["baseline"] in names  # the reported rival was checked
+    hessian = next(names for label, _, names, _ in checks if label.startswith("hessian "))
+    assert "jprop under jax.vmap" in hessian
     assert "speed-up" in table.read_text()
 
 
-def test_jprop_gradients_benchmark_quick():
+def test_jprop_gradients_benchmark_quick(checks):
     rows = load_script("benchmarks/jprop_gradients.py").main(quick=True, repeats=1)
-    assert {r["objective"] for r in rows} == {"E_u", "E_v"} and len(rows) == 2
-    assert all(r["jprop ms"] > 0 for r in rows)
+    assert [r["objective"] for r in rows] == ["E_u", "E_v"]
+    assert [names for _, _, names, _ in checks] == [
+        ("jax.grad(composition)", "naive (build J)")
+    ] * 2
 
 
-def test_weight_curvature_benchmark_quick():
+def test_weight_curvature_benchmark_quick(checks):
     rows = load_script("benchmarks/weight_curvature.py").main(quick=True, repeats=1)
-    assert len(rows) == 1 and rows[0]["hvp / gradient"] > 0
+    assert len(rows) == 1 and [names for _, _, names, _ in checks] == [("jax.jvp(jax.grad(E))",)]
 
 
-def test_benchmark_suite_quick(tmp_path):
+def test_benchmark_suite_quick(tmp_path, checks):
     rows = load_script("benchmarks/run.py").main(
         quick=True, repeats=1, out=str(tmp_path), progress=False
     )
@@ -33,22 +67,27 @@ def test_benchmark_suite_quick(tmp_path):
         "hessian",
         "laplacian",
         "E_v",
-        "weight_hvp",
+        "weight_hessian_vector_product",
     }
-    assert all(r["speedup"] > 0 and r["jprop_peak_mib"] > 0 for r in rows)
+    assert [label for label, *_ in checks] == [f"{r['quantity']} {r['sizes']}" for r in rows]
+    assert all(r["jprop_peak_mib"] > 0 for r in rows)
     table = (tmp_path / "results.md").read_text()
     assert "speed-up" in table and "peak RSS" in table  # (Linux: /proc/self/status)
     assert (tmp_path / "speedup_vs_inputs.png").stat().st_size > 5_000
 
 
-def test_pinn_step_benchmark_quick():
-    # Each row asserts that every contender's gradient equals jprop's (to float32 rounding).
+def test_pinn_step_benchmark_quick(checks):
     rows = load_script("benchmarks/pinn_step.py").main(quick=True, repeats=1)
     assert [r["quantity"] for r in rows] == ["laplacian", "hessian_diagonal", "jacobian"]
+    checked = {label.split()[0]: set(names) for label, _, names, _ in checks}
+    assert "trace(jax.hessian) + jax.grad" in checked["laplacian"]
+    harness = load_script("benchmarks/harness.py")
+    assert ("folx + jax.grad" in checked["laplacian"]) == (harness.folx is not None)
+    assert "diag(jax.hessian) + jax.grad" in checked["hessian_diagonal"]
+    assert {"jacrev + jax.grad", "jacfwd + jax.grad"} <= checked["jacobian"]
     assert all(r["jprop_ms"] > 0 and r["forward_ms"] > 0 for r in rows)
 
 
-def test_eager_benchmark_quick():
-    # Asserts the rebuilt eager call and the jitted one agree; times are not checked here.
+def test_eager_benchmark_quick(checks):
     report = load_script("benchmarks/eager.py").main(quick=True)
-    assert len(report["times_ms"]) == 3 and report["ratio"] > 0
+    assert len(report["times_ms"]) == 3 and len(checks) == 1  # rebuilt eager == jitted

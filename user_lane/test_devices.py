@@ -36,7 +36,9 @@ kinds = {
     "hessian_autodiff": lambda x, v, b, **kw: jprop.hessian(net, method="autodiff", **kw)(params, x),
     "jprop_v": lambda x, v, b, **kw: pair(jprop.jprop_v(net, **kw))(params, x, v, b),
     "tangent_prop": lambda x, v, b, **kw: pair(jprop.tangent_prop(net, **kw))(params, x, v[:, None]),
-    "weight_hvp": lambda x, v, b, **kw: jprop.weight_hvp(loss, **kw)(params, direction, x, b),
+    "weight_hessian_vector_product": lambda x, v, b, **kw: jprop.weight_hessian_vector_product(
+        loss, **kw
+    )(params, direction, x, b),
 }
 per_example = {"jacobian", "hessian", "hessian_autodiff"}
 for name, kind in kinds.items():
