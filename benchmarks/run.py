@@ -91,7 +91,7 @@ def contenders(quantity, sizes, batch):
         others = {k: v for k, v in fns.items() if k not in ("jprop", "plain MSE gradient")}
         return fns["jprop"], others, args
     fns = weight_curvature.contenders(net)
-    v = jax.tree.map(lambda p: jax.random.normal(keys[2], p.shape, p.dtype), params)
+    v = harness.random_like(params, keys[2])
     return (
         fns["jprop.weight_hessian_vector_product"],
         {"jax.jvp(jax.grad(E))": fns["jax.jvp(jax.grad(E))"]},

@@ -44,7 +44,7 @@ def main(quick: bool = False, repeats: int | None = None) -> list[dict]:
         keys = jax.random.split(jax.random.key(1), 3)
         x = jax.random.normal(keys[0], (batch, sizes[0]), jnp.float32)
         t = jax.random.normal(keys[1], (batch, sizes[-1]), jnp.float32)
-        v = jax.tree.map(lambda p: jax.random.normal(keys[2], p.shape, p.dtype), params)
+        v = harness.random_like(params, keys[2])
         contenders_ = contenders(net)
         res = race(contenders_, (params, v, x, t), repeats)
         harness.agree(
