@@ -248,7 +248,8 @@ def test_trained_rules_against_autodiff(net):
 @pytest.mark.parametrize("sizes", [(10, 6, 5, 1), (12, 4, 3)])
 def test_the_laplacian_rule_with_more_inputs_than_it_unrolls(sizes):
     # Above UNROLLED_TANGENTS inputs the tangent sums are reductions and the per-tangent scaling a
-    # broadcast: the other branch of the same rule, against autodiff (grad in weights and x, jvp).
+    # broadcast: the other branch of the same rule, against autodiff (grad in weights and x, jvp)
+    # and float64 central differences in the weights.
     net = jprop.MLP(sizes, output="tansig" if len(sizes) == 3 else "purelin")
     assert net.sizes[0] > _forward_laplacian.UNROLLED_TANGENTS
     params, x = params_and_input(net, jnp.float64, seed=13, batch=(3,))
@@ -259,6 +260,9 @@ def test_the_laplacian_rule_with_more_inputs_than_it_unrolls(sizes):
     assert_close(got_x, expected_x, 1e-12, "grad in the input")
     got, expected = (jax.jvp(lambda p: loss(p, x), (params,), (direction,))[1] for loss in losses)  # noqa: B023
     assert_close(got, expected, 1e-12, "jvp")
+    w, unravel = ravel_pytree(params)
+    fd = central_differences(lambda w: losses[0](unravel(w), x), w)
+    assert_close(flat(jax.grad(losses[0])(params, x)), fd, 1e-7, "weights vs differences")
 
 
 @pytest.mark.parametrize(
