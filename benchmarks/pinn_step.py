@@ -15,6 +15,8 @@ diagonal squared; jprop's hand-written rule), against diag(jax.hessian) + jax.gr
 (mean of J²; jprop's hand-written rules, method="closed") against JAX's derivatives of jacrev and
 jacfwd.
 
+The last line times the Laplacian over 8 of 32 inputs (`dims`) against all 32.
+
 Run from the repository root: python -m benchmarks.pinn_step [--quick] [--repeats N]
 """
 
@@ -47,6 +49,10 @@ JACOBIAN_SHAPES = [
     ((3, 64, 64, 10), 512),
 ]
 QUICK_JACOBIAN_SHAPES = [((2, 16, 16, 3), 64)]
+
+# The Laplacian over a subset of the inputs (`dims`): k of n tangents pushed, against all n.
+SUBSET = ((32, 128, 128, 128, 1), 256, 8)
+QUICK_SUBSET = ((6, 16, 16, 1), 64, 2)
 
 
 def _step(q):
@@ -93,6 +99,42 @@ def steps(net, quantity):
     return out, ours
 
 
+def subset_row(activation: str, quick: bool, repeats: int) -> dict:
+    """The forward Laplacian and its training step over the first k of n inputs, each divided by
+    the same over all n; the flop count allows (k + 2) / (n + 2)."""
+    sizes, batch, k = QUICK_SUBSET if quick else SUBSET
+    net = jprop.MLP(sizes, activation=activation)
+    params = net.init(jax.random.key(0), jnp.float32)
+    x = jax.random.uniform(jax.random.key(1), (batch, sizes[0]), jnp.float32, -1, 1)
+    full, part = jprop.laplacian(net), jprop.laplacian(net, dims=tuple(range(k)))
+    contenders = {"all": full, "subset": part, "all step": _step(full), "subset step": _step(part)}
+    results = race(contenders, (params, x), repeats)
+    h = jax_hessian(net)(params, x)[..., :k, :k]
+    outs = {
+        "subset": results["subset"]["out"],
+        "trace(jax.hessian) over dims": jnp.trace(h, 0, -2, -1),
+    }
+    harness.agree(
+        outs, "subset", ["trace(jax.hessian) over dims"], f"subset laplacian {sizes}", 1e-3
+    )
+    ms = {name: r["ms"] for name, r in results.items()}
+    n = sizes[0]
+    row = {
+        "sizes": sizes,
+        "batch": batch,
+        "k": k,
+        "forward_ratio": ms["subset"] / ms["all"],
+        "step_ratio": ms["subset step"] / ms["all step"],
+        "flop_ratio": (k + 2) / (n + 2),
+    }
+    print(
+        f"laplacian over {k} of {n} inputs, {'-'.join(map(str, sizes))} B={batch}: forward "
+        f"{ms['subset']:.2f} ms ({row['forward_ratio']:.3f}× all {n}), step {ms['subset step']:.2f} "
+        f"ms ({row['step_ratio']:.3f}×); flop count (k + 2)/(n + 2) = {row['flop_ratio']:.3f}"
+    )
+    return row
+
+
 def main(quick: bool = False, repeats: int | None = None, activation: str = "tansig") -> list[dict]:
     repeats = repeats or (3 if quick else 20)
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), float32")
@@ -130,6 +172,7 @@ def main(quick: bool = False, repeats: int | None = None, activation: str = "tan
                 f"jprop {ours['ms']:7.2f} ms = {ours['ms'] / row['forward_ms']:.2f}× its forward | "
                 + others
             )
+    subset_row(activation, quick, repeats)
     return rows
 
 

@@ -1,15 +1,16 @@
 """A time-dependent PDE: the heat equation u_t = Δ_x u on [0, 1]² for t in [0, 0.1], with u = 0 on
 the boundary and u(0, x, y) = sin(πx) sin(πy); the solution is u = exp(−2π²t) sin(πx) sin(πy).
 
-The network takes (t, x, y) and has tanh hidden units (sine units, tried with the same budget,
-reached 2.9%, 4.4% and 15% relative error at t = 0, 0.05, 0.1; examples/poisson_pinn.py
---activation sin is the sine-unit PINN that meets its claim). The residual needs the Laplacian
+The network takes (t, x, y) and has tanh hidden units; `--activation sin` trains sine units with
+the same budget, which end several times less accurate here (the README gives both runs' errors;
+examples/poisson_pinn.py --activation sin is the sine-unit PINN that meets the tanh net's claim).
+The residual needs the Laplacian
 over the space coordinates only, `jprop.laplacian(net, dims=(1, 2))`, which pushes two
 input-tangents instead of three, and the time derivative, the R-operator along
 e_t (`jprop.R(net)(params, x, e_t)`, one forward tangent). Adam, then L-BFGS, through `jprop.fit`.
 It prints the relative L2 error at t = 0, 0.05, 0.1 and writes a figure to examples/out/.
 
-Run: python examples/heat_pinn.py [--quick]
+Run: python examples/heat_pinn.py [--quick] [--activation sin]
 """
 
 from __future__ import annotations
@@ -46,8 +47,10 @@ def points(key, interior: int, boundary: int, initial: int):
     return inside, edge, start
 
 
-def main(quick: bool = False, progress: bool = True, out: str | None = None) -> dict:
-    net = jprop.MLP((3, 32, 32, 1), activation="tanh")
+def main(
+    quick: bool = False, progress: bool = True, out: str | None = None, activation: str = "tanh"
+) -> dict:
+    net = jprop.MLP((3, 32, 32, 1), activation=activation)
     params = net.init(jax.random.key(0), jnp.float32)
     counts = (200, 80, 80) if quick else (2000, 400, 400)
     inside, edge, start = points(jax.random.key(1), *counts)
@@ -79,13 +82,14 @@ def main(quick: bool = False, progress: bool = True, out: str | None = None) -> 
         u, truth = net(params, txy)[:, 0], exact(txy)
         errors[t] = float(jnp.linalg.norm(u - truth) / jnp.linalg.norm(truth))
     print(
-        f"heat PINN 3-32-32-1 tanh, {counts[0]} interior + {counts[1]} boundary + {counts[2]} "
+        f"heat PINN 3-32-32-1 {activation}, {counts[0]} interior + {counts[1]} boundary + {counts[2]} "
         f"initial points, Adam {adam_steps} + L-BFGS {len(second.history)} steps: loss "
         f"{float(loss(params, *data)):.3e}"
     )
     for t, error in errors.items():
         print(f"  t = {t:.2f}: relative L2 error {error:.2e}")
-    limit = 3e-1 if quick else 1e-1
+    # the claim: under 10% for tanh units; sine units (and any --quick run) under 30%
+    limit = 1e-1 if activation in ("tanh", "tansig") and not quick else 3e-1
     assert max(errors.values()) < limit, f"relative L2 errors {errors} above {limit:.0e}"
 
     import matplotlib
@@ -116,5 +120,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer points and steps")
     parser.add_argument("--out", default=None, help="folder for the figure (default examples/out)")
+    parser.add_argument("--activation", default="tanh", help="hidden units: tanh (default) or sin")
     args = parser.parse_args()
-    main(args.quick, out=args.out)
+    main(args.quick, out=args.out, activation=args.activation)

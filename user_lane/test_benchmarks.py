@@ -85,6 +85,7 @@ def test_pinn_step_benchmark_quick(checks):
     assert ("folx + jax.grad" in checked["laplacian"]) == (harness.folx is not None)
     assert "diag(jax.hessian) + jax.grad" in checked["hessian_diagonal"]
     assert {"jacrev + jax.grad", "jacfwd + jax.grad"} <= checked["jacobian"]
+    assert checked["subset"] == {"trace(jax.hessian) over dims"}
     assert all(r["jprop_ms"] > 0 and r["forward_ms"] > 0 for r in rows)
 
 
