@@ -24,6 +24,11 @@ W̄ gathers μ̄ λᵀ + Ā Tᵀ + ā yᵀ, and σ''' enters through ṡ2 — th
 J-prop, fused over the batch, with no autodiff through the forward code's loops. Forward mode
 (`jax.jvp`, `jax.jacfwd`, `jax.hessian`) runs the tangent pass itself. At the first layer T^0 = I
 is a constant: A^1 = W^1[:, dims] is shared by the batch and Ȧ^1 = dW^1[:, dims] costs no product.
+
+The Hessian diagonal is the same pass before the sum over tangents (`per_tangent`): q_p = A_p²
+and λ_p are kept per tangent, and W^L λ_p^{L-1} is column p of every output's diagonal. It pushes
+2k + 1 streams through each layer (the Laplacian k + 2), so `jprop.hessian_diagonal` trains
+through it for few inputs only (`_transforms.PER_TANGENT_DIAGONAL_INPUTS`).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
+from . import _closed
 from ._activations import activation_function, is_linear, slopes
 from ._mlp import MLP, Params
 
@@ -102,8 +108,14 @@ def scale(s: jax.Array, v: jax.Array) -> jax.Array:
     return s * v if v.ndim == s.ndim else s[:, None, :] * v
 
 
-def _forward(net: MLP, params: Params, x: jax.Array, dims):
-    """The forward Laplacian pass over a batch x (B, n); returns (Δf (B, m), residuals)."""
+def _squares(big_a: jax.Array, other: jax.Array, per_tangent: bool) -> jax.Array:
+    """Σ_p A_p ∘ O_p over the tangents, or each tangent's A_p ∘ O_p kept apart (`per_tangent`)."""
+    return big_a * other if per_tangent else sum_tangents(big_a * other)
+
+
+def _forward(net: MLP, params: Params, x: jax.Array, dims, per_tangent: bool = False):
+    """The forward Laplacian pass over a batch x (B, n); returns (Δf (B, m), residuals). With
+    `per_tangent`, λ keeps one row per tangent and the result is the Hessian diagonal (B, k, m)."""
     y, t, lam, kept = x, None, None, []
     names = net.activations()
     for index, (layer, name) in enumerate(zip(params, names)):
@@ -114,11 +126,12 @@ def _forward(net: MLP, params: Params, x: jax.Array, dims):
         last = index == net.depth - 1
         if last and is_linear(name):
             kept.append((y, t, lam, None))
-            out = mu if mu is not None else jnp.zeros(a.shape[:1] + big_a.shape[2:], a.dtype)
-            return out, kept
+            if mu is None:  # no hidden layer: every second derivative is 0
+                mu = jnp.zeros(a.shape[:1] + big_a.shape[1 if per_tangent else 2 :], a.dtype)
+            return mu, kept
         y_next = activation_function(name)(a)
         s1, s2, s3 = slopes(name, a, y_next, orders=3)
-        q = sum_tangents(big_a * big_a)
+        q = _squares(big_a, big_a, per_tangent)
         lam_next = scale(s2, jnp.broadcast_to(q, (a.shape[0], *q.shape[1:])))
         if mu is not None:
             lam_next = lam_next + scale(s1, mu)
@@ -139,7 +152,7 @@ def first_order_tangent(layer, d_layer, y, t, y_dot, t_dot, dims):
     return a_dot, big_a_dot
 
 
-def _tangent(net: MLP, params: Params, kept, dparams: Params, dx, dims):
+def _tangent(net: MLP, params: Params, kept, dparams: Params, dx, dims, per_tangent=False):
     """The tangent-linear pass: d(Δf) for the parameter tangent `dparams` and input tangent `dx`
     (None for zero), reading the residuals the forward pass kept."""
     y_dot, t_dot, lam_dot = dx, None, None
@@ -151,14 +164,17 @@ def _tangent(net: MLP, params: Params, kept, dparams: Params, dx, dims):
             mu_dot = times_wt(lam_dot, w) if mu_dot is None else mu_dot + times_wt(lam_dot, w)
         if curved is None:  # the linear output layer: d(Δf) = dW λ + W λ̇
             if mu_dot is None:  # no hidden layer: Δf = 0 whatever the weights
-                return jnp.zeros(a_dot.shape[:1] + big_a_dot.shape[2:], a_dot.dtype)
+                rest = big_a_dot.shape[1 if per_tangent else 2 :]
+                return jnp.zeros(a_dot.shape[:1] + rest, a_dot.dtype)
             return mu_dot
         big_a, mu, q, s1, s2, s3 = curved
         s1_dot, s2_dot = s2 * a_dot, s3 * a_dot
-        q_dot = 2 * sum_tangents(big_a * big_a_dot)
-        lam_dot = scale(s2_dot, jnp.broadcast_to(q, q_dot.shape)) + scale(s2, q_dot)
+        q_dot = 2 * _squares(big_a, big_a_dot, per_tangent)
+        # ṡ ∘ v with v per tangent (the diagonal's q, μ) is written per tangent, as T's is below
+        times_dot = scale_tangents if per_tangent else scale
+        lam_dot = times_dot(s2_dot, jnp.broadcast_to(q, q_dot.shape)) + scale(s2, q_dot)
         if mu is not None:
-            lam_dot = lam_dot + scale(s1_dot, mu) + scale(s1, mu_dot)
+            lam_dot = lam_dot + times_dot(s1_dot, mu) + scale(s1, mu_dot)
         t_dot = scale_tangents(s1_dot, big_a) + scale(s1, big_a_dot)
         y_dot = s1 * a_dot
     return lam_dot
@@ -173,22 +189,39 @@ def instantiate(tree: Any, like: Any) -> Any:
     )
 
 
-def laplacian(net: MLP, dims: tuple[int, ...] | None):
-    """The Laplacian (B, m) over the inputs `dims` (None: all), as a function
-    `(params, x (B, n))` whose value is the forward pass above and whose derivatives run the
-    tangent pass above."""
+def _trained(value, net: MLP, dims, per_tangent: bool):
+    """`value(params, x)` as a `jax.custom_jvp` whose rule runs the forward pass above and the
+    tangent pass on top (each tangent's Hessian diagonal, swapped to (B, m, k), if
+    `per_tangent`)."""
+    finish = (lambda v: jnp.swapaxes(v, -1, -2)) if per_tangent else (lambda v: v)
 
     @jax.custom_jvp
     def quantity(params, x):
-        return _forward(net, params, x, dims)[0]
+        return value(params, x)
 
     def rule(primals, tangents):
         params, x = primals
         dparams, dx = tangents
-        out, kept = _forward(net, params, x, dims)
+        out, kept = _forward(net, params, x, dims, per_tangent)
         dx = None if isinstance(dx, SymbolicZero) else dx
-        d_out = _tangent(net, params, kept, instantiate(dparams, params), dx, dims)
-        return out, d_out
+        d_out = _tangent(net, params, kept, instantiate(dparams, params), dx, dims, per_tangent)
+        return finish(out), finish(d_out)
 
     quantity.defjvp(rule, symbolic_zeros=True)
     return quantity
+
+
+def laplacian(net: MLP, dims: tuple[int, ...] | None):
+    """The Laplacian (B, m) over the inputs `dims` (None: all), as a function
+    `(params, x (B, n))` whose value is the forward pass above and whose derivatives run the
+    tangent pass above."""
+    return _trained(lambda params, x: _forward(net, params, x, dims)[0], net, dims, False)
+
+
+def diagonal(net: MLP, dims: tuple[int, ...] | None):
+    """The Hessian diagonal (B, m, k) over the inputs `dims`, as a function `(params, x (B, n))`
+    whose value is the closed form's sum over units (the faster forward) and whose derivatives run
+    the tangent pass above with each tangent's λ kept apart."""
+    return _trained(
+        lambda params, x: _closed.hessian_diagonal(net, params, x, dims), net, dims, True
+    )

@@ -16,7 +16,9 @@ columns pass, with ṡ1 = s2 ∘ ȧ and ṡ2 = s3 ∘ ȧ; the backward line give
 
 and the Hessian's tangent is Σ_l Σ_j [Ċ_kj A_j A_jᵀ + C_kj (A_j Ȧ_jᵀ + Ȧ_j A_jᵀ)], computed per
 example as M + Mᵀ with M = ½ (Ċ∘A) Aᵀ + (C∘A) Ȧᵀ. The diagonal keeps the squares only:
-Σ_j Ċ_kj A_pj² + 2 C_kj A_pj Ȧ_pj, no n × n matrix formed.
+Σ_j Ċ_kj A_pj² + 2 C_kj A_pj Ȧ_pj, no n × n matrix formed. (For up to
+`_transforms.PER_TANGENT_DIAGONAL_INPUTS` chosen inputs the diagonal trains through the forward
+Laplacian's pass kept per tangent instead, `_forward_laplacian.diagonal`: faster there.)
 
 **Hessian-vector product.** Σ_k g_k ∇²f_k r is the R-backward pass's rgy^0 (`_passes.py`). Each of
 the four passes is differentiated line by line, with ġ, ṙ the tangents of the weighting and the

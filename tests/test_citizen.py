@@ -22,7 +22,7 @@ from helpers import (
 from jax.flatten_util import ravel_pytree
 
 import jprop
-from jprop import _dispatch, _forward_laplacian, _trained_curvature, _trained_jacobian
+from jprop import _dispatch, _forward_laplacian, _trained_curvature, _trained_jacobian, _transforms
 
 # ----------------------------------------------------------------------------------------------
 # Built once, traced once
@@ -272,7 +272,8 @@ def test_the_laplacian_rule_with_more_inputs_than_it_unrolls(sizes):
         ("jacobian", (3, 6, 5, 2)),
         ("jacobian", (2, 5, 3)),
         ("hessian", (3, 6, 5, 2)),
-        ("hessian_diagonal", (3, 6, 5, 2)),
+        ("hessian_diagonal", (3, 6, 5, 2)),  # the forward Laplacian's pass, per tangent
+        ("hessian_diagonal", (6, 5, 4, 2)),  # the sum over units differentiated
         (HVP, (3, 6, 5, 2)),
     ],
 )
@@ -334,7 +335,8 @@ def _tripled(original):
         ("jacobian", _trained_jacobian, "_rows_tangent", _tripled),
         ("jacobian", _trained_jacobian, "_columns_tangent", _tripled),
         ("hessian", _trained_curvature, "_tangent", _tripled_parts),
-        ("hessian_diagonal", _trained_curvature, "_tangent", _tripled_parts),
+        ("hessian_diagonal", _forward_laplacian, "_tangent", _tripled),  # n = 3: per tangent
+        ("hessian_diagonal", _trained_curvature, "_tangent", _tripled_parts),  # n = 6
         (HVP, _trained_curvature, "_hvp_tangent", _tripled),
     ],
 )
@@ -342,6 +344,8 @@ def test_trained_rules_are_used(monkeypatch, quantity, module, name, wrong):
     # A deliberately wrong tangent pass changes jax.grad (and only the derivative): on a tanh net,
     # and on a net whose layers are sin, softplus and a sigmoid output (the rule's other slopes).
     n, m = (2, 3) if name == "_columns_tangent" else (3, 1)
+    if quantity == "hessian_diagonal" and module is _trained_curvature:
+        n = _transforms.PER_TANGENT_DIAGONAL_INPUTS + 2
     nets = [
         jprop.MLP((n, 6, m)),
         jprop.MLP((n, 6, 5, m), activation=("sin", "softplus"), output="logsig"),
@@ -360,6 +364,27 @@ def test_trained_rules_are_used(monkeypatch, quantity, module, name, wrong):
     for (value, wrong_grad), (right_value, right_grad) in zip(values_and_grads(), right):
         assert_close(value, right_value, 0.0)
         assert_close(flat(wrong_grad), 3 * flat(right_grad), 1e-13)
+
+
+@pytest.mark.parametrize("dims", [(0, 4), (0, 1, 2, 3, 5)])
+def test_the_diagonal_rule_follows_the_number_of_chosen_inputs(monkeypatch, dims):
+    # On a 6-input net, two chosen inputs train through the per-tangent pass and five through the
+    # sum over units: each against autodiff, and tripling that rule's tangent triples the grad.
+    net = jprop.MLP((6, 5, 4, 2), activation="softplus")
+    params, x = params_and_input(net, jnp.float64, seed=7, batch=(4,))
+
+    def loss(method):
+        return _pinn_loss(lambda f: jprop.hessian_diagonal(f, method=method, dims=dims), net)
+
+    ours, theirs = (jax.grad(loss(m), (0, 1))(params, x) for m in ("closed", "autodiff"))
+    assert_close(flat(ours), flat(theirs), 1e-12, f"grad in (params, x), dims {dims}")
+    per_tangent = len(dims) <= _transforms.PER_TANGENT_DIAGONAL_INPUTS
+    module, wrong = (
+        (_forward_laplacian, _tripled) if per_tangent else (_trained_curvature, _tripled_parts)
+    )
+    monkeypatch.setattr(module, "_tangent", wrong(module._tangent))
+    _dispatch.clear_caches()
+    assert_close(flat(jax.grad(loss("closed"))(params, x)), 3 * flat(ours[0]), 1e-13, "rule used")
 
 
 @pytest.mark.parametrize("net", [jprop.MLP((3, 6, 5, 2)), jprop.MLP((2, 4, 3), output="tansig")])
