@@ -330,13 +330,29 @@ def activation_function(name: str) -> Callable[[jax.Array], jax.Array]:
     return softmax if name == "softmax" else _ELEMENTWISE[name][0]
 
 
+# Activations whose slopes XLA's fusion pass takes for cheap although they are not: it recomputes
+# sin and cos inside every fused kernel that reads them (a 3-layer training step through the
+# Laplacian held 11 sines and 11 cosines where 3 of each suffice, and a sine costs about 16 tanh's
+# on XLA's CPU backend). A slope divided by a one computed at run time is a division, which fusion
+# does not duplicate: each slope is then computed once per layer and read back (the sin training
+# steps of `benchmarks.pinn_step` ran 1.27-1.62x faster in two direct races).
+_COMPUTED_ONCE = frozenset({"sin"})
+
+
 def slopes(name: str, z: jax.Array, y: jax.Array, orders: int = 2) -> tuple[jax.Array, ...]:
     """The first `orders` derivatives of the activation `name` at net input z with output y, each
     read from the table in the argument it is written in: the one place every closed form takes
     an activation's calculus from."""
     table = _ELEMENTWISE[name][1]
     arg = y if table.argument == "output" else z
-    return tuple(d(arg) for d in (table.d1, table.d2, table.d3)[:orders])
+    values = tuple(d(arg) for d in (table.d1, table.d2, table.d3)[:orders])
+    if name in _COMPUTED_ONCE and z.ndim:
+        # exactly 1 wherever z is finite; NaN where it is not, and there the sine is NaN already.
+        # Elementwise: a one broadcast from fewer values becomes a reciprocal times v, a product,
+        # which fusion duplicates again.
+        one = 1 + 0 * z
+        values = tuple(v / one for v in values)
+    return values
 
 
 def derivatives(name: str) -> Derivatives:
