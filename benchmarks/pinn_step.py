@@ -13,7 +13,8 @@ The jprop forward Laplacian alone is timed too, for the ratio gradient / forward
 that every gradient agrees with jprop's. The same rows for the Hessian diagonal follow (mean of the
 diagonal squared; jprop's hand-written rule), against diag(jax.hessian) + jax.grad, and Sobolev steps through the Jacobian
 (mean of J²; jprop's hand-written rules, method="closed") against JAX's derivatives of jacrev and
-jacfwd.
+jacfwd, and steps through the whole input Hessian (its rule against JAX's derivative of the same
+closed form, and of jax.hessian).
 
 The last line times the Laplacian over 8 of 32 inputs (`dims`) against all 32.
 
@@ -50,6 +51,10 @@ JACOBIAN_SHAPES = [
 ]
 QUICK_JACOBIAN_SHAPES = [((2, 16, 16, 3), 64)]
 
+# Steps through the whole input Hessian: its rule against JAX's derivative of the same closed form.
+HESSIAN_SHAPES = [((32, 128, 128, 128, 8), 256), ((4, 32, 32, 2), 64)]
+QUICK_HESSIAN_SHAPES = [((3, 8, 2), 16)]
+
 # The Laplacian over a subset of the inputs (`dims`): k of n tangents pushed, against all n.
 SUBSET = ((32, 128, 128, 128, 1), 256, 8)
 QUICK_SUBSET = ((6, 16, 16, 1), 64, 2)
@@ -76,6 +81,13 @@ def steps(net, quantity):
     diagonal = quantity == "hessian_diagonal"
     h = jax_hessian(net)
     step = _step
+    if quantity == "hessian":
+        ours = jprop.hessian(net, method="closed")
+        return {
+            "jprop": step(ours),
+            "autodiff through jprop's closed form": step(lambda p, x: _closed.hessian(net, p, x)),
+            "jax.hessian + jax.grad": step(h),
+        }, ours
 
     ours = (jprop.hessian_diagonal if diagonal else jprop.laplacian)(net)
     closed = _closed.hessian_diagonal if diagonal else _closed.laplacian
@@ -143,6 +155,7 @@ def main(quick: bool = False, repeats: int | None = None, activation: str = "tan
         "laplacian": QUICK_SHAPES if quick else SHAPES,
         "hessian_diagonal": QUICK_SHAPES if quick else SHAPES,
         "jacobian": QUICK_JACOBIAN_SHAPES if quick else JACOBIAN_SHAPES,
+        "hessian": QUICK_HESSIAN_SHAPES if quick else HESSIAN_SHAPES,
     }
     for quantity, shapes in plan.items():
         for sizes, batch in shapes:

@@ -78,7 +78,7 @@ def test_benchmark_suite_quick(tmp_path, checks):
 
 def test_pinn_step_benchmark_quick(checks):
     rows = load_script("benchmarks/pinn_step.py").main(quick=True, repeats=1)
-    assert [r["quantity"] for r in rows] == ["laplacian", "hessian_diagonal", "jacobian"]
+    assert [r["quantity"] for r in rows] == ["laplacian", "hessian_diagonal", "jacobian", "hessian"]
     checked = {label.split()[0]: set(names) for label, _, names, _ in checks}
     assert "trace(jax.hessian) + jax.grad" in checked["laplacian"]
     harness = load_script("benchmarks/harness.py")
@@ -86,6 +86,7 @@ def test_pinn_step_benchmark_quick(checks):
     assert "diag(jax.hessian) + jax.grad" in checked["hessian_diagonal"]
     assert {"jacrev + jax.grad", "jacfwd + jax.grad"} <= checked["jacobian"]
     assert checked["subset"] == {"trace(jax.hessian) over dims"}
+    assert "jax.hessian + jax.grad" in checked["hessian"]
     assert all(r["jprop_ms"] > 0 and r["forward_ms"] > 0 for r in rows)
 
 

@@ -58,7 +58,7 @@ def test_poisson_pinn_example(activation, tmp_path, capsys):
     report = load_script("examples/poisson_pinn.py").main(
         quick=True, progress=False, out=str(tmp_path), activation=activation
     )
-    # main() asserted it too; full runs reach 5.9e-4 (tanh) and 2.4e-3 (sin)
+    # main() asserted it too; full runs reach 5.65e-4 (tanh) and 2.76e-3 (sin)
     assert report["relative_l2"] < 0.15
     assert (tmp_path / "poisson_pinn.png").stat().st_size > 10_000
     assert set(report["step_ms"]) >= {"jprop.laplacian", "trace(jax.hessian)"}
