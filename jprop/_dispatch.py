@@ -79,7 +79,11 @@ _CLOSED_RULES: dict[str, Callable[[Any], tuple[bool, str]]] = {
     "jacobian": _jacobian_rule,
     "hessian": _hessian_rule,
     "laplacian": _always("the forward Laplacian with a hand-written tangent pass"),
-    "hessian_diagonal": _always("the sum over hidden units, no n × n matrix formed"),
+    "hessian_diagonal": _always(
+        "the sum over hidden units, no n × n matrix formed; trained through the forward "
+        "Laplacian's tangent pass kept per input for up to 4 chosen inputs, through the sum's "
+        "own tangent pass above"
+    ),
     "hessian_vector_product": _always("the R-backward pass's by-product"),
     "R": _always("the R-forward pass"),
     "bilinear": _always("J-prop's four passes"),
