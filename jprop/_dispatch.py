@@ -50,15 +50,37 @@ def _always(reason: str) -> Callable[[Any], tuple[bool, str]]:
 
 
 def _hessian_rule(f: MLP) -> tuple[bool, str]:
-    # Direct races of the closed sum over units against vmap(jax.hessian), closed form's speed-up:
-    # n/n₁ = 2: 0.76×; 1: 0.51-0.74×; 0.75: 0.72-0.89×; 0.5: 0.98-1.46×; 0.25: 3.6-3.9×.
-    if f.depth > 1 and 2 * f.sizes[0] > f.sizes[1]:
+    # Direct races of the closed sum over units against vmap(jax.hessian) (the closed form's
+    # speed-up; session 9's CPU unless marked). One output: 0.66-0.90× on 2-32-32-1, 3-32-32-1,
+    # 2-16-16-1, 8-16-16-1, 8-32³-1, 2-64³-1, 3-64³-1, 2-128-128-1 and 32-128³-1, level (0.97-1.03×)
+    # on 3-128³-1, 16-128³-1 and 64-256-256-1. Several outputs, first width below 64: 0.71-0.95×
+    # (4-32-32-2, 8-32³-4, 16-32³-4, 4-48-48-2, 12-48-48-4). Width 64: 0.73-1.55× (4-64-64-2,
+    # 8-64-64-4, 16-64³-4, 32-64³-4); 96 and up: 1.17-4.0× for n ≤ n₁/2. More inputs than half
+    # the first width (earlier CPU): n/n₁ = 2: 0.76×; 1: 0.51-0.74×; 0.75: 0.72-0.89×.
+    if f.depth == 1:
+        return True, "no hidden layer: the output layer's own curvature"
+    n, width, m = f.sizes[0], f.sizes[1], f.n_outputs
+    if m == 1:
         return False, (
-            f"n = {f.sizes[0]} inputs is more than half the first hidden width {f.sizes[1]}: "
+            "one output: jax.hessian pushes the n input tangents through a single reverse pass "
+            "as flat matrix products, which the closed form's per-example Gram products did not "
+            "beat (measured 0.66-1.03× there); method='closed' forces the sum over units"
+        )
+    if width < 64:
+        return False, (
+            f"a first hidden width of {width} (under 64): the per-example Gram products are too "
+            "small to pay (measured 0.71-0.95× jax.hessian); method='closed' forces them"
+        )
+    if 2 * n > width:
+        return False, (
+            f"n = {n} inputs is more than half the first hidden width {width}: "
             "per-example n × n Gram matrices then cost more than jax.hessian's "
             "forward-over-reverse (measured 0.5-0.9× there)"
         )
-    return True, "the sum over hidden units (measured 1.2-3.9× jax.hessian when n ≤ n₁/2)"
+    return True, (
+        "the sum over hidden units (measured 1.2-4.0× jax.hessian for n ≤ n₁/2 from a first "
+        "width of 96, 0.73-1.55× at 64)"
+    )
 
 
 def _jacobian_rule(f: MLP) -> tuple[bool, str]:

@@ -457,8 +457,16 @@ def test_a_users_vmap_runs_the_batched_closed_form(empty_caches):
 def test_road_says_which_road_auto_takes_and_why():
     net = jprop.MLP((2, 64, 1))
     assert jprop.road(net, "laplacian") == ("closed", jprop.road(net, "laplacian").reason)
-    assert jprop.road(jprop.MLP((64, 32, 1)), "hessian").road == "autodiff"
-    assert "inputs" in jprop.road(jprop.MLP((64, 32, 1)), "hessian").reason
+    hessian_roads = {  # sizes -> (road, a word of the reason)
+        (64, 64, 2): ("autodiff", "inputs"),
+        (3, 64, 1): ("autodiff", "one output"),
+        (4, 32, 2): ("autodiff", "width"),
+        (8, 128, 4): ("closed", "sum over hidden units"),
+        (3, 2): ("closed", "no hidden layer"),
+    }
+    for sizes, (expected, word) in hessian_roads.items():
+        chosen = jprop.road(jprop.MLP(sizes), "hessian")
+        assert chosen.road == expected and word in chosen.reason, (sizes, chosen)
     assert jprop.road(net, "jacobian").road == "autodiff"  # m < n: jacrev
     assert jprop.road(jprop.MLP((2, 8, 3)), "jacobian").road == "closed"  # n <= m: columns
     assert jprop.road(net, "jprop_v", method="closed").road == "closed"

@@ -16,7 +16,6 @@ from helpers import (
     DEEP,
     FD_FLOOR,
     LOGSIG,
-    ONE_INPUT,
     SCALAR_OUT,
     SOFTMAX,
     TOL_EXACT,
@@ -146,11 +145,17 @@ def test_auto_takes_the_measured_faster_autodiff_road(transform, monkeypatch):
     assert not np.allclose(jax.tree.leaves(broken)[-1], jax.tree.leaves(right)[-1])
 
 
-def test_auto_takes_autodiff_for_the_hessian_of_wide_inputs(monkeypatch):
+def test_auto_takes_autodiff_for_the_hessian_where_it_measured_faster(monkeypatch):
     from jprop import _closed
 
-    # n > n₁/2 takes jax.hessian; n = n₁/2 and below keep the closed form.
-    nets = {jprop.MLP((6, 4, 2)): False, jprop.MLP((4, 6, 2)): False, jprop.MLP((3, 6, 2)): True}
+    # The closed form only with several outputs, a first width of 64 or more and n ≤ n₁/2.
+    nets = {
+        jprop.MLP((6, 4, 2)): False,
+        jprop.MLP((33, 64, 2)): False,  # n > n₁/2
+        jprop.MLP((32, 64, 2)): True,
+        jprop.MLP((3, 48, 2)): False,  # a narrow first layer
+        jprop.MLP((3, 64, 1)): False,  # one output
+    }
     monkeypatch.setattr(_closed, "hessian", lambda *args: jnp.full((1, 2, 99, 99), jnp.nan))
     for net, expect_closed in nets.items():
         params, x = params_and_input(net, jnp.float64, batch=(1,))
@@ -162,7 +167,7 @@ def test_auto_picks_closed_form(monkeypatch):
     # Break the closed form on purpose: "auto" and "closed" must see it, "autodiff" must not.
     from jprop import _closed, _dispatch
 
-    net = ONE_INPUT  # n = 1 ≤ n₁/2: "auto" takes the closed form
+    net = jprop.MLP((3, 64, 2))  # several outputs, n₁ ≥ 64, n ≤ n₁/2: "auto" takes the closed form
     params, x = params_and_input(net, jnp.float64)
     right = jprop.hessian(net)(params, x)
     original = _closed.hessian
