@@ -114,16 +114,6 @@ def net_and_data(sizes, batch, seed=0):
     return net, params, x
 
 
-def random_like(tree, key):
-    """A weight-space direction shaped like `tree`, each leaf from its own key (so the oracle
-    check would see two equal-shaped layers' parts swapped)."""
-    leaves, structure = jax.tree.flatten(tree)
-    keys = jax.random.split(key, len(leaves))
-    return structure.unflatten(
-        [jax.random.normal(k, leaf.shape, leaf.dtype) for k, leaf in zip(keys, leaves)]
-    )
-
-
 def per_example(fn_of_x: Callable) -> Callable:
     return lambda params, x: jax.vmap(lambda xi: fn_of_x(params, xi))(x)
 

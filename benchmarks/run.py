@@ -18,6 +18,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import optax
 
 import jprop
 from benchmarks import harness, jprop_gradients, weight_curvature
@@ -91,7 +92,7 @@ def contenders(quantity, sizes, batch):
         others = {k: v for k, v in fns.items() if k not in ("jprop", "plain MSE gradient")}
         return fns["jprop"], others, args
     fns = weight_curvature.contenders(net)
-    v = harness.random_like(params, keys[2])
+    v = optax.tree_utils.tree_random_like(keys[2], params)  # a leaf's own key each
     return (
         fns["jprop.weight_hessian_vector_product"],
         {"jax.jvp(jax.grad(E))": fns["jax.jvp(jax.grad(E))"]},

@@ -13,6 +13,7 @@ import argparse
 
 import jax
 import jax.numpy as jnp
+import optax
 from jax.flatten_util import ravel_pytree
 
 import jprop
@@ -44,7 +45,7 @@ def main(quick: bool = False, repeats: int | None = None) -> list[dict]:
         keys = jax.random.split(jax.random.key(1), 3)
         x = jax.random.normal(keys[0], (batch, sizes[0]), jnp.float32)
         t = jax.random.normal(keys[1], (batch, sizes[-1]), jnp.float32)
-        v = harness.random_like(params, keys[2])
+        v = optax.tree_utils.tree_random_like(keys[2], params)  # a leaf's own key each
         contenders_ = contenders(net)
         res = race(contenders_, (params, v, x, t), repeats)
         harness.agree(

@@ -44,16 +44,6 @@ def params_and_input(net, dtype, seed=0, batch=()):
     return params, x
 
 
-def random_like(tree, key):
-    """A random pytree shaped like `tree`, each leaf from its own key (equal-shaped leaves differ,
-    so a test would see two layers' parts swapped)."""
-    leaves, structure = jax.tree.flatten(tree)
-    keys = jax.random.split(key, len(leaves))
-    return structure.unflatten(
-        [jax.random.normal(k, leaf.shape, leaf.dtype) for k, leaf in zip(keys, leaves)]
-    )
-
-
 def flat(tree):
     """Every leaf of a pytree, raveled into one vector (the order of ravel_pytree)."""
     return ravel_pytree(tree)[0]
