@@ -16,7 +16,8 @@ diagonal squared; jprop's hand-written rule), against diag(jax.hessian) + jax.gr
 jacfwd, and steps through the whole input Hessian (its rule against JAX's derivative of the same
 closed form, and of jax.hessian).
 
-The last line times the Laplacian over 8 of 32 inputs (`dims`) against all 32.
+Then the Laplacian over 8 of 32 inputs (`dims`) against all 32, and steps on whole batches
+against the same with `batch_size` (with each program's temporaries and page faults per call).
 
 Run from the repository root: python -m benchmarks.pinn_step [--quick] [--repeats N]
 """
@@ -24,6 +25,7 @@ Run from the repository root: python -m benchmarks.pinn_step [--quick] [--repeat
 from __future__ import annotations
 
 import argparse
+import resource
 
 import jax
 import jax.numpy as jnp
@@ -54,6 +56,15 @@ QUICK_JACOBIAN_SHAPES = [((2, 16, 16, 3), 64)]
 # Steps through the whole input Hessian: its rule against JAX's derivative of the same closed form.
 HESSIAN_SHAPES = [((32, 128, 128, 128, 8), 256), ((4, 32, 32, 2), 64)]
 QUICK_HESSIAN_SHAPES = [((3, 8, 2), 16)]
+
+# Whole batches against `batch_size` chunks whose temporaries stay under glibc's 32 MiB mmap
+# threshold: (quantity, sizes, batch, batch_size).
+CHUNKED = [
+    ("hessian_diagonal", (32, 128, 128, 128, 1), 256, 128),
+    ("laplacian", (32, 128, 128, 128, 1), 1024, 256),
+    ("hessian_diagonal", (32, 128, 128, 128, 1), 1024, 128),
+]
+QUICK_CHUNKED = [("laplacian", (4, 16, 16, 1), 64, 16)]
 
 # The Laplacian over a subset of the inputs (`dims`): k of n tangents pushed, against all n.
 SUBSET = ((32, 128, 128, 128, 1), 256, 8)
@@ -147,6 +158,52 @@ def subset_row(activation: str, quick: bool, repeats: int) -> dict:
     return row
 
 
+def _page_faults(fn, args, calls: int = 5) -> float:
+    """Median minor page faults the process takes per call of `fn` (after a warm-up call)."""
+    jax.block_until_ready(fn(*args))
+    counts = []
+    for _ in range(calls):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        jax.block_until_ready(fn(*args))
+        counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return sorted(counts)[len(counts) // 2]
+
+
+def chunked_rows(activation: str, quick: bool, repeats: int) -> list[dict]:
+    """The training step on a whole batch against the same with `batch_size`: a compiled program
+    whose temporaries pass glibc's 32 MiB mmap threshold gets them freshly mapped on every call,
+    and pays a page fault per 4 KiB page it touches."""
+    rows = []
+    for quantity, sizes, batch, chunk in QUICK_CHUNKED if quick else CHUNKED:
+        net = jprop.MLP(sizes, activation=activation)
+        params = net.init(jax.random.key(0), jnp.float32)
+        x = jax.random.uniform(jax.random.key(1), (batch, sizes[0]), jnp.float32, -1, 1)
+        transform = getattr(jprop, quantity)
+        contenders = {
+            "whole": _step(transform(net)),
+            "chunked": _step(transform(net, batch_size=chunk)),
+        }
+        results = race(contenders, (params, x), repeats)
+        harness.agree(harness.outputs(results), "whole", ["chunked"], f"chunked {quantity}", 1e-4)
+        row = {"quantity": quantity, "sizes": sizes, "batch": batch, "batch_size": chunk}
+        for name, fn in contenders.items():
+            compiled = jax.jit(fn).lower(params, x).compile()
+            row[name] = {
+                "ms": results[name]["ms"],
+                "temp_mib": compiled.memory_analysis().temp_size_in_bytes / 2**20,
+                "faults": _page_faults(compiled, (params, x)),
+            }
+        rows.append(row)
+        whole, chunked = row["whole"], row["chunked"]
+        print(
+            f"{quantity} step {'-'.join(map(str, sizes))} B={batch}: whole {whole['ms']:.2f} ms "
+            f"({whole['temp_mib']:.0f} MiB of temporaries, {whole['faults']:.0f} page faults per "
+            f"call) | batch_size={chunk} {chunked['ms']:.2f} ms ({chunked['temp_mib']:.0f} MiB, "
+            f"{chunked['faults']:.0f} page faults)"
+        )
+    return rows
+
+
 def main(quick: bool = False, repeats: int | None = None, activation: str = "tansig") -> list[dict]:
     repeats = repeats or (3 if quick else 20)
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), float32")
@@ -186,6 +243,7 @@ def main(quick: bool = False, repeats: int | None = None, activation: str = "tan
                 + others
             )
     subset_row(activation, quick, repeats)
+    chunked_rows(activation, quick, repeats)
     return rows
 
 

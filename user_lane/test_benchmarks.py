@@ -87,6 +87,7 @@ def test_pinn_step_benchmark_quick(checks):
     assert {"jacrev + jax.grad", "jacfwd + jax.grad"} <= checked["jacobian"]
     assert checked["subset"] == {"trace(jax.hessian) over dims"}
     assert "jax.hessian + jax.grad" in checked["hessian"]
+    assert checked["chunked"] == {"chunked"}
     assert all(r["jprop_ms"] > 0 and r["forward_ms"] > 0 for r in rows)
 
 
