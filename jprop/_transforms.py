@@ -328,8 +328,9 @@ def hessian(
     it runs hand-written adjoint passes (§10); otherwise `jax.hessian`.
 
     **Arguments:** as for `jprop.jacobian`, except that `method="auto"` takes the closed form for a
-    `jprop.MLP` unless it has more than half as many inputs as first-layer units (then
-    `jax.hessian`, measured faster there).
+    `jprop.MLP` with several outputs, a first hidden layer at least 64 wide and no more inputs than
+    half of it; otherwise `jax.hessian`, measured as fast or faster there (`jprop.road(f,
+    "hessian")` says which, and why).
 
     **Returns:** a function `(params, x) -> H`. If `f(params, x)` has shape `(m,)` for `x` of shape
     `(n,)`, `H` has shape `(m, n, n)`, symmetric in its last two axes; `x` of shape `(..., n)` gives
