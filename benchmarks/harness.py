@@ -53,6 +53,7 @@ def race(contenders: dict[str, Callable], args: tuple, repeats: int) -> dict[str
             "times": [],
             "out": out,
             "peak_bytes": peak_bytes(compiled[name]),
+            "compiled": compiled[name],  # for a caller that reads more of XLA's account
         }
     names = list(compiled)
     for round_ in range(repeats):  # rotate who goes first, so no contender always follows another
