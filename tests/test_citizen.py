@@ -428,7 +428,7 @@ def test_a_users_vmap_runs_the_batched_closed_form(empty_caches):
     net = jprop.MLP((3, 6, 5, 2))
     params, x = params_and_input(net, jnp.float64, seed=4, batch=(4, 5))
     g = jax.random.normal(jax.random.key(5), (4, 5, 2), jnp.float64)
-    for name in ("hessian", "laplacian", "jacobian"):
+    for name in ("hessian", "laplacian", "jacobian", "hessian_diagonal"):
         transform = getattr(jprop, name)(net, method="closed")
         before = _dispatch.TRACES.get("vmap joins the batch", 0)
         mapped = jax.vmap(jax.vmap(lambda xi: transform(params, xi)))(x)  # nested vmaps
@@ -448,6 +448,10 @@ def test_a_users_vmap_runs_the_batched_closed_form(empty_caches):
     grads = jax.vmap(jax.grad(lambda xi: jnp.sum(lap(params, xi))))(x[0])
     expected = jax.grad(lambda z: jnp.sum(lap(params, z)))(x[0])
     assert_close(grads, expected, 1e-13, "grad under vmap")
+    diagonal = jprop.hessian_diagonal(net)  # 3 inputs: the per-tangent rule
+    grads = jax.vmap(jax.grad(lambda xi: jnp.sum(diagonal(params, xi))))(x[0])
+    expected = jax.grad(lambda z: jnp.sum(diagonal(params, z)))(x[0])
+    assert_close(grads, expected, 1e-13, "diagonal: grad under vmap")
 
 
 # ----------------------------------------------------------------------------------------------
