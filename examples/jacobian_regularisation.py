@@ -1,7 +1,7 @@
 """Double Backpropagation and a ‖J‖_F penalty: smaller input gradients, steadier predictions.
 
 A 10-64-64-1 tansig network is fitted to 60 noisy samples of y = tanh(w·x) three times, from the
-same initial weights with the same optimiser (L-BFGS through `jprop.fit`): plainly, with Drucker &
+same initial weights with the same optimizer (L-BFGS through `jprop.fit`): plainly, with Drucker &
 LeCun's Double Backpropagation (`jprop.double_backprop`: + λ·½‖∂E/∂x‖²) and with the Frobenius
 penalty λ·½‖J‖²_F (`jprop.jacobian_penalty`, exact). On 1000 held-out inputs it measures the mean
 input-gradient norm ‖∂f/∂x‖ and how far predictions move under input noise (σ = 0.3), and asserts
@@ -76,7 +76,7 @@ def main(quick: bool = False, out: str | None = None, progress: bool = True) -> 
         )
     _plot(
         report,
-        pathlib.Path(out or pathlib.Path(__file__).parent / "out" / "jacobian_regularisation.png"),
+        pathlib.Path(out or pathlib.Path(__file__).parent / "out") / "jacobian_regularisation.png",
     )
     for name in ("double backprop", "‖J‖_F penalty"):
         for metric in ("gradient_norm", "noise_shift"):
@@ -115,6 +115,6 @@ def _plot(report, path):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default=None)
+    parser.add_argument("--out", default=None, help="folder for the figure (default examples/out)")
     args = parser.parse_args()
     main(args.quick, args.out)

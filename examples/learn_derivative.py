@@ -2,7 +2,7 @@
 
 A 1-10-1 tansig network is trained *only* on derivative targets f'(x) = 3cos(3x) + 20cos(10x) at
 100 points in [-1, 1]; the function sin(3x) + 2sin(10x) is never shown to it. Gradients come from
-J-prop (`jprop.jprop_v` with v = 1: E_v = ½‖J·1 − f'‖²), the optimiser is scipy's conjugate
+J-prop (`jprop.jprop_v` with v = 1: E_v = ½‖J·1 − f'‖²), the optimizer is scipy's conjugate
 gradient (or an optax one), through `jprop.fit`.
 
 It prints the derivative RMSE and the function RMSE, raw and after removing the constant that no
@@ -176,7 +176,7 @@ def main(
         f"(after adding the mean residual {metrics['shift']:.3f})"
     )
     print(f"output-bias gradient  {bias_gradient:.1e}  (exactly 0: no derivative depends on it)")
-    path = pathlib.Path(out or pathlib.Path(__file__).parent / "out" / "learn_derivative.png")
+    path = pathlib.Path(out or pathlib.Path(__file__).parent / "out") / "learn_derivative.png"
     plot(metrics, result.history, path)
     print(f"figure: {path}")
     # The paper's claims, asserted: (b) the derivative is learned well; (a) the function only up
@@ -197,7 +197,7 @@ if __name__ == "__main__":
     parser.add_argument("--optimizer", default="cg", choices=["cg", "lbfgs", "adam"])
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="PNG path (default: examples/out/, untracked)")
+    parser.add_argument("--out", default=None, help="folder for the figure (default examples/out)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
     main(args.quick, args.optimizer, args.steps, args.seed, args.out, not args.no_progress)

@@ -1,7 +1,7 @@
 """Sobolev training (Czarnecki et al. 2017): fit values *and* slopes, and the slope between the
 training points comes out right too.
 
-The same 1-20-1 tansig network, the same initial weights and the same optimiser (L-BFGS through
+The same 1-20-1 tansig network, the same initial weights and the same optimizer (L-BFGS through
 `jprop.fit`) are trained twice on 12 samples of f(x) = sin(3x) + x²/2 on [-1.5, 1.5]: once on the
 values alone, once on values plus the derivatives f'(x) (`jprop.derivative_targets`, whose
 Jacobian term is a J-prop objective). Held-out derivative and value errors are measured on a dense
@@ -74,7 +74,7 @@ def main(quick: bool = False, out: str | None = None, progress: bool = True) -> 
         report,
         x,
         grid,
-        pathlib.Path(out or pathlib.Path(__file__).parent / "out" / "sobolev.png"),
+        pathlib.Path(out or pathlib.Path(__file__).parent / "out") / "sobolev.png",
     )
     assert both["slope_rmse"] < 0.5 * plain["slope_rmse"], (both["slope_rmse"], plain["slope_rmse"])
     assert both["value_rmse"] < plain["value_rmse"]
@@ -118,6 +118,6 @@ def _plot(net, report, x, grid, path):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default=None)
+    parser.add_argument("--out", default=None, help="folder for the figure (default examples/out)")
     args = parser.parse_args()
     main(args.quick, args.out)

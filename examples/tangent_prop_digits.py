@@ -1,7 +1,7 @@
 """Tangent Prop (Simard et al. 1992) on the handwritten digits scikit-learn ships.
 
 A 64-32-10 softmax network is trained on 200 of the 8×8 digits, from the same initial weights with
-the same optimiser (L-BFGS through `jprop.fit`), by cross-entropy alone and by cross-entropy plus
+the same optimizer (L-BFGS through `jprop.fit`), by cross-entropy alone and by cross-entropy plus
 Tangent Prop's invariance penalty λ·Σ_p ½‖J τ_p‖² (`jprop.tangent_prop`), where τ_p are the
 tangent vectors of small rotations and of horizontal and vertical shifts of each image (central
 differences of `scipy.ndimage` transforms). Both are scored on the other 1597 digits, clean and
@@ -99,7 +99,7 @@ def main(quick: bool = False, out: str | None = None, progress: bool = True) -> 
         train,
         taus,
         report,
-        pathlib.Path(out or pathlib.Path(__file__).parent / "out" / "tangent_prop_digits.png"),
+        pathlib.Path(out or pathlib.Path(__file__).parent / "out") / "tangent_prop_digits.png",
     )
     assert report["+ Tangent Prop"]["transformed"] > report["cross-entropy"]["transformed"], report
     return report
@@ -145,6 +145,6 @@ def _plot(images, train, taus, report, path):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default=None)
+    parser.add_argument("--out", default=None, help="folder for the figure (default examples/out)")
     args = parser.parse_args()
     main(args.quick, args.out)

@@ -1,6 +1,6 @@
 """jprop: exact input Jacobians, Hessians and Laplacians of feed-forward networks, and J-prop."""
 
-from importlib.metadata import PackageNotFoundError, version
+import importlib.metadata as _metadata
 
 from ._activations import derivatives as derivatives
 from ._activations import gelu as gelu
@@ -46,18 +46,16 @@ from ._weight_curvature import ParamSlice as ParamSlice
 from ._weight_curvature import curvature_along as curvature_along
 from ._weight_curvature import gauss_newton as gauss_newton
 from ._weight_curvature import gauss_newton_vector_product as gauss_newton_vector_product
-from ._weight_curvature import gauss_newton_vp as gauss_newton_vp
 from ._weight_curvature import param_layout as param_layout
 from ._weight_curvature import top_eigenpairs as top_eigenpairs
 from ._weight_curvature import weight_hessian as weight_hessian
 from ._weight_curvature import weight_hessian_diagonal as weight_hessian_diagonal
 from ._weight_curvature import weight_hessian_vector_product as weight_hessian_vector_product
-from ._weight_curvature import weight_hvp as weight_hvp
 from ._whole_jacobian import SpectralNorm as SpectralNorm
 from ._whole_jacobian import SpectralState as SpectralState
 from ._whole_jacobian import log_abs_det_jacobian as log_abs_det_jacobian
 
 try:
-    __version__ = version("jprop")
-except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = _metadata.version("jprop")
+except _metadata.PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0"

@@ -28,9 +28,10 @@ def tansig(x: jax.Array) -> jax.Array:
 
     **Returns:** an array of the same shape and dtype, with values in $(-1, 1)$.
 
-    >>> import jprop, jax.numpy as jnp
-    >>> float(jprop.tansig(jnp.arctanh(0.5)))
-    0.5
+    Examples:
+        >>> import jprop, jax.numpy as jnp
+        >>> float(jprop.tansig(jnp.arctanh(0.5)))
+        0.5
     """
     return jnp.tanh(x)
 
@@ -55,9 +56,10 @@ def logsig(x: jax.Array) -> jax.Array:
 
     **Returns:** an array of the same shape and dtype.
 
-    >>> import jprop
-    >>> float(jprop.logsig(0.0))
-    0.5
+    Examples:
+        >>> import jprop
+        >>> float(jprop.logsig(0.0))
+        0.5
     """
     return jax.nn.sigmoid(x)
 
@@ -74,9 +76,10 @@ def _logsig_jvp(primals, tangents):
 def purelin(x: jax.Array) -> jax.Array:
     """The identity (MATLAB's `purelin`), the default output activation ("linear").
 
-    >>> import jprop
-    >>> float(jprop.purelin(3.0))
-    3.0
+    Examples:
+        >>> import jprop
+        >>> float(jprop.purelin(3.0))
+        3.0
     """
     return x
 
@@ -99,9 +102,10 @@ def softmax(x: jax.Array) -> jax.Array:
     **Returns:** shape `(..., m)`, non-negative, summing to 1 over the last axis.
 
 
-    >>> import jax.numpy as jnp, jprop
-    >>> tuple(round(float(v), 4) for v in jprop.softmax(jnp.log(jnp.array([1.0, 3.0]))))
-    (0.25, 0.75)
+    Examples:
+        >>> import jax.numpy as jnp, jprop
+        >>> tuple(round(float(v), 4) for v in jprop.softmax(jnp.log(jnp.array([1.0, 3.0]))))
+        (0.25, 0.75)
     """
     return jax.nn.softmax(x, axis=-1)
 
@@ -135,9 +139,10 @@ def sin(x: jax.Array) -> jax.Array:
     r"""The sine activation of SIREN-style networks, $\sin x$; its derivatives $\cos x$,
     $-\sin x$, $-\cos x$ are written in the input.
 
-    >>> import jprop
-    >>> float(jprop.sin(0.0))
-    0.0
+    Examples:
+        >>> import jprop
+        >>> float(jprop.sin(0.0))
+        0.0
     """
     return jnp.sin(x)
 
@@ -153,9 +158,10 @@ def softplus(x: jax.Array) -> jax.Array:
     r"""$\mathrm{softplus}(x) = \log(1 + e^x)$, evaluated stably (`jax.nn.softplus`); its
     derivative is the logistic sigmoid, so every derivative is finite for any x.
 
-    >>> import jprop
-    >>> round(float(jprop.softplus(0.0)), 6)
-    0.693147
+    Examples:
+        >>> import jprop
+        >>> round(float(jprop.softplus(0.0)), 6)
+        0.693147
     """
     return jax.nn.softplus(x)
 
@@ -171,9 +177,10 @@ def _softplus_jvp(primals, tangents):
 def silu(x: jax.Array) -> jax.Array:
     r"""SiLU (swish), $x\,\sigma(x)$; derivative $\sigma(x)(1 + x(1 - \sigma(x)))$.
 
-    >>> import jprop
-    >>> float(jprop.silu(0.0))
-    0.0
+    Examples:
+        >>> import jprop
+        >>> float(jprop.silu(0.0))
+        0.0
     """
     return x * jax.nn.sigmoid(x)
 
@@ -192,9 +199,10 @@ def gelu(x: jax.Array) -> jax.Array:
     not the tanh approximation that `jax.nn.gelu` uses by default); derivative
     $\Phi(x) + x\varphi(x)$.
 
-    >>> import jprop
-    >>> float(jprop.gelu(0.0))
-    0.0
+    Examples:
+        >>> import jprop
+        >>> float(jprop.gelu(0.0))
+        0.0
     """
     return x * _normal_cdf(x)
 
@@ -280,9 +288,9 @@ def _gelu_derivatives() -> Derivatives:
 # canonical name -> (function, derivative table). Softmax is not elementwise, so it has no entry
 # here; the closed forms treat it on its own.
 _ELEMENTWISE: dict[str, tuple[Callable[[jax.Array], jax.Array], Derivatives]] = {
-    "tansig": (tansig, _tansig_derivatives()),
-    "logsig": (logsig, _logsig_derivatives()),
-    "purelin": (purelin, _purelin_derivatives()),
+    "tanh": (tansig, _tansig_derivatives()),
+    "sigmoid": (logsig, _logsig_derivatives()),
+    "identity": (purelin, _purelin_derivatives()),
     "linear": (purelin, _purelin_derivatives()),
     "sin": (sin, _sin_derivatives()),
     "softplus": (softplus, _softplus_derivatives()),
@@ -290,16 +298,16 @@ _ELEMENTWISE: dict[str, tuple[Callable[[jax.Array], jax.Array], Derivatives]] = 
     "gelu": (gelu, _gelu_derivatives()),
 }
 
-# Standard names and MATLAB's, each with the canonical name jprop keeps (so MLPs written either way
-# are equal, hash alike and share compiled programs).
+# Standard names and MATLAB's, each with the canonical (standard) name jprop keeps, so MLPs written
+# either way are equal, hash alike and share compiled programs.
 HIDDEN_ALIASES = {
-    "tanh": "tansig",
-    "tansig": "tansig",
-    "sigmoid": "logsig",
-    "logsig": "logsig",
-    "identity": "purelin",
-    "linear": "purelin",
-    "purelin": "purelin",
+    "tanh": "tanh",
+    "tansig": "tanh",
+    "sigmoid": "sigmoid",
+    "logsig": "sigmoid",
+    "identity": "identity",
+    "linear": "identity",
+    "purelin": "identity",
     "sin": "sin",
     "softplus": "softplus",
     "silu": "silu",
@@ -310,10 +318,10 @@ OUTPUT_ALIASES = {
     "linear": "linear",
     "identity": "linear",
     "purelin": "linear",
-    "tanh": "tansig",
-    "tansig": "tansig",
-    "sigmoid": "logsig",
-    "logsig": "logsig",
+    "tanh": "tanh",
+    "tansig": "tanh",
+    "sigmoid": "sigmoid",
+    "logsig": "sigmoid",
     "softmax": "softmax",
 }
 HIDDEN_ACTIVATIONS = tuple(HIDDEN_ALIASES)
@@ -366,10 +374,11 @@ def derivatives(name: str) -> Derivatives:
     **Returns:** a `Derivatives(d1, d2, d3, argument)`: functions of the activation's *output* when
     `argument == "output"` (tanh, sigmoid, identity), of its *input* when `"input"`.
 
-    >>> import jprop, jax.numpy as jnp
-    >>> d = jprop.derivatives("tanh")
-    >>> [float(g(jnp.asarray(0.5))) for g in d[:3]], d.argument
-    ([0.75, -0.75, -0.375], 'output')
+    Examples:
+        >>> import jprop, jax.numpy as jnp
+        >>> d = jprop.derivatives("tanh")
+        >>> [float(g(jnp.asarray(0.5))) for g in d[:3]], d.argument
+        ([0.75, -0.75, -0.375], 'output')
     """
     if not isinstance(name, str):
         raise TypeError(

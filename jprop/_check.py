@@ -35,10 +35,11 @@ def fd_jacobian(f: Callable, *, eps: float = 1e-5) -> Callable[[Any, jax.Array],
     **Returns:** a function `(params, x) -> J` of shape `(..., m, n)`, float64.
 
 
-    >>> import jax.numpy as jnp, jprop
-    >>> f = lambda p, x: jnp.stack([p * jnp.sum(x**2)])
-    >>> jprop.fd_jacobian(f)(1.0, jnp.ones(2)).round(4).tolist()
-    [[2.0, 2.0]]
+    Examples:
+        >>> import jax.numpy as jnp, jprop
+        >>> f = lambda p, x: jnp.stack([p * jnp.sum(x**2)])
+        >>> jprop.fd_jacobian(f)(1.0, jnp.ones(2)).round(4).tolist()
+        [[2.0, 2.0]]
     """
 
     def fd(params: Any, x: jax.Array) -> jax.Array:
@@ -68,10 +69,11 @@ def fd_hessian(f: Callable, *, eps: float = 1e-4) -> Callable[[Any, jax.Array], 
     **Returns:** a function `(params, x) -> H` of shape `(..., m, n, n)`, float64.
 
 
-    >>> import jax.numpy as jnp, jprop
-    >>> f = lambda p, x: jnp.stack([p * jnp.sum(x**2)])
-    >>> jprop.fd_hessian(f)(1.0, jnp.ones(2)).round(4).tolist()
-    [[[2.0, 0.0], [0.0, 2.0]]]
+    Examples:
+        >>> import jax.numpy as jnp, jprop
+        >>> f = lambda p, x: jnp.stack([p * jnp.sum(x**2)])
+        >>> jprop.fd_hessian(f)(1.0, jnp.ones(2)).round(4).tolist()
+        [[[2.0, 0.0], [0.0, 2.0]]]
     """
 
     def fd(params: Any, x: jax.Array) -> jax.Array:
@@ -124,9 +126,10 @@ def relative_error(computed: Any, reference: Any, floor: float = 0.0) -> float:
     a zero reference the absolute difference is returned.
 
 
-    >>> import jprop
-    >>> jprop.relative_error([1.0, 2.0], [1.0, 2.5])
-    0.2
+    Examples:
+        >>> import jprop
+        >>> jprop.relative_error([1.0, 2.0], [1.0, 2.5])
+        0.2
     """
     a, b = np.asarray(computed, np.float64), np.asarray(reference, np.float64)
     if a.shape != b.shape:
@@ -148,6 +151,7 @@ def check(transform: Callable, f: Callable, params: Any, x: jax.Array, **options
     truncation): a float64 result near 1e-7 is exact, not a bug.
 
     **Arguments:**
+
     - `transform`: `jprop.jacobian`, `jprop.hessian`, `jprop.laplacian` or
       `jprop.hessian_diagonal`.
     - `f`, `params`, `x`: as for the transform; `x` of shape `(n,)` or `(..., n)`.
@@ -155,10 +159,11 @@ def check(transform: Callable, f: Callable, params: Any, x: jax.Array, **options
 
     **Returns:** a Python float.
 
-    >>> import jax, jprop
-    >>> net = jprop.MLP((3, 8, 2))
-    >>> jprop.check(jprop.hessian, net, net.init(jax.random.key(0)), jax.numpy.ones(3)) < 1e-4
-    True
+    Examples:
+        >>> import jax, jprop
+        >>> net = jprop.MLP((3, 8, 2))
+        >>> jprop.check(jprop.hessian, net, net.init(jax.random.key(0)), jax.numpy.ones(3)) < 1e-4
+        True
     """
     if transform not in _REFERENCES:
         names = ", ".join(f"jprop.{t.__name__}" for t in _REFERENCES)

@@ -22,9 +22,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 def batch_sharding(devices: Sequence[Any] | None = None) -> NamedSharding:
     """A sharding that splits an array's leading axis over `devices` (default: all of them).
 
-    >>> import jax, jprop
-    >>> len(jprop.batch_sharding().device_set) == len(jax.devices())
-    True
+    Examples:
+        >>> import jax, jprop
+        >>> len(jprop.batch_sharding().device_set) == len(jax.devices())
+        True
     """
     return _sharding(devices, "jprop.batch_sharding")
 
@@ -45,10 +46,11 @@ def shard_batch(*arrays: Any, devices: Sequence[Any] | None = None) -> Any:
     The batch must divide evenly by the number of devices; the error says by how much to pad.
     Returns the one array, or a tuple of them.
 
-    >>> import jax, jax.numpy as jnp, jprop
-    >>> x = jprop.shard_batch(jnp.ones((8, 3)))
-    >>> x.shape, len(x.sharding.device_set) == len(jax.devices())
-    ((8, 3), True)
+    Examples:
+        >>> import jax, jax.numpy as jnp, jprop
+        >>> x = jprop.shard_batch(jnp.ones((8, 3)))
+        >>> x.shape, len(x.sharding.device_set) == len(jax.devices())
+        ((8, 3), True)
     """
     sharding = _sharding(devices, "jprop.shard_batch")
     count = len(sharding.device_set)

@@ -12,9 +12,10 @@ however often a user writes the transform inline.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 
@@ -24,12 +25,14 @@ from ._validation import check_method
 METHODS = ("auto", "closed", "autodiff")
 
 
-class Road(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class Road:
     """The road a transform takes: `"closed"` or `"autodiff"`, and why.
 
-    >>> import jprop
-    >>> jprop.road(jprop.MLP((2, 64, 1)), "laplacian").road
-    'closed'
+    Examples:
+        >>> import jprop
+        >>> jprop.road(jprop.MLP((2, 64, 1)), "laplacian").road
+        'closed'
     """
 
     road: str
@@ -45,86 +48,125 @@ def _is_closed_loss(f: Any) -> bool:
 
 
 # quantity -> rule for `auto` on a model with closed passes: (takes the closed road?, reason).
-def _always(reason: str) -> Callable[[Any], tuple[bool, str]]:
+# Reasons state the rule and why in words; the races behind each choice are in
+# `benchmarks/results/` (written by the scripts in `benchmarks/`).
+def _always(reason: str) -> Callable[[MLP], tuple[bool, str]]:
     return lambda f: (True, reason)
 
 
+def _with_softmax(
+    rule: Callable[[MLP], tuple[bool, str]], softmax_reason: str
+) -> Callable[[MLP], tuple[bool, str]]:
+    """A softmax output couples the outputs, so the elementwise tangent passes do not apply; the
+    closed form still does, trained by JAX's derivative of it."""
+    return lambda f: (True, softmax_reason) if f.output == "softmax" else rule(f)
+
+
 def _hessian_rule(f: MLP) -> tuple[bool, str]:
-    # Direct races of the closed sum over units against vmap(jax.hessian) (the closed form's
-    # speed-up; session 9's CPU unless marked). One output: 0.66-0.90× on 2-32-32-1, 3-32-32-1,
-    # 2-16-16-1, 8-16-16-1, 8-32³-1, 2-64³-1, 3-64³-1, 2-128-128-1 and 32-128³-1, level (0.97-1.03×)
-    # on 3-128³-1, 16-128³-1 and 64-256-256-1. Several outputs, first width below 64: 0.71-0.95×
-    # (4-32-32-2, 8-32³-4, 16-32³-4, 4-48-48-2, 12-48-48-4). Width 64: 0.73-1.55× (4-64-64-2,
-    # 8-64-64-4, 16-64³-4, 32-64³-4); 96 and up: 1.17-4.0× for n ≤ n₁/2. More inputs than half
-    # the first width (earlier CPU): n/n₁ = 2: 0.76×; 1: 0.51-0.74×; 0.75: 0.72-0.89×.
+    # `benchmarks/closed_forms.py` races the sum over units against vmap(jax.hessian).
     if f.depth == 1:
         return True, "no hidden layer: the output layer's own curvature"
     n, width, m = f.sizes[0], f.sizes[1], f.n_outputs
     if m == 1:
         return False, (
             "one output: jax.hessian pushes the n input tangents through a single reverse pass "
-            "as flat matrix products, which the closed form's per-example Gram products did not "
-            "beat (measured 0.66-1.03× there); method='closed' forces the sum over units"
+            "as flat matrix products, as fast as the sum over hidden units; method='closed' "
+            "forces the sum over units"
         )
     if width < 64:
         return False, (
-            f"a first hidden width of {width} (under 64): the per-example Gram products are too "
-            "small to pay (measured 0.71-0.95× jax.hessian); method='closed' forces them"
+            f"a first hidden width of {width} (under 64): the per-example Gram products of the "
+            "sum over units are too small to beat jax.hessian; method='closed' forces them"
         )
     if 2 * n > width:
         return False, (
-            f"n = {n} inputs is more than half the first hidden width {width}: "
-            "per-example n × n Gram matrices then cost more than jax.hessian's "
-            "forward-over-reverse (measured 0.5-0.9× there)"
+            f"n = {n} inputs is more than half the first hidden width {width}: per-example n × n "
+            "Gram matrices then cost more than jax.hessian's forward-over-reverse; "
+            "method='closed' forces them"
         )
     return True, (
-        "the sum over hidden units (measured 1.2-4.0× jax.hessian for n ≤ n₁/2 from a first "
-        "width of 96, 0.73-1.55× at 64)"
+        "the sum over hidden units: several outputs share each layer's Gram products, "
+        "and jax.grad runs its hand-written tangent pass"
     )
 
 
 def _jacobian_rule(f: MLP) -> tuple[bool, str]:
-    # benchmarks/pinn_step.py, jax.grad of mean(J²): the columns pass's tangent rule (n ≤ m)
-    # measured 1.2-1.3× jacfwd + jax.grad; the rows pass's (m < n) 0.85-1.03× jacrev + jax.grad.
-    if f.n_inputs <= f.n_outputs and f.output != "softmax":
+    # `benchmarks/pinn_step.py` races both rules under jax.grad of mean(J²).
+    if f.output == "softmax":
+        return False, (
+            "a softmax output: jax.jacrev computes the same products as the closed rows pass; "
+            "method='closed' forces the rows pass"
+        )
+    if f.n_inputs <= f.n_outputs:
         return True, (
-            "the columns pass with its hand-written tangent (trained through: measured 1.2-1.3× "
-            "jax.grad of jacfwd)"
+            "the columns (forwards) pass, n ≤ m: jax.grad runs its hand-written tangent pass, "
+            "which does fewer products than JAX's derivative of jacfwd"
         )
     return False, (
-        "JAX's jacrev compiles to the same products as the closed rows pass and its derivative "
-        "measured as fast (0.85-1.03× under jax.grad); method='closed' forces the rows pass"
+        "m < n: JAX's jacrev compiles to the same products as the closed rows pass, and so does "
+        "its derivative; method='closed' forces the rows pass"
     )
 
 
-_CLOSED_RULES: dict[str, Callable[[Any], tuple[bool, str]]] = {
+def _jprop_v_rule(f: MLP) -> tuple[bool, str]:
+    return False, (
+        "jax.grad of the jvp composition compiles to the same matrix products as J-prop's "
+        "passes; method='closed' forces the passes"
+    )
+
+
+_SOFTMAX_CURVATURE = (
+    "the sum over hidden units with the softmax's own term, trained by JAX's derivative of it"
+)
+_CLOSED_RULES: dict[str, Callable[[MLP], tuple[bool, str]]] = {
     "jacobian": _jacobian_rule,
-    "hessian": _hessian_rule,
-    "laplacian": _always("the forward Laplacian with a hand-written tangent pass"),
-    "hessian_diagonal": _always(
-        "the sum over hidden units, no n × n matrix formed; trained through the forward "
-        "Laplacian's tangent pass kept per input for up to 4 chosen inputs, through the sum's "
-        "own tangent pass above"
+    "hessian": _with_softmax(_hessian_rule, _SOFTMAX_CURVATURE),
+    "laplacian": _with_softmax(
+        _always("the forward Laplacian, trained through its hand-written tangent pass"),
+        _SOFTMAX_CURVATURE,
     ),
-    "hessian_vector_product": _always("the R-backward pass's by-product"),
+    "hessian_diagonal": _with_softmax(
+        _always(
+            "the sum over hidden units, no n × n matrix formed; trained through the forward "
+            "Laplacian's tangent pass kept per input for up to 4 chosen inputs, and through the "
+            "sum's own tangent pass above"
+        ),
+        _SOFTMAX_CURVATURE,
+    ),
+    "hessian_vector_product": _with_softmax(
+        _always("the R-backward pass's by-product, trained through its hand-written tangent pass"),
+        "the R-backward pass's by-product with the softmax's own term, trained by JAX's "
+        "derivative of it",
+    ),
     "R": _always("the R-forward pass"),
     "bilinear": _always("J-prop's four passes"),
     "jprop_u": _always("J-prop's four passes"),
-    "jprop_v": lambda f: (
-        False,
-        "jax.grad of the jvp composition compiles to the same products as the passes and "
-        "measured as fast (0.91-1.10×); method='closed' forces the passes",
-    ),
+    "jprop_v": _jprop_v_rule,
     "double_backprop": _always("J-prop's passes with the output injection"),
     "weight_curvature": _always("Pearlmutter's weight-space R passes"),
 }
-QUANTITIES = tuple(_CLOSED_RULES)
+
+
+# Objectives built from the primitives above take their primitive's road: quantity -> (the
+# primitive for a given f, what the objective does with it).
+def _by_fewer(f: MLP) -> str:
+    return "jprop_v" if f.n_inputs <= f.n_outputs else "jprop_u"
+
+
+_COMPOSITES: dict[str, tuple[Callable[[MLP], str], str]] = {
+    "tangent_prop": (lambda f: "jprop_v", "E_v over each example's tangents"),
+    "derivative_targets": (_by_fewer, "one J-prop objective per column (n ≤ m) or row of J"),
+    "jacobian_penalty": (_by_fewer, "one J-prop objective per column (n ≤ m) or row of J"),
+    "SpectralNorm": (lambda f: "bilinear", "the bilinear primitive at the power iteration's pair"),
+    "log_abs_det_jacobian": (lambda f: "bilinear", "the Jacobian, then the bilinear primitive"),
+}
+QUANTITIES = tuple(_CLOSED_RULES) + tuple(_COMPOSITES)
 
 
 def choose(f: Any, quantity: str, method: str = "auto", where: str | None = None) -> Road:
     """The road for `quantity` of `f` under `method`, or a clear error (internal form of `road`)."""
     where = where or f"jprop.{quantity}"
-    if quantity not in _CLOSED_RULES:  # a programming error inside jprop, or a user typo in road()
+    if quantity not in QUANTITIES:  # a programming error inside jprop, or a user typo in road()
         raise ValueError(
             f"jprop.road: unknown quantity {quantity!r}; known: "
             + ", ".join(map(repr, QUANTITIES))
@@ -133,6 +175,11 @@ def choose(f: Any, quantity: str, method: str = "auto", where: str | None = None
     if not callable(f):
         raise TypeError(f"{where}: `f` must be a callable f(params, x); got {type(f).__name__}.")
     check_method(method, METHODS, where)
+    if quantity in _COMPOSITES:
+        primitive, what = _COMPOSITES[quantity]
+        name = primitive(f) if isinstance(f, MLP) else "jprop_v"
+        inner = choose(f, name, method, where)
+        return Road(inner.road, f"{what}, through jprop.{name}: {inner.reason}")
     closed_ok = _is_closed_loss(f) if quantity == "weight_curvature" else isinstance(f, MLP)
     if method == "closed":
         if not closed_ok:
@@ -150,7 +197,7 @@ def choose(f: Any, quantity: str, method: str = "auto", where: str | None = None
         return Road("autodiff", "forced by method='autodiff'")
     if not closed_ok:
         return Road("autodiff", f"jprop knows no closed form for a {type(f).__name__}")
-    takes_closed, reason = _CLOSED_RULES[quantity](f)
+    takes_closed, reason = _CLOSED_RULES[quantity](f.f if quantity == "weight_curvature" else f)
     return Road("closed" if takes_closed else "autodiff", reason)
 
 
@@ -158,6 +205,7 @@ def road(f: Any, quantity: str, *, method: str = "auto") -> Road:
     """Which road `jprop.<quantity>(f, method=method)` takes, and why.
 
     **Arguments:**
+
     - `f`: a model `f(params, x)` (a `jprop.MLP` or any callable), or for `"weight_curvature"` a
       loss (`jprop.SquaredError`, `jprop.CrossEntropy` or any `E(params, *data)`).
     - `quantity`: one of `"jacobian"`, `"hessian"`, `"laplacian"`, `"hessian_diagonal"`,
@@ -167,11 +215,12 @@ def road(f: Any, quantity: str, *, method: str = "auto") -> Road:
 
     **Returns:** a `Road(road, reason)` with `road` either `"closed"` or `"autodiff"`.
 
-    >>> import jprop
-    >>> jprop.road(jprop.MLP((2, 64, 1)), "laplacian").road
-    'closed'
-    >>> jprop.road(jprop.MLP((64, 32, 1)), "hessian").road
-    'autodiff'
+    Examples:
+        >>> import jprop
+        >>> jprop.road(jprop.MLP((2, 64, 1)), "laplacian").road
+        'closed'
+        >>> jprop.road(jprop.MLP((64, 32, 1)), "hessian").road
+        'autodiff'
     """
     return choose(f, quantity, method, where="jprop.road")
 
@@ -204,15 +253,6 @@ def cached(build: Callable[..., Any]) -> Callable[..., Any]:
         return memo(*args, **kwargs)
 
     return builder
-
-
-# Per-quantity trace counters: incremented when a transform's jitted program is traced (which is
-# when it compiles), read by the tests to prove that building and calling again reuses it.
-TRACES: dict[str, int] = {}
-
-
-def count_trace(quantity: str) -> None:
-    TRACES[quantity] = TRACES.get(quantity, 0) + 1
 
 
 def all_arrays(*trees: Any) -> bool:

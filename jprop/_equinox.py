@@ -29,12 +29,12 @@ def _known() -> list[tuple[Any, str]]:
     *is*, never by evaluating it, so conversion works under any transformation and refuses a
     look-alike (a clipped tanh agrees with tanh on [-2.5, 2.5] and nowhere near its ends)."""
     return [
-        (jnp.tanh, "tansig"),
-        (tansig, "tansig"),
-        (jax.nn.sigmoid, "logsig"),
-        (logsig, "logsig"),
-        (_equinox_identity(), "purelin"),
-        (purelin, "purelin"),
+        (jnp.tanh, "tanh"),
+        (tansig, "tanh"),
+        (jax.nn.sigmoid, "sigmoid"),
+        (logsig, "sigmoid"),
+        (_equinox_identity(), "identity"),
+        (purelin, "identity"),
         (jnp.sin, "sin"),
         (sin, "sin"),
         (jax.nn.softplus, "softplus"),
@@ -47,8 +47,8 @@ def _known() -> list[tuple[Any, str]]:
 
 # canonical jprop name -> the function an equinox MLP built by `to_equinox` holds
 _TO_EQUINOX = {
-    "tansig": jnp.tanh,
-    "logsig": jax.nn.sigmoid,
+    "tanh": jnp.tanh,
+    "sigmoid": jax.nn.sigmoid,
     "sin": jnp.sin,
     "softplus": jax.nn.softplus,
     "silu": jax.nn.silu,
@@ -59,11 +59,12 @@ _TO_EQUINOX = {
 def equinox_function(model: eqx.Module) -> tuple[Any, Any]:
     """Split an equinox model into `(f, params)` for jprop's generic road: `f(params, x) = model(x)`.
 
-    >>> import equinox as eqx, jax, jax.numpy as jnp, jprop
-    >>> model = eqx.nn.MLP(3, 2, 8, 2, activation=jnp.tanh, key=jax.random.key(0))
-    >>> f, params = jprop.equinox_function(model)
-    >>> jprop.hessian(f)(params, jnp.ones(3)).shape
-    (2, 3, 3)
+    Examples:
+        >>> import equinox as eqx, jax, jax.numpy as jnp, jprop
+        >>> model = eqx.nn.MLP(3, 2, 8, 2, activation=jnp.tanh, key=jax.random.key(0))
+        >>> f, params = jprop.equinox_function(model)
+        >>> jprop.hessian(f)(params, jnp.ones(3)).shape
+        (2, 3, 3)
     """
     params, static = eqx.partition(model, eqx.is_array)
 
@@ -103,11 +104,12 @@ def from_equinox(model: eqx.nn.MLP) -> tuple[MLP, Params]:
     """Convert an `eqx.nn.MLP` (tanh, sigmoid or identity hidden layers; identity, tanh or sigmoid output;
     biases on) into `(jprop.MLP, params)` computing the same function, for the closed forms.
 
-    >>> import equinox as eqx, jax, jax.numpy as jnp, jprop
-    >>> model = eqx.nn.MLP(3, 2, 8, 2, activation=jnp.tanh, key=jax.random.key(0))
-    >>> net, params = jprop.from_equinox(model)
-    >>> net.sizes, bool(jnp.allclose(net(params, jnp.ones(3)), model(jnp.ones(3))))
-    ((3, 8, 8, 2), True)
+    Examples:
+        >>> import equinox as eqx, jax, jax.numpy as jnp, jprop
+        >>> model = eqx.nn.MLP(3, 2, 8, 2, activation=jnp.tanh, key=jax.random.key(0))
+        >>> net, params = jprop.from_equinox(model)
+        >>> net.sizes, bool(jnp.allclose(net(params, jnp.ones(3)), model(jnp.ones(3))))
+        ((3, 8, 8, 2), True)
     """
     if not isinstance(model, eqx.nn.MLP):
         raise TypeError(
@@ -124,11 +126,11 @@ def from_equinox(model: eqx.nn.MLP) -> tuple[MLP, Params]:
     if getattr(model, "scan", False):  # equinox >= 0.13.2 can build an MLP as a scan
         raise ValueError("jprop.from_equinox: build the eqx.nn.MLP with scan=False to convert it.")
     if model.depth == 0:  # eqx.nn.MLP then applies neither activation: one linear layer
-        hidden, output = "tansig", "linear"
+        hidden, output = "tanh", "linear"
     else:
         hidden = _name_of(model.activation, "hidden activation")
         output = _name_of(model.final_activation, "final activation")
-        if output not in ("purelin", "tansig", "logsig"):
+        if output not in ("identity", "tanh", "sigmoid"):
             raise ValueError(
                 f"jprop.from_equinox: a jprop.MLP output is linear, tanh, sigmoid or softmax; this "
                 f"MLP's final activation is {output!r}."
@@ -145,11 +147,12 @@ def to_equinox(net: MLP, params: Params) -> eqx.nn.MLP:
     it applies its final activation elementwise, so a softmax output has no equivalent.
 
 
-    >>> import jax, jax.numpy as jnp, jprop
-    >>> net = jprop.MLP((2, 3, 1)); p = net.init(jax.random.key(0))
-    >>> model = jprop.to_equinox(net, p)
-    >>> bool(jnp.allclose(model(jnp.ones(2)), net(p, jnp.ones(2))))
-    True
+    Examples:
+        >>> import jax, jax.numpy as jnp, jprop
+        >>> net = jprop.MLP((2, 3, 1)); p = net.init(jax.random.key(0))
+        >>> model = jprop.to_equinox(net, p)
+        >>> bool(jnp.allclose(model(jnp.ones(2)), net(p, jnp.ones(2))))
+        True
     """
     if not isinstance(net, MLP):
         raise TypeError(f"jprop.to_equinox: expected a jprop.MLP; got {type(net).__name__}.")

@@ -3,18 +3,19 @@
 An objective is any scalar loss `(params, *data) -> value`: every J-prop objective, sums of them with
 other losses, any function of jprop's input derivatives. `jax.value_and_grad` of it runs the
 hand-written rules where jprop has them. The step is jit-compiled once. Checkpoints are
-equinox's leaf serialisation of {params, optimiser state, step} and the history, written atomically, so
+equinox's leaf serialisation of {params, optimizer state, step} and the history, written atomically, so
 a run killed at any moment resumes from its last checkpoint with nothing lost but the steps since.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import tempfile
 import warnings
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -28,16 +29,18 @@ from ._validation import check_size
 SCIPY_METHODS = {"cg": "CG", "lbfgs": "L-BFGS-B"}
 
 
-class FitResult(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class FitResult:
     """params: the final (or last finite) parameters; history: the objective per step, numpy (optax:
     at the parameters each step starts from; scipy: after each iteration); success: False when
     training stopped on a non-finite value; message: what happened.
 
-    >>> import jax.numpy as jnp, optax, jprop
-    >>> loss = lambda p: jnp.sum((p - 1.0) ** 2)
-    >>> result = jprop.fit(loss, jnp.zeros(2), optimizer=optax.sgd(0.25), steps=3, progress=False)
-    >>> result.success, result.history.shape
-    (True, (3,))
+    Examples:
+        >>> import jax.numpy as jnp, optax, jprop
+        >>> loss = lambda p: jnp.sum((p - 1.0) ** 2)
+        >>> result = jprop.fit(loss, jnp.zeros(2), optimizer=optax.sgd(0.25), steps=3, progress=False)
+        >>> result.success, result.history.shape
+        (True, (3,))
     """
 
     params: Any
@@ -165,6 +168,7 @@ def fit(
     """Minimise a scalar loss `objective(params, *data)` for `steps` steps.
 
     **Arguments:**
+
     - `optimizer`: an optax `GradientTransformation` (a jitted update per step), or `"cg"` /
       `"lbfgs"` for scipy's conjugate gradient / L-BFGS on the flattened parameters (needs scipy;
       `steps` is then the iteration limit).
@@ -179,12 +183,13 @@ def fit(
     training, and so does a non-finite gradient: `params` are then the last ones with a finite
     value (never a non-finite update), `success` is False and `message` says where.
 
-    >>> import jax, jax.numpy as jnp, optax, jprop
-    >>> loss = lambda p, x: jnp.sum((p - x) ** 2)
-    >>> result = jprop.fit(loss, jnp.zeros(3), jnp.ones(3), optimizer=optax.sgd(0.25),
-    ...                    steps=20, progress=False)
-    >>> bool(jnp.allclose(result.params, 1.0)), result.success
-    (True, True)
+    Examples:
+        >>> import jax, jax.numpy as jnp, optax, jprop
+        >>> loss = lambda p, x: jnp.sum((p - x) ** 2)
+        >>> result = jprop.fit(loss, jnp.zeros(3), jnp.ones(3), optimizer=optax.sgd(0.25),
+        ...                    steps=20, progress=False)
+        >>> bool(jnp.allclose(result.params, 1.0)), result.success
+        (True, True)
     """
     steps = check_size(steps, "steps", "jprop.fit")
     checkpoint_every = check_size(checkpoint_every, "checkpoint_every", "jprop.fit")

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
 from ._batch import mean_over_batch
-from ._dispatch import all_arrays, cached, choose, count_trace, run_compiled
+from ._dispatch import all_arrays, cached, choose, run_compiled
 from ._mlp import MLP, Params
 from ._passes import backward, forward, r_backward, r_forward, weight_gradients
 from ._validation import (
@@ -259,7 +259,6 @@ def _objective(quantity: str, f: Any, method: str, batch_size: Any) -> Callable[
 
     @jax.jit
     def compute(params, x, *args):
-        count_trace(quantity)
         x, arrays, shared = validate(params, x, args)
         return loss(params, x, *arrays, *shared)
 
@@ -299,12 +298,13 @@ def bilinear(f: Any, *, method: str = "auto", batch_size: int | None = None) -> 
     of shape `(m,)` or `(B, m)`; `value` a scalar, the batch mean. `jax.grad` of it (or of any sum
     it is part of) runs the passes; `jax.value_and_grad` gives the pair.
 
-    >>> import jax, jax.numpy as jnp, jprop
-    >>> net = jprop.MLP((3, 8, 2)); p = net.init(jax.random.key(0))
-    >>> grads = jax.grad(jprop.bilinear(net))(p, jnp.ones(3), jnp.ones(2), jnp.ones(3))
-    >>> first_layer = grads[0]
-    >>> first_layer["W"].shape
-    (8, 3)
+    Examples:
+        >>> import jax, jax.numpy as jnp, jprop
+        >>> net = jprop.MLP((3, 8, 2)); p = net.init(jax.random.key(0))
+        >>> grads = jax.grad(jprop.bilinear(net))(p, jnp.ones(3), jnp.ones(2), jnp.ones(3))
+        >>> first_layer = grads[0]
+        >>> first_layer["W"].shape
+        (8, 3)
     """
     return _objective("bilinear", f, method, batch_size)
 
@@ -320,13 +320,14 @@ def jprop_u(f: Any, *, method: str = "auto", batch_size: int | None = None) -> C
     **Returns:** a loss `(params, x, u, a) -> E_u`; `x` and `a` of shape `(n,)` or `(B, n)`, `u` of
     shape `(m,)` or `(B, m)`. With a batch, `E_u` is the batch mean.
 
-    >>> import jax, jax.numpy as jnp, jprop
-    >>> net = jprop.MLP((3, 8, 2)); p = net.init(jax.random.key(0))
-    >>> x, u, a = jnp.ones((5, 3)), jnp.ones((5, 2)), jnp.zeros((5, 3))
-    >>> E, grads = jax.value_and_grad(jprop.jprop_u(net))(p, x, u, a)
-    >>> output_layer = grads[1]
-    >>> E.shape, output_layer["b"].shape
-    ((), (2,))
+    Examples:
+        >>> import jax, jax.numpy as jnp, jprop
+        >>> net = jprop.MLP((3, 8, 2)); p = net.init(jax.random.key(0))
+        >>> x, u, a = jnp.ones((5, 3)), jnp.ones((5, 2)), jnp.zeros((5, 3))
+        >>> E, grads = jax.value_and_grad(jprop.jprop_u(net))(p, x, u, a)
+        >>> output_layer = grads[1]
+        >>> E.shape, output_layer["b"].shape
+        ((), (2,))
     """
     return _objective("jprop_u", f, method, batch_size)
 
@@ -343,13 +344,14 @@ def jprop_v(f: Any, *, method: str = "auto", batch_size: int | None = None) -> C
     **Returns:** a loss `(params, x, v, b) -> E_v`; `x` and `v` of shape `(n,)` or `(B, n)`, `b` of
     shape `(m,)` or `(B, m)`. With a batch, `E_v` is the batch mean.
 
-    >>> import jax, jax.numpy as jnp, jprop
-    >>> net = jprop.MLP((1, 10, 1)); p = net.init(jax.random.key(0))
-    >>> x, v, b = jnp.zeros((4, 1)), jnp.ones((4, 1)), jnp.ones((4, 1))
-    >>> grads = jax.grad(jprop.jprop_v(net, method="closed"))(p, x, v, b)
-    >>> output_layer = grads[1]
-    >>> float(output_layer["b"].sum())  # no derivative depends on the output bias
-    0.0
+    Examples:
+        >>> import jax, jax.numpy as jnp, jprop
+        >>> net = jprop.MLP((1, 10, 1)); p = net.init(jax.random.key(0))
+        >>> x, v, b = jnp.zeros((4, 1)), jnp.ones((4, 1)), jnp.ones((4, 1))
+        >>> grads = jax.grad(jprop.jprop_v(net, method="closed"))(p, x, v, b)
+        >>> output_layer = grads[1]
+        >>> float(output_layer["b"].sum())  # no derivative depends on the output bias
+        0.0
     """
     return _objective("jprop_v", f, method, batch_size)
 
@@ -366,10 +368,11 @@ def double_backprop(
     **Returns:** a loss `(params, x, t, lam) -> E`, `t` of shape `(m,)` or `(B, m)`, `lam` a
     scalar; the batch mean.
 
-    >>> import jax, jax.numpy as jnp, jprop
-    >>> net = jprop.MLP((2, 8, 1)); p = net.init(jax.random.key(0))
-    >>> E = jprop.double_backprop(net)(p, jnp.ones((3, 2)), jnp.zeros((3, 1)), 0.1)
-    >>> E.shape
-    ()
+    Examples:
+        >>> import jax, jax.numpy as jnp, jprop
+        >>> net = jprop.MLP((2, 8, 1)); p = net.init(jax.random.key(0))
+        >>> E = jprop.double_backprop(net)(p, jnp.ones((3, 2)), jnp.zeros((3, 1)), 0.1)
+        >>> E.shape
+        ()
     """
     return _objective("double_backprop", f, method, batch_size)

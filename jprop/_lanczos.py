@@ -3,24 +3,27 @@ with full reorthogonalisation, and the report of how well each pair converged.""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 
-class Eigenpairs(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class Eigenpairs:
     """Top eigenpairs of a weight-space operator and how well they converged.
 
     eigenvalues (k,) in decreasing order; eigenvectors: a pytree like params with a leading axis k;
     residuals (k,): ‖Hq − λq‖ for each unit Ritz vector q (0 when exact); iterations: Lanczos steps.
 
-    >>> import jax, jax.numpy as jnp, jprop
-    >>> net = jprop.MLP((2, 3, 1)); p = net.init(jax.random.key(0))
-    >>> x, t = jnp.ones((4, 2)), jnp.zeros((4, 1))
-    >>> pairs = jprop.top_eigenpairs(jprop.SquaredError(net), k=2)(p, x, t)
-    >>> pairs.eigenvalues.shape, jax.tree.leaves(pairs.eigenvectors)[-1].shape  # output bias
-    ((2,), (2, 1))
+    Examples:
+        >>> import jax, jax.numpy as jnp, jprop
+        >>> net = jprop.MLP((2, 3, 1)); p = net.init(jax.random.key(0))
+        >>> x, t = jnp.ones((4, 2)), jnp.zeros((4, 1))
+        >>> pairs = jprop.top_eigenpairs(jprop.SquaredError(net), k=2)(p, x, t)
+        >>> pairs.eigenvalues.shape, jax.tree.leaves(pairs.eigenvectors)[-1].shape  # output bias
+        ((2,), (2, 1))
     """
 
     eigenvalues: jax.Array

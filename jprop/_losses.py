@@ -1,6 +1,6 @@
 """The losses the weight-curvature transforms read: `jprop.SquaredError` and `jprop.CrossEntropy`,
 each a batch mean E = (1/B) Σ_b e(f(x_b), t_b) over data (x (B, n), t (B, m)), with the exact
-diagonal of e's second derivative in the output layer's net input (Becker & LeCun's start)."""
+diagonal of e's second derivative in the output layer's net input (Becker–LeCun's start)."""
 
 from __future__ import annotations
 
@@ -27,10 +27,11 @@ class SquaredError:
     r"""$E = \frac1B\sum_b \tfrac12\|f(x_b) - t_b\|^2$ for any model `f`; a loss the curvature
     transforms read as data `(x (B, n), t (B, m))`. On a `jprop.MLP` they take the closed road.
 
-    >>> import jax, jax.numpy as jnp, jprop
-    >>> net = jprop.MLP((2, 4, 1)); p = net.init(jax.random.key(0))
-    >>> float(jprop.SquaredError(net)(p, jnp.zeros((3, 2)), net(p, jnp.zeros((3, 2)))))
-    0.0
+    Examples:
+        >>> import jax, jax.numpy as jnp, jprop
+        >>> net = jprop.MLP((2, 4, 1)); p = net.init(jax.random.key(0))
+        >>> float(jprop.SquaredError(net)(p, jnp.zeros((3, 2)), net(p, jnp.zeros((3, 2)))))
+        0.0
     """
 
     f: Any
@@ -63,23 +64,24 @@ class CrossEntropy:
     $-\frac1B\sum_b\sum_k [t\log y + (1-t)\log(1-y)]$ or $-\frac1B\sum_b\sum_k t\log y$, computed
     from the output's net input so it stays finite when the output saturates.
 
-    >>> import jax, jax.numpy as jnp, jprop
-    >>> net = jprop.MLP((2, 4, 3), output="softmax"); p = net.init(jax.random.key(0))
-    >>> E = jprop.CrossEntropy(net)(p, jnp.zeros((2, 2)), jnp.array([[1., 0, 0], [0, 1, 0]]))
-    >>> bool(E > 0)
-    True
+    Examples:
+        >>> import jax, jax.numpy as jnp, jprop
+        >>> net = jprop.MLP((2, 4, 3), output="softmax"); p = net.init(jax.random.key(0))
+        >>> E = jprop.CrossEntropy(net)(p, jnp.zeros((2, 2)), jnp.array([[1., 0, 0], [0, 1, 0]]))
+        >>> bool(E > 0)
+        True
     """
 
     f: MLP
 
     def __post_init__(self):
-        if not isinstance(self.f, MLP) or self.f.output not in ("logsig", "softmax"):
+        if not isinstance(self.f, MLP) or self.f.output not in ("sigmoid", "softmax"):
             if isinstance(self.f, MLP):
                 got = f"an MLP with output {self.f.output!r}"
             else:
                 got = type(self.f).__name__
             raise ValueError(
-                "jprop.CrossEntropy: needs a jprop.MLP with a 'logsig' or 'softmax' output (its "
+                "jprop.CrossEntropy: needs a jprop.MLP with a 'sigmoid' or 'softmax' output (its "
                 f"curvature is taken through the output's net input); got {got}. For other models "
                 "write the loss as a function E(params, *data) and use the autodiff road."
             )
@@ -106,7 +108,7 @@ class CrossEntropy:
 
 def logits(net: MLP, params: Params, x) -> jax.Array:
     """z^L, the output layer's net input, (B, m)."""
-    linear = MLP(net.sizes, activation=net.activations()[:-1] or "tansig", output="linear")
+    linear = MLP(net.sizes, activation=net.activations()[:-1] or "tanh", output="linear")
     return linear(params, x)
 
 

@@ -40,6 +40,7 @@ class MLP:
     and jprop recognises it to use the closed-form road.
 
     **Arguments:**
+
     - `sizes`: layer widths `(n, h1, ..., m)`, at least two positive ints.
     - `activation`: the hidden activation, `"tanh"` (default; MATLAB's `"tansig"`), `"sigmoid"`
       (`"logsig"`), `"identity"` (`"linear"`, `"purelin"`), `"sin"`, `"softplus"`, `"silu"`
@@ -47,20 +48,22 @@ class MLP:
     - `output`: the output activation, `"linear"` (default; also `"identity"`, `"purelin"`),
       `"tanh"`, `"sigmoid"` or `"softmax"`.
 
-    Names are stored in canonical form (`"tanh"` as `"tansig"`, `"sigmoid"` as `"logsig"`), so
-    networks written either way are equal and share compiled programs.
+    Names are stored in their standard form (MATLAB's `"tansig"` as `"tanh"`, `"logsig"` as
+    `"sigmoid"`, `"purelin"` as `"identity"`), so networks written either way are equal and share
+    compiled programs.
 
     Parameters are a list with one `{"W": (n_l, n_{l-1}), "b": (n_l,)}` dict per layer.
 
-    >>> import jax, jprop
-    >>> net = jprop.MLP((2, 10, 1))
-    >>> params = net.init(jax.random.key(0))
-    >>> net(params, jax.numpy.zeros(2)).shape
-    (1,)
+    Examples:
+        >>> import jax, jprop
+        >>> net = jprop.MLP((2, 10, 1))
+        >>> params = net.init(jax.random.key(0))
+        >>> net(params, jax.numpy.zeros(2)).shape
+        (1,)
     """
 
     sizes: tuple[int, ...]
-    activation: str | tuple[str, ...] = "tansig"
+    activation: str | tuple[str, ...] = "tanh"
     output: str = "linear"
 
     def __post_init__(self):

@@ -22,10 +22,11 @@ class RBFNetwork:
 
     Parameters: `{"centers": (k, n), "log_widths": (k,), "W": (m, k), "b": (m,)}`.
 
-    >>> import jax, jprop
-    >>> rbf = jprop.RBFNetwork(2, 5, 3)
-    >>> rbf(rbf.init(jax.random.key(0)), jax.numpy.zeros(2)).shape
-    (3,)
+    Examples:
+        >>> import jax, jprop
+        >>> rbf = jprop.RBFNetwork(2, 5, 3)
+        >>> rbf(rbf.init(jax.random.key(0)), jax.numpy.zeros(2)).shape
+        (3,)
     """
 
     n_inputs: int

@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ._dispatch import all_arrays, cached, count_trace, run_compiled
+from ._dispatch import all_arrays, cached, run_compiled
 from ._jprop import autodiff_rule, jprop_u, jprop_v, mean_loss
 from ._validation import (
     as_float_array,
@@ -49,7 +49,6 @@ def _composite(where: str, validate: Callable, body: Callable) -> Callable[..., 
 
     @jax.jit
     def compute(params, x, *args):
-        count_trace(where)
         return body(params, *validate(params, x, *args))
 
     def objective(params, x, *args):
@@ -72,10 +71,11 @@ def tangent_prop(f: Any, *, method: str = "auto", batch_size: int | None = None)
     **Returns:** a loss `(params, x, tangents, targets=None) -> E` with `x` of shape `(B, n)`,
     `tangents` of shape `(B, P, n)` and `targets` `(B, P, m)` (default zeros); the batch mean.
 
-    >>> import jax, jax.numpy as jnp, jprop
-    >>> net = jprop.MLP((2, 8, 1)); p = net.init(jax.random.key(0))
-    >>> jprop.tangent_prop(net)(p, jnp.ones((3, 2)), jnp.ones((3, 4, 2))).shape
-    ()
+    Examples:
+        >>> import jax, jax.numpy as jnp, jprop
+        >>> net = jprop.MLP((2, 8, 1)); p = net.init(jax.random.key(0))
+        >>> jprop.tangent_prop(net)(p, jnp.ones((3, 2)), jnp.ones((3, 4, 2))).shape
+        ()
     """
     return _build_tangent_prop(f, method, batch_size)
 
@@ -119,11 +119,12 @@ def derivative_targets(
     batch mean. Pass `value_weight=0` to fit derivatives alone (docs/math.md §5). `batch_size` runs
     every term over chunks of that many examples (bounded memory).
 
-    >>> import jax, jax.numpy as jnp, jprop
-    >>> net = jprop.MLP((1, 8, 1)); p = net.init(jax.random.key(0))
-    >>> x = jnp.linspace(-1, 1, 5)[:, None]
-    >>> jprop.derivative_targets(net)(p, x, jnp.sin(x), jnp.cos(x)[:, :, None]).shape
-    ()
+    Examples:
+        >>> import jax, jax.numpy as jnp, jprop
+        >>> net = jprop.MLP((1, 8, 1)); p = net.init(jax.random.key(0))
+        >>> x = jnp.linspace(-1, 1, 5)[:, None]
+        >>> jprop.derivative_targets(net)(p, x, jnp.sin(x), jnp.cos(x)[:, :, None]).shape
+        ()
     """
     return _build_derivative_targets(f, method, value_weight, batch_size)
 
@@ -171,11 +172,12 @@ def jacobian_penalty(
 
     **Returns:** a loss `(params, x, key=None) -> penalty`; `x` `(B, n)`; the batch mean.
 
-    >>> import jax, jax.numpy as jnp, jprop
-    >>> net = jprop.MLP((3, 8, 2)); p = net.init(jax.random.key(0))
-    >>> exact = jprop.jacobian_penalty(net)(p, jnp.ones((4, 3)))
-    >>> bool(jnp.isclose(exact, 0.5 * jnp.sum(jprop.jacobian(net)(p, jnp.ones(3)) ** 2)))
-    True
+    Examples:
+        >>> import jax, jax.numpy as jnp, jprop
+        >>> net = jprop.MLP((3, 8, 2)); p = net.init(jax.random.key(0))
+        >>> exact = jprop.jacobian_penalty(net)(p, jnp.ones((4, 3)))
+        >>> bool(jnp.isclose(exact, 0.5 * jnp.sum(jprop.jacobian(net)(p, jnp.ones(3)) ** 2)))
+        True
     """
     return _build_jacobian_penalty(f, method, num_probes, batch_size)
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import _closed, _forward_laplacian, _trained_curvature
 from ._batch import map_batches, map_examples
-from ._dispatch import all_arrays, cached, choose, count_trace, run_compiled
+from ._dispatch import all_arrays, cached, choose, run_compiled
 from ._forward_laplacian import supports
 from ._mlp import MLP
 from ._trained_jacobian import jacobian as trained_jacobian
@@ -180,7 +180,6 @@ def _input_transform(
 
     @jax.jit
     def compute(params, x, *others):
-        count_trace(quantity)
         x, others = validate(params, x, *others)
         return _vmap_is_the_batch(plain)(params, x, *others)
 
@@ -238,14 +237,7 @@ def _vmap_is_the_batch(plain: Callable[..., jax.Array]) -> Callable[..., jax.Arr
                 *(0 if b else None for b in others_batched),
             )
             return jax.vmap(plain, in_axes=axes)(params, x, *others), True
-        count_trace("vmap joins the batch")
-        # The mapped axis is in front of every batched argument: broadcast the others to it.
-        x = x if x_batched else jnp.broadcast_to(x, (axis_size, *x.shape))
-        others = [
-            o if b else jnp.broadcast_to(o, (axis_size, *o.shape))
-            for o, b in zip(others, others_batched)
-        ]
-        return plain(params, x, *others), True
+        return _join_the_batch(plain, axis_size, params, x, others, x_batched, others_batched), True
 
     @jax.custom_jvp
     def differentiable(params, x, *others):
@@ -256,6 +248,17 @@ def _vmap_is_the_batch(plain: Callable[..., jax.Array]) -> Callable[..., jax.Arr
         return jax.jvp(plain, primals, tangents)
 
     return differentiable
+
+
+def _join_the_batch(plain, axis_size, params, x, others, x_batched, others_batched):
+    """`plain` on the whole batch with the mapped axis in front of x's leading axes; arguments
+    that are not mapped are broadcast to it."""
+    x = x if x_batched else jnp.broadcast_to(x, (axis_size, *x.shape))
+    others = [
+        o if b else jnp.broadcast_to(o, (axis_size, *o.shape))
+        for o, b in zip(others, others_batched)
+    ]
+    return plain(params, x, *others)
 
 
 def _autodiff_jacobian(f: Function, params: Any, x: jax.Array) -> jax.Array:
@@ -297,6 +300,7 @@ def jacobian(
     r"""The Jacobian of `f` with respect to its input, $J_{kj} = \partial f_k / \partial x_j$.
 
     **Arguments:**
+
     - `f`: a `jprop.MLP` or any function `f(params, x)` taking `x` of shape `(n,)`.
     - `method`: `"auto"`, `"closed"` or `"autodiff"`. The closed road for a `jprop.MLP` carries
       hand-written derivative rules, so `jax.grad` of a loss on J (Sobolev training, Jacobian
@@ -311,10 +315,11 @@ def jacobian(
     `(n,)`, `J` has shape `(m, n)`; `x` of shape `(..., n)` gives `(..., m, n)`. Both roads propagate
     forwards when `n < m` and backwards otherwise (Bishop §8.1.5).
 
-    >>> import jax, jprop
-    >>> net = jprop.MLP((3, 8, 2))
-    >>> jprop.jacobian(net)(net.init(jax.random.key(0)), jax.numpy.ones(3)).shape
-    (2, 3)
+    Examples:
+        >>> import jax, jprop
+        >>> net = jprop.MLP((3, 8, 2))
+        >>> jprop.jacobian(net)(net.init(jax.random.key(0)), jax.numpy.ones(3)).shape
+        (2, 3)
     """
     return _input_transform("jacobian", f, method, batch_size)
 
@@ -336,10 +341,11 @@ def hessian(
     `(n,)`, `H` has shape `(m, n, n)`, symmetric in its last two axes; `x` of shape `(..., n)` gives
     `(..., m, n, n)`.
 
-    >>> import jax, jprop
-    >>> net = jprop.MLP((3, 8, 2))
-    >>> jprop.hessian(net)(net.init(jax.random.key(0)), jax.numpy.ones(3)).shape
-    (2, 3, 3)
+    Examples:
+        >>> import jax, jprop
+        >>> net = jprop.MLP((3, 8, 2))
+        >>> jprop.hessian(net)(net.init(jax.random.key(0)), jax.numpy.ones(3)).shape
+        (2, 3, 3)
     """
     return _input_transform("hessian", f, method, batch_size)
 
@@ -359,6 +365,7 @@ def laplacian(
     `jax.grad` of anything built on it runs that pass's hand-written tangent pass, transposed.
 
     **Arguments:** `f`, `method`, `batch_size` as for `jprop.jacobian`, and
+
     - `dims`: the input coordinates to sum over, e.g. `dims=(1, 2)` for $\Delta_x u$ of
       $u(t, x_1, x_2)$; the closed road then pushes only those k tangents (default: all n).
     - `outputs`: the outputs to compute, e.g. `outputs=(0,)` (default: all m); the closed road
@@ -368,10 +375,11 @@ def laplacian(
     `(n,)`, `L` has shape `(m,)` (or `(len(outputs),)`); `x` of shape `(..., n)` gives `(..., m)`.
     An `f` with a scalar output per example gives `()` per example.
 
-    >>> import jax, jprop
-    >>> net = jprop.MLP((3, 8, 2))
-    >>> jprop.laplacian(net)(net.init(jax.random.key(0)), jax.numpy.ones(3)).shape
-    (2,)
+    Examples:
+        >>> import jax, jprop
+        >>> net = jprop.MLP((3, 8, 2))
+        >>> jprop.laplacian(net)(net.init(jax.random.key(0)), jax.numpy.ones(3)).shape
+        (2,)
     """
     where = "jprop.laplacian"
     dims, outputs = _indices(dims, "dims", where), _indices(outputs, "outputs", where)
@@ -399,10 +407,11 @@ def hessian_diagonal(
     `(n,)`, `D` has shape `(m, n)` (or `(len(outputs), len(dims))`); `x` of shape `(..., n)` gives
     `(..., m, n)`.
 
-    >>> import jax, jprop
-    >>> net = jprop.MLP((3, 8, 2))
-    >>> jprop.hessian_diagonal(net)(net.init(jax.random.key(0)), jax.numpy.ones(3)).shape
-    (2, 3)
+    Examples:
+        >>> import jax, jprop
+        >>> net = jprop.MLP((3, 8, 2))
+        >>> jprop.hessian_diagonal(net)(net.init(jax.random.key(0)), jax.numpy.ones(3)).shape
+        (2, 3)
     """
     where = "jprop.hessian_diagonal"
     dims, outputs = _indices(dims, "dims", where), _indices(outputs, "outputs", where)
@@ -424,11 +433,12 @@ def hessian_vector_product(
     **Returns:** a function `(params, x, g, r) -> v` with `g` of shape `(m,)`, `r` and `v` of shape
     `(n,)`; with batch axes, `x`, `r`, `v` of shape `(..., n)` and `g` of shape `(..., m)`.
 
-    >>> import jax, jax.numpy as jnp, jprop
-    >>> net = jprop.MLP((3, 8, 2))
-    >>> p = net.init(jax.random.key(0))
-    >>> jprop.hessian_vector_product(net)(p, jnp.ones(3), jnp.ones(2), jnp.ones(3)).shape
-    (3,)
+    Examples:
+        >>> import jax, jax.numpy as jnp, jprop
+        >>> net = jprop.MLP((3, 8, 2))
+        >>> p = net.init(jax.random.key(0))
+        >>> jprop.hessian_vector_product(net)(p, jnp.ones(3), jnp.ones(2), jnp.ones(3)).shape
+        (3,)
     """
     return _input_transform("hessian_vector_product", f, method, batch_size, extra=("g", "r"))
 
@@ -440,6 +450,7 @@ def R(f: Callable[[Any, jax.Array], Any], *, method: str = "auto") -> Callable[.
     output (a vector), $\mathcal{R}_r\{f\} = J r$.
 
     **Arguments:**
+
     - `f`: any function `f(params, x)`; its output may be any pytree of arrays.
     - `method`: `"auto"`, `"closed"` (the R-forward pass; `f` must be a `jprop.MLP`) or
       `"autodiff"` (`jax.jvp`).
@@ -448,11 +459,12 @@ def R(f: Callable[[Any, jax.Array], Any], *, method: str = "auto") -> Callable[.
     a pytree shaped like `f(params, x)`. `f` sees `x` exactly as given, so a batch-aware `f` gets
     the whole batch.
 
-    >>> import jax, jprop
-    >>> net = jprop.MLP((3, 8, 2))
-    >>> p, x = net.init(jax.random.key(0)), jax.numpy.ones(3)
-    >>> jprop.R(net)(p, x, x).shape
-    (2,)
+    Examples:
+        >>> import jax, jprop
+        >>> net = jprop.MLP((3, 8, 2))
+        >>> p, x = net.init(jax.random.key(0)), jax.numpy.ones(3)
+        >>> jprop.R(net)(p, x, x).shape
+        (2,)
     """
     return _r_operator(f, method)
 
@@ -473,7 +485,6 @@ def _r_operator(f: Any, method: str) -> Callable[..., Any]:
 
     @jax.jit
     def compute(params, x, r):
-        count_trace("R")
         x, r = validate(params, x, r)
         if road == "closed":  # the R-forward pass; it takes any leading batch axes as they are
             return _closed.jacobian_vector_product(f, params, x, r)

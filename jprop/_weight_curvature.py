@@ -11,7 +11,7 @@ Closed road, per MLP (all batch-wide matrix products):
 - Gauss-Newton G v = J_wᵀ H_out J_w v: the weight-space R-forward gives J_w v; one linear backward
   pass from H_out J_w v (ry^L for squared error, taken through y; for cross-entropy with its
   canonical logsig/softmax output, H_z R{z^L} = R{y^L}, taken through z) gives J_wᵀ of it.
-- Becker & LeCun's diagonal: the exact diagonal of ∂²E/∂(z^L)², then
+- Becker–LeCun's diagonal: the exact diagonal of ∂²E/∂(z^L)², then
   d^l = (s1^l)² ∘ (d^{l+1} (W^{l+1})²) + s2^l ∘ gy^l, and ∂²E/∂W_ji² ≈ d_j y_i².
 
 Flattening: `jprop.param_layout(params)` names each leaf's slice of the flat vector that the
@@ -20,9 +20,9 @@ matrices here index (`jax.flatten_util.ravel_pytree` order).
 
 from __future__ import annotations
 
-import warnings
+import dataclasses
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -241,12 +241,13 @@ def weight_hessian_vector_product(
 
     **Returns:** a function `(params, v, *data) -> Hv`, `v` and `Hv` pytrees shaped like params.
 
-    >>> import jax, jax.numpy as jnp, jprop
-    >>> net = jprop.MLP((2, 4, 1)); p = net.init(jax.random.key(0))
-    >>> x, t = jnp.ones((3, 2)), jnp.zeros((3, 1))
-    >>> Hv = jprop.weight_hessian_vector_product(jprop.SquaredError(net))(p, jax.tree.map(jnp.ones_like, p), x, t)
-    >>> jax.tree.map(jnp.shape, Hv) == jax.tree.map(jnp.shape, p)
-    True
+    Examples:
+        >>> import jax, jax.numpy as jnp, jprop
+        >>> net = jprop.MLP((2, 4, 1)); p = net.init(jax.random.key(0))
+        >>> x, t = jnp.ones((3, 2)), jnp.zeros((3, 1))
+        >>> Hv = jprop.weight_hessian_vector_product(jprop.SquaredError(net))(p, jax.tree.map(jnp.ones_like, p), x, t)
+        >>> jax.tree.map(jnp.shape, Hv) == jax.tree.map(jnp.shape, p)
+        True
     """
     where = "jprop.weight_hessian_vector_product"
     road = _road(loss, method, where)
@@ -272,12 +273,13 @@ def gauss_newton_vector_product(
     **Returns:** a function `(params, v, x, t) -> Gv`, pytrees shaped like params.
 
 
-    >>> import jax, jax.numpy as jnp, jprop
-    >>> net = jprop.MLP((2, 3, 1)); p = net.init(jax.random.key(0))
-    >>> x, t = jnp.ones((4, 2)), jnp.zeros((4, 1))
-    >>> Gv = jprop.gauss_newton_vector_product(jprop.SquaredError(net))(p, p, x, t)
-    >>> jax.tree.map(jnp.shape, Gv) == jax.tree.map(jnp.shape, p)
-    True
+    Examples:
+        >>> import jax, jax.numpy as jnp, jprop
+        >>> net = jprop.MLP((2, 3, 1)); p = net.init(jax.random.key(0))
+        >>> x, t = jnp.ones((4, 2)), jnp.zeros((4, 1))
+        >>> Gv = jprop.gauss_newton_vector_product(jprop.SquaredError(net))(p, p, x, t)
+        >>> jax.tree.map(jnp.shape, Gv) == jax.tree.map(jnp.shape, p)
+        True
     """
     where = "jprop.gauss_newton_vector_product"
     compute = jax.jit(_gauss_newton_product(loss, method, batch_size, where))
@@ -302,42 +304,15 @@ def _gauss_newton_product(loss: Any, method: str, batch_size: Any, where: str) -
     return _mean_of(product, _check_batch_size(loss, batch_size, where))
 
 
-def _renamed(old: str, new: Callable) -> Callable:
-    """A deprecated spelling of `new`: warns, then builds `new` with the same arguments."""
-
-    def deprecated(loss: Any, *, method: str = "auto", batch_size: int | None = None):
-        warnings.warn(
-            f"jprop.{old} is deprecated; use jprop.{new.__name__}, the same function (jprop spells "
-            "every product out, as in jprop.hessian_vector_product).",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return new(loss, method=method, batch_size=batch_size)
-
-    deprecated.__name__ = deprecated.__qualname__ = old
-    deprecated.__doc__ = f"""Deprecated: `jprop.{new.__name__}` under its old name (same arguments).
-
-    >>> import warnings, jprop
-    >>> with warnings.catch_warnings(record=True) as caught:
-    ...     warnings.simplefilter("always")
-    ...     _ = jprop.{old}(jprop.SquaredError(jprop.MLP((2, 3, 1))))
-    >>> caught[0].category.__name__
-    'DeprecationWarning'
-    """
-    return deprecated
-
-
-weight_hvp = _renamed("weight_hvp", weight_hessian_vector_product)
-gauss_newton_vp = _renamed("gauss_newton_vp", gauss_newton_vector_product)
-
-
-class ParamSlice(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class ParamSlice:
     """Where one parameter leaf lives in the flat vector: its path, slice and shape.
 
-    >>> import jax, jprop
-    >>> bias = jprop.param_layout(jprop.MLP((2, 3, 1)).init(jax.random.key(0)))[1]
-    >>> bias.start, bias.stop, bias.shape  # the first layer's b, after its W
-    (6, 9, (3,))
+    Examples:
+        >>> import jax, jprop
+        >>> bias = jprop.param_layout(jprop.MLP((2, 3, 1)).init(jax.random.key(0)))[1]
+        >>> bias.start, bias.stop, bias.shape  # the first layer's b, after its W
+        (6, 9, (3,))
     """
 
     name: str
@@ -349,10 +324,11 @@ class ParamSlice(NamedTuple):
 def param_layout(params: Any) -> list[ParamSlice]:
     """The flat order used by the weight-space matrices (`ravel_pytree`): one entry per leaf.
 
-    >>> import jax, jprop
-    >>> first = jprop.param_layout(jprop.MLP((2, 3, 1)).init(jax.random.key(0)))[0]
-    >>> first.start, first.stop, first.shape  # the first layer's W, named by its key path
-    (0, 6, (3, 2))
+    Examples:
+        >>> import jax, jprop
+        >>> first = jprop.param_layout(jprop.MLP((2, 3, 1)).init(jax.random.key(0)))[0]
+        >>> first.start, first.stop, first.shape  # the first layer's W, named by its key path
+        (0, 6, (3, 2))
     """
     layout, start = [], 0
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
@@ -361,8 +337,6 @@ def param_layout(params: Any) -> list[ParamSlice]:
         start += size
     return layout
 
-
-_DEFAULT_MAX_BYTES = 1 << 30
 
 
 def _dense(product, params, data, max_bytes, where, what):
@@ -396,7 +370,7 @@ def weight_hessian(
     loss: Any,
     *,
     method: str = "auto",
-    max_bytes: int = _DEFAULT_MAX_BYTES,
+    max_bytes: int = 2**30,
     batch_size: int | None = None,
 ) -> Callable[..., jax.Array]:
     r"""The full weight Hessian as a (P, P) matrix over the flattened parameters, one HVP per column.
@@ -408,12 +382,13 @@ def weight_hessian(
     **Returns:** a function `(params, *data) -> H`.
 
 
-    >>> import jax, jax.numpy as jnp, jprop
-    >>> net = jprop.MLP((2, 3, 1)); p = net.init(jax.random.key(0))
-    >>> x, t = jnp.ones((4, 2)), jnp.zeros((4, 1))
-    >>> H = jprop.weight_hessian(jprop.SquaredError(net))(p, x, t)
-    >>> H.shape, bool(jnp.allclose(H, H.T, atol=1e-6))  # P = 13 weights
-    ((13, 13), True)
+    Examples:
+        >>> import jax, jax.numpy as jnp, jprop
+        >>> net = jprop.MLP((2, 3, 1)); p = net.init(jax.random.key(0))
+        >>> x, t = jnp.ones((4, 2)), jnp.zeros((4, 1))
+        >>> H = jprop.weight_hessian(jprop.SquaredError(net))(p, x, t)
+        >>> H.shape, bool(jnp.allclose(H, H.T, atol=1e-6))  # P = 13 weights
+        ((13, 13), True)
     """
     where = "jprop.weight_hessian"
     road = _road(loss, method, where)
@@ -433,18 +408,19 @@ def gauss_newton(
     loss: SquaredError | CrossEntropy,
     *,
     method: str = "auto",
-    max_bytes: int = _DEFAULT_MAX_BYTES,
+    max_bytes: int = 2**30,
     batch_size: int | None = None,
 ) -> Callable[..., jax.Array]:
     """The Gauss-Newton matrix (P, P), column by column from `gauss_newton_vector_product`; `max_bytes` and
     `batch_size` as for `jprop.weight_hessian`. **Returns:** a function `(params, x, t) -> G`.
 
-    >>> import jax, jax.numpy as jnp, jprop
-    >>> net = jprop.MLP((2, 3, 1)); p = net.init(jax.random.key(0))
-    >>> x, t = jnp.ones((4, 2)), jnp.zeros((4, 1))
-    >>> G = jprop.gauss_newton(jprop.SquaredError(net))(p, x, t)
-    >>> G.shape, bool(jnp.linalg.eigvalsh(G).min() > -1e-6)  # positive semi-definite
-    ((13, 13), True)
+    Examples:
+        >>> import jax, jax.numpy as jnp, jprop
+        >>> net = jprop.MLP((2, 3, 1)); p = net.init(jax.random.key(0))
+        >>> x, t = jnp.ones((4, 2)), jnp.zeros((4, 1))
+        >>> G = jprop.gauss_newton(jprop.SquaredError(net))(p, x, t)
+        >>> G.shape, bool(jnp.linalg.eigvalsh(G).min() > -1e-6)  # positive semi-definite
+        ((13, 13), True)
     """
     where = "jprop.gauss_newton"
     gvp = _gauss_newton_product(loss, method, batch_size, where)
@@ -463,12 +439,12 @@ def weight_hessian_diagonal(
     loss: SquaredError | CrossEntropy | Any,
     *,
     exact: bool = False,
-    max_bytes: int = _DEFAULT_MAX_BYTES,
+    max_bytes: int = 2**30,
     batch_size: int | None = None,
 ) -> Callable[..., Any]:
     r"""The diagonal of the weight Hessian, shaped like params.
 
-    `exact=False`: Becker & LeCun's O(W) approximation for a `jprop.MLP` loss (exact output-layer
+    `exact=False`: Becker–LeCun's O(W) approximation for a `jprop.MLP` loss (exact output-layer
     second derivatives, off-diagonal terms dropped below; exact for a net with no hidden layer).
     `exact=True`: the diagonal of `jprop.weight_hessian`, for small nets and for comparison.
     `batch_size` as for `jprop.weight_hessian_vector_product`.
@@ -476,12 +452,13 @@ def weight_hessian_diagonal(
     **Returns:** a function `(params, *data) -> diagonal` (a pytree like params).
 
 
-    >>> import jax, jax.numpy as jnp, jprop
-    >>> net = jprop.MLP((2, 3, 1)); p = net.init(jax.random.key(0))
-    >>> x, t = jnp.ones((4, 2)), jnp.zeros((4, 1))
-    >>> d = jprop.weight_hessian_diagonal(jprop.SquaredError(net))(p, x, t)
-    >>> jax.tree.map(jnp.shape, d) == jax.tree.map(jnp.shape, p)
-    True
+    Examples:
+        >>> import jax, jax.numpy as jnp, jprop
+        >>> net = jprop.MLP((2, 3, 1)); p = net.init(jax.random.key(0))
+        >>> x, t = jnp.ones((4, 2)), jnp.zeros((4, 1))
+        >>> d = jprop.weight_hessian_diagonal(jprop.SquaredError(net))(p, x, t)
+        >>> jax.tree.map(jnp.shape, d) == jax.tree.map(jnp.shape, p)
+        True
     """
     where = "jprop.weight_hessian_diagonal"
     batch_size = _check_batch_size(loss, batch_size, where)
@@ -494,7 +471,7 @@ def weight_hessian_diagonal(
         return diagonal
     if not (isinstance(loss, (SquaredError, CrossEntropy)) and isinstance(loss.f, MLP)):
         raise ValueError(
-            f"{where}: the Becker-LeCun approximation needs jprop.SquaredError or "
+            f"{where}: the Becker–LeCun approximation needs jprop.SquaredError or "
             f"jprop.CrossEntropy of a jprop.MLP; got {type(loss).__name__}. Pass exact=True for "
             "the exact diagonal of any loss."
         )
@@ -519,11 +496,12 @@ def curvature_along(
     **Returns:** a function `(params, v, *data) -> scalar`.
 
 
-    >>> import jax, jax.numpy as jnp, jprop
-    >>> net = jprop.MLP((2, 3, 1)); p = net.init(jax.random.key(0))
-    >>> x, t = jnp.ones((4, 2)), jnp.zeros((4, 1))
-    >>> jprop.curvature_along(jprop.SquaredError(net))(p, p, x, t).shape
-    ()
+    Examples:
+        >>> import jax, jax.numpy as jnp, jprop
+        >>> net = jprop.MLP((2, 3, 1)); p = net.init(jax.random.key(0))
+        >>> x, t = jnp.ones((4, 2)), jnp.zeros((4, 1))
+        >>> jprop.curvature_along(jprop.SquaredError(net))(p, p, x, t).shape
+        ()
     """
     batch_size = _check_batch_size(loss, batch_size, "jprop.curvature_along")
     hvp = weight_hessian_vector_product(loss, method=method, batch_size=batch_size)
@@ -564,12 +542,13 @@ def top_eigenpairs(
     deterministic (pass different keys to check that a result does not depend on the start).
 
 
-    >>> import jax, jax.numpy as jnp, jprop
-    >>> net = jprop.MLP((2, 3, 1)); p = net.init(jax.random.key(0))
-    >>> x, t = jnp.ones((4, 2)), jnp.zeros((4, 1))
-    >>> pairs = jprop.top_eigenpairs(jprop.SquaredError(net), k=2)(p, x, t)
-    >>> bool(pairs.eigenvalues[0] >= pairs.eigenvalues[1])
-    True
+    Examples:
+        >>> import jax, jax.numpy as jnp, jprop
+        >>> net = jprop.MLP((2, 3, 1)); p = net.init(jax.random.key(0))
+        >>> x, t = jnp.ones((4, 2)), jnp.zeros((4, 1))
+        >>> pairs = jprop.top_eigenpairs(jprop.SquaredError(net), k=2)(p, x, t)
+        >>> bool(pairs.eigenvalues[0] >= pairs.eigenvalues[1])
+        True
     """
     where = "jprop.top_eigenpairs"
     batch_size = _check_batch_size(loss, batch_size, where)

@@ -12,14 +12,15 @@ Both take x of shape (B, n) and return batch means, like the other J-prop object
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from ._batch import map_batches
-from ._dispatch import METHODS, all_arrays, cached, count_trace, run_compiled
+from ._dispatch import METHODS, all_arrays, cached, run_compiled
 from ._jprop import bilinear
 from ._transforms import jacobian
 from ._validation import (
@@ -31,14 +32,17 @@ from ._validation import (
 )
 
 
-class SpectralState(NamedTuple):
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class SpectralState:
     """Power-iteration state, one singular pair per example: u (B, m), v (B, n), sigma (B,).
 
-    >>> import jax, jax.numpy as jnp, jprop
-    >>> net = jprop.MLP((3, 4, 2)); p = net.init(jax.random.key(0))
-    >>> state = jprop.SpectralNorm(net).init(p, jnp.ones((5, 3)), jax.random.key(1))
-    >>> state.u.shape, state.v.shape, state.sigma.shape
-    ((5, 2), (5, 3), (5,))
+    Examples:
+        >>> import jax, jax.numpy as jnp, jprop
+        >>> net = jprop.MLP((3, 4, 2)); p = net.init(jax.random.key(0))
+        >>> state = jprop.SpectralNorm(net).init(p, jnp.ones((5, 3)), jax.random.key(1))
+        >>> state.u.shape, state.v.shape, state.sigma.shape
+        ((5, 2), (5, 3), (5,))
     """
 
     u: jax.Array
@@ -72,12 +76,13 @@ class SpectralNorm:
     or `jax.value_and_grad(sn, has_aux=True)` give its gradient beside the new state; `x` of shape
     `(B, n)`.
 
-    >>> import jax, jax.numpy as jnp, jprop
-    >>> net = jprop.MLP((3, 16, 2)); p = net.init(jax.random.key(0)); x = jnp.ones((4, 3))
-    >>> sn = jprop.SpectralNorm(net, num_iterations=20)
-    >>> sigma, state = sn(p, x, sn.init(p, x, jax.random.key(1)))
-    >>> bool(jnp.allclose(state.sigma, jnp.linalg.norm(jprop.jacobian(net)(p, x), 2, axis=(1, 2))))
-    True
+    Examples:
+        >>> import jax, jax.numpy as jnp, jprop
+        >>> net = jprop.MLP((3, 16, 2)); p = net.init(jax.random.key(0)); x = jnp.ones((4, 3))
+        >>> sn = jprop.SpectralNorm(net, num_iterations=20)
+        >>> sigma, state = sn(p, x, sn.init(p, x, jax.random.key(1)))
+        >>> bool(jnp.allclose(state.sigma, jnp.linalg.norm(jprop.jacobian(net)(p, x), 2, axis=(1, 2))))
+        True
     """
 
     def __init__(
@@ -151,7 +156,6 @@ class SpectralNorm:
         return x, a["state.u"], a["state.v"]
 
     def _compute(self, params, x, state):
-        count_trace("SpectralNorm")
         x, u, v = self._validate(params, x, state)
         u, v, sigma = self._power_iteration(params, x, u, v)
         if not self.squared:
@@ -176,11 +180,12 @@ def log_abs_det_jacobian(
     **Returns:** a loss `(params, x) -> mean log|det J|`, `x` of shape `(B, n)`; raises a
     `ValueError` when the network's m ≠ n.
 
-    >>> import jax, jax.numpy as jnp, jprop
-    >>> net = jprop.MLP((2, 8, 2)); p = net.init(jax.random.key(0))
-    >>> value = jprop.log_abs_det_jacobian(net)(p, jnp.ones((5, 2)))
-    >>> bool(jnp.isclose(value, jnp.linalg.slogdet(jprop.jacobian(net)(p, jnp.ones(2)))[1]))
-    True
+    Examples:
+        >>> import jax, jax.numpy as jnp, jprop
+        >>> net = jprop.MLP((2, 8, 2)); p = net.init(jax.random.key(0))
+        >>> value = jprop.log_abs_det_jacobian(net)(p, jnp.ones((5, 2)))
+        >>> bool(jnp.isclose(value, jnp.linalg.slogdet(jprop.jacobian(net)(p, jnp.ones(2)))[1]))
+        True
     """
     return _log_abs_det_jacobian(f, method, batch_size)
 
@@ -226,7 +231,6 @@ def _log_abs_det_jacobian(f: Any, method: str, batch_size: Any) -> Callable[...,
 
     @jax.jit
     def compute(params, x):
-        count_trace("log_abs_det_jacobian")
         return loss(params, validate(params, x))
 
     def objective(params: Any, x: jax.Array) -> jax.Array:

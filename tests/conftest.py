@@ -114,3 +114,26 @@ def _fresh_transforms(request):
 @pytest.fixture
 def empty_caches():
     """Ask for this to start from no built transforms (see `_fresh_transforms`)."""
+
+
+class CompileCounter:
+    """Counts XLA compilations through JAX's public monitoring events, so a test proves that a
+    second call reuses a compiled program without any counter inside jprop."""
+
+    EVENT = "/jax/core/compile/backend_compile_duration"
+
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, event: str, duration: float, **kwargs) -> None:
+        if event == self.EVENT:
+            self.count += 1
+
+
+@pytest.fixture
+def compiles(empty_caches):
+    """A live count of XLA compilations during the test (starting from no built transforms)."""
+    counter = CompileCounter()
+    jax.monitoring.register_event_duration_secs_listener(counter)
+    yield counter
+    jax.monitoring.unregister_event_duration_listener(counter)

@@ -1,5 +1,5 @@
 """Weight-space curvature: HVPs and the full Hessian against jax.hessian of the flattened loss and
-float64 differences, Gauss-Newton against its dense definition, Becker-LeCun against the exact
+float64 differences, Gauss-Newton against its dense definition, Becker–LeCun against the exact
 diagonal where it is exact, eigenpairs against numpy.linalg.eigh, and clear errors."""
 
 import functools
@@ -266,7 +266,7 @@ def test_curvature_errors_say_what_was_expected():
         jprop.gauss_newton_vector_product(lambda p, x, t: 0.0)
     with pytest.raises(ValueError, match="'logsig' or 'softmax' output.*output 'linear'"):
         jprop.CrossEntropy(net)
-    with pytest.raises(ValueError, match="Becker-LeCun approximation needs"):
+    with pytest.raises(ValueError, match="Becker–LeCun approximation needs"):
         jprop.weight_hessian_diagonal(lambda p, x, t: 0.0)
     with pytest.raises(ValueError, match="method='closed' needs jprop.SquaredError"):
         jprop.weight_hessian_vector_product(lambda p: 0.0, method="closed")
@@ -325,25 +325,6 @@ def test_a_dense_curvature_matrix_is_the_only_p_by_p_array(transform):
     account = compiled.memory_analysis()
     assert account is not None and account.output_size_in_bytes == size * size * 4
     assert account.temp_size_in_bytes < 0.25 * size * size * 4, account.temp_size_in_bytes
-
-
-@pytest.mark.parametrize(
-    "old, new",
-    [
-        ("weight_hvp", "weight_hessian_vector_product"),
-        ("gauss_newton_vp", "gauss_newton_vector_product"),
-    ],
-)
-def test_the_earlier_product_names_warn_and_compute_the_same(old, new):
-    loss, params, x, t, v = problem(jprop.MLP((3, 5, 2)), "squared", jnp.float64, seed=8)
-    with pytest.warns(DeprecationWarning, match=f"jprop.{old} is deprecated; use jprop.{new}"):
-        renamed = getattr(jprop, old)(loss, batch_size=2)
-    assert_close(
-        flat(renamed(params, v, x, t)),
-        flat(getattr(jprop, new)(loss)(params, v, x, t)),
-        1e-12,
-        old,
-    )
 
 
 def test_top_eigenpairs_takes_every_option_by_keyword():

@@ -1,8 +1,11 @@
-"""The documentation site's pages (docs/): every Python block on every page runs, as a user
-copies it; the site itself is built with `mkdocs build --strict` by .ci/run."""
+"""The documentation site (docs/): every Python block on every page runs, as a user copies it;
+the site builds with `mkdocs build --strict`, and every API entry renders with its signature and a
+highlighted example (read from the built HTML)."""
 
 import pathlib
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -24,7 +27,8 @@ def test_every_public_name_is_in_the_api_reference():
 
     public = {name for name in dir(jprop) if not name.startswith("_")} - {"version"}
     public -= {"PackageNotFoundError", "annotations"}
-    documented = set(re.findall(r"^::: jprop\.(\w+)$", (ROOT / "docs/api.md").read_text(), re.M))
+    pages = "\n".join(p.read_text() for p in (ROOT / "docs/api").glob("*.md"))
+    documented = set(re.findall(r"^::: jprop\.(\w+)$", pages, re.M))
     assert public == documented, (sorted(public - documented), sorted(documented - public))
 
 
@@ -38,3 +42,55 @@ def test_every_public_name_shows_an_example_that_runs():
     public -= {"version", "PackageNotFoundError", "annotations"}
     without = [name for name in public if ">>>" not in (inspect.getdoc(getattr(jprop, name)) or "")]
     assert not without, sorted(without)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """The documentation site, built as .ci/run builds it."""
+    folder = tmp_path_factory.mktemp("site")
+    command = [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(folder)]
+    env = {"NO_MKDOCS_2_WARNING": "1", "PATH": "", "HOME": str(folder)}
+    built = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
+    assert built.returncode == 0, built.stderr[-4000:]
+    return folder
+
+
+def _api_entries(site):
+    """(page, name, html) for every `::: jprop.name` entry of the API pages."""
+    for page in sorted((site / "api").glob("*/index.html")):
+        html = page.read_text()
+        headings = list(re.finditer(r'<h[23] id="jprop\.(\w+)"', html))
+        for here, after in zip(headings, headings[1:] + [None]):
+            end = after.start() if after else html.index("</article>", here.start())
+            yield page.parent.name, here.group(1), html[here.start() : end]
+
+
+def test_every_api_entry_renders_a_signature_and_a_code_example(site):
+    entries = list(_api_entries(site))
+    import jprop
+
+    public = {name for name in dir(jprop) if not name.startswith("_")}
+    public -= {"version", "PackageNotFoundError", "annotations"}
+    assert {name for _, name, _ in entries} == public
+    for page, name, html in entries:
+        assert 'class="doc-signature' in html, f"{page}: jprop.{name} renders no signature"
+        code = re.search(r'<div class="[^"]*highlight[^"]*"><pre>.*?&gt;&gt;&gt;', html, re.S)
+        assert code, f"{page}: jprop.{name} renders its example outside a code block"
+        assert "<blockquote>" not in html, f"{page}: jprop.{name} renders a blockquote"
+        assert "= _" not in re.sub(r"<[^>]+>", "", html), (
+            f"{page}: jprop.{name} shows a private name"
+        )
+        prose = re.sub(r"<pre>.*?</pre>", "", html, flags=re.S)
+        assert not re.search(r"<p>[^<]*(<[^p/][^>]*>[^<]*</[^>]+>[^<]*)*\n- ", prose), (
+            f"{page}: jprop.{name} renders a list as one paragraph"
+        )
+
+
+def test_the_mathematics_page_renders_its_formulas(site):
+    html = (site / "math" / "index.html").read_text()
+    assert html.count('class="arithmatex"') >= 100
+    text = re.sub(r'<span class="arithmatex">.*?</span>', "", html, flags=re.S)
+    text = re.sub(r'<div class="arithmatex">.*?</div>', "", text, flags=re.S)
+    article = text[text.index("<article") : text.index("</article>")]
+    raw = re.findall(r"[ˡ⁰¹²³⁴⁵⁶⁷⁸⁹ᵀ₀₁₂₃₄₅₆₇₈₉ₖᵢⱼ]", re.sub(r"<[^>]+>", "", article))
+    assert not raw, f"the mathematics page shows {len(raw)} raw sub/superscripts: {raw[:10]}"

@@ -12,11 +12,10 @@ def test_jacobian_hessian_example(capsys):
 
 
 def test_learn_derivative_main_job(tmp_path, capsys):
-    out = tmp_path / "figure.png"
     metrics = load_script("examples/learn_derivative.py").main(
-        quick=True, out=str(out), progress=False
+        quick=True, out=str(tmp_path), progress=False
     )
-    assert out.stat().st_size > 10_000
+    assert (tmp_path / "learn_derivative.png").stat().st_size > 10_000
     assert metrics["relative"] < 0.1  # derivative RMSE as a fraction of the target's std
     assert metrics["function_rmse_shifted"] < 0.2 < metrics["function_rmse"]
     assert "output-bias gradient  0.0e+00" in capsys.readouterr().out
@@ -41,9 +40,9 @@ CLAIMS = {
 
 @pytest.mark.parametrize("script", list(CLAIMS))
 def test_training_examples_assert_their_claims(script, tmp_path):
-    out = tmp_path / "figure.png"
-    report = load_script(script).main(quick=True, out=str(out), progress=False)
-    assert out.stat().st_size > 10_000
+    report = load_script(script).main(quick=True, out=str(tmp_path), progress=False)
+    figure = tmp_path / (script.removeprefix("examples/").removesuffix(".py") + ".png")
+    assert figure.stat().st_size > 10_000
     assert CLAIMS[script](report), report
 
 
@@ -69,5 +68,5 @@ def test_heat_pinn_example(tmp_path):
     report = load_script("examples/heat_pinn.py").main(
         quick=True, progress=False, out=str(tmp_path)
     )
-    assert max(report["relative_l2"].values()) < 0.3  # main() asserted it; full run: 6.6e-2
+    assert max(report["relative_l2"].values()) < 0.2  # main() asserted it too
     assert (tmp_path / "heat_pinn.png").stat().st_size > 10_000
