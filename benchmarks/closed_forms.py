@@ -5,13 +5,15 @@ median is reported with the ratio baseline / jprop, where the baseline is the fa
 measured in this same run (> 1: jprop faster).
 Each row also asserts that jprop agrees with the composition.
 
-Run from the repository root: python -m benchmarks.closed_forms [--quick] [--repeats N]
+Run from the repository root: python -m benchmarks.closed_forms [--quick] [--repeats N] [--out DIR]
+(default DIR: benchmarks/out, untracked; `--out benchmarks/results` updates the published results)
 [--markdown FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import pathlib
 
 import jax
 
@@ -69,9 +71,7 @@ def cases(quick: bool):
         )
 
 
-def main(
-    quick: bool = False, repeats: int | None = None, markdown: str | None = None
-) -> list[dict]:
+def main(quick: bool = False, repeats: int | None = None, out: str | None = None) -> list[dict]:
     repeats = repeats or (3 if quick else 30)
     rows = []
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), float32")
@@ -95,15 +95,13 @@ def main(
         )
     table = _markdown(rows, repeats)
     print(table)
-    if markdown:
-        with open(markdown, "w") as handle:
-            handle.write(table)
+    harness.publish(out or pathlib.Path(__file__).with_name("out"), "closed_forms", table, rows)
     return rows
 
 
 def _markdown(rows: list[dict], repeats: int) -> str:
     header = "quantity|sizes|batch|jprop (ms)|best JAX composition (ms)|speed-up|compile jprop / baseline (s)"
-    footer = f"Medians of {repeats} interleaved runs, float32, {jax.devices()[0].device_kind}."
+    footer = f"Medians of {repeats} interleaved runs, float32; the closed road forced."
     return markdown_table(header.split("|"), [summary_cells(r) for r in rows], footer)
 
 
@@ -113,6 +111,8 @@ if __name__ == "__main__":
         "--quick", action="store_true", help="small shapes, few repeats (smoke test)"
     )
     parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--markdown", default=None, help="also write the table to this file")
+    parser.add_argument(
+        "--out", default=None, help="folder for the results (default: benchmarks/out, untracked)"
+    )
     args = parser.parse_args()
-    main(args.quick, args.repeats, args.markdown)
+    main(args.quick, args.repeats, args.out)

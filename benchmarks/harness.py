@@ -4,8 +4,8 @@ markdown table writer, and the JAX compositions jprop is raced against.
 A race compiles each contender (its compile time measured on its own, `lower(...).compile()`),
 then times the compiled functions in interleaved rounds with `jax.block_until_ready`. The order
 rotates, and each timed call follows an untimed call of the same function, so no contender pays
-for re-touching memory that another has just freed (a Laplacian timed right after folx's measured
-6× slower). Medians are reported.
+for re-touching memory that another has just freed (a small program timed right after a
+memory-hungry one can otherwise look several times slower). Medians are reported.
 """
 
 from __future__ import annotations
@@ -164,3 +164,51 @@ def summary_cells(row: dict) -> list[str]:
         f"**{row['speedup']:.2f}×**",
         f"{row['jprop_compile_s']:.2f} / {row['baseline_compile_s']:.2f}",
     ]
+
+
+def machine() -> dict:
+    """What a result was measured on: CPU model, cores, devices, JAX and jaxlib versions, date."""
+    import datetime
+    import importlib.metadata
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            names = [
+                line.split(":", 1)[1].strip() for line in info if line.startswith("model name")
+            ]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    device = jax.devices()[0]
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "devices": f"{len(jax.devices())} × {device.device_kind} ({jax.default_backend()})",
+        "jax": importlib.metadata.version("jax"),
+        "jaxlib": importlib.metadata.version("jaxlib"),
+        "python": platform.python_version(),
+        "date": datetime.date.today().isoformat(),
+    }
+
+
+def publish(out_dir, name: str, markdown: str, data) -> None:
+    """Write `<name>.md` (the table, under a line saying what it was measured on) and `<name>.json`
+    (the rows and the machine) to `out_dir`."""
+    import json
+    import pathlib
+
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    where = machine()
+    said = (
+        f"*Measured {where['date']} on {where['cpu']} ({where['cores']} cores; "
+        f"{where['devices']}), jax {where['jax']}, jaxlib {where['jaxlib']}, "
+        f"Python {where['python']}.*\n\n"
+    )
+    (out_dir / f"{name}.md").write_text(said + markdown.rstrip() + "\n")
+    (out_dir / f"{name}.json").write_text(
+        json.dumps({"machine": where, "data": data}, indent=1, default=str) + "\n"
+    )

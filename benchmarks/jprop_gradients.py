@@ -6,12 +6,14 @@ jprop's cost relative to one plain MSE gradient of the same network and batch (t
 target ≤ 1.5×), and the speed-up over the best JAX composition (target ≥ 1). Each row asserts that
 every contender computes the same gradient.
 
-Run from the repository root: python -m benchmarks.jprop_gradients [--quick] [--repeats N]
+Run from the repository root: python -m benchmarks.jprop_gradients [--quick] [--repeats N] [--out DIR]
+(default DIR: benchmarks/out, untracked; `--out benchmarks/results` updates the published results)
 """
 
 from __future__ import annotations
 
 import argparse
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -60,7 +62,7 @@ def contenders(net, objective, method="closed"):
     }
 
 
-def main(quick: bool = False, repeats: int | None = None) -> list[dict]:
+def main(quick: bool = False, repeats: int | None = None, out: str | None = None) -> list[dict]:
     repeats = repeats or (3 if quick else 30)
     shapes = (
         [((8, 32, 32, 4), 64)]
@@ -110,6 +112,29 @@ def main(quick: bool = False, repeats: int | None = None) -> list[dict]:
                 + f" | jprop/MSE {row['jprop / MSE gradient']:.2f}x"
                 + f" | vs best composition {row['speed-up vs best composition']:.2f}x"
             )
+    names = [k for k in rows[0] if k.endswith(" ms")]
+    header = [
+        "objective",
+        "network",
+        "batch",
+        *names,
+        "jprop / MSE gradient",
+        "vs best composition",
+    ]
+    lines = [
+        [
+            r["objective"],
+            "-".join(map(str, r["sizes"])),
+            str(r["batch"]),
+            *(f"{r[k]:.2f}" for k in names),
+            f"{r['jprop / MSE gradient']:.2f}×",
+            f"{r['speed-up vs best composition']:.2f}×",
+        ]
+        for r in rows
+    ]
+    footer = f"Medians of {repeats} interleaved rounds, float32; `jax.value_and_grad` of each loss."
+    table = harness.markdown_table(header, lines, footer)
+    harness.publish(out or pathlib.Path(__file__).with_name("out"), "jprop_gradients", table, rows)
     return rows
 
 
@@ -117,5 +142,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small shapes, few repeats")
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument(
+        "--out", default=None, help="folder for the results (default: benchmarks/out, untracked)"
+    )
     args = parser.parse_args()
-    main(args.quick, args.repeats)
+    main(args.quick, args.repeats, args.out)

@@ -19,12 +19,14 @@ closed form, and of jax.hessian).
 Then the Laplacian over 8 of 32 inputs (`dims`) against all 32, and steps on whole batches
 against the same with `batch_size` (with each program's temporaries and page faults per call).
 
-Run from the repository root: python -m benchmarks.pinn_step [--quick] [--repeats N]
+Run from the repository root: python -m benchmarks.pinn_step [--quick] [--repeats N] [--out DIR]
+(default DIR: benchmarks/out, untracked; `--out benchmarks/results` updates the published results)
 """
 
 from __future__ import annotations
 
 import argparse
+import pathlib
 import resource
 
 import jax
@@ -204,7 +206,12 @@ def chunked_rows(activation: str, quick: bool, repeats: int) -> list[dict]:
     return rows
 
 
-def main(quick: bool = False, repeats: int | None = None, activation: str = "tansig") -> list[dict]:
+def main(
+    quick: bool = False,
+    repeats: int | None = None,
+    activation: str = "tanh",
+    out: str | None = None,
+) -> list[dict]:
     repeats = repeats or (3 if quick else 20)
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), float32")
     rows = []
@@ -242,15 +249,75 @@ def main(quick: bool = False, repeats: int | None = None, activation: str = "tan
                 f"jprop {ours['ms']:7.2f} ms = {ours['ms'] / row['forward_ms']:.2f}× its forward | "
                 + others
             )
-    subset_row(activation, quick, repeats)
-    chunked_rows(activation, quick, repeats)
+    subset = subset_row(activation, quick, repeats)
+    chunked = chunked_rows(activation, quick, repeats)
+    out_dir = pathlib.Path(out) if out else pathlib.Path(__file__).with_name("out")
+    harness.publish(
+        out_dir,
+        f"pinn_step_{activation}",
+        _markdown(rows, repeats, activation, subset, chunked),
+        {"rows": rows, "subset": subset, "chunked": chunked},
+    )
     return rows
+
+
+def _markdown(rows: list[dict], repeats: int, activation: str, subset: dict, chunked) -> str:
+    """One table per quantity: jprop's training step, its cost in forwards, and each rival's time
+    with its ratio to jprop's (above 1: jprop is faster)."""
+    text = []
+    for quantity in dict.fromkeys(r["quantity"] for r in rows):
+        mine = [r for r in rows if r["quantity"] == quantity]
+        rivals = list(mine[0]["others"])
+        header = ["network", "batch", "jprop step", "jprop / its forward", *rivals]
+        lines = [
+            [
+                "-".join(map(str, r["sizes"])),
+                str(r["batch"]),
+                f"{r['jprop_ms']:.2f} ms",
+                f"{r['jprop_ms'] / r['forward_ms']:.2f}×",
+                *(
+                    f"{r['others'][k]:.2f} ms ({r['others'][k] / r['jprop_ms']:.2f}×)"
+                    for k in rivals
+                ),
+            ]
+            for r in mine
+        ]
+        text.append(f"**`jax.grad` of the mean square of the {quantity}**, {activation} units\n")
+        text.append(harness.markdown_table(header, lines, ""))
+    text.append(
+        f"Medians of {repeats} interleaved rounds, float32; × is the rival's time over jprop's."
+    )
+    text.append(
+        f"\nThe Laplacian over {subset['k']} of {subset['sizes'][0]} inputs (`dims=`), "
+        f"{'-'.join(map(str, subset['sizes']))} at batch {subset['batch']}: forward "
+        f"{subset['forward_ratio']:.2f}×, training step {subset['step_ratio']:.2f}× the cost over "
+        f"all inputs; the flop count allows {subset['flop_ratio']:.2f}×.\n"
+    )
+    header = ["step", "network", "batch", "whole batch", "with batch_size"]
+    lines = [
+        [
+            r["quantity"],
+            "-".join(map(str, r["sizes"])),
+            str(r["batch"]),
+            f"{r['whole']['ms']:.2f} ms, {r['whole']['temp_mib']:.0f} MiB, "
+            f"{r['whole']['faults']:.0f} page faults",
+            f"{r['batch_size']}: {r['chunked']['ms']:.2f} ms, {r['chunked']['temp_mib']:.0f} MiB, "
+            f"{r['chunked']['faults']:.0f} page faults",
+        ]
+        for r in chunked
+    ]
+    footnote = "Temporaries are XLA's account of each compiled program; page faults per call."
+    text.append(harness.markdown_table(header, lines, footnote))
+    return "\n".join(text)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small shapes, few repeats")
     parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--activation", default="tansig")
+    parser.add_argument("--activation", default="tanh")
+    parser.add_argument(
+        "--out", default=None, help="folder for the results (default: benchmarks/out, untracked)"
+    )
     args = parser.parse_args()
-    main(args.quick, args.repeats, args.activation)
+    main(args.quick, args.repeats, args.activation, args.out)

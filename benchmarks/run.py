@@ -4,14 +4,13 @@ the peak RSS of a million-point chunked run. Writes a markdown table and a PNG o
 input size, and records the device it ran on (it runs unchanged on a GPU).
 
 Run from the repository root: python -m benchmarks.run [--quick] [--repeats N] [--out DIR]
-(default DIR: benchmarks/out, untracked; `--out benchmarks/results` regenerates the copies the
-README shows)
+(default DIR: benchmarks/out, untracked; `--out benchmarks/results` updates the published results
+that docs/benchmarks.md renders)
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import subprocess
 import sys
@@ -185,11 +184,8 @@ def main(
         bar.close()
     table = _markdown(rows, rss, repeats, device)
     print(table)
-    (out_dir / "results.md").write_text(table)
-    (out_dir / "results.json").write_text(
-        json.dumps({"device": device, "rows": rows, "rss": rss}, indent=1, default=str)
-    )
-    _plot(rows, out_dir / "speedup_vs_inputs.png", device)
+    harness.publish(out_dir, "suite", table, {"rows": rows, "rss": rss})
+    _plot(rows, out_dir / "suite_speedup_vs_inputs.png", device)
     return rows
 
 

@@ -1,15 +1,17 @@
 """Weight-space Hessian-vector products: jprop's closed passes against `jax.jvp(jax.grad(E))` and
 against one plain gradient of the same loss, side by side in one run.
 
-Target (issue 5): an HVP costs at most 2.5 gradients and is no slower than JAX's forward-over-
+The goal: an HVP costs at most 2.5 gradients and is no slower than JAX's forward-over-
 reverse composition. Also times the Gauss-Newton product. Each row asserts the HVPs agree.
 
-Run from the repository root: python -m benchmarks.weight_curvature [--quick] [--repeats N]
+Run from the repository root: python -m benchmarks.weight_curvature [--quick] [--repeats N] [--out DIR]
+(default DIR: benchmarks/out, untracked; `--out benchmarks/results` updates the published results)
 """
 
 from __future__ import annotations
 
 import argparse
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +36,7 @@ def contenders(net):
     }
 
 
-def main(quick: bool = False, repeats: int | None = None) -> list[dict]:
+def main(quick: bool = False, repeats: int | None = None, out: str | None = None) -> list[dict]:
     repeats = repeats or (3 if quick else 30)
     shapes = [((16, 32, 32, 4), 64)] if quick else [((100, 256, 256, 10), 1024)]
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), float32")
@@ -74,6 +76,22 @@ def main(quick: bool = False, repeats: int | None = None) -> list[dict]:
             + f" | HVP/gradient {row['hvp / gradient']:.2f}x"
             + f" | vs jvp(grad) {row['speed-up vs jvp(grad)']:.2f}x"
         )
+    names = [k for k in rows[0] if k.endswith(" ms")]
+    header = ["network", "weights", "batch", *names, "HVP / gradient", "vs jvp(grad)"]
+    lines = [
+        [
+            "-".join(map(str, r["sizes"])),
+            str(r["weights"]),
+            str(r["batch"]),
+            *(f"{r[k]:.2f}" for k in names),
+            f"{r['hvp / gradient']:.2f}×",
+            f"{r['speed-up vs jvp(grad)']:.2f}×",
+        ]
+        for r in rows
+    ]
+    footer = f"Medians of {repeats} interleaved rounds, float32."
+    table = harness.markdown_table(header, lines, footer)
+    harness.publish(out or pathlib.Path(__file__).with_name("out"), "weight_curvature", table, rows)
     return rows
 
 
@@ -81,5 +99,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small shapes, few repeats")
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument(
+        "--out", default=None, help="folder for the results (default: benchmarks/out, untracked)"
+    )
     args = parser.parse_args()
-    main(args.quick, args.repeats)
+    main(args.quick, args.repeats, args.out)

@@ -26,7 +26,7 @@ def main() -> dict[str, float]:
     x = jnp.linspace(-1.0, 1.0, sizes[0], dtype=jnp.float32)
 
     # The closed forms, forced: on a net this small `method="auto"` hands the Jacobian (m < n) and
-    # the Hessian to JAX's own transforms, which measured as fast or faster there.
+    # the Hessian to JAX's own transforms, which are as fast there.
     J = jprop.jacobian(net, method="closed")(params, x)
     H = jprop.hessian(net, method="closed")(params, x)
     L = jprop.laplacian(net)(params, x)

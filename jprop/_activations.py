@@ -340,10 +340,10 @@ def activation_function(name: str) -> Callable[[jax.Array], jax.Array]:
 
 # Activations whose slopes XLA's fusion pass takes for cheap although they are not: it recomputes
 # sin and cos inside every fused kernel that reads them (a 3-layer training step through the
-# Laplacian held 11 sines and 11 cosines where 3 of each suffice, and a sine costs about 16 tanh's
-# on XLA's CPU backend). A slope divided by a one computed at run time is a division, which fusion
-# does not duplicate: each slope is then computed once per layer and read back (the sin training
-# steps of `benchmarks.pinn_step` ran 1.27-1.62x faster in two direct races).
+# Laplacian can hold several sines and cosines per layer where one of each suffices, and a sine
+# costs many times a tanh). A slope divided by a one computed at run time is a division, which
+# fusion does not duplicate: each slope is then computed once per layer and read back
+# (`benchmarks.pinn_step --activation sin` times the result).
 _COMPUTED_ONCE = frozenset({"sin"})
 
 

@@ -131,8 +131,7 @@ def _softmax_diagonal(y, g):
 
 
 # Examples per step of the Hessian contraction: small enough for the (chunk, m, n, N) intermediate
-# to stay in cache, large enough to amortise the loop. On 32-128³-8, B = 256 (jax 0.10.2) chunks of
-# 4/8/16/32/64 measured 3.02/3.00/2.86/2.01/1.46× vmap(jax.hessian).
+# to stay in cache, large enough to amortise the loop (`benchmarks.closed_forms` times the result).
 CONTRACTION_CHUNK = 8
 # The first layer's outer products W^1_j ⊗ W^1_j (their triangles) are formed once, shared by the
 # batch, while n_1·n² stays this small (elements); beyond it (very wide inputs) the first layer's
@@ -146,8 +145,8 @@ def hessian(net: MLP, params: Params, x: jax.Array) -> jax.Array:
     One pass over cache-sized chunks of examples, each adding up, per example, the later layers'
     weighted Gram matrix (C ∘ Aᵀ) Aᵀᵀ (an (m·n × N) @ (N × n) product), the first layer's part
     (read from its triangle `first_layer_triangle`, computed batch-wide beforehand) and a softmax
-    output's own term. Building each chunk's Hessians in one place measured 1.35× faster than
-    three full-size passes added afterwards.
+    output's own term. Each chunk's Hessians are built in one place rather than by three
+    full-size passes added afterwards, which would each write and read the whole result.
     """
     n, m, batch = net.n_inputs, net.n_outputs, x.shape[0]
     cur = _curvature(net, params, x)
@@ -203,7 +202,7 @@ def first_layer_triangle(first: jax.Array, w1: jax.Array) -> jax.Array:
     """The first layer's part Σ_j C^1_kj W^1_j W^1_jᵀ of every example's Hessian, as its upper
     triangle (B, m, n(n+1)/2): one batch-wide product of C^1 (B·m × n_1) with the outer products
     W^1_j ⊗ W^1_j (n_1 × n(n+1)/2, shared by the batch). The triangle halves the products of the
-    full n² outer products; on 32-128³-8 it measured 5% faster overall."""
+    full n² outer products."""
     n = w1.shape[1]
     rows, cols = np.triu_indices(n)
     # One gather from the full outer products. (Two gathers of W^1, w1[:, rows] * w1[:, cols],
@@ -217,8 +216,7 @@ def first_layer_triangle(first: jax.Array, w1: jax.Array) -> jax.Array:
 def symmetric_gram(left: jax.Array, a_t: jax.Array) -> jax.Array:
     """left (m, n, N) @ a_tᵀ (N, n) for a result known to be symmetric in its last two axes
     (left_k = c_k ∘ a_t): the first half of the rows in full, the lower-right block, and the
-    lower-left block mirrored from the upper-right — 3/4 of the products. On 32-128³-8 it measured
-    10-11% faster than the full product (quarters gained no more)."""
+    lower-left block mirrored from the upper-right — 3/4 of the products."""
     n = a_t.shape[0]
     half = n // 2
     if half < 2:
@@ -233,9 +231,9 @@ def _squared_rows_weighted(rows: jax.Array, weights: jax.Array) -> jax.Array:
     """Σ_j C_kj (a_j)_p² over one later curved layer: its part of the Hessian diagonal, (B, m, n).
 
     One output: an elementwise product reduced over the minor (unit) axis, which XLA fuses into one
-    pass (for few inputs, one such pass per input: a (B, n, N) -> (B, n) reduction with tiny n
-    measured 2× slower). Several outputs: one batched (m × N) @ (N × n) product per example; the
-    fused form, repeated per output, measured 3-6× slower there.
+    pass (a (B, n, N) -> (B, n) reduction with tiny n would be a poorly shaped kernel). Several
+    outputs: one batched (m × N) @ (N × n) product per example, which does the work of every
+    output at once where the fused form would repeat it per output.
     """
     squares, c = rows**2, weights  # (B, n, n_l), (B, m, n_l)
     n = squares.shape[1]
@@ -273,7 +271,7 @@ def laplacian(net: MLP, params: Params, x: jax.Array, dims=None) -> jax.Array:
     if cur.first is not None:
         lap = lap + cur.first @ jnp.sum(_first_columns(params, dims) ** 2, axis=1)
     for rows, weights in zip(cur.rows, cur.weights):  # layer by layer: concatenated, XLA's CPU
-        if weights.shape[1] == 1:  # reduce ran 2× slower; one output is one fused reduction
+        if weights.shape[1] == 1:  # one output: one fused reduction, no matrix product
             lap = lap + jnp.sum(rows**2 * weights, axis=(1, 2))[:, None]
         else:
             lap = lap + jnp.sum(_squared_rows_weighted(rows, weights), axis=-1)

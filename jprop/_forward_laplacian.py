@@ -56,8 +56,8 @@ def columns(w: jax.Array, dims: tuple[int, ...] | None) -> jax.Array:
 
 def times_wt(t: jax.Array, w: jax.Array) -> jax.Array:
     """t (B, k, n_{l-1}) @ Wᵀ as one (B·k × n_{l-1}) @ (n_{l-1} × n_l) product. Flattened, its
-    transpose for W̄ is one product contracting B·k, which XLA's CPU backend runs as a plain GEMM
-    (contracting the two axes B and k apart measured several times slower)."""
+    transpose for W̄ is one product contracting B·k, which compilers run as a plain matrix product
+    (contracting the two axes B and k apart is not one); `benchmarks.pinn_step` times the result."""
     return (t.reshape(-1, t.shape[-1]) @ w.T).reshape(*t.shape[:-1], w.shape[0])
 
 
@@ -72,11 +72,10 @@ UNROLLED_TANGENTS = 8
 
 def sum_tangents(v: jax.Array) -> jax.Array:
     """Σ_p v[:, p] over the tangent axis of v (B, k, n). Up to `UNROLLED_TANGENTS` tangents the
-    sum is written as k - 1 additions, which XLA's CPU backend fuses with the products around it
-    into one elementwise loop. A `reduce` over the middle axis was fused into a matrix-product
-    kernel instead, and made a 512-example training step of 3-128-128-128-1 4.70 ms where this
-    takes 4.36 (with `scale_tangents` and `times_few_wt`). Above 8 tangents the reduction is
-    faster (32 inputs: 14.6 ms, unrolled 21.0)."""
+    sum is written as k - 1 additions, which XLA fuses with the products around it into one
+    elementwise loop; a `reduce` over the middle axis can instead be fused into a matrix-product
+    kernel and slow it down. Above `UNROLLED_TANGENTS` the unrolled form costs more than it saves
+    and the reduction is kept (`benchmarks.pinn_step` races both)."""
     if v.shape[1] > UNROLLED_TANGENTS:
         return jnp.sum(v, axis=1)
     parts = [part[:, 0] for part in jnp.split(v, v.shape[1], axis=1)]  # transposes to a concat
@@ -96,8 +95,7 @@ def scale_tangents(s: jax.Array, v: jax.Array) -> jax.Array:
 def times_few_wt(y: jax.Array, dw: jax.Array) -> jax.Array:
     """y (B, n_0) @ dWᵀ for a tangent dW (n_1 × n_0). With few inputs (n_0 ≤ `UNROLLED_TANGENTS`)
     it is written as n_0 scaled columns of dW, so that its transpose in dW is n_0 sums over the
-    batch: as a matrix product, B long and n_0 wide, it measured 100 µs, the slowest single
-    kernel of a 3-input training step."""
+    batch: as a matrix product, B long and only n_0 wide, it makes a poorly shaped kernel."""
     if y.shape[-1] > UNROLLED_TANGENTS:
         return y @ dw.T
     return sum(y[:, p, None] * dw[:, p] for p in range(y.shape[-1]))

@@ -36,9 +36,8 @@ Function = Callable[[Any, jax.Array], jax.Array]
 
 # The Hessian diagonal trains through the forward Laplacian's pass with each tangent's λ kept
 # apart up to this many chosen inputs. That pass pushes 2k + 1 streams through every layer (the
-# Laplacian's k + 2), so its cost grows faster with k than the sum over units differentiated: on
-# 128-wide tanh nets it measured 1.41× as fast at 2 inputs and 1.12× at 4, 0.87× at 6 and 0.31×
-# at 10 (`benchmarks.pinn_step` times the rows this choice gives).
+# Laplacian's k + 2), so its cost grows faster with k than the sum over units differentiated, and
+# it pays for few chosen inputs only (`benchmarks.pinn_step` times the rows this choice gives).
 PER_TANGENT_DIAGONAL_INPUTS = 4
 
 
@@ -216,8 +215,8 @@ def _pick(out: jax.Array, outputs: tuple[int, ...], quantity: str) -> jax.Array:
 def _vmap_is_the_batch(plain: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
     """`plain(params, x (..., n), *others)` with a batching rule: under a user's `jax.vmap` over
     x (and the per-example arguments) the mapped axis joins x's leading axes, so the closed form
-    runs on the whole batch at once instead of being vectorised example by example (measured
-    2.1-2.6× slower for the Hessian and the Laplacian). Mapped parameters (an ensemble) are
+    runs on the whole batch at once, as large matrix products, instead of being vectorised
+    example by example. Mapped parameters (an ensemble) are
     vectorised as usual.
 
     `jax.custom_batching.custom_vmap` has no reverse mode, so it sits under a `jax.custom_jvp`
@@ -305,7 +304,7 @@ def jacobian(
     - `method`: `"auto"`, `"closed"` or `"autodiff"`. The closed road for a `jprop.MLP` carries
       hand-written derivative rules, so `jax.grad` of a loss on J (Sobolev training, Jacobian
       penalties) runs their adjoint passes (docs/math.md §9); `"auto"` takes it when `n <= m`
-      (measured 1.2-1.3× JAX's derivative of `jacfwd`) and `jax.jacrev` otherwise (its derivative
+      (its rule does fewer products than JAX's derivative of `jacfwd`) and `jax.jacrev` otherwise (its derivative
       compiles to the same products as the backwards rule).
     - `batch_size`: map over the batch in chunks of at most this many examples (strided when the
       batch splits evenly, so a sharded batch stays split) to bound memory; `None` (default) maps
@@ -334,7 +333,7 @@ def hessian(
 
     **Arguments:** as for `jprop.jacobian`, except that `method="auto"` takes the closed form for a
     `jprop.MLP` with several outputs, a first hidden layer at least 64 wide and no more inputs than
-    half of it; otherwise `jax.hessian`, measured as fast or faster there (`jprop.road(f,
+    half of it; otherwise `jax.hessian`, which is as fast there (`jprop.road(f,
     "hessian")` says which, and why).
 
     **Returns:** a function `(params, x) -> H`. If `f(params, x)` has shape `(m,)` for `x` of shape
@@ -397,8 +396,8 @@ def hessian_diagonal(
     r"""The diagonal of every output's input Hessian, $D_{ki} = \partial^2 f_k / \partial x_i^2$.
 
     For a `jprop.MLP` it never forms an $n \times n$ matrix (docs/math.md §4), and `jax.grad` of a
-    loss on it runs hand-written adjoint passes (§10: measured 1.1-1.5× faster than JAX's
-    derivative of the same closed form).
+    loss on it runs hand-written adjoint passes (§8, §10) rather than JAX's derivative of the
+    closed form.
 
     **Arguments:** as for `jprop.laplacian`, with `dims` the inputs whose diagonal entries are
     wanted and `outputs` the outputs.

@@ -2,7 +2,7 @@
 
 **This lane** (tests/): float64 available and strict dtype promotion, set once; oracles are
 checked with tolerances, never timed. It is dominated by XLA compiling hundreds of small programs,
-so it asks the CPU backend for its lowest LLVM optimisation level (measured 25% less wall time)
+so it asks the CPU backend for its lowest LLVM optimisation level
 and for its older loop emitters in place of the MLIR fusion emitters (a further 30-35% on
 test_transforms/test_jprop), where this XLA knows that flag (XLA aborts on flags it does not know,
 so a child process tries it first).

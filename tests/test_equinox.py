@@ -42,7 +42,7 @@ def test_generic_road_on_an_equinox_model_matches_jax():
     x = jnp.linspace(-1.0, 1.0, 3)
     assert_close(jprop.jacobian(f)(params, x), jax.jacfwd(model)(x), 1e-14, "J")
     net, net_params = jprop.from_equinox(model)
-    assert (net.activation, net.output) == ("logsig", "tansig")
+    assert (net.activation, net.output) == ("sigmoid", "tanh")
     assert_close(jprop.laplacian(net)(net_params, x), jprop.laplacian(f)(params, x), 1e-12, "Δ")
     value, grads = pair(jprop.jprop_v(f))(params, x[None], jnp.ones((1, 3)), jnp.zeros((1, 2)))
     assert jax.tree.structure(grads) == jax.tree.structure(params)
@@ -73,7 +73,7 @@ def test_conversion_errors():
     with pytest.raises(ValueError, match="in_size=1"):
         jprop.from_equinox(scalar)
     depth0 = jprop.MLP((3, 2), output="tansig")
-    with pytest.raises(ValueError, match="depth 0.*'tansig' output has no equivalent"):
+    with pytest.raises(ValueError, match="depth 0.*'tanh' output has no equivalent"):
         jprop.to_equinox(depth0, depth0.init(jax.random.key(0)))
     with pytest.raises(TypeError, match="expected an eqx.nn.MLP; got Linear"):
         jprop.from_equinox(eqx.nn.Linear(2, 2, key=jax.random.key(0)))
@@ -81,8 +81,8 @@ def test_conversion_errors():
 
 def test_every_known_activation_converts_by_identity():
     for activation, name in [
-        (jnp.tanh, "tansig"),
-        (jax.nn.sigmoid, "logsig"),
+        (jnp.tanh, "tanh"),
+        (jax.nn.sigmoid, "sigmoid"),
         (jnp.sin, "sin"),
         (jax.nn.softplus, "softplus"),
         (jax.nn.silu, "silu"),

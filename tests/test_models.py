@@ -26,9 +26,9 @@ def test_apply_matches_manual_formula_and_batches(net):
     assert y.shape == (2, 3, net.sizes[-1])
     manual = np.asarray(x)
     acts = {
-        "tansig": np.tanh,
-        "logsig": lambda z: 1 / (1 + np.exp(-z)),
-        "purelin": lambda z: z,
+        "tanh": np.tanh,
+        "sigmoid": lambda z: 1 / (1 + np.exp(-z)),
+        "identity": lambda z: z,
         "linear": lambda z: z,
         "softmax": lambda z: np.exp(z) / np.exp(z).sum(-1, keepdims=True),
     }

@@ -264,7 +264,7 @@ def test_curvature_errors_say_what_was_expected():
         jprop.weight_hessian(loss, max_bytes=1000)(params, x, t)
     with pytest.raises(TypeError, match="Gauss-Newton needs the model and the loss apart"):
         jprop.gauss_newton_vector_product(lambda p, x, t: 0.0)
-    with pytest.raises(ValueError, match="'logsig' or 'softmax' output.*output 'linear'"):
+    with pytest.raises(ValueError, match="'sigmoid' or 'softmax' output.*output 'linear'"):
         jprop.CrossEntropy(net)
     with pytest.raises(ValueError, match="Becker–LeCun approximation needs"):
         jprop.weight_hessian_diagonal(lambda p, x, t: 0.0)

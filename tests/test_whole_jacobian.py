@@ -1,6 +1,8 @@
 """Spectral norm and log|det J|: values against numpy's SVD and slogdet of the dense Jacobian,
 gradients against jax.grad of those dense formulas, both roads, carried state, and clear errors."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -130,9 +132,9 @@ def test_spectral_norm_errors():
     sn = jprop.SpectralNorm(net)
     state = sn.init(params, x, jax.random.key(0))
     with pytest.raises(ValueError, match=r"`state.u` must have shape \(3, 2\); got \(3, 3\)"):
-        sn(params, x, state._replace(u=jnp.ones((BATCH, 3))))
+        sn(params, x, dataclasses.replace(state, u=jnp.ones((BATCH, 3))))
     with pytest.raises(ValueError, match=r"`state.v` must have shape \(3, 3\); got \(4, 3\)"):
-        sn(params, x, state._replace(v=jnp.ones((4, 3))))
+        sn(params, x, dataclasses.replace(state, v=jnp.ones((4, 3))))
     with pytest.raises(ValueError, match=r"needs x of shape \(B, n\)"):
         sn(params, x[0], state)
     with pytest.raises(ValueError, match="`num_iterations` must be at least 1; got 0"):

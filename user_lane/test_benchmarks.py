@@ -32,10 +32,8 @@ def test_a_contender_that_differs_fails_the_check():
 
 
 def test_closed_forms_benchmark_quick(tmp_path, checks):
-    table = tmp_path / "table.md"
-    rows = load_script("benchmarks/closed_forms.py").main(
-        quick=True, repeats=1, markdown=str(table)
-    )
+    table = tmp_path / "closed_forms.md"
+    rows = load_script("benchmarks/closed_forms.py").main(quick=True, repeats=1, out=str(tmp_path))
     assert [r["quantity"] for r in rows] == [label.split()[0] for label, *_ in checks]
     assert {r["quantity"] for r in rows} == {"hessian", "jacobian", "hessian_diagonal", "laplacian"}
     for row, (_, reference, names, _) in zip(rows, checks):
@@ -45,16 +43,22 @@ def test_closed_forms_benchmark_quick(tmp_path, checks):
     assert "speed-up" in table.read_text()
 
 
-def test_jprop_gradients_benchmark_quick(checks):
-    rows = load_script("benchmarks/jprop_gradients.py").main(quick=True, repeats=1)
+def test_jprop_gradients_benchmark_quick(checks, tmp_path):
+    rows = load_script("benchmarks/jprop_gradients.py").main(
+        quick=True, repeats=1, out=str(tmp_path)
+    )
+    assert "jprop / MSE gradient" in (tmp_path / "jprop_gradients.md").read_text()
     assert [r["objective"] for r in rows] == ["E_u", "E_v"]
     assert [names for _, _, names, _ in checks] == [
         ("jax.grad(composition)", "naive (build J)")
     ] * 2
 
 
-def test_weight_curvature_benchmark_quick(checks):
-    rows = load_script("benchmarks/weight_curvature.py").main(quick=True, repeats=1)
+def test_weight_curvature_benchmark_quick(checks, tmp_path):
+    rows = load_script("benchmarks/weight_curvature.py").main(
+        quick=True, repeats=1, out=str(tmp_path)
+    )
+    assert "HVP / gradient" in (tmp_path / "weight_curvature.md").read_text()
     assert len(rows) == 1 and [names for _, _, names, _ in checks] == [("jax.jvp(jax.grad(E))",)]
 
 
@@ -71,13 +75,13 @@ def test_benchmark_suite_quick(tmp_path, checks):
     }
     assert [label for label, *_ in checks] == [f"{r['quantity']} {r['sizes']}" for r in rows]
     assert all(r["jprop_peak_mib"] > 0 for r in rows)
-    table = (tmp_path / "results.md").read_text()
+    table = (tmp_path / "suite.md").read_text()
     assert "speed-up" in table and "peak RSS" in table  # (Linux: /proc/self/status)
-    assert (tmp_path / "speedup_vs_inputs.png").stat().st_size > 5_000
+    assert (tmp_path / "suite_speedup_vs_inputs.png").stat().st_size > 5_000
 
 
-def test_pinn_step_benchmark_quick(checks):
-    rows = load_script("benchmarks/pinn_step.py").main(quick=True, repeats=1)
+def test_pinn_step_benchmark_quick(checks, tmp_path):
+    rows = load_script("benchmarks/pinn_step.py").main(quick=True, repeats=1, out=str(tmp_path))
     assert [r["quantity"] for r in rows] == ["laplacian", "hessian_diagonal", "jacobian", "hessian"]
     checked = {label.split()[0]: set(names) for label, _, names, _ in checks}
     assert "trace(jax.hessian) + jax.grad" in checked["laplacian"]
@@ -89,6 +93,9 @@ def test_pinn_step_benchmark_quick(checks):
     assert "jax.hessian + jax.grad" in checked["hessian"]
     assert checked["chunked"] == {"chunked"}
     assert all(r["jprop_ms"] > 0 and r["forward_ms"] > 0 for r in rows)
+    table = (tmp_path / "pinn_step_tanh.md").read_text()
+    assert table.startswith("*Measured ") and "jax " in table and "cores" in table
+    assert "folx" in table or harness.folx is None
 
 
 def test_eager_benchmark_quick(checks):
