@@ -94,3 +94,17 @@ def test_the_mathematics_page_renders_its_formulas(site):
     article = text[text.index("<article") : text.index("</article>")]
     raw = re.findall(r"[ˡ⁰¹²³⁴⁵⁶⁷⁸⁹ᵀ₀₁₂₃₄₅₆₇₈₉ₖᵢⱼ]", re.sub(r"<[^>]+>", "", article))
     assert not raw, f"the mathematics page shows {len(raw)} raw sub/superscripts: {raw[:10]}"
+
+
+def test_every_published_benchmark_result_records_its_machine_and_is_on_the_benchmarks_page():
+    import json
+
+    results = ROOT / "benchmarks" / "results"
+    page = (ROOT / "docs" / "benchmarks.md").read_text()
+    tables = sorted(results.glob("*.md"))
+    assert tables
+    for table in tables:
+        assert table.read_text().startswith("*Measured "), table.name
+        machine = json.loads(table.with_suffix(".json").read_text())["machine"]
+        assert {"cpu", "cores", "jax", "jaxlib", "date"} <= set(machine), table.name
+        assert f'--8<-- "benchmarks/results/{table.name}"' in page, table.name
