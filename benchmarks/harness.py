@@ -14,15 +14,11 @@ import statistics
 import time
 from collections.abc import Callable
 
+import folx
 import jax
 import jax.numpy as jnp
 
 import jprop
-
-try:  # folx is optional (pip install -e ".[bench]")
-    import folx
-except ImportError:  # pragma: no cover - depends on the environment
-    folx = None
 
 
 def compile_timed(fn: Callable, *args) -> tuple[Callable, float]:
@@ -135,15 +131,21 @@ def composition_baselines(net, quantity):
             "vmap(jax.jacrev)": per_example(lambda p, xi: jax.jacrev(lambda v: net(p, v))(xi)),
             "vmap(jax.jacfwd)": per_example(lambda p, xi: jax.jacfwd(lambda v: net(p, v))(xi)),
         }
-    out = {"trace(vmap(jax.hessian))": lambda p, x: jnp.trace(h(p, x), axis1=-2, axis2=-1)}
-    if folx is not None:
+    return {
+        "trace(vmap(jax.hessian))": lambda p, x: jnp.trace(h(p, x), axis1=-2, axis2=-1),
+        "folx.forward_laplacian": folx_laplacian(net),
+    }
 
-        def folx_laplacian(p, x):
-            one = folx.forward_laplacian(lambda v: net(p, v), sparsity_threshold=0)
-            return jax.vmap(lambda xi: one(xi).laplacian)(x)
 
-        out["folx.forward_laplacian"] = folx_laplacian
-    return out
+def folx_laplacian(model: Callable) -> Callable:
+    """The Laplacian of `model(params, x)` over a batch x (B, n) by folx's forward Laplacian, as a
+    folx user writes it."""
+
+    def laplacian(p, x):
+        one = folx.forward_laplacian(lambda v: model(p, v), sparsity_threshold=0)
+        return jax.vmap(lambda xi: one(xi).laplacian)(x)
+
+    return laplacian
 
 
 def markdown_table(header: list[str], lines: list[list[str]], footer: str) -> str:

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 
 import jprop
 from benchmarks import harness
-from benchmarks.harness import folx, jax_hessian, race
+from benchmarks.harness import jax_hessian, race
 from jprop import _closed
 
 SHAPES = [
@@ -114,13 +114,7 @@ def steps(net, quantity):
         )
         return out, ours
     out["trace(jax.hessian) + jax.grad"] = step(lambda p, x: jnp.trace(h(p, x), axis1=-2, axis2=-1))
-    if folx is not None:
-
-        def folx_laplacian(p, x):
-            one = folx.forward_laplacian(lambda v: net(p, v), sparsity_threshold=0)
-            return jax.vmap(lambda xi: one(xi).laplacian)(x)
-
-        out["folx + jax.grad"] = step(folx_laplacian)
+    out["folx + jax.grad"] = step(harness.folx_laplacian(net))
     return out, ours
 
 

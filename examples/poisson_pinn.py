@@ -5,7 +5,7 @@ A tanh MLP is trained on the PDE residual at random interior points plus the bou
 `jprop.laplacian` inside the loss: `jax.grad` of the loss runs the Laplacian's hand-written tangent
 pass, transposed. Adam (optax) first, then L-BFGS (scipy), both through `jprop.fit`. It prints the
 relative L2 error against the exact solution on a grid, and the time of one training step against
-the same PINN written with `jax.hessian` (and folx, if installed), and writes a figure to
+the same PINN written with `jax.hessian` and with folx, and writes a figure to
 examples/out/.
 
 Run: python examples/poisson_pinn.py [--quick]
@@ -18,17 +18,13 @@ import pathlib
 import statistics
 import time
 
+import folx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 import jprop
-
-try:  # folx is optional (pip install -e ".[bench]")
-    import folx
-except ImportError:  # pragma: no cover - depends on the environment
-    folx = None
 
 PI = np.pi
 
@@ -68,7 +64,7 @@ def pinn_loss(laplacian, net):
 
 
 def step_times(net, params, inside, edge, repeats: int) -> dict[str, float]:
-    """Median ms of one jitted gradient step, jprop against jax.hessian (and folx)."""
+    """Median ms of one jitted gradient step, jprop against jax.hessian and folx."""
     hessian = jax.vmap(
         lambda p, x: jnp.trace(jax.hessian(lambda v: net(p, v))(x), axis1=-2, axis2=-1), (None, 0)
     )
@@ -76,13 +72,12 @@ def step_times(net, params, inside, edge, repeats: int) -> dict[str, float]:
         "jprop.laplacian": jprop.laplacian(net),
         "trace(jax.hessian)": hessian,
     }
-    if folx is not None:
 
-        def folx_laplacian(p, x):
-            one = folx.forward_laplacian(lambda v: net(p, v), sparsity_threshold=0)
-            return jax.vmap(lambda xi: one(xi).laplacian)(x)
+    def folx_laplacian(p, x):
+        one = folx.forward_laplacian(lambda v: net(p, v), sparsity_threshold=0)
+        return jax.vmap(lambda xi: one(xi).laplacian)(x)
 
-        contenders["folx.forward_laplacian"] = folx_laplacian
+    contenders["folx.forward_laplacian"] = folx_laplacian
     times = {}
     for name, lap in contenders.items():
         step = jax.jit(jax.grad(pinn_loss(lap, net)))

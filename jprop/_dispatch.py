@@ -162,6 +162,9 @@ _COMPOSITES: dict[str, tuple[Callable[[MLP], str], str]] = {
 }
 QUANTITIES = tuple(_CLOSED_RULES) + tuple(_COMPOSITES)
 
+# What computes a quantity on the autodiff road, where it is not JAX's own transforms.
+_GENERIC_ENGINES = {"laplacian": "; folx's forward Laplacian computes it"}
+
 
 def choose(f: Any, quantity: str, method: str = "auto", where: str | None = None) -> Road:
     """The road for `quantity` of `f` under `method`, or a clear error (internal form of `road`)."""
@@ -193,10 +196,11 @@ def choose(f: Any, quantity: str, method: str = "auto", where: str | None = None
                 "method='autodiff' (or 'auto') for other models."
             )
         return Road("closed", "forced by method='closed'")
+    engine = _GENERIC_ENGINES.get(quantity, "")
     if method == "autodiff":
-        return Road("autodiff", "forced by method='autodiff'")
+        return Road("autodiff", "forced by method='autodiff'" + engine)
     if not closed_ok:
-        return Road("autodiff", f"jprop knows no closed form for a {type(f).__name__}")
+        return Road("autodiff", f"jprop knows no closed form for a {type(f).__name__}" + engine)
     takes_closed, reason = _CLOSED_RULES[quantity](f.f if quantity == "weight_curvature" else f)
     return Road("closed" if takes_closed else "autodiff", reason)
 

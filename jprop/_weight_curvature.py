@@ -338,7 +338,6 @@ def param_layout(params: Any) -> list[ParamSlice]:
     return layout
 
 
-
 def _dense(product, params, data, max_bytes, where, what):
     flat, unravel = ravel_pytree(params)
     size = flat.size

@@ -1,0 +1,152 @@
+"""The generic road: physics-informed training steps on networks jprop has no closed form for,
+written by the user as plain JAX functions of one example.
+
+For each network, `jax.grad` of mean(Δu²) with respect to every parameter, raced in one run
+(`benchmarks.harness.race`):
+
+- jprop: `jprop.laplacian(f)` on the user's `f(params, x)` (the generic road);
+- folx + jax.grad: folx's forward Laplacian of the same `f`, as a folx user writes it;
+- trace(jax.hessian) + jax.grad.
+
+The networks are the ones physics-informed practice trains: a tanh MLP, Fourier features
+[cos Bx, sin Bx] (B fixed) before a tanh MLP, and residual blocks h ← h + tanh(W h + b). Each row
+asserts that every gradient agrees with jprop's.
+
+Run from the repository root: python -m benchmarks.generic_road [--quick] [--repeats N] [--out DIR]
+(default DIR: benchmarks/out, untracked; `--out benchmarks/results` updates the published results)
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+
+import jax
+import jax.numpy as jnp
+
+import jprop
+from benchmarks import harness
+
+
+def _dense(key, n_out, n_in):
+    return {"W": jax.random.normal(key, (n_out, n_in)) / jnp.sqrt(n_in), "b": jnp.zeros(n_out)}
+
+
+def mlp(n: int, width: int, depth: int):
+    """A tanh MLP n-width^depth-1 as a plain function."""
+
+    def f(params, x):
+        h = x
+        for layer in params[:-1]:
+            h = jnp.tanh(layer["W"] @ h + layer["b"])
+        return params[-1]["W"] @ h + params[-1]["b"]
+
+    keys = jax.random.split(jax.random.key(0), depth + 1)
+    sizes = [n] + [width] * depth + [1]
+    params = [_dense(k, b, a) for k, a, b in zip(keys, sizes[:-1], sizes[1:])]
+    return f, params
+
+
+def fourier_mlp(n: int, features: int, width: int, depth: int, scale: float = 1.0):
+    """γ(x) = [cos Bx, sin Bx] with B ~ N(0, scale²) fixed, then a tanh MLP."""
+    body, params = mlp(2 * features, width, depth)
+    frequencies = scale * jax.random.normal(jax.random.key(1), (features, n))
+
+    def f(params, x):
+        z = jax.lax.stop_gradient(params["B"]) @ x
+        return body(params["mlp"], jnp.concatenate([jnp.cos(z), jnp.sin(z)]))
+
+    return f, {"B": frequencies, "mlp": params}
+
+
+def residual(n: int, width: int, blocks: int):
+    """h = tanh(W₀x + b₀); h ← h + tanh(W h + b) per block; a linear output."""
+    keys = jax.random.split(jax.random.key(2), blocks + 2)
+
+    def f(params, x):
+        h = jnp.tanh(params["in"]["W"] @ x + params["in"]["b"])
+        for block in params["blocks"]:
+            h = h + jnp.tanh(block["W"] @ h + block["b"])
+        return params["out"]["W"] @ h + params["out"]["b"]
+
+    params = {
+        "in": _dense(keys[0], width, n),
+        "blocks": [_dense(k, width, width) for k in keys[1:-1]],
+        "out": _dense(keys[-1], 1, width),
+    }
+    return f, params
+
+
+def networks(quick: bool):
+    if quick:
+        return [
+            ("tanh MLP 3-16-16-1", *mlp(3, 16, 2), 32),
+            ("Fourier features 8 + tanh MLP 16²", *fourier_mlp(3, 8, 16, 2), 32),
+            ("residual tanh 3-16×2-1", *residual(3, 16, 2), 32),
+        ]
+    return [
+        ("tanh MLP 3-128³-1", *mlp(3, 128, 3), 512),
+        ("Fourier features 64 + tanh MLP 128³", *fourier_mlp(3, 64, 128, 3), 512),
+        ("residual tanh 3-128×4-1", *residual(3, 128, 4), 512),
+    ]
+
+
+def _step(laplacian):
+    return jax.grad(lambda p, x: jnp.mean(laplacian(p, x) ** 2))
+
+
+def main(quick: bool = False, repeats: int | None = None, out: str | None = None) -> list[dict]:
+    repeats = repeats or (3 if quick else 20)
+    rows = []
+    for name, f, params, batch in networks(quick):
+        x = jax.random.uniform(jax.random.key(3), (batch, 3), jnp.float32, -1, 1)
+
+        def hessian_trace(p, x, f=f):
+            one = lambda xi: jnp.trace(jax.hessian(lambda v: f(p, v))(xi), axis1=-2, axis2=-1)  # noqa: E731
+            return jax.vmap(one)(x)
+
+        contenders = {
+            "jprop": _step(jprop.laplacian(f)),
+            "folx + jax.grad": _step(harness.folx_laplacian(f)),
+            "trace(jax.hessian) + jax.grad": _step(hessian_trace),
+        }
+        results = harness.race(contenders, (params, x), repeats)
+        others = [k for k in contenders if k != "jprop"]
+        harness.agree(harness.outputs(results), "jprop", others, f"generic {name}", 1e-3)
+        ms = {k: r["ms"] for k, r in results.items()}
+        rows.append(
+            {"network": name, "batch": batch, "ms": ms, "road": str(jprop.road(f, "laplacian"))}
+        )
+        print(
+            f"{name:40s} B={batch}: jprop {ms['jprop']:.2f} ms | "
+            + " | ".join(f"{k} {ms[k]:.2f} ms ({ms[k] / ms['jprop']:.2f}×)" for k in others)
+        )
+    header = ["network (a plain JAX function)", "batch", "jprop", *others]
+    lines = [
+        [
+            r["network"],
+            str(r["batch"]),
+            f"{r['ms']['jprop']:.2f} ms",
+            *(f"{r['ms'][k]:.2f} ms ({r['ms'][k] / r['ms']['jprop']:.2f}×)" for k in others),
+        ]
+        for r in rows
+    ]
+    footer = (
+        f"Medians of {repeats} interleaved rounds, float32, 3 inputs; one step `jax.grad` of "
+        "mean(Δu²) with respect to every parameter; × is the rival's time over jprop's."
+    )
+    table = harness.markdown_table(header, lines, footer)
+    print(table)
+    harness.publish(out or pathlib.Path(__file__).with_name("out"), "generic_road", table, rows)
+    return rows
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small shapes, few repeats")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument(
+        "--out", default=None, help="folder for the results (default: benchmarks/out, untracked)"
+    )
+    args = parser.parse_args()
+    main(args.quick, args.repeats, args.out)

@@ -1,0 +1,109 @@
+"""The generic road on networks jprop has no closed form for, written as plain JAX functions:
+Fourier features before a tanh MLP, residual blocks, gated (modified-MLP) layers. Its Laplacian
+runs folx's forward Laplacian; every quantity is held to `jax.hessian` in float64, forward, over
+chosen inputs and through `jax.grad`."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+from helpers import assert_close, flat
+
+import jprop
+
+
+def _dense(key, n_out, n_in):
+    k1, k2 = jax.random.split(key)
+    return {
+        "W": jax.random.normal(k1, (n_out, n_in), jnp.float64) / jnp.sqrt(n_in),
+        "b": 0.1 * jax.random.normal(k2, (n_out,), jnp.float64),
+    }
+
+
+def fourier(n=3, features=4, width=6):
+    keys = jax.random.split(jax.random.key(0), 3)
+
+    def f(p, x):
+        z = p["B"] @ x
+        h = jnp.tanh(p["l1"]["W"] @ jnp.concatenate([jnp.cos(z), jnp.sin(z)]) + p["l1"]["b"])
+        return p["out"]["W"] @ h + p["out"]["b"]
+
+    params = {
+        "B": jax.random.normal(keys[0], (features, n), jnp.float64),
+        "l1": _dense(keys[1], width, 2 * features),
+        "out": _dense(keys[2], 2, width),
+    }
+    return f, params
+
+
+def residual(n=3, width=5, blocks=2):
+    keys = jax.random.split(jax.random.key(1), blocks + 2)
+
+    def f(p, x):
+        h = jnp.tanh(p["in"]["W"] @ x + p["in"]["b"])
+        for block in p["blocks"]:
+            h = h + jnp.tanh(block["W"] @ h + block["b"])
+        return (p["out"]["W"] @ h + p["out"]["b"])[0]  # a scalar output
+
+    params = {
+        "in": _dense(keys[0], width, n),
+        "blocks": [_dense(k, width, width) for k in keys[1:-1]],
+        "out": _dense(keys[-1], 1, width),
+    }
+    return f, params
+
+
+def gated(n=2, width=5):
+    # The modified MLP: U, V from the input, h ← z ⊙ U + (1 − z) ⊙ V.
+    keys = jax.random.split(jax.random.key(2), 5)
+
+    def f(p, x):
+        u = jnp.tanh(p["u"]["W"] @ x + p["u"]["b"])
+        v = jnp.tanh(p["v"]["W"] @ x + p["v"]["b"])
+        h = jnp.tanh(p["l1"]["W"] @ x + p["l1"]["b"])
+        z = jnp.tanh(p["l2"]["W"] @ h + p["l2"]["b"])
+        h = z * u + (1 - z) * v
+        return p["out"]["W"] @ h + p["out"]["b"]
+
+    names = ("u", "v", "l1", "l2", "out")
+    shapes = ((width, n), (width, n), (width, n), (width, width), (3, width))
+    return f, {name: _dense(k, *s) for name, k, s in zip(names, keys, shapes)}
+
+
+NETWORKS = {"fourier": fourier, "residual": residual, "gated": gated}
+
+
+def _hessian_trace(f, dims=None):
+    def one(p, xi):
+        h = jax.hessian(lambda v: f(p, v))(xi)
+        if dims is not None:
+            h = h[..., dims, :][..., dims]
+        return jnp.trace(h, axis1=-2, axis2=-1)
+
+    return jax.vmap(one, (None, 0))
+
+
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_the_generic_laplacian_is_the_hessians_trace_and_trains_alike(name):
+    f, params = NETWORKS[name]()
+    x = jax.random.normal(jax.random.key(3), (4, 3 if name != "gated" else 2), jnp.float64)
+    for dims in (None, (0,), (1, 0)):
+        ours = jprop.laplacian(f, dims=dims)
+        oracle = _hessian_trace(f, None if dims is None else list(dims))
+        assert_close(ours(params, x), oracle(params, x), 1e-12, f"{name} dims={dims}")
+        loss = lambda lap: lambda p: jnp.sum(jnp.sin(lap(p, x)))  # noqa: E731
+        grads = jax.grad(loss(ours))(params), jax.grad(loss(oracle))(params)
+        assert_close(flat(grads[0]), flat(grads[1]), 1e-11, f"{name} dims={dims}: grad")
+    # forward mode through it, and the gradient in x
+    tangent = jax.tree.map(jnp.ones_like, params)
+    lap = jprop.laplacian(f)
+    jvps = [
+        jax.jvp(lambda p: fn(p, x), (params,), (tangent,))[1] for fn in (lap, _hessian_trace(f))
+    ]
+    assert_close(jvps[0], jvps[1], 1e-11, f"{name}: jvp")
+
+
+def test_road_names_the_generic_engine():
+    f, _ = residual()
+    reason = jprop.road(f, "laplacian").reason
+    assert jprop.road(f, "laplacian").road == "autodiff" and "folx" in reason
+    assert "folx" not in jprop.road(f, "hessian").reason
