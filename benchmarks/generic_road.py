@@ -9,8 +9,10 @@ For each network, `jax.grad` of mean(Δu²) with respect to every parameter, rac
 - trace(jax.hessian) + jax.grad.
 
 The networks are the ones physics-informed practice trains: a tanh MLP, Fourier features
-[cos Bx, sin Bx] (B fixed) before a tanh MLP, and residual blocks h ← h + tanh(W h + b). Each row
-asserts that every gradient agrees with jprop's.
+[cos Bx, sin Bx] (B fixed) before a tanh MLP, and residual blocks h ← h + tanh(W h + b). A last row
+gives the Fourier-feature network to jprop as what it is, a `jprop.MLP` with a sine first layer
+(`jprop.fourier_features`), on the closed road. Each row asserts that every gradient agrees with
+jprop's.
 
 Run from the repository root: python -m benchmarks.generic_road [--quick] [--repeats N] [--out DIR]
 (default DIR: benchmarks/out, untracked; `--out benchmarks/results` updates the published results)
@@ -95,6 +97,42 @@ def _step(laplacian):
     return jax.grad(lambda p, x: jnp.mean(laplacian(p, x) ** 2))
 
 
+def fourier_closed_row(quick: bool, repeats: int) -> dict:
+    """The Fourier-feature network as a `jprop.MLP` whose first layer is `jprop.fourier_features`
+    (B held fixed): the closed road and its hand-derived rule, against folx and jax.hessian on the
+    same network written as a plain function. The gradients compared are the tanh MLP's."""
+    features, width, depth, batch = (8, 16, 2, 32) if quick else (64, 128, 3, 512)
+    f, plain_params = fourier_mlp(3, features, width, depth)
+    net = jprop.MLP(
+        (3, 2 * features) + (width,) * depth + (1,), activation=("sin",) + ("tanh",) * depth
+    )
+    b_matrix = plain_params["B"]
+    phases = jnp.concatenate([jnp.full(features, jnp.pi / 2), jnp.zeros(features)])
+    params = [{"W": jnp.concatenate([b_matrix, b_matrix]), "b": phases}, *plain_params["mlp"]]
+    x = jax.random.uniform(jax.random.key(3), (batch, 3), jnp.float32, -1, 1)
+    closed = jprop.laplacian(net)
+    frozen = lambda p: [jax.lax.stop_gradient(p[0]), *p[1:]]  # noqa: E731
+    ours = jax.jit(_step(lambda p, x: closed(frozen(p), x)[:, 0]))
+
+    def hessian_trace(p, x):
+        one = lambda xi: jnp.trace(jax.hessian(lambda v: f(p, v))(xi), axis1=-2, axis2=-1)  # noqa: E731
+        return jax.vmap(one)(x)
+
+    theirs = {
+        "folx + jax.grad": _step(harness.folx_laplacian(f)),
+        "trace(jax.hessian) + jax.grad": _step(hessian_trace),
+    }
+    # one race: every contender takes (MLP params, plain params, x) and returns the MLP's grads
+    contenders = {
+        "jprop": lambda p, q, x: ours(p, x)[1:],
+        **{name: (lambda p, q, x, fn=fn: fn(q, x)["mlp"]) for name, fn in theirs.items()},
+    }
+    results = harness.race(contenders, (params, plain_params, x), repeats)
+    name = f"Fourier features {features} + tanh MLP {width}^{depth}: jprop.MLP, closed road"
+    harness.agree(harness.outputs(results), "jprop", list(theirs), name, 1e-3)
+    return {"network": name, "batch": batch, "ms": {k: r["ms"] for k, r in results.items()}}
+
+
 def main(quick: bool = False, repeats: int | None = None, out: str | None = None) -> list[dict]:
     repeats = repeats or (3 if quick else 20)
     rows = []
@@ -121,6 +159,7 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
             f"{name:40s} B={batch}: jprop {ms['jprop']:.2f} ms | "
             + " | ".join(f"{k} {ms[k]:.2f} ms ({ms[k] / ms['jprop']:.2f}×)" for k in others)
         )
+    rows.append(fourier_closed_row(quick, repeats))
     header = ["network (a plain JAX function)", "batch", "jprop", *others]
     lines = [
         [

@@ -24,6 +24,7 @@ from ._equinox import from_equinox as from_equinox
 from ._equinox import to_equinox as to_equinox
 from ._fit import FitResult as FitResult
 from ._fit import fit as fit
+from ._fourier import fourier_features as fourier_features
 from ._jprop import bilinear as bilinear
 from ._jprop import double_backprop as double_backprop
 from ._jprop import jprop_u as jprop_u
