@@ -12,7 +12,6 @@ Run from the repository root: python -m benchmarks.closed_forms [--quick] [--rep
 
 from __future__ import annotations
 
-import argparse
 import pathlib
 
 import jax
@@ -106,13 +105,4 @@ def _markdown(rows: list[dict], repeats: int) -> str:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="small shapes, few repeats (smoke test)"
-    )
-    parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument(
-        "--out", default=None, help="folder for the results (default: benchmarks/out, untracked)"
-    )
-    args = parser.parse_args()
-    main(args.quick, args.repeats, args.out)
+    main(**harness.command_line(__doc__))

@@ -214,3 +214,19 @@ def publish(out_dir, name: str, markdown: str, data) -> None:
     (out_dir / f"{name}.json").write_text(
         json.dumps({"machine": where, "data": data}, indent=1, default=str) + "\n"
     )
+
+
+def command_line(doc: str, **extra) -> dict:
+    """The benchmark scripts' shared options (`--quick`, `--repeats`, `--out`) plus `extra`
+    (name -> (default, help)), parsed from the command line into keyword arguments for `main`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small shapes, few repeats")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument(
+        "--out", default=None, help="folder for the results (default: benchmarks/out, untracked)"
+    )
+    for name, (default, text) in extra.items():
+        parser.add_argument(f"--{name}", default=default, help=text)
+    return vars(parser.parse_args())

@@ -25,7 +25,6 @@ Run from the repository root: python -m benchmarks.pinn_step [--quick] [--repeat
 
 from __future__ import annotations
 
-import argparse
 import pathlib
 import resource
 
@@ -306,12 +305,8 @@ def _markdown(rows: list[dict], repeats: int, activation: str, subset: dict, chu
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small shapes, few repeats")
-    parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--activation", default="tanh")
-    parser.add_argument(
-        "--out", default=None, help="folder for the results (default: benchmarks/out, untracked)"
+    main(
+        **harness.command_line(
+            __doc__, activation=("tanh", "hidden units: tanh, sin, softplus, ...")
+        )
     )
-    args = parser.parse_args()
-    main(args.quick, args.repeats, args.activation, args.out)

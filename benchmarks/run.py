@@ -10,7 +10,6 @@ that docs/benchmarks.md renders)
 
 from __future__ import annotations
 
-import argparse
 import pathlib
 import subprocess
 import sys
@@ -247,15 +246,4 @@ def _plot(rows, path, device):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="tiny shapes, few repeats (smoke test)"
-    )
-    parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument(
-        "--out",
-        default=None,
-        help="directory for results.md/.json and the PNG (default: benchmarks/out)",
-    )
-    args = parser.parse_args()
-    main(args.quick, args.repeats, args.out)
+    main(**harness.command_line(__doc__))
