@@ -104,8 +104,10 @@ def test_eager_benchmark_quick(checks):
 
 def test_generic_road_benchmark_quick(checks, tmp_path):
     rows = load_script("benchmarks/generic_road.py").main(quick=True, repeats=1, out=str(tmp_path))
-    assert len(rows) == 3 and all("folx" in r["road"] for r in rows)
+    # three plain-JAX networks on the generic road, then the Fourier network as a jprop.MLP
+    assert len(rows) == 4 and all("folx" in r["road"] for r in rows[:3])
+    assert "closed road" in rows[3]["network"]
     assert [list(names) for _, _, names, _ in checks] == [
         ["folx + jax.grad", "trace(jax.hessian) + jax.grad"]
-    ] * 3
+    ] * 4
     assert "folx + jax.grad" in (tmp_path / "generic_road.md").read_text()
