@@ -156,7 +156,11 @@ def _by_fewer(f: MLP) -> str:
 _COMPOSITES: dict[str, tuple[Callable[[MLP], str], str]] = {
     "tangent_prop": (lambda f: "jprop_v", "E_v over each example's tangents"),
     "derivative_targets": (_by_fewer, "one J-prop objective per column (n ≤ m) or row of J"),
-    "jacobian_penalty": (_by_fewer, "one J-prop objective per column (n ≤ m) or row of J"),
+    "jacobian_penalty": (
+        _by_fewer,
+        "exact: one J-prop objective per column (n ≤ m) or row of J; with num_probes, "
+        "jprop.jprop_v over the probes",
+    ),
     "SpectralNorm": (lambda f: "bilinear", "the bilinear primitive at the power iteration's pair"),
     "log_abs_det_jacobian": (lambda f: "bilinear", "the Jacobian, then the bilinear primitive"),
 }
@@ -180,7 +184,10 @@ def choose(f: Any, quantity: str, method: str = "auto", where: str | None = None
     check_method(method, METHODS, where)
     if quantity in _COMPOSITES:
         primitive, what = _COMPOSITES[quantity]
-        name = primitive(f) if isinstance(f, MLP) else "jprop_v"
+        if not isinstance(f, MLP):  # the primitive's own check: an error for method="closed"
+            inner = choose(f, "bilinear", method, where)
+            return Road(inner.road, f"{what}: {inner.reason}")
+        name = primitive(f)
         inner = choose(f, name, method, where)
         return Road(inner.road, f"{what}, through jprop.{name}: {inner.reason}")
     closed_ok = _is_closed_loss(f) if quantity == "weight_curvature" else isinstance(f, MLP)

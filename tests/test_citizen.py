@@ -567,3 +567,47 @@ def test_jacobian_rules_over_chosen_inputs(sizes):
     )()
     for argnums in (0, 1):
         assert_close(flat(got[argnums]), flat(expected[argnums]), 1e-12, f"grad {argnums}")
+
+
+@pytest.mark.parametrize("sizes", [(3, 6, 2), (2, 5, 4), (3, 4, 3)])  # m < n, n < m, square
+def test_each_composite_runs_the_primitive_road_names(sizes, monkeypatch):
+    # Swap the closed rule of the primitive road() names for one whose gradients are doubled: the
+    # composite's gradient must change exactly when road() says it takes the closed road.
+    from jprop import _jprop
+
+    net = jprop.MLP(sizes)
+    n, m = sizes[0], sizes[-1]
+    params, x = params_and_input(net, jnp.float64, seed=21, batch=(3,))
+    keys = jax.random.split(jax.random.key(22), 3)
+    calls = {
+        "tangent_prop": lambda p, o: jprop.tangent_prop(net, **o)(
+            p, x, jax.random.normal(keys[0], (3, 2, n), jnp.float64)
+        ),
+        "derivative_targets": lambda p, o: jprop.derivative_targets(net, **o)(
+            p, x, jnp.zeros((3, m), jnp.float64), jax.random.normal(keys[1], (3, m, n))
+        ),
+        "jacobian_penalty": lambda p, o: jprop.jacobian_penalty(net, **o)(p, x),
+    }
+    if n == m:
+        calls["log_abs_det_jacobian"] = lambda p, o: jprop.log_abs_det_jacobian(net, **o)(p, x)
+    sn_state = jprop.SpectralNorm(net).init(params, x, keys[2])
+    calls["SpectralNorm"] = lambda p, o: jprop.SpectralNorm(net, num_iterations=3, **o)(
+        p, x, sn_state
+    )[0]
+    for name, call in calls.items():
+        chosen = jprop.road(net, name)
+        primitive = re.search(r"through jprop\.(\w+)", chosen.reason).group(1)
+        original = getattr(_jprop, f"_closed_{primitive}")
+
+        def doubled(*args, original=original):
+            value, grads = original(*args)
+            return value, jax.tree.map(lambda g: 2 * g, grads)
+
+        monkeypatch.setattr(_jprop, f"_closed_{primitive}", doubled)
+        _dispatch.clear_caches()
+        auto = flat(jax.grad(lambda p: call(p, {}))(params))
+        reference = flat(jax.grad(lambda p: call(p, {"method": "autodiff"}))(params))
+        monkeypatch.setattr(_jprop, f"_closed_{primitive}", original)
+        _dispatch.clear_caches()
+        changed = not np.allclose(auto, reference, rtol=1e-9, atol=1e-12)
+        assert changed == (chosen.road == "closed"), (name, chosen)
