@@ -368,6 +368,8 @@ def laplacian(
     For a `jprop.MLP` it is the forward Laplacian — input-tangents and the Laplacian's running
     value pushed through each layer as matrix products, no $n \times n$ matrix formed — and
     `jax.grad` of anything built on it runs that pass's hand-written tangent pass, transposed.
+    For any other `f` (and with `method="autodiff"`) it is folx's forward Laplacian, the same
+    pass interpreted from `f`'s operations, which `jax.grad` differentiates.
 
     **Arguments:** `f`, `method`, `batch_size` as for `jprop.jacobian`, and
 

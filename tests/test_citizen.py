@@ -52,6 +52,20 @@ def test_rebuilding_a_transform_inline_compiles_it_once(quantity, compiles):
     for value in again:  # the new parameter values were used
         assert not np.allclose(np.asarray(value), np.asarray(first))
     assert_close(getattr(jprop, quantity)(net)(params, x, *args), first, 0.0)
+    jitted = jax.jit(lambda p, x, *a: getattr(jprop, quantity)(net)(p, x, *a))(params, x, *args)
+    assert_close(jitted, first, 1e-6)  # under a user's jit: the same function
+
+
+def test_the_compile_counter_sees_a_transform_built_anew(compiles):
+    # The counter behind the tests above: with the transform caches emptied between two calls, the
+    # second call builds a new jitted program, and the counter must see it compile.
+    net = jprop.MLP((4, 32, 32, 2))
+    params, x = params_and_input(net, jnp.float32, batch=(8,))
+    jprop.hessian(net)(params, x)
+    compiled = compiles.count
+    _dispatch.clear_caches()
+    jprop.hessian(net)(params, x)
+    assert compiles.count > compiled
 
 
 def test_a_generic_model_is_traced_once_per_shape(empty_caches):
