@@ -275,9 +275,13 @@ def _autodiff_laplacian(f: Function, params: Any, x: jax.Array) -> jax.Array:
     # The generic engine is folx's forward Laplacian (Li et al. 2024), the field's maintained
     # library for it: one sweep over f's operations carrying the n input tangents and the running
     # Laplacian, instead of the n × n Hessian that the trace would need. jax.grad, jax.jvp and
-    # jax.vmap go through it as through any JAX code.
-    result = folx.forward_laplacian(lambda x: f(params, x), sparsity_threshold=0)(x)
-    return result.laplacian
+    # jax.vmap go through it as through any JAX code. Its rules create some zeros in JAX's default
+    # float, float64 when x64 is on, so it runs under standard promotion (a user's strict setting
+    # would refuse folx's own mixing) and the result is cast back to the dtype f computes in.
+    g = lambda x: f(params, x)  # noqa: E731
+    with jax.numpy_dtype_promotion("standard"):
+        result = folx.forward_laplacian(g, sparsity_threshold=0)(x)
+    return result.laplacian.astype(jax.eval_shape(g, x).dtype)
 
 
 def _autodiff_hessian_diagonal(f: Function, params: Any, x: jax.Array) -> jax.Array:

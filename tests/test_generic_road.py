@@ -107,3 +107,17 @@ def test_road_names_the_generic_engine():
     reason = jprop.road(f, "laplacian").reason
     assert jprop.road(f, "laplacian").road == "autodiff" and "folx" in reason
     assert "folx" not in jprop.road(f, "hessian").reason
+
+
+def test_the_generic_laplacian_keeps_float32_under_x64_and_strict_promotion():
+    # This suite runs with x64 on and strict promotion: folx's own float64 zeros must neither
+    # raise nor leak into a float32 model's result.
+    f, params = fourier()
+    params32 = jax.tree.map(lambda a: a.astype(jnp.float32), params)
+    x = jax.random.normal(jax.random.key(5), (4, 3), jnp.float32)
+    ours = jprop.laplacian(f)(params32, x)
+    assert ours.dtype == jnp.float32
+    reference = _hessian_trace(f)(params, x.astype(jnp.float64))
+    assert_close(ours.astype(jnp.float64), reference, 1e-5)
+    grads = jax.grad(lambda p: jnp.sum(jprop.laplacian(f)(p, x) ** 2))(params32)
+    assert {leaf.dtype for leaf in jax.tree.leaves(grads)} == {jnp.dtype(jnp.float32)}
