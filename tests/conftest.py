@@ -118,22 +118,31 @@ def empty_caches():
 
 class CompileCounter:
     """Counts XLA compilations through JAX's public monitoring events, so a test proves that a
-    second call reuses a compiled program without any counter inside jprop."""
+    second call reuses a compiled program without any counter inside jprop. One listener is
+    registered for the whole run (older JAX cannot unregister one); each test reads its own
+    difference."""
 
     EVENT = "/jax/core/compile/backend_compile_duration"
+    total = 0
 
     def __init__(self):
-        self.count = 0
+        self.start = CompileCounter.total
 
-    def __call__(self, event: str, duration: float, **kwargs) -> None:
-        if event == self.EVENT:
-            self.count += 1
+    @property
+    def count(self) -> int:
+        """Compilations since this counter was made."""
+        return CompileCounter.total - self.start
+
+    @staticmethod
+    def listen(event: str, duration: float, **kwargs) -> None:
+        if event == CompileCounter.EVENT:
+            CompileCounter.total += 1
+
+
+jax.monitoring.register_event_duration_secs_listener(CompileCounter.listen)
 
 
 @pytest.fixture
 def compiles(empty_caches):
     """A live count of XLA compilations during the test (starting from no built transforms)."""
-    counter = CompileCounter()
-    jax.monitoring.register_event_duration_secs_listener(counter)
-    yield counter
-    jax.monitoring.unregister_event_duration_listener(counter)
+    return CompileCounter()

@@ -14,7 +14,7 @@ N, F, WIDTH = 3, 4, 6
 NET = jprop.MLP((N, 2 * F, WIDTH, WIDTH, 2), activation=("sin", "tanh", "softplus"))
 
 
-def setup(scale=1.5):
+def fourier_network(scale=1.5):
     params = NET.init(jax.random.key(0), jnp.float64)
     params[0] = jprop.fourier_features(jax.random.key(1), N, F, scale=scale, dtype=jnp.float64)
     x = jax.random.normal(jax.random.key(2), (5, N), jnp.float64)
@@ -32,7 +32,7 @@ def plain(params, x):
 
 
 def test_the_sine_layer_is_the_fourier_embedding():
-    params, x = setup()
+    params, x = fourier_network()
     assert_close(NET(params, x), jax.vmap(lambda xi: plain(params, xi))(x), 1e-14, "values")
 
 
@@ -48,7 +48,7 @@ def test_the_sine_layer_is_the_fourier_embedding():
     ],
 )
 def test_every_input_derivative_equals_the_plain_networks(quantity, options):
-    params, x = setup()
+    params, x = fourier_network()
     ours = getattr(jprop, quantity)(NET, method="closed", **options)
     theirs = getattr(jprop, quantity)(plain, method="autodiff", **options)
     assert_close(ours(params, x), theirs(params, x), 1e-12, quantity)
@@ -61,7 +61,7 @@ def test_every_input_derivative_equals_the_plain_networks(quantity, options):
 
 
 def test_the_r_operator_hvp_and_jprop_objectives_equal_the_plain_networks():
-    params, x = setup()
+    params, x = fourier_network()
     r, g = jnp.ones_like(x), jnp.ones((5, 2), jnp.float64)
     pairs = [
         (jprop.R(NET, method="closed"), jprop.R(jax.vmap(plain, (None, 0))), (r,)),
@@ -79,7 +79,7 @@ def test_the_r_operator_hvp_and_jprop_objectives_equal_the_plain_networks():
 
 
 def test_against_central_differences():
-    params, x = setup(scale=3.0)
+    params, x = fourier_network(scale=3.0)
     for transform in (jprop.hessian, jprop.laplacian, jprop.hessian_diagonal):
         assert jprop.check(transform, NET, params, x[0], method="closed") < 1e-6
 
@@ -95,7 +95,7 @@ def test_bad_arguments_say_what_was_expected():
 def test_in_float32_the_sine_layer_is_as_accurate_as_cos_and_sin(size):
     # sin(z + π/2) rounds z + π/2; cos z rounds z: both lose about |z|·eps, so in float32 the
     # closed road's error against a float64 reference stays within the plain network's own.
-    params32 = jax.tree.map(lambda a: a.astype(jnp.float32), setup()[0])
+    params32 = jax.tree.map(lambda a: a.astype(jnp.float32), fourier_network()[0])
     params64 = jax.tree.map(lambda a: a.astype(jnp.float64), params32)
     x = size * jax.random.normal(jax.random.key(4), (5, N), jnp.float32)
     for quantity in ("laplacian", "hessian_diagonal", "jacobian"):
