@@ -57,6 +57,11 @@ def fourier_features(
     where = "jprop.fourier_features"
     n_inputs = check_size(n_inputs, "n_inputs", where)
     features = check_size(features, "features", where)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+        raise ValueError(
+            f"{where}: `scale`, the standard deviation of B's entries, must be a positive number "
+            f"such as 1.0 or 10.0; got {scale!r}."
+        )
     dtype = jnp.dtype(dtype) if dtype is not None else jnp.zeros(()).dtype
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"{where}: `dtype` must be a floating dtype; got {dtype}.")

@@ -87,6 +87,9 @@ def test_against_central_differences():
 def test_bad_arguments_say_what_was_expected():
     with pytest.raises(ValueError, match="`features` must be at least 1; got 0"):
         jprop.fourier_features(jax.random.key(0), 3, 0)
+    for scale in (0.0, -1.0, "2", float("nan")):
+        with pytest.raises(ValueError, match="`scale`, the standard deviation of B's entries"):
+            jprop.fourier_features(jax.random.key(0), 3, 4, scale=scale)
     with pytest.raises(TypeError, match="`dtype` must be a floating dtype"):
         jprop.fourier_features(jax.random.key(0), 3, 4, dtype=jnp.int32)
 
