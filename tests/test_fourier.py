@@ -10,30 +10,44 @@ from helpers import assert_close, flat
 
 import jprop
 
-N, F, WIDTH = 3, 4, 6
-NET = jprop.MLP((N, 2 * F, WIDTH, WIDTH, 2), activation=("sin", "tanh", "softplus"))
+# (network, F): a first layer of 2F sine units, then hidden layers of other activations.
+CASES = {
+    "3-8-6-6-2": (jprop.MLP((3, 8, 6, 6, 2), activation=("sin", "tanh", "softplus")), 4),
+    "2-6-5-1": (jprop.MLP((2, 6, 5, 1), activation=("sin", "tanh"), output="sigmoid"), 3),
+}
+OUTPUTS = {"linear": lambda z: z, "sigmoid": jax.nn.sigmoid}
+HIDDEN = {"tanh": jnp.tanh, "softplus": jax.nn.softplus}
 
 
-def fourier_network(scale=1.5):
-    params = NET.init(jax.random.key(0), jnp.float64)
-    params[0] = jprop.fourier_features(jax.random.key(1), N, F, scale=scale, dtype=jnp.float64)
-    x = jax.random.normal(jax.random.key(2), (5, N), jnp.float64)
-    return params, x
+def fourier_network(case, scale=1.5):
+    net, features = CASES[case]
+    n = net.n_inputs
+    params = net.init(jax.random.key(0), jnp.float64)
+    params[0] = jprop.fourier_features(
+        jax.random.key(1), n, features, scale=scale, dtype=jnp.float64
+    )
+    x = jax.random.normal(jax.random.key(2), (5, n), jnp.float64)
+    return net, features, params, x
 
 
-def plain(params, x):
+def plain_network(net, features):
     """The Fourier-feature network as its authors write it, B read from the sine layer's rows."""
-    b_matrix = params[0]["W"][:F]
-    z = b_matrix @ x
-    h = jnp.concatenate([jnp.cos(z), jnp.sin(z)])
-    h = jnp.tanh(params[1]["W"] @ h + params[1]["b"])
-    h = jax.nn.softplus(params[2]["W"] @ h + params[2]["b"])
-    return params[3]["W"] @ h + params[3]["b"]
+
+    def plain(params, x):
+        z = params[0]["W"][:features] @ x
+        h = jnp.concatenate([jnp.cos(z), jnp.sin(z)])
+        for layer, name in zip(params[1:-1], net.activations()[1:-1]):
+            h = HIDDEN[name](layer["W"] @ h + layer["b"])
+        return OUTPUTS[net.output](params[-1]["W"] @ h + params[-1]["b"])
+
+    return plain
 
 
-def test_the_sine_layer_is_the_fourier_embedding():
-    params, x = fourier_network()
-    assert_close(NET(params, x), jax.vmap(lambda xi: plain(params, xi))(x), 1e-14, "values")
+@pytest.mark.parametrize("case", CASES)
+def test_the_sine_layer_is_the_fourier_embedding(case):
+    net, features, params, x = fourier_network(case)
+    plain = plain_network(net, features)
+    assert_close(net(params, x), jax.vmap(lambda xi: plain(params, xi))(x), 1e-14, "values")
 
 
 @pytest.mark.parametrize(
@@ -42,14 +56,16 @@ def test_the_sine_layer_is_the_fourier_embedding():
         ("jacobian", {}),
         ("hessian", {}),
         ("laplacian", {}),
-        ("laplacian", {"dims": (2, 0)}),
+        ("laplacian", {"dims": (1, 0)}),
         ("hessian_diagonal", {}),
         ("hessian_diagonal", {"dims": (1,)}),
     ],
 )
-def test_every_input_derivative_equals_the_plain_networks(quantity, options):
-    params, x = fourier_network()
-    ours = getattr(jprop, quantity)(NET, method="closed", **options)
+@pytest.mark.parametrize("case", CASES)
+def test_every_input_derivative_equals_the_plain_networks(case, quantity, options):
+    net, features, params, x = fourier_network(case)
+    plain = plain_network(net, features)
+    ours = getattr(jprop, quantity)(net, method="closed", **options)
     theirs = getattr(jprop, quantity)(plain, method="autodiff", **options)
     assert_close(ours(params, x), theirs(params, x), 1e-12, quantity)
     # trained with B fixed, as the field does: the other layers' gradients are the plain net's
@@ -60,28 +76,36 @@ def test_every_input_derivative_equals_the_plain_networks(quantity, options):
     assert float(jnp.max(jnp.abs(flat(ours_grad[:1])))) == 0.0  # B fixed
 
 
-def test_the_r_operator_hvp_and_jprop_objectives_equal_the_plain_networks():
-    params, x = fourier_network()
-    r, g = jnp.ones_like(x), jnp.ones((5, 2), jnp.float64)
+@pytest.mark.parametrize("case", CASES)
+def test_the_r_operator_hvp_and_jprop_objectives_equal_the_plain_networks(case):
+    net, features, params, x = fourier_network(case)
+    plain = plain_network(net, features)
+    r, g = jnp.ones_like(x), jnp.ones((5, net.n_outputs), jnp.float64)
     pairs = [
-        (jprop.R(NET, method="closed"), jprop.R(jax.vmap(plain, (None, 0))), (r,)),
-        (jprop.hessian_vector_product(NET), jprop.hessian_vector_product(plain), (g, r)),
+        (jprop.R(net, method="closed"), jprop.R(jax.vmap(plain, (None, 0))), (r,)),
+        (jprop.hessian_vector_product(net), jprop.hessian_vector_product(plain), (g, r)),
     ]
     for ours, theirs, extra in pairs:
         assert_close(ours(params, x, *extra), theirs(params, x, *extra), 1e-12, "R / hvp")
     for objective, extra in ((jprop.jprop_v, (r, g)), (jprop.jprop_u, (g, r))):
-        ours = jax.value_and_grad(objective(NET, method="closed"))(params, x, *extra)
+        ours = jax.value_and_grad(objective(net, method="closed"))(params, x, *extra)
         theirs = jax.value_and_grad(objective(plain))(params, x, *extra)
         assert_close(ours[0], theirs[0], 1e-12, objective.__name__)
         # with B free, the sine layer's W gradient is B's gradient through both its copies
         assert_close(flat(ours[1][1:]), flat(theirs[1][1:]), 1e-11, objective.__name__)
-        assert_close(ours[1][0]["W"][:F] + ours[1][0]["W"][F:], theirs[1][0]["W"][:F], 1e-11, "dB")
+        assert_close(
+            ours[1][0]["W"][:features] + ours[1][0]["W"][features:],
+            theirs[1][0]["W"][:features],
+            1e-11,
+            "dB",
+        )
 
 
-def test_against_central_differences():
-    params, x = fourier_network(scale=3.0)
+@pytest.mark.parametrize("case", CASES)
+def test_against_central_differences(case):
+    net, _, params, x = fourier_network(case, scale=3.0)
     for transform in (jprop.hessian, jprop.laplacian, jprop.hessian_diagonal):
-        assert jprop.check(transform, NET, params, x[0], method="closed") < 1e-6
+        assert jprop.check(transform, net, params, x[0], method="closed") < 1e-6
 
 
 def test_bad_arguments_say_what_was_expected():
@@ -95,15 +119,18 @@ def test_bad_arguments_say_what_was_expected():
 
 
 @pytest.mark.parametrize("size", [1.0, 1e2, 1e4])
-def test_in_float32_the_sine_layer_is_as_accurate_as_cos_and_sin(size):
+@pytest.mark.parametrize("case", CASES)
+def test_in_float32_the_sine_layer_is_as_accurate_as_cos_and_sin(case, size):
     # sin(z + π/2) rounds z + π/2; cos z rounds z: both lose about |z|·eps, so in float32 the
     # closed road's error against a float64 reference stays within the plain network's own.
-    params32 = jax.tree.map(lambda a: a.astype(jnp.float32), fourier_network()[0])
+    net, features, params, _ = fourier_network(case)
+    plain = plain_network(net, features)
+    params32 = jax.tree.map(lambda a: a.astype(jnp.float32), params)
     params64 = jax.tree.map(lambda a: a.astype(jnp.float64), params32)
-    x = size * jax.random.normal(jax.random.key(4), (5, N), jnp.float32)
+    x = size * jax.random.normal(jax.random.key(4), (5, net.n_inputs), jnp.float32)
     for quantity in ("laplacian", "hessian_diagonal", "jacobian"):
         reference = getattr(jprop, quantity)(plain)(params64, x.astype(jnp.float64))
-        ours = getattr(jprop, quantity)(NET, method="closed")(params32, x)
+        ours = getattr(jprop, quantity)(net, method="closed")(params32, x)
         theirs = getattr(jprop, quantity)(plain)(params32, x)
         assert ours.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(ours))), quantity
         scale = jnp.max(jnp.abs(reference))
