@@ -119,8 +119,7 @@ def test_bad_arguments_say_what_was_expected():
 
 
 @pytest.mark.parametrize("size", [1.0, 1e2, 1e4])
-@pytest.mark.parametrize("case", CASES)
-def test_in_float32_the_sine_layer_is_as_accurate_as_cos_and_sin(case, size):
+def test_in_float32_the_sine_layer_is_as_accurate_as_cos_and_sin(size, case="3-8-6-6-2"):
     # sin(z + π/2) rounds z + π/2; cos z rounds z: both lose about |z|·eps, so in float32 the
     # closed road's error against a float64 reference stays within the plain network's own.
     net, features, params, _ = fourier_network(case)

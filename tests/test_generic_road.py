@@ -86,7 +86,7 @@ def _hessian_trace(f, dims=None):
 def test_the_generic_laplacian_is_the_hessians_trace_and_trains_alike(name):
     f, params = NETWORKS[name]()
     x = jax.random.normal(jax.random.key(3), (4, 3 if name != "gated" else 2), jnp.float64)
-    for dims in (None, (0,), (1, 0)):
+    for dims in (None, (1, 0)):  # all inputs; a reordered subset
         ours = jprop.laplacian(f, dims=dims)
         oracle = _hessian_trace(f, None if dims is None else list(dims))
         assert_close(ours(params, x), oracle(params, x), 1e-12, f"{name} dims={dims}")
