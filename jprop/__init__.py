@@ -2,6 +2,7 @@
 
 import importlib.metadata as _metadata
 
+from . import layers as layers
 from ._activations import derivatives as derivatives
 from ._activations import gelu as gelu
 from ._activations import logsig as logsig
@@ -55,6 +56,9 @@ from ._weight_curvature import weight_hessian_vector_product as weight_hessian_v
 from ._whole_jacobian import SpectralNorm as SpectralNorm
 from ._whole_jacobian import SpectralState as SpectralState
 from ._whole_jacobian import log_abs_det_jacobian as log_abs_det_jacobian
+from .layers import Network as Network
+from .layers import modified_mlp as modified_mlp
+from .layers import pirate_net as pirate_net
 
 try:
     __version__ = _metadata.version("jprop")

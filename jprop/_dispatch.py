@@ -21,6 +21,7 @@ import jax
 
 from ._mlp import MLP
 from ._validation import check_method
+from .layers import Network
 
 METHODS = ("auto", "closed", "autodiff")
 
@@ -166,6 +167,36 @@ _COMPOSITES: dict[str, tuple[Callable[[MLP], str], str]] = {
 }
 QUANTITIES = tuple(_CLOSED_RULES) + tuple(_COMPOSITES)
 
+
+def _network_jacobian_rule(f: Network) -> tuple[bool, str]:
+    if f.n_inputs <= f.n_outputs:
+        return (
+            True,
+            "the columns pass, n ≤ m: each layer's tangent step, differentiated by jax.grad",
+        )
+    return False, (
+        "m < n: jax.jacrev's m reverse sweeps do less than n forward tangents; method='closed' "
+        "forces the columns pass"
+    )
+
+
+# quantity -> rule for `auto` on a `jprop.Network`: each layer kind's own jet step (layers/).
+_NETWORK_RULES: dict[str, Callable[[Network], tuple[bool, str]]] = {
+    "laplacian": _always(
+        "the forward Laplacian through each layer's own step, differentiated by jax.grad as "
+        "plain matrix products and elementwise products"
+    ),
+    "hessian_diagonal": _always(
+        "the forward Laplacian through each layer's own step, each input's term kept apart"
+    ),
+    "jacobian": _network_jacobian_rule,
+    "R": _always("one input tangent through each layer's own step"),
+}
+_NETWORK_ELSEWHERE = (
+    "a jprop.Network: the sum over hidden units does not extend through gates and skips, and "
+    "JAX's own transforms compute this as fast as a pass written for it"
+)
+
 # What computes a quantity on the autodiff road, where it is not JAX's own transforms.
 _GENERIC_ENGINES = {"laplacian": "; folx's forward Laplacian computes it"}
 
@@ -190,7 +221,11 @@ def choose(f: Any, quantity: str, method: str = "auto", where: str | None = None
         name = primitive(f)
         inner = choose(f, name, method, where)
         return Road(inner.road, f"{what}, through jprop.{name}: {inner.reason}")
-    closed_ok = _is_closed_loss(f) if quantity == "weight_curvature" else isinstance(f, MLP)
+    network = isinstance(f, Network)
+    if quantity == "weight_curvature":
+        closed_ok = _is_closed_loss(f)
+    else:
+        closed_ok = isinstance(f, MLP) or (network and quantity in _NETWORK_RULES)
     if method == "closed":
         if not closed_ok:
             needs = (
@@ -198,6 +233,8 @@ def choose(f: Any, quantity: str, method: str = "auto", where: str | None = None
                 if quantity == "weight_curvature"
                 else "a jprop.MLP, whose structure jprop knows"
             )
+            if network:
+                needs += "; for a jprop.Network the closed road covers " + ", ".join(_NETWORK_RULES)
             raise ValueError(
                 f"{where}: method='closed' needs {needs}; got {type(f).__name__}. Use "
                 "method='autodiff' (or 'auto') for other models."
@@ -207,7 +244,12 @@ def choose(f: Any, quantity: str, method: str = "auto", where: str | None = None
     if method == "autodiff":
         return Road("autodiff", "forced by method='autodiff'" + engine)
     if not closed_ok:
+        if network:
+            return Road("autodiff", _NETWORK_ELSEWHERE + engine)
         return Road("autodiff", f"jprop knows no closed form for a {type(f).__name__}" + engine)
+    if network:
+        takes_closed, reason = _NETWORK_RULES[quantity](f)
+        return Road("closed" if takes_closed else "autodiff", reason)
     takes_closed, reason = _CLOSED_RULES[quantity](f.f if quantity == "weight_curvature" else f)
     return Road("closed" if takes_closed else "autodiff", reason)
 

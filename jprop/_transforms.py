@@ -32,6 +32,8 @@ from ._validation import (
     optional_size,
     prepare_call,
 )
+from .layers import Network
+from .layers import _network as _network_passes
 
 Function = Callable[[Any, jax.Array], jax.Array]
 
@@ -147,12 +149,18 @@ def _input_transform(
     closed, autodiff = getattr(_closed, quantity), _AUTODIFF[quantity]
     # Output selection on the closed road: a sub-network computing only those outputs, unless a
     # softmax couples them (then all are computed and the chosen ones kept).
-    subnet = road == "closed" and outputs is not None and f.output != "softmax"
+    subnet = (
+        road == "closed" and isinstance(f, MLP) and outputs is not None and f.output != "softmax"
+    )
     net = _subnet(f, outputs) if subnet else f
     if dims is not None:
         closed = functools.partial(closed, dims=dims)
         autodiff = functools.partial(_over_inputs, autodiff, dims)
-    if road == "closed" and quantity in _TRAINED_THROUGH and supports(net):
+    if road == "closed" and isinstance(f, Network):  # each layer's own step (layers/)
+        closed = getattr(_network_passes, quantity)
+        if dims is not None:
+            closed = functools.partial(closed, dims=dims)
+    elif road == "closed" and quantity in _TRAINED_THROUGH and supports(net):
         fast = _TRAINED_THROUGH[quantity](net, dims)
         closed = lambda net, params, *args: fast(params, *args)  # noqa: E731
 
@@ -485,10 +493,12 @@ def _r_operator(f: Any, method: str) -> Callable[..., Any]:
     where = "jprop.R"
     road = choose(f, "R", method, where).road
 
+    known = isinstance(f, (MLP, Network))
+
     def validate(params, x, r):
-        if isinstance(f, MLP):
+        if known:
             f.check_params(params, where)
-        x = check_input(x, where, f.n_inputs if isinstance(f, MLP) else None)
+        x = check_input(x, where, f.n_inputs if known else None)
         dtype = computation_dtype(params, x)
         return x.astype(dtype), check_extra(
             r, "r", x.shape, x.dtype, dtype, where, _EXTRA_HINTS["r"]
@@ -498,7 +508,8 @@ def _r_operator(f: Any, method: str) -> Callable[..., Any]:
     def compute(params, x, r):
         x, r = validate(params, x, r)
         if road == "closed":  # the R-forward pass; it takes any leading batch axes as they are
-            return _closed.jacobian_vector_product(f, params, x, r)
+            passes = _network_passes if isinstance(f, Network) else _closed
+            return passes.jacobian_vector_product(f, params, x, r)
         return jax.jvp(lambda x: f(params, x), (x,), (r,))[1]
 
     def r_fn(params: Any, x: jax.Array, r: jax.Array) -> Any:

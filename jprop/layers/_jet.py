@@ -1,0 +1,164 @@
+"""Jets: a layer's value with its input tangents and its running Laplacian, and the rules that carry
+them through the operations networks are built of.
+
+A jet of a hidden quantity h(x) over a batch holds
+
+    value    h                       (B, w)
+    tangents T_p = ∂h/∂x_p           (B or 1, k, w), one row per chosen input p; None when h does
+                                     not depend on x
+    lap      λ = Σ_p ∂²h/∂x_p²        (B or 1, w); with `per_tangent`, each ∂²h/∂x_p² kept apart,
+                                     (B or 1, k, w) — the Hessian diagonal; None when zero
+
+and a pass asks for as much as it needs: the value alone (the network's output), value and
+tangents (the Jacobian's columns, a Jacobian-vector product) or all three (the Laplacian, the
+Hessian diagonal). Every operation maps jets to jets by the chain and product rules
+(docs/math.md, "Networks of layers"):
+
+    linear     W h + b:      T ↦ W T,                λ ↦ W λ
+    activate   σ(a):         T ↦ σ'(a) ∘ T,          λ ↦ σ'(a) ∘ λ + σ''(a) ∘ Σ_p T_p²
+    multiply   u ∘ v:        T ↦ u ∘ T_v + v ∘ T_u,  λ ↦ u ∘ λ_v + v ∘ λ_u + 2 Σ_p T_u,p ∘ T_v,p
+    add, scale, concatenate: linear, term by term.
+
+The input's tangents are the identity's columns: the first linear map turns them into the chosen
+columns of its weight, shared by the batch (shape (1, k, w)) and never copied per example.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from .._activations import activation_function, is_linear, slopes
+from .._forward_laplacian import columns, scale, sum_tangents, times_wt
+
+
+@dataclasses.dataclass(frozen=True)
+class Identity:
+    """The input's tangents: the columns `dims` of the identity (all n when None)."""
+
+    dims: tuple[int, ...] | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Jet:
+    """A quantity with its input tangents and Laplacian (None: exactly zero, or not asked for)."""
+
+    value: jax.Array
+    tangents: Any = None  # jax.Array | Identity | None
+    lap: jax.Array | None = None
+    per_tangent: bool = False
+    second: bool = True  # carry the Laplacian (False: value and tangents only)
+
+    def with_parts(self, value, tangents=None, lap=None) -> Jet:
+        return Jet(value, tangents, lap if self.second else None, self.per_tangent, self.second)
+
+
+def _plus(a: jax.Array | None, b: jax.Array | None) -> jax.Array | None:
+    """a + b where None stands for an exact zero."""
+    if a is None:
+        return b
+    return a if b is None else a + b
+
+
+def _times(s: jax.Array, v: jax.Array | None) -> jax.Array | None:
+    """s (B, w) scaling v (B, w) or each tangent of v (B, k, w); None stays None."""
+    return None if v is None else scale(s, v)
+
+
+def linear(h: Jet, w: jax.Array, b: jax.Array | None = None) -> Jet:
+    """W h + b: the tangents and the Laplacian go through W alone."""
+    value = h.value @ w.T
+    if b is not None:
+        value = value + b
+    t = h.tangents
+    if isinstance(t, Identity):
+        t = columns(w, t.dims)
+    elif t is not None:
+        t = times_wt(t, w)
+    lap = None
+    if h.lap is not None:
+        lap = times_wt(h.lap, w) if h.per_tangent else h.lap @ w.T
+    return h.with_parts(value, t, lap)
+
+
+def activate(h: Jet, name: str) -> Jet:
+    """σ(h) for an elementwise activation `name`: σ' scales the tangents and the Laplacian, and
+    σ'' adds the tangents' squares."""
+    if is_linear(name):
+        return h
+    y = activation_function(name)(h.value)
+    if h.tangents is None:
+        return h.with_parts(y)
+    t = h.tangents
+    if not h.second:
+        return h.with_parts(y, scale(slopes(name, h.value, y, orders=1)[0], t))
+    s1, s2 = slopes(name, h.value, y, orders=2)
+    squares = t * t if h.per_tangent else sum_tangents(t * t)
+    lap = _plus(_times(s1, h.lap), scale(s2, jnp.broadcast_to(squares, _batch(y, squares))))
+    return h.with_parts(y, scale(s1, t), lap)
+
+
+def _batch(value: jax.Array, v: jax.Array) -> tuple[int, ...]:
+    """v's shape with the batch axis of `value` in front (v may share one row over the batch)."""
+    return (value.shape[0], *v.shape[1:])
+
+
+def multiply(u: Jet, v: Jet) -> Jet:
+    """u ∘ v, elementwise, by the product rule."""
+    value = u.value * v.value
+    tangents = _plus(_times(u.value, v.tangents), _times(v.value, u.tangents))
+    lap = _plus(_times(u.value, v.lap), _times(v.value, u.lap))
+    if u.second and u.tangents is not None and v.tangents is not None:
+        cross = u.tangents * v.tangents
+        cross = cross if u.per_tangent else sum_tangents(cross)
+        lap = _plus(lap, 2 * jnp.broadcast_to(cross, _batch(value, cross)))
+    return u.with_parts(value, tangents, lap)
+
+
+def add(u: Jet, v: Jet, alpha: Any = None) -> Jet:
+    """u + v, or u + α v for a scalar α."""
+    if alpha is not None:
+        v = v.with_parts(
+            alpha * v.value,
+            None if v.tangents is None else alpha * v.tangents,
+            None if v.lap is None else alpha * v.lap,
+        )
+    return u.with_parts(u.value + v.value, _plus(u.tangents, v.tangents), _plus(u.lap, v.lap))
+
+
+def subtract(u: Jet, v: Jet) -> Jet:
+    """u − v."""
+    return add(u, v, alpha=-1)
+
+
+def concatenate(parts: list[Jet]) -> Jet:
+    """The jets side by side along the units; a part without tangents contributes zeros."""
+    first = parts[0]
+    value = jnp.concatenate([p.value for p in parts], axis=-1)
+
+    def joined(get):
+        pieces = [get(p) for p in parts]
+        if all(piece is None for piece in pieces):
+            return None
+        shapes = [piece.shape for piece in pieces if piece is not None]
+        lead = (max(s[0] for s in shapes), *shapes[0][1:-1])
+        return jnp.concatenate(
+            [
+                jnp.zeros((*lead, p.value.shape[-1]), value.dtype)
+                if piece is None
+                else jnp.broadcast_to(piece, (*lead, piece.shape[-1]))
+                for p, piece in zip(parts, pieces)
+            ],
+            axis=-1,
+        )
+
+    return first.with_parts(value, joined(lambda p: p.tangents), joined(lambda p: p.lap))
+
+
+def columns_of(h: Jet, index: jax.Array | slice) -> Jet:
+    """The units `index` of h."""
+    pick = lambda a: None if a is None else a[..., index]  # noqa: E731
+    return h.with_parts(h.value[..., index], pick(h.tangents), pick(h.lap))

@@ -1,0 +1,270 @@
+"""`Network`: a sequence of layers, and the passes that run its layers' jet steps."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from .._validation import check_input, check_size
+from . import _base, _jet
+from .dense import Dense
+
+Params = list[dict[str, Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Network:
+    r"""A network of layers: an embedding, encoders, gated, residual or plain dense layers, in any
+    order that fits, ending in a `jprop.layers.Dense` output layer.
+
+    Like `jprop.MLP` it is a frozen, hashable description with its parameters kept apart (a list
+    with one dict per layer), and jprop knows its structure: the Laplacian (with `dims=`), the
+    Hessian diagonal, the Jacobian's columns and the R-operator run each layer's own derivative
+    step (docs/howto/architectures.md), and `jax.grad` of a loss on them differentiates those
+    steps, never a dense Hessian.
+
+    **Arguments:**
+
+    - `n_inputs`: the input size n.
+    - `layers`: a sequence of `jprop.layers` kinds; the last must be a `jprop.layers.Dense`.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp, jprop
+        >>> from jprop import layers
+        >>> net = jprop.Network(2, [layers.FourierFeatures(16), layers.Gates(32),
+        ...                         layers.GatedDense(), layers.GatedDense(),
+        ...                         layers.Dense(1, "identity")])
+        >>> params = net.init(jax.random.key(0))
+        >>> net(params, jnp.zeros((5, 2))).shape, jprop.laplacian(net)(params, jnp.zeros(2)).shape
+        ((5, 1), (1,))
+    """
+
+    n_inputs: int
+    layers: tuple[_base.Layer, ...]
+
+    def __post_init__(self):
+        where = "jprop.Network"
+        object.__setattr__(self, "n_inputs", check_size(self.n_inputs, "n_inputs", where))
+        layers = self.layers
+        if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence) or not layers:
+            raise TypeError(
+                f"{where}: `layers` must be a non-empty sequence of jprop.layers kinds ending in "
+                f"jprop.layers.Dense; got {layers!r}."
+            )
+        for index, layer in enumerate(layers):
+            if not isinstance(layer, _base.Layer):
+                raise TypeError(
+                    f"{where}: layers[{index}] must be a jprop.layers kind (Dense, Residual, "
+                    f"FourierFeatures, PeriodicEmbedding, Gates, GatedDense, PirateBlock); got "
+                    f"{type(layer).__name__}."
+                )
+        if not isinstance(layers[-1], Dense):
+            raise ValueError(
+                f"{where}: the last layer must be a jprop.layers.Dense (the output layer, e.g. "
+                f"Dense(1, 'identity')); got {type(layers[-1]).__name__}."
+            )
+        object.__setattr__(self, "layers", tuple(layers))
+        self.widths()  # each layer checks that it fits the one before
+
+    def widths(self) -> list[tuple[int, int | None]]:
+        """(h's width, the gates' width or None) entering each layer, then after the last."""
+        width, gates, out = self.n_inputs, None, []
+        for layer in self.layers:
+            out.append((width, gates))
+            width, gates = layer.width(width, gates), layer.gates(width, gates)
+        return out + [(width, gates)]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.layers[-1].width_out
+
+    def init(self, key: jax.Array, dtype: Any = None) -> Params:
+        """Parameters with the field's defaults: Glorot-normal weights, zero biases, B ~ N(0, s²)
+        for Fourier features, g ~ N(1, 0.1) for factorised weights, α = 0 for PirateNet blocks.
+
+        **Arguments:** `key`: a `jax.random.key`; `dtype`: a floating dtype (default: JAX's default
+        float type).
+
+        **Returns:** a list with one dict per layer.
+        """
+        dtype = jnp.zeros(0).dtype if dtype is None else dtype
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(f"jprop.Network.init: `dtype` must be a floating dtype; got {dtype}.")
+        keys = jax.random.split(key, len(self.layers))
+        return [
+            layer.init(k, width, gates, dtype)
+            for k, layer, (width, gates) in zip(keys, self.layers, self.widths())
+        ]
+
+    def check_params(self, params: Any, where: str = "jprop.Network") -> Params:
+        """Check that `params` match the layers, naming the first entry that does not."""
+        if not isinstance(params, (list, tuple)) or len(params) != len(self.layers):
+            got = (
+                f"{len(params)} entries"
+                if isinstance(params, (list, tuple))
+                else type(params).__name__
+            )
+            raise ValueError(
+                f"{where}: params must be a list with one dict per layer ({len(self.layers)}), as "
+                f"made by Network.init; got {got}."
+            )
+        for index, (layer, (width, gates)) in enumerate(zip(self.layers, self.widths())):
+            path = f"params[{index}] ({type(layer).__name__})"
+            _base.check_shapes(params[index], layer.shapes(width, gates), where, path)
+        return list(params)
+
+    def jet(
+        self,
+        params: Params,
+        x: jax.Array,
+        tangents: Any = None,
+        per_tangent: bool = False,
+        second: bool = True,
+    ) -> _jet.Jet:
+        """The output's jet for x (B, n): its value, and with `tangents` (an `_jet.Identity` of
+        chosen inputs, or an array (B or 1, k, n)) its tangents and, if `second`, its Laplacian
+        (each tangent's apart with `per_tangent`)."""
+        streams = {"h": _jet.Jet(x, tangents, None, per_tangent, second)}
+        for layer, layer_params in zip(self.layers, params):
+            streams = layer.jet(layer_params, streams)
+        return streams["h"]
+
+    def __call__(self, params: Params, x: jax.Array) -> jax.Array:
+        """Evaluate the network: `x` of shape `(n,)` or `(..., n)` gives `(m,)` or `(..., m)`."""
+        params = self.check_params(params)
+        x = check_input(x, "jprop.Network", self.n_inputs)
+        flat = x.reshape(-1, x.shape[-1])
+        return self.jet(params, flat).value.reshape(*x.shape[:-1], self.n_outputs)
+
+
+def modified_mlp(
+    n_inputs: int,
+    n_outputs: int,
+    *,
+    width: int = 256,
+    depth: int = 4,
+    activation: str = "tanh",
+    fourier_features: int | None = None,
+    scale: float = 1.0,
+    factorised: bool = False,
+) -> Network:
+    r"""The modified MLP of Wang, Teng & Perdikaris (2021), optionally on Fourier features:
+    $\gamma$, $U = \sigma(W_u\gamma + b_u)$, $V = \sigma(W_v\gamma + b_v)$, `depth` gated layers
+    $h \leftarrow z \odot U + (1 - z) \odot V$, $z = \sigma(W h + b)$, and a linear output layer.
+
+    **Arguments:** `n_inputs`, `n_outputs`; `width` (256) and `depth` (4), the field's defaults;
+    `activation`; `fourier_features` F (None: γ(x) = x) at standard deviation `scale`;
+    `factorised` for random weight factorisation of every dense map.
+
+    **Returns:** a `jprop.Network`.
+
+    Examples:
+        >>> import jprop
+        >>> net = jprop.modified_mlp(2, 1, width=64, depth=3, fourier_features=32)
+        >>> [type(layer).__name__ for layer in net.layers][:3]
+        ['FourierFeatures', 'Gates', 'GatedDense']
+    """
+    from .fourier import FourierFeatures
+    from .gated import GatedDense, Gates
+
+    where = "jprop.modified_mlp"
+    depth = check_size(depth, "depth", where)
+    embedding = [] if fourier_features is None else [FourierFeatures(fourier_features, scale)]
+    return Network(
+        n_inputs,
+        [
+            *embedding,
+            Gates(width, activation, factorised),
+            *[GatedDense(activation, factorised) for _ in range(depth)],
+            Dense(n_outputs, "identity", factorised),
+        ],
+    )
+
+
+def pirate_net(
+    n_inputs: int,
+    n_outputs: int,
+    *,
+    width: int = 256,
+    blocks: int = 3,
+    activation: str = "tanh",
+    scale: float = 1.0,
+    factorised: bool = False,
+) -> Network:
+    r"""A PirateNet (Wang, Sankaran, Wang & Perdikaris 2024): Fourier features with `width / 2`
+    frequencies at standard deviation `scale`, the encoders U, V, `blocks` adaptive residual
+    blocks (`jprop.layers.PirateBlock`, α = 0 at initialisation) and a linear output layer.
+
+    **Arguments:** `n_inputs`, `n_outputs`; `width` (256, even) and `blocks` (3), the field's
+    defaults; `activation`; `scale`; `factorised` for random weight factorisation.
+
+    **Returns:** a `jprop.Network`.
+
+    Examples:
+        >>> import jprop
+        >>> net = jprop.pirate_net(3, 1, width=64, blocks=2)
+        >>> net.widths()[-2]
+        (64, 64)
+    """
+    from .fourier import FourierFeatures
+    from .gated import Gates
+    from .pirate import PirateBlock
+
+    where = "jprop.pirate_net"
+    width = check_size(width, "width", where)
+    if width % 2:
+        raise ValueError(
+            f"{where}: `width` must be even (the Fourier embedding has width/2 frequencies, each "
+            f"a cosine and a sine); got {width}."
+        )
+    blocks = check_size(blocks, "blocks", where)
+    return Network(
+        n_inputs,
+        [
+            FourierFeatures(width // 2, scale),
+            Gates(width, activation, factorised),
+            *[PirateBlock(activation, factorised) for _ in range(blocks)],
+            Dense(n_outputs, "identity", factorised),
+        ],
+    )
+
+
+# The passes over a batch x (B, n): what the closed road of each quantity runs for a Network.
+
+
+def _zeros_if_none(a, shape, dtype):
+    return jnp.zeros(shape, dtype) if a is None else a
+
+
+def laplacian(net: Network, params: Params, x: jax.Array, dims=None) -> jax.Array:
+    """Δf over the inputs `dims` (all when None), (B, m): the forward Laplacian through each layer."""
+    out = net.jet(params, x, _jet.Identity(dims))
+    return _zeros_if_none(out.lap, out.value.shape, out.value.dtype)
+
+
+def hessian_diagonal(net: Network, params: Params, x: jax.Array, dims=None) -> jax.Array:
+    """∂²f/∂x_p² for p in `dims`, (B, m, k): the forward Laplacian with each tangent kept apart."""
+    out = net.jet(params, x, _jet.Identity(dims), per_tangent=True)
+    k = net.n_inputs if dims is None else len(dims)
+    lap = _zeros_if_none(out.lap, (x.shape[0], k, net.n_outputs), out.value.dtype)
+    return jnp.swapaxes(jnp.broadcast_to(lap, (x.shape[0], *lap.shape[1:])), -1, -2)
+
+
+def jacobian(net: Network, params: Params, x: jax.Array) -> jax.Array:
+    """J (B, m, n): the input tangents pushed forwards through each layer (its columns)."""
+    t = net.jet(params, x, _jet.Identity(None), second=False).tangents
+    if t is None:  # cannot happen for a network whose output depends on x; kept for safety
+        return jnp.zeros((x.shape[0], net.n_outputs, net.n_inputs), x.dtype)
+    return jnp.swapaxes(jnp.broadcast_to(t, (x.shape[0], *t.shape[1:])), -1, -2)
+
+
+def jacobian_vector_product(net: Network, params: Params, x: jax.Array, r: jax.Array):
+    """J r for x and r of shape (..., n): one tangent pushed forwards through each layer."""
+    lead = x.shape[:-1]
+    flat_x, flat_r = x.reshape(-1, x.shape[-1]), r.reshape(-1, r.shape[-1])
+    out = net.jet(params, flat_x, flat_r[:, None, :], second=False).tangents
+    return out[:, 0].reshape(*lead, net.n_outputs)

@@ -1,0 +1,63 @@
+"""`FourierFeatures`: γ(x) = [cos Bx, sin Bx]."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from . import _base, _jet
+
+
+@dataclasses.dataclass(frozen=True)
+class FourierFeatures(_base.Layer):
+    r"""Random Fourier features $\gamma(h) = [\cos Bh, \sin Bh]$ (Tancik et al. 2020; Wang, Wang &
+    Perdikaris 2021), $B \in \mathbb{R}^{F \times w}$ drawn from $N(0, s^2)$.
+
+    **Arguments:**
+
+    - `features`: the number F of frequencies; the layer has 2F units.
+    - `scale`: the standard deviation s of B's entries (the field uses 1 to 10).
+    - `trainable`: whether B trains. By default it does not (the field's choice): the network
+      reads it through `jax.lax.stop_gradient`, so its gradient is zero and an optimiser leaves it.
+
+    Parameters: `{"B": (F, w)}`.
+
+    Examples:
+        >>> import jprop
+        >>> jprop.layers.FourierFeatures(64, scale=2.0).width(3, None)
+        128
+    """
+
+    features: int
+    scale: float = 1.0
+    trainable: bool = False
+
+    def __post_init__(self):
+        where = "jprop.layers.FourierFeatures"
+        object.__setattr__(self, "features", _base.positive_width(self.features, "features", where))
+        scale = self.scale
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+            raise ValueError(
+                f"{where}: `scale`, the standard deviation of B's entries, must be a positive "
+                f"number such as 1.0 or 10.0; got {scale!r}."
+            )
+        object.__setattr__(self, "scale", float(scale))
+
+    def width(self, width, gates):
+        return 2 * self.features
+
+    def shapes(self, width, gates):
+        return {"B": (self.features, width)}
+
+    def init(self, key, width, gates, dtype):
+        return {"B": self.scale * jax.random.normal(key, (self.features, width), dtype)}
+
+    def jet(self, params, streams):
+        b = params["B"] if self.trainable else jax.lax.stop_gradient(params["B"])
+        # cos z = sin(z + π/2): one sine layer over [B; B] with phases [π/2, 0]
+        half = jnp.full((self.features,), jnp.pi / 2, b.dtype)
+        phases = jnp.concatenate([half, jnp.zeros_like(half)])
+        z = _jet.linear(streams["h"], jnp.concatenate([b, b]), phases)
+        return {**streams, "h": _jet.activate(z, "sin")}
