@@ -1,0 +1,332 @@
+"""Networks of layers (`jprop.Network`): every quantity on the closed road against the equations
+as their authors write them, in plain JAX here (not through jprop), with `jax.hessian` and
+`jax.jacfwd` as oracles, in x and in the parameters, and against float64 central differences."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import assert_close, central_differences, flat
+
+import jprop
+from jprop import layers as L
+
+ACT = {
+    "tanh": jnp.tanh,
+    "sin": jnp.sin,
+    "softplus": jax.nn.softplus,
+    "silu": jax.nn.silu,
+    "sigmoid": jax.nn.sigmoid,
+    "identity": lambda z: z,
+}
+
+
+def dense(p, h):
+    w = p["W"] if "W" in p else jnp.exp(p["g"])[:, None] * p["V"]
+    return w @ h + p["b"]
+
+
+def gamma(p, x):
+    z = jax.lax.stop_gradient(p["B"]) @ x  # B is not trained (the field's default)
+    return jnp.concatenate([jnp.cos(z), jnp.sin(z)])
+
+
+def plain_modified_mlp(params, x, act="tanh"):
+    """Fourier features; U = σ(W_u γ + b_u), V = σ(W_v γ + b_v); z = σ(W h + b),
+    h ← z ⊙ U + (1 − z) ⊙ V; a linear output."""
+    s = ACT[act]
+    h = gamma(params[0], x)
+    u, v = s(dense(params[1]["U"], h)), s(dense(params[1]["V"], h))
+    for p in params[2:-1]:
+        z = s(dense(p, h))
+        h = z * u + (1 - z) * v
+    return dense(params[-1], h)
+
+
+def plain_pirate_net(params, x, act="tanh"):
+    """γ, U, V; per block f, z1, g, z2, h' and h ← α h' + (1 − α) h; a linear output."""
+    s = ACT[act]
+    h = gamma(params[0], x)
+    u, v = s(dense(params[1]["U"], h)), s(dense(params[1]["V"], h))
+    for block in params[2:-1]:
+        w1, w2, w3 = block["dense"]
+        f = s(dense(w1, h))
+        z1 = f * u + (1 - f) * v
+        g = s(dense(w2, z1))
+        z2 = g * u + (1 - g) * v
+        h = block["alpha"] * s(dense(w3, z2)) + (1 - block["alpha"]) * h
+    return dense(params[-1], h)
+
+
+def plain_periodic_residual(params, x):
+    """x_1 ↦ [cos ω x_1, sin ω x_1] (x_0 passed through), σ(W h + b) softplus, h + silu(W h + b),
+    a linear output."""
+    omega = jax.lax.stop_gradient(params[0]["omega"][0])  # fixed unless trainable
+    h = jnp.stack([jnp.cos(omega * x[1]), jnp.sin(omega * x[1]), x[0]])
+    h = jax.nn.softplus(dense(params[1], h))
+    h = h + jax.nn.silu(dense(params[2], h))
+    return dense(params[3], h)
+
+
+def plain_fourier_mlp(params, x):
+    h = gamma(params[0], x)
+    for p, act in zip(params[1:-1], ("tanh", "sin")):
+        h = ACT[act](dense(p, h))
+    return dense(params[-1], h)
+
+
+CASES = {
+    "fourier + modified MLP, factorised": (
+        jprop.modified_mlp(2, 2, width=6, depth=2, fourier_features=3, scale=2.0, factorised=True),
+        plain_modified_mlp,
+    ),
+    "pirate net": (jprop.pirate_net(3, 1, width=6, blocks=2), plain_pirate_net),
+    "periodic + residual": (
+        jprop.Network(
+            2,
+            [
+                L.PeriodicEmbedding(axes=(1,), periods=1.5),
+                L.Dense(5, "softplus"),
+                L.Residual("silu"),
+                L.Dense(2, "identity"),
+            ],
+        ),
+        plain_periodic_residual,
+    ),
+    "fourier + tanh/sin MLP": (
+        jprop.Network(
+            3,
+            [L.FourierFeatures(3), L.Dense(5), L.Dense(4, "sin"), L.Dense(3, "identity")],
+        ),
+        plain_fourier_mlp,
+    ),
+}
+
+
+def setup_case(name, batch=4):
+    net, plain = CASES[name]
+    params = net.init(jax.random.key(0), jnp.float64)
+    # non-zero biases and skip weights, so that every term of every rule is exercised
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    leaves = [a + 0.3 * jax.random.normal(k, a.shape, a.dtype) for a, k in zip(leaves, keys)]
+    params = jax.tree.unflatten(tree, leaves)
+    x = jax.random.normal(jax.random.key(2), (batch, net.n_inputs), jnp.float64)
+    return net, plain, params, x
+
+
+def per_example(plain, params, x):
+    return jax.vmap(lambda xi: plain(params, xi))(x)
+
+
+def hessians(plain, params, x):
+    return jax.vmap(lambda xi: jax.hessian(lambda v: plain(params, v))(xi))(x)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_input_quantity_is_the_plain_networks(case):
+    net, plain, params, x = setup_case(case)
+    m, n = net.n_outputs, net.n_inputs
+    dims = (n - 1, 0) if n > 1 else (0,)
+    r = jnp.flip(x, axis=-1)
+    g = jnp.ones((x.shape[0], m), x.dtype)
+
+    @jax.jit
+    def ours(params, x):
+        return {
+            "value": net(params, x),
+            "laplacian": jprop.laplacian(net)(params, x),
+            "laplacian dims": jprop.laplacian(net, dims=dims)(params, x),
+            "laplacian outputs": jprop.laplacian(net, outputs=(m - 1,))(params, x),
+            "diagonal": jprop.hessian_diagonal(net)(params, x),
+            "diagonal dims": jprop.hessian_diagonal(net, dims=dims)(params, x),
+            "jacobian columns": jprop.jacobian(net, method="closed")(params, x),
+            "jacobian auto": jprop.jacobian(net)(params, x),
+            "R": jprop.R(net)(params, x, r),
+            "hessian": jprop.hessian(net)(params, x),
+            "hvp": jprop.hessian_vector_product(net)(params, x, g, r),
+        }
+
+    @jax.jit
+    def oracle(params, x):
+        h = hessians(plain, params, x)
+        diagonal = jnp.diagonal(h, axis1=-2, axis2=-1)
+        jac = jax.vmap(lambda xi: jax.jacfwd(lambda v: plain(params, v))(xi))(x)
+        return {
+            "value": per_example(plain, params, x),
+            "laplacian": jnp.trace(h, axis1=-2, axis2=-1),
+            "laplacian dims": diagonal[..., list(dims)].sum(-1),
+            "laplacian outputs": jnp.trace(h, axis1=-2, axis2=-1)[:, m - 1 :],
+            "diagonal": diagonal,
+            "diagonal dims": diagonal[..., list(dims)],
+            "jacobian columns": jac,
+            "jacobian auto": jac,
+            "R": jnp.einsum("bkn,bn->bk", jac, r),
+            "hessian": h,
+            "hvp": jnp.einsum("bk,bkij,bj->bi", g, h, r),
+        }
+
+    got, want = ours(params, x), oracle(params, x)
+    for name in want:
+        assert_close(got[name], want[name], 1e-12, f"{case}: {name}")
+    for quantity in ("laplacian", "hessian_diagonal", "R"):
+        assert jprop.road(net, quantity).road == "closed"
+
+
+@pytest.mark.parametrize("case", list(CASES)[:3])
+def test_training_through_each_quantity_is_the_plain_networks(case):
+    """jax.grad in the parameters and in x, and jax.jvp in the parameters, of losses on the
+    Laplacian, the Hessian diagonal over chosen inputs and the Jacobian's columns."""
+    net, plain, params, x = setup_case(case)
+    dims = (0,)
+    direction = jax.tree.map(
+        lambda a: jnp.cos(jnp.arange(a.size, dtype=a.dtype)).reshape(a.shape), params
+    )
+
+    def losses(lap, diag, jac):
+        return lambda p, x: (
+            jnp.mean(lap(p, x) ** 2) + jnp.mean(jnp.sin(diag(p, x))) + jnp.mean(jac(p, x) ** 3)
+        )
+
+    ours = losses(
+        jprop.laplacian(net),
+        jprop.hessian_diagonal(net, dims=dims),
+        jprop.jacobian(net, method="closed"),
+    )
+    oracle = losses(
+        lambda p, x: jnp.trace(hessians(plain, p, x), axis1=-2, axis2=-1),
+        lambda p, x: jnp.diagonal(hessians(plain, p, x), axis1=-2, axis2=-1)[..., list(dims)],
+        lambda p, x: jax.vmap(lambda xi: jax.jacfwd(lambda v: plain(p, v))(xi))(x),
+    )
+
+    @jax.jit
+    def both(params, x):
+        return [
+            (
+                jax.grad(loss, argnums=(0, 1))(params, x),
+                jax.jvp(lambda p: loss(p, x), (params,), (direction,))[1],
+            )
+            for loss in (ours, oracle)
+        ]
+
+    (g_ours, t_ours), (g_oracle, t_oracle) = both(params, x)
+    assert_close(flat(g_ours), flat(g_oracle), 1e-11, f"{case}: gradients")
+    assert_close(t_ours, t_oracle, 1e-11, f"{case}: forward mode in the parameters")
+
+
+def test_central_differences_in_x_and_in_the_parameters():
+    """The pirate net's Laplacian against float64 central differences of the plain network: in x
+    (second differences per input) and along every parameter (the Laplacian's gradient)."""
+    net, plain, params, x = setup_case("pirate net", batch=1)
+    x0 = x[0]
+    lap = jprop.laplacian(net)
+    eps = 1e-4
+    steps = eps * jnp.eye(x0.size, dtype=x0.dtype)
+    value = lambda v: plain(params, v)[0]  # noqa: E731
+    second = sum(value(x0 + s) - 2 * value(x0) + value(x0 - s) for s in steps) / eps**2
+    assert_close(lap(params, x0)[0], second, 1e-6, "Laplacian vs second differences")
+
+    # B trainable here, so that the gradient covers every parameter the value depends on
+    lap = jprop.laplacian(jprop.Network(3, [L.FourierFeatures(3, trainable=True), *net.layers[1:]]))
+    point, unravel = jax.flatten_util.ravel_pytree(params)
+    numeric = central_differences(lambda w: lap(unravel(w), x0)[0], point)
+    analytic = flat(jax.grad(lambda p: lap(p, x0)[0])(params))
+    assert_close(analytic, numeric, 1e-6, "gradient in the parameters vs central differences")
+
+
+def test_fixed_embeddings_do_not_train_and_trainable_ones_do():
+    net, _, params, x = setup_case("fourier + modified MLP, factorised")
+    grads = jax.grad(lambda p: jnp.sum(jprop.laplacian(net)(p, x) ** 2))(params)
+    assert not np.any(np.asarray(grads[0]["B"]))
+    assert np.all(np.isfinite(flat(grads))) and np.any(np.asarray(grads[1]["U"]["g"]))
+    free = jprop.Network(2, [L.FourierFeatures(3, trainable=True), *net.layers[1:]])
+    grads = jax.grad(lambda p: jnp.sum(jprop.laplacian(free)(p, x) ** 2))(params)
+    assert np.any(np.asarray(grads[0]["B"]))
+
+
+def test_a_network_is_a_jax_citizen(compiles):
+    """Built twice it compiles once; a user's vmap over x is the batch, over params an ensemble;
+    batch_size chunks; a Laplacian of the closed Laplacian (the bi-Laplacian) runs."""
+    net, plain, params, x = setup_case("pirate net", batch=6)
+    before = compiles.count
+    first = jprop.laplacian(net)(params, x)
+    jprop.laplacian(net)(params, x)
+    assert compiles.count - before == 1
+    mapped = jax.vmap(jprop.laplacian(net), in_axes=(None, 0))(params, x)
+    chunked = jprop.laplacian(net, batch_size=2)(params, x)
+    ensemble = jax.vmap(jprop.laplacian(net), in_axes=(0, None))(
+        jax.tree.map(lambda a: jnp.stack([a, 2 * a]), params), x
+    )
+    doubled = jax.tree.map(lambda a: 2 * a, params)
+    assert_close(mapped, first, 1e-14, "vmap over x")
+    assert_close(chunked, first, 1e-14, "batch_size")
+    assert_close(ensemble[1], jprop.laplacian(net)(doubled, x), 1e-13, "vmap over params")
+
+    inner = jprop.laplacian(net)
+    bilaplacian = jprop.laplacian(lambda p, v: inner(p, v))(params, x[0])
+    # the oracle: second differences of the closed Laplacian (itself checked against jax.hessian)
+    eps, x0 = 3e-4, x[0]
+    steps = eps * jnp.eye(x0.size, dtype=x0.dtype)
+    oracle = sum(
+        inner(params, x0 + s) - 2 * inner(params, x0) + inner(params, x0 - s) for s in steps
+    )
+    oracle = oracle / eps**2
+    assert_close(bilaplacian, oracle, 1e-5, "bi-Laplacian")
+
+
+def test_jprop_objectives_on_a_network_are_the_compositions():
+    net, plain, params, x = setup_case("fourier + modified MLP, factorised")
+    v = jnp.flip(x, axis=-1)
+    b = jnp.ones((x.shape[0], net.n_outputs), x.dtype)
+    ours = jax.grad(jprop.jprop_v(net))(params, x, v, b)
+
+    def composed(p):
+        jv = jax.vmap(lambda xi, vi: jax.jvp(lambda u: plain(p, u), (xi,), (vi,))[1])(x, v)
+        return 0.5 * jnp.mean(jnp.sum((jv - b) ** 2, axis=-1))
+
+    assert_close(flat(ours), flat(jax.grad(composed)(params)), 1e-12, "E_v gradient")
+    assert "jprop.Network" in jprop.road(net, "jprop_v").reason
+
+
+def test_the_initialiser_follows_the_field():
+    net = jprop.pirate_net(2, 1, width=64, blocks=2, scale=3.0, factorised=True)
+    params = net.init(jax.random.key(0), jnp.float64)
+    assert params[0]["B"].shape == (32, 2) and abs(float(jnp.std(params[0]["B"])) - 3.0) < 0.8
+    assert all(float(block["alpha"]) == 0.0 for block in params[2:-1])
+    g = params[1]["U"]["g"]
+    assert abs(float(jnp.mean(g)) - 1.0) < 0.05 and 0.05 < float(jnp.std(g)) < 0.15
+    w = jnp.exp(g)[:, None] * params[1]["U"]["V"]  # the weight the factorisation stands for
+    assert abs(float(jnp.std(w)) - (2 / (64 + 2)) ** 0.5) < 0.05
+    assert not np.any(np.asarray(params[1]["U"]["b"]))
+    # a PirateNet with α = 0 is its embedding's gates read out: each block is the identity
+    x = jnp.ones((3, 2))
+    h = jnp.concatenate([jnp.cos(x @ params[0]["B"].T), jnp.sin(x @ params[0]["B"].T)], axis=-1)
+    out = h @ (jnp.exp(params[-1]["g"])[:, None] * params[-1]["V"]).T + params[-1]["b"]
+    assert_close(net(params, x), out, 1e-13, "α = 0 blocks are the identity")
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: jprop.Network(2, [L.Dense(4)]) and jprop.Network(2, [L.Gates(4)]), "last layer"),
+        (lambda: jprop.Network(2, [L.GatedDense(), L.Dense(1)]), "Gates layer"),
+        (lambda: jprop.Network(2, [L.Gates(8), L.PirateBlock(), L.Dense(1)]), "as wide as"),
+        (lambda: jprop.Network(2, [L.PeriodicEmbedding(axes=(2,)), L.Dense(1)]), "only 2"),
+        (lambda: jprop.Network(2, [jnp.tanh, L.Dense(1)]), r"layers\[0\]"),
+        (lambda: L.Dense(3, "relu"), "unknown activation"),
+        (lambda: L.FourierFeatures(8, scale=0), "positive number"),
+        (lambda: jprop.pirate_net(2, 1, width=7), "even"),
+    ],
+)
+def test_a_network_that_does_not_fit_is_refused_saying_why(build, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        build()
+
+
+def test_params_that_do_not_fit_name_the_layer_and_entry():
+    net, _, params, x = setup_case("pirate net")
+    params[2]["dense"][1]["W"] = params[2]["dense"][1]["W"][:, :3]
+    with pytest.raises(ValueError, match=r"params\[2\] \(PirateBlock\)\['dense'\]\[1\]\['W'\]"):
+        jprop.laplacian(net)(params, x)
+    with pytest.raises(ValueError, match="closed road covers laplacian"):
+        jprop.hessian(net, method="closed")
