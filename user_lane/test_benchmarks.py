@@ -111,3 +111,13 @@ def test_generic_road_benchmark_quick(checks, tmp_path):
         ["folx + jax.grad", "trace(jax.hessian) + jax.grad"]
     ] * 4
     assert "folx + jax.grad" in (tmp_path / "generic_road.md").read_text()
+
+
+def test_architectures_benchmark_quick(checks, tmp_path):
+    rows = load_script("benchmarks/architectures.py").main(quick=True, repeats=1, out=str(tmp_path))
+    assert len(rows) == 2
+    rivals = ["folx", "trace(jax.hessian)"]
+    assert [(ref, list(names)) for _, ref, names, _ in checks] == [
+        (f"jprop {kind}", [f"{r} {kind}" for r in rivals]) for kind in ("step", "forward")
+    ] * 2
+    assert "folx + jax.grad" in (tmp_path / "architectures.md").read_text()

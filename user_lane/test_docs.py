@@ -22,13 +22,33 @@ def test_python_blocks_on_the_page_run(page):
         exec(compile(block, str(page.relative_to(ROOT)), "exec"), {})
 
 
-def test_every_public_name_is_in_the_api_reference():
+def _public_names() -> set[str]:
+    """jprop's public names, and those of its public submodule `jprop.layers` as "layers.X"."""
+    import inspect
+
     import jprop
 
-    public = {name for name in dir(jprop) if not name.startswith("_")} - {"version"}
-    public -= {"PackageNotFoundError", "annotations"}
+    public = {name for name in dir(jprop) if not name.startswith("_")}
+    public -= {"version", "PackageNotFoundError", "annotations"}
+    modules = {name for name in public if inspect.ismodule(getattr(jprop, name))}
+    for module in modules:
+        public |= {f"{module}.{name}" for name in getattr(jprop, module).__all__}
+    return public - modules
+
+
+def _public_object(name: str):
+    import jprop
+
+    obj = jprop
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def test_every_public_name_is_in_the_api_reference():
+    public = _public_names()
     pages = "\n".join(p.read_text() for p in (ROOT / "docs/api").glob("*.md"))
-    documented = set(re.findall(r"^::: jprop\.(\w+)$", pages, re.M))
+    documented = set(re.findall(r"^::: jprop\.([\w.]+)$", pages, re.M))
     assert public == documented, (sorted(public - documented), sorted(documented - public))
 
 
@@ -36,11 +56,8 @@ def test_every_public_name_shows_an_example_that_runs():
     # Their examples run as doctests in the main lane (pytest --doctest-modules over jprop/).
     import inspect
 
-    import jprop
-
-    public = {name for name in dir(jprop) if not name.startswith("_")}
-    public -= {"version", "PackageNotFoundError", "annotations"}
-    without = [name for name in public if ">>>" not in (inspect.getdoc(getattr(jprop, name)) or "")]
+    public = _public_names()
+    without = [name for name in public if ">>>" not in (inspect.getdoc(_public_object(name)) or "")]
     assert not without, sorted(without)
 
 
@@ -59,7 +76,7 @@ def _api_entries(site):
     """(page, name, html) for every `::: jprop.name` entry of the API pages."""
     for page in sorted((site / "api").glob("*/index.html")):
         html = page.read_text()
-        headings = list(re.finditer(r'<h[23] id="jprop\.(\w+)"', html))
+        headings = list(re.finditer(r'<h[23] id="jprop\.([\w.]+)"', html))
         for here, after in zip(headings, headings[1:] + [None]):
             end = after.start() if after else html.index("</article>", here.start())
             yield page.parent.name, here.group(1), html[here.start() : end]
@@ -67,11 +84,7 @@ def _api_entries(site):
 
 def test_every_api_entry_renders_a_signature_and_a_code_example(site):
     entries = list(_api_entries(site))
-    import jprop
-
-    public = {name for name in dir(jprop) if not name.startswith("_")}
-    public -= {"version", "PackageNotFoundError", "annotations"}
-    assert {name for _, name, _ in entries} == public
+    assert {name for _, name, _ in entries} == _public_names()
     for page, name, html in entries:
         assert 'class="doc-signature' in html, f"{page}: jprop.{name} renders no signature"
         code = re.search(r'<div class="[^"]*highlight[^"]*"><pre>.*?&gt;&gt;&gt;', html, re.S)

@@ -70,3 +70,11 @@ def test_heat_pinn_example(tmp_path):
     )
     assert max(report["relative_l2"].values()) < 0.2  # main() asserted it too
     assert (tmp_path / "heat_pinn.png").stat().st_size > 10_000
+
+
+def test_multiscale_poisson_example(tmp_path, capsys):
+    report = load_script("examples/multiscale_poisson.py").main(quick=True, out=str(tmp_path))
+    plain, fourier = report["relative_l2"].values()
+    assert fourier < 0.3 and plain > 3 * fourier  # main() asserted it too
+    assert (tmp_path / "multiscale_poisson.png").stat().st_size > 10_000
+    assert "closed road" in capsys.readouterr().out

@@ -29,11 +29,11 @@ class Layer:
     #: "reads" the streams a layer needs beyond h ("gates": U and V)
     reads: tuple[str, ...] = ()
 
-    def width(self, width: int, gates: int | None) -> int:
+    def output_width(self, width: int, gates: int | None) -> int:
         """The width of h after the layer, given h's width before and the gates' (None: none yet)."""
         raise NotImplementedError
 
-    def gates(self, width: int, gates: int | None) -> int | None:
+    def output_gates(self, width: int, gates: int | None) -> int | None:
         """The gates' width after the layer (a `Gates` layer sets it; others keep it)."""
         return gates
 

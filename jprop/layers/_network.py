@@ -75,12 +75,12 @@ class Network:
         width, gates, out = self.n_inputs, None, []
         for layer in self.layers:
             out.append((width, gates))
-            width, gates = layer.width(width, gates), layer.gates(width, gates)
+            width, gates = layer.output_width(width, gates), layer.output_gates(width, gates)
         return out + [(width, gates)]
 
     @property
     def n_outputs(self) -> int:
-        return self.layers[-1].width_out
+        return self.layers[-1].width
 
     def init(self, key: jax.Array, dtype: Any = None) -> Params:
         """Parameters with the field's defaults: Glorot-normal weights, zero biases, B ~ N(0, s²)

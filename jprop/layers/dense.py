@@ -21,27 +21,27 @@ class Dense(_base.Layer):
 
     Examples:
         >>> import jprop
-        >>> jprop.layers.Dense(1, "identity").width(64, None)
+        >>> jprop.layers.Dense(1, "identity").output_width(64, None)
         1
     """
 
-    width_out: int
+    width: int
     activation: str = "tanh"
     factorised: bool = False
 
     def __post_init__(self):
         where = "jprop.layers.Dense"
-        object.__setattr__(self, "width_out", _base.positive_width(self.width_out, "width", where))
+        object.__setattr__(self, "width", _base.positive_width(self.width, "width", where))
         object.__setattr__(self, "activation", _base.activation_name(self.activation, where))
 
-    def width(self, width, gates):
-        return self.width_out
+    def output_width(self, width, gates):
+        return self.width
 
     def shapes(self, width, gates):
-        return _base.dense_shapes(width, self.width_out, self.factorised)
+        return _base.dense_shapes(width, self.width, self.factorised)
 
     def init(self, key, width, gates, dtype):
-        return _base.dense_init(key, width, self.width_out, self.factorised, dtype)
+        return _base.dense_init(key, width, self.width, self.factorised, dtype)
 
     def jet(self, params, streams):
         return {**streams, "h": _base.dense(streams["h"], params, self.activation)}

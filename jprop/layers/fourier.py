@@ -26,7 +26,7 @@ class FourierFeatures(_base.Layer):
 
     Examples:
         >>> import jprop
-        >>> jprop.layers.FourierFeatures(64, scale=2.0).width(3, None)
+        >>> jprop.layers.FourierFeatures(64, scale=2.0).output_width(3, None)
         128
     """
 
@@ -45,7 +45,7 @@ class FourierFeatures(_base.Layer):
             )
         object.__setattr__(self, "scale", float(scale))
 
-    def width(self, width, gates):
+    def output_width(self, width, gates):
         return 2 * self.features
 
     def shapes(self, width, gates):

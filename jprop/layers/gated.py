@@ -31,33 +31,33 @@ class Gates(_base.Layer):
 
     Examples:
         >>> import jprop
-        >>> jprop.layers.Gates(256).gates(3, None)
+        >>> jprop.layers.Gates(256).output_gates(3, None)
         256
     """
 
-    width_out: int
+    width: int
     activation: str = "tanh"
     factorised: bool = False
 
     def __post_init__(self):
         where = "jprop.layers.Gates"
-        object.__setattr__(self, "width_out", _base.positive_width(self.width_out, "width", where))
+        object.__setattr__(self, "width", _base.positive_width(self.width, "width", where))
         object.__setattr__(self, "activation", _base.activation_name(self.activation, where))
 
-    def width(self, width, gates):
+    def output_width(self, width, gates):
         return width
 
-    def gates(self, width, gates):
-        return self.width_out
+    def output_gates(self, width, gates):
+        return self.width
 
     def shapes(self, width, gates):
-        one = _base.dense_shapes(width, self.width_out, self.factorised)
+        one = _base.dense_shapes(width, self.width, self.factorised)
         return {"U": one, "V": one}
 
     def init(self, key, width, gates, dtype):
         k_u, k_v = jax.random.split(key)
         return {
-            name: _base.dense_init(k, width, self.width_out, self.factorised, dtype)
+            name: _base.dense_init(k, width, self.width, self.factorised, dtype)
             for name, k in (("U", k_u), ("V", k_v))
         }
 
@@ -82,7 +82,7 @@ class GatedDense(_base.Layer):
 
     Examples:
         >>> import jprop
-        >>> jprop.layers.GatedDense().width(2, 256)
+        >>> jprop.layers.GatedDense().output_width(2, 256)
         256
     """
 
@@ -94,7 +94,7 @@ class GatedDense(_base.Layer):
         name = _base.activation_name(self.activation, "jprop.layers.GatedDense")
         object.__setattr__(self, "activation", name)
 
-    def width(self, width, gates):
+    def output_width(self, width, gates):
         return _needs(gates, "jprop.layers.GatedDense")
 
     def shapes(self, width, gates):

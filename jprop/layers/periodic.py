@@ -30,7 +30,7 @@ class PeriodicEmbedding(_base.Layer):
 
     Examples:
         >>> import jprop
-        >>> jprop.layers.PeriodicEmbedding(axes=(1,), periods=2.0).width(2, None)
+        >>> jprop.layers.PeriodicEmbedding(axes=(1,), periods=2.0).output_width(2, None)
         3
     """
 
@@ -75,7 +75,7 @@ class PeriodicEmbedding(_base.Layer):
                 f"{max(self.axes)}, but its input has only {width}."
             )
 
-    def width(self, width, gates):
+    def output_width(self, width, gates):
         self._check(width)
         return width + len(self.axes)
 

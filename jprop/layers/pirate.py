@@ -28,7 +28,7 @@ class PirateBlock(_base.Layer):
 
     Examples:
         >>> import jprop
-        >>> jprop.layers.PirateBlock().width(256, 256)
+        >>> jprop.layers.PirateBlock().output_width(256, 256)
         256
     """
 
@@ -40,7 +40,7 @@ class PirateBlock(_base.Layer):
         name = _base.activation_name(self.activation, "jprop.layers.PirateBlock")
         object.__setattr__(self, "activation", name)
 
-    def width(self, width, gates):
+    def output_width(self, width, gates):
         if gates is None or gates != width:
             raise ValueError(
                 "jprop.layers.PirateBlock: the block's skip h ← αh' + (1 − α)h needs h as wide as "
@@ -55,7 +55,7 @@ class PirateBlock(_base.Layer):
         return width
 
     def shapes(self, width, gates):
-        self.width(width, gates)
+        self.output_width(width, gates)
         one = _base.dense_shapes(width, width, self.factorised)
         return {"dense": [one, one, one], "alpha": ()}
 

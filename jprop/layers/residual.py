@@ -15,7 +15,7 @@ class Residual(_base.Layer):
 
     Examples:
         >>> import jprop
-        >>> jprop.layers.Residual().width(128, None)
+        >>> jprop.layers.Residual().output_width(128, None)
         128
     """
 
@@ -26,7 +26,7 @@ class Residual(_base.Layer):
         name = _base.activation_name(self.activation, "jprop.layers.Residual")
         object.__setattr__(self, "activation", name)
 
-    def width(self, width, gates):
+    def output_width(self, width, gates):
         return width
 
     def shapes(self, width, gates):

@@ -1,0 +1,155 @@
+"""Physics-informed training steps on the architectures the field trains, built as `jprop.Network`s.
+
+For each network, one step `jax.grad` of mean(Δu²) with respect to every trainable parameter, and
+the forward Laplacian alone, raced in one run (`benchmarks.harness.race`):
+
+- jprop: `jprop.laplacian(net)`, the closed road through each layer's own jet step;
+- folx + jax.grad: folx's forward Laplacian of the same network's evaluation `net(params, x)`
+  (plain jnp operations, checked against the authors' equations in tests/test_layers.py);
+- trace(jax.hessian) + jax.grad on the same evaluation.
+
+Rows: Fourier features (128 frequencies, s = 1) + modified MLP 4×256 tanh, 2 inputs; PirateNet
+3 blocks × 256 with 128 Fourier frequencies, 3 inputs; Fourier features (64) + tanh MLP 3×128,
+3 inputs; residual tanh 3-128×4-1 — all at B = 512, float32. PirateNet blocks get α = 0.5 (at
+α = 0 a block is the identity and its work would be wasted). Each row asserts that every
+gradient and Laplacian agrees with jprop's.
+
+Run from the repository root: python -m benchmarks.architectures [--quick] [--repeats N] [--out DIR]
+(default DIR: benchmarks/out, untracked; `--out benchmarks/results` updates the published results)
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import jax
+import jax.numpy as jnp
+
+import jprop
+from benchmarks import harness
+from jprop import layers
+
+
+def networks(quick: bool):
+    """(name, network, batch)."""
+    if quick:
+        return [
+            (
+                "Fourier 8 + modified MLP 2×16, n = 2",
+                jprop.modified_mlp(2, 1, width=16, depth=2, fourier_features=8),
+                32,
+            ),
+            ("PirateNet 1 × 16, n = 3", jprop.pirate_net(3, 1, width=16, blocks=1), 32),
+        ]
+    mlp = [layers.FourierFeatures(64), *[layers.Dense(128) for _ in range(3)]]
+    residual = [layers.Dense(128), *[layers.Residual() for _ in range(4)]]
+    return [
+        (
+            "Fourier 128 + modified MLP 4×256, n = 2",
+            jprop.modified_mlp(2, 1, width=256, depth=4, fourier_features=128),
+            512,
+        ),
+        (
+            "PirateNet 3 × 256 (Fourier 128), n = 3",
+            jprop.pirate_net(3, 1, width=256, blocks=3),
+            512,
+        ),
+        (
+            "Fourier 64 + tanh MLP 3×128, n = 3",
+            jprop.Network(3, [*mlp, layers.Dense(1, "identity")]),
+            512,
+        ),
+        (
+            "residual tanh 3-128×4-1",
+            jprop.Network(3, [*residual, layers.Dense(1, "identity")]),
+            512,
+        ),
+    ]
+
+
+def _step(laplacian):
+    return jax.grad(lambda p, x: jnp.mean(laplacian(p, x) ** 2))
+
+
+def main(quick: bool = False, repeats: int | None = None, out: str | None = None) -> list[dict]:
+    repeats = repeats or (3 if quick else 20)
+    rows = []
+    for name, net, batch in networks(quick):
+        params = net.init(jax.random.key(0), jnp.float32)
+        params = [
+            {**layer, "alpha": jnp.asarray(0.5, jnp.float32)} if "alpha" in layer else layer
+            for layer in params
+        ]
+        x = jax.random.uniform(jax.random.key(3), (batch, net.n_inputs), jnp.float32, -1, 1)
+        evaluate = lambda p, v, net=net: net(p, v)  # noqa: E731
+
+        def hessian_trace(p, x, f=evaluate):
+            one = lambda xi: jnp.trace(jax.hessian(lambda v: f(p, v)[0])(xi))  # noqa: E731
+            return jax.vmap(one)(x)[:, None]
+
+        laplacians = {
+            "jprop": jprop.laplacian(net),
+            "folx": harness.folx_laplacian(evaluate),
+            "trace(jax.hessian)": hessian_trace,
+        }
+        contenders = {
+            **{f"{k} step": _step(fn) for k, fn in laplacians.items()},
+            **{f"{k} forward": fn for k, fn in laplacians.items()},
+        }
+        results = harness.race(contenders, (params, x), repeats)
+        outs = harness.outputs(results)
+        for kind in ("step", "forward"):
+            others = [f"{k} {kind}" for k in laplacians if k != "jprop"]
+            harness.agree(outs, f"jprop {kind}", others, f"{name} {kind}", 1e-3)
+        ms = {k: r["ms"] for k, r in results.items()}
+        mib = {k: (r["peak_bytes"] or 0) / 2**20 for k, r in results.items()}
+        rows.append({"network": name, "batch": batch, "ms": ms, "peak_mib": mib})
+        print(
+            f"{name:42s} step: jprop {ms['jprop step']:.2f} ms, folx "
+            f"{ms['folx step'] / ms['jprop step']:.2f}×, trace(hessian) "
+            f"{ms['trace(jax.hessian) step'] / ms['jprop step']:.2f}×; step/forward "
+            f"{ms['jprop step'] / ms['jprop forward']:.2f}",
+            flush=True,
+        )
+
+    def cell(row, key, reference):
+        return f"{row['ms'][key]:.2f} ms ({row['ms'][key] / row['ms'][reference]:.2f}×)"
+
+    header = [
+        "network (jprop.Network)",
+        "batch",
+        "jprop step",
+        "folx + jax.grad",
+        "trace(jax.hessian) + jax.grad",
+        "jprop step / its forward",
+        "jprop forward",
+        "folx forward",
+        "trace(jax.hessian) forward",
+    ]
+    lines = [
+        [
+            r["network"],
+            str(r["batch"]),
+            f"{r['ms']['jprop step']:.2f} ms",
+            cell(r, "folx step", "jprop step"),
+            cell(r, "trace(jax.hessian) step", "jprop step"),
+            f"{r['ms']['jprop step'] / r['ms']['jprop forward']:.2f}",
+            f"{r['ms']['jprop forward']:.2f} ms",
+            cell(r, "folx forward", "jprop forward"),
+            cell(r, "trace(jax.hessian) forward", "jprop forward"),
+        ]
+        for r in rows
+    ]
+    footer = (
+        f"Medians of {repeats} interleaved rounds, float32; a step is `jax.grad` of mean(Δu²) with "
+        "respect to every parameter (B and ω fixed); × is the rival's time over jprop's. XLA's "
+        "peak memory per program is in the JSON file beside this table."
+    )
+    table = harness.markdown_table(header, lines, footer)
+    print(table)
+    harness.publish(out or pathlib.Path(__file__).with_name("out"), "architectures", table, rows)
+    return rows
+
+
+if __name__ == "__main__":
+    main(**harness.command_line(__doc__))
