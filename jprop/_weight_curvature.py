@@ -30,7 +30,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from ._batch import mean_over_batch
-from ._dispatch import choose
+from ._dispatch import cached, choose
 from ._lanczos import Eigenpairs, lanczos
 from ._losses import CrossEntropy, SquaredError, check_data, logits
 from ._mlp import MLP
@@ -229,6 +229,7 @@ def _validate_data(loss, params, data, where):
     return data
 
 
+@cached
 def weight_hessian_vector_product(
     loss: Any, *, method: str = "auto", batch_size: int | None = None
 ) -> Callable[..., Any]:
@@ -260,6 +261,7 @@ def weight_hessian_vector_product(
     return hvp
 
 
+@cached
 def gauss_newton_vector_product(
     loss: SquaredError | CrossEntropy, *, method: str = "auto", batch_size: int | None = None
 ) -> Callable:
@@ -365,6 +367,7 @@ def _dense(product, params, data, max_bytes, where, what):
     return jax.lax.fori_loop(0, blocks, fill, jnp.zeros((size, size), flat.dtype))
 
 
+@cached
 def weight_hessian(
     loss: Any,
     *,
@@ -403,6 +406,7 @@ def weight_hessian(
     return hessian
 
 
+@cached
 def gauss_newton(
     loss: SquaredError | CrossEntropy,
     *,
@@ -434,6 +438,7 @@ def gauss_newton(
     return matrix
 
 
+@cached
 def weight_hessian_diagonal(
     loss: SquaredError | CrossEntropy | Any,
     *,

@@ -330,3 +330,21 @@ def test_a_dense_curvature_matrix_is_the_only_p_by_p_array(transform):
 def test_top_eigenpairs_takes_every_option_by_keyword():
     with pytest.raises(TypeError, match="positional"):
         jprop.top_eigenpairs(jprop.SquaredError(jprop.MLP((2, 3, 1))), 2)
+
+
+def test_a_curvature_transform_built_inline_compiles_once(compiles):
+    net = jprop.MLP((3, 5, 2))
+    params = net.init(jax.random.key(0), jnp.float64)
+    x, t = jnp.ones((4, 3)), jnp.zeros((4, 2))
+    before = compiles.count
+    results = [
+        jprop.weight_hessian_vector_product(jprop.SquaredError(net))(params, params, x, t)
+        for _ in range(3)
+    ]
+    assert compiles.count - before == 1
+    assert_close(flat(results[2]), flat(results[0]), 0.0, "the same program")
+    before = compiles.count
+    for _ in range(2):
+        jprop.gauss_newton_vector_product(jprop.SquaredError(net))(params, params, x, t)
+        jprop.weight_hessian_diagonal(jprop.SquaredError(net))(params, x, t)
+    assert compiles.count - before == 2
