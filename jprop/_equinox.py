@@ -155,7 +155,13 @@ def to_equinox(net: MLP, params: Params) -> eqx.nn.MLP:
         True
     """
     if not isinstance(net, MLP):
-        raise TypeError(f"jprop.to_equinox: expected a jprop.MLP; got {type(net).__name__}.")
+        hint = (
+            " A jprop.Network (gates, skips, embeddings) has no eqx.nn counterpart: keep it and "
+            "its params, a plain pytree, as they are."
+            if type(net).__name__ == "Network"
+            else ""
+        )
+        raise TypeError(f"jprop.to_equinox: expected a jprop.MLP; got {type(net).__name__}.{hint}")
     if net.output == "softmax":
         raise ValueError(
             "jprop.to_equinox: eqx.nn.MLP applies its final activation to each output alone, so "

@@ -330,3 +330,9 @@ def test_params_that_do_not_fit_name_the_layer_and_entry():
         jprop.laplacian(net)(params, x)
     with pytest.raises(ValueError, match="closed road covers laplacian"):
         jprop.hessian(net, method="closed")
+
+
+def test_to_equinox_refuses_a_network_saying_why():
+    net, _, params, _ = setup_case("pirate net")
+    with pytest.raises(TypeError, match="no eqx.nn counterpart"):
+        jprop.to_equinox(net, params)
