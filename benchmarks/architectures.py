@@ -33,14 +33,7 @@ from jprop import layers
 def networks(quick: bool):
     """(name, network, batch)."""
     if quick:
-        return [
-            (
-                "Fourier 8 + modified MLP 2×16, n = 2",
-                jprop.modified_mlp(2, 1, width=16, depth=2, fourier_features=8),
-                32,
-            ),
-            ("PirateNet 1 × 16, n = 3", jprop.pirate_net(3, 1, width=16, blocks=1), 32),
-        ]
+        return [("PirateNet 1 × 16, n = 3", jprop.pirate_net(3, 1, width=16, blocks=1), 32)]
     mlp = [layers.FourierFeatures(64), *[layers.Dense(128) for _ in range(3)]]
     residual = [layers.Dense(128), *[layers.Residual() for _ in range(4)]]
     return [

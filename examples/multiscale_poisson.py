@@ -69,11 +69,11 @@ def train(net, steps: int, points: int, seed: int = 0):
 
 
 def main(quick: bool = False, out: str | None = None) -> dict:
-    steps, points = (1500, 256) if quick else (6000, 256)
+    steps, points, width = 1000 if quick else 6000, 256, 128
     networks = {
-        "tanh MLP 1-128³-1": jprop.MLP((1, 128, 128, 128, 1)),
-        "Fourier 64 (s = 10) + modified MLP 3×128": jprop.modified_mlp(
-            1, 1, width=128, depth=3, fourier_features=64, scale=10.0
+        f"tanh MLP 1-{width}³-1": jprop.MLP((1, width, width, width, 1)),
+        f"Fourier {width // 2} (s = 10) + modified MLP 3×{width}": jprop.modified_mlp(
+            1, 1, width=width, depth=3, fourier_features=width // 2, scale=10.0
         ),
     }
     grid = jnp.linspace(0, 1, 2001)

@@ -80,7 +80,7 @@ CASES = {
         jprop.modified_mlp(2, 2, width=6, depth=2, fourier_features=3, scale=2.0, factorised=True),
         plain_modified_mlp,
     ),
-    "pirate net": (jprop.pirate_net(3, 1, width=6, blocks=2), plain_pirate_net),
+    "pirate net": (jprop.pirate_net(3, 1, width=6, blocks=1), plain_pirate_net),
     "periodic + residual": (
         jprop.Network(
             2,
