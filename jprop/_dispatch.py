@@ -259,8 +259,9 @@ def road(f: Any, quantity: str, *, method: str = "auto") -> Road:
 
     **Arguments:**
 
-    - `f`: a model `f(params, x)` (a `jprop.MLP` or any callable), or for `"weight_curvature"` a
-      loss (`jprop.SquaredError`, `jprop.CrossEntropy` or any `E(params, *data)`).
+    - `f`: a model `f(params, x)` (a `jprop.MLP`, a `jprop.Network` or any callable), or for
+      `"weight_curvature"` a loss (`jprop.SquaredError`, `jprop.CrossEntropy` or any
+      `E(params, *data)`).
     - `quantity`: one of `"jacobian"`, `"hessian"`, `"laplacian"`, `"hessian_diagonal"`,
       `"hessian_vector_product"`, `"R"`, `"bilinear"`, `"jprop_u"`, `"jprop_v"`,
       `"double_backprop"`, `"weight_curvature"`.

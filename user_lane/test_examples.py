@@ -74,7 +74,7 @@ def test_heat_pinn_example(tmp_path):
 
 def test_multiscale_poisson_example(tmp_path, capsys):
     report = load_script("examples/multiscale_poisson.py").main(quick=True, out=str(tmp_path))
-    plain, fourier = report["relative_l2"].values()
-    assert fourier < 0.3 and plain > 3 * fourier  # main() asserted it too
+    (fourier,) = report["relative_l2"].values()  # quick: the Fourier-feature network alone
+    assert fourier < 0.3  # main() asserted it too
     assert (tmp_path / "multiscale_poisson.png").stat().st_size > 10_000
     assert "closed road" in capsys.readouterr().out

@@ -117,7 +117,7 @@ class Network:
             _base.check_shapes(params[index], layer.shapes(width, gates), where, path)
         return list(params)
 
-    def jet(
+    def propagate(
         self,
         params: Params,
         x: jax.Array,
@@ -125,9 +125,10 @@ class Network:
         per_tangent: bool = False,
         second: bool = True,
     ) -> _jet.Jet:
-        """The output's jet for x (B, n): its value, and with `tangents` (an `_jet.Identity` of
-        chosen inputs, or an array (B or 1, k, n)) its tangents and, if `second`, its Laplacian
-        (each tangent's apart with `per_tangent`)."""
+        """Run every layer's step on x (B, n): the output's value and, given input `tangents` (the
+        identity's columns for chosen inputs, or an array (B or 1, k, n)), its tangents and, if
+        `second`, its Laplacian (each tangent's apart with `per_tangent`). The passes of the
+        closed road call this; users call the network or jprop's transforms."""
         streams = {"h": _jet.Jet(x, tangents, None, per_tangent, second)}
         for layer, layer_params in zip(self.layers, params):
             streams = layer.jet(layer_params, streams)
@@ -138,7 +139,7 @@ class Network:
         params = self.check_params(params)
         x = check_input(x, "jprop.Network", self.n_inputs)
         flat = x.reshape(-1, x.shape[-1])
-        return self.jet(params, flat).value.reshape(*x.shape[:-1], self.n_outputs)
+        return self.propagate(params, flat).value.reshape(*x.shape[:-1], self.n_outputs)
 
 
 def modified_mlp(
@@ -242,13 +243,13 @@ def _zeros_if_none(a, shape, dtype):
 
 def laplacian(net: Network, params: Params, x: jax.Array, dims=None) -> jax.Array:
     """Δf over the inputs `dims` (all when None), (B, m): the forward Laplacian through each layer."""
-    out = net.jet(params, x, _jet.Identity(dims))
+    out = net.propagate(params, x, _jet.Identity(dims))
     return _zeros_if_none(out.lap, out.value.shape, out.value.dtype)
 
 
 def hessian_diagonal(net: Network, params: Params, x: jax.Array, dims=None) -> jax.Array:
     """∂²f/∂x_p² for p in `dims`, (B, m, k): the forward Laplacian with each tangent kept apart."""
-    out = net.jet(params, x, _jet.Identity(dims), per_tangent=True)
+    out = net.propagate(params, x, _jet.Identity(dims), per_tangent=True)
     k = net.n_inputs if dims is None else len(dims)
     lap = _zeros_if_none(out.lap, (x.shape[0], k, net.n_outputs), out.value.dtype)
     return jnp.swapaxes(jnp.broadcast_to(lap, (x.shape[0], *lap.shape[1:])), -1, -2)
@@ -256,7 +257,7 @@ def hessian_diagonal(net: Network, params: Params, x: jax.Array, dims=None) -> j
 
 def jacobian(net: Network, params: Params, x: jax.Array) -> jax.Array:
     """J (B, m, n): the input tangents pushed forwards through each layer (its columns)."""
-    t = net.jet(params, x, _jet.Identity(None), second=False).tangents
+    t = net.propagate(params, x, _jet.Identity(None), second=False).tangents
     if t is None:  # cannot happen for a network whose output depends on x; kept for safety
         return jnp.zeros((x.shape[0], net.n_outputs, net.n_inputs), x.dtype)
     return jnp.swapaxes(jnp.broadcast_to(t, (x.shape[0], *t.shape[1:])), -1, -2)
@@ -266,5 +267,5 @@ def jacobian_vector_product(net: Network, params: Params, x: jax.Array, r: jax.A
     """J r for x and r of shape (..., n): one tangent pushed forwards through each layer."""
     lead = x.shape[:-1]
     flat_x, flat_r = x.reshape(-1, x.shape[-1]), r.reshape(-1, r.shape[-1])
-    out = net.jet(params, flat_x, flat_r[:, None, :], second=False).tangents
+    out = net.propagate(params, flat_x, flat_r[:, None, :], second=False).tangents
     return out[:, 0].reshape(*lead, net.n_outputs)
