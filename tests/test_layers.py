@@ -336,3 +336,22 @@ def test_to_equinox_refuses_a_network_saying_why():
     net, _, params, _ = setup_case("pirate net")
     with pytest.raises(TypeError, match="no eqx.nn counterpart"):
         jprop.to_equinox(net, params)
+
+
+def test_mixed_dtypes_compute_in_their_promotion_and_extremes_stay_finite():
+    """float32 params with float64 x compute in float64 (to float64 accuracy, under the strict
+    promotion this lane sets); bfloat16 params with float32 x in float32; saturated units at
+    |x| = 1e4 give finite Laplacians and gradients."""
+    net, plain, params, x = setup_case("pirate net")
+    low = jax.tree.map(lambda a: a.astype(jnp.float32), params)
+    exact = jnp.trace(
+        hessians(plain, jax.tree.map(lambda a: a.astype(jnp.float64), low), x), axis1=-2, axis2=-1
+    )
+    ours = jprop.laplacian(net)(low, x)
+    assert ours.dtype == jnp.float64 and net(low, x).dtype == jnp.float64
+    assert_close(ours, exact, 1e-12, "float32 params, float64 x")
+    half = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)
+    assert jprop.laplacian(net)(half, x.astype(jnp.float32)).dtype == jnp.float32
+    far = jnp.full((2, 3), 1e4, jnp.float32)
+    lap, grads = jax.value_and_grad(lambda p: jnp.sum(jprop.laplacian(net)(p, far)))(low)
+    assert np.isfinite(float(lap)) and np.all(np.isfinite(flat(grads)))

@@ -9,7 +9,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .._validation import check_input, check_size
+from .._validation import check_input, check_size, computation_dtype
 from . import _base, _jet
 from .dense import Dense
 
@@ -129,6 +129,10 @@ class Network:
         identity's columns for chosen inputs, or an array (B or 1, k, n)), its tangents and, if
         `second`, its Laplacian (each tangent's apart with `per_tangent`). The passes of the
         closed road call this; users call the network or jprop's transforms."""
+        # one precision throughout: the params in x's dtype, which the caller has promoted
+        params = jax.tree.map(lambda a: jnp.asarray(a).astype(x.dtype), params)
+        if isinstance(tangents, jax.Array):
+            tangents = tangents.astype(x.dtype)
         streams = {"h": _jet.Jet(x, tangents, None, per_tangent, second)}
         for layer, layer_params in zip(self.layers, params):
             streams = layer.jet(layer_params, streams)
@@ -138,6 +142,7 @@ class Network:
         """Evaluate the network: `x` of shape `(n,)` or `(..., n)` gives `(m,)` or `(..., m)`."""
         params = self.check_params(params)
         x = check_input(x, "jprop.Network", self.n_inputs)
+        x = x.astype(computation_dtype(params, x))  # JAX's promotion of params and x
         flat = x.reshape(-1, x.shape[-1])
         return self.propagate(params, flat).value.reshape(*x.shape[:-1], self.n_outputs)
 
