@@ -26,8 +26,14 @@ class Layer:
     """The protocol every layer kind implements (see `docs/howto/architectures.md`, "Adding a
     layer kind")."""
 
-    #: "reads" the streams a layer needs beyond h ("gates": U and V)
-    reads: tuple[str, ...] = ()
+    def __post_init__(self):
+        """A kind's `width` and `activation` fields, where it has them, checked and stored in
+        canonical form (MATLAB's names as the standard ones), so equal layers compare equal."""
+        where = f"jprop.layers.{type(self).__name__}"
+        if "width" in self.__dataclass_fields__:
+            object.__setattr__(self, "width", positive_width(self.width, "width", where))
+        if "activation" in self.__dataclass_fields__:
+            object.__setattr__(self, "activation", activation_name(self.activation, where))
 
     def output_width(self, width: int, gates: int | None) -> int:
         """The width of h after the layer, given h's width before and the gates' (None: none yet)."""

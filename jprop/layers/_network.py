@@ -263,8 +263,6 @@ def hessian_diagonal(net: Network, params: Params, x: jax.Array, dims=None) -> j
 def jacobian(net: Network, params: Params, x: jax.Array) -> jax.Array:
     """J (B, m, n): the input tangents pushed forwards through each layer (its columns)."""
     t = net.propagate(params, x, _jet.Identity(None), second=False).tangents
-    if t is None:  # cannot happen for a network whose output depends on x; kept for safety
-        return jnp.zeros((x.shape[0], net.n_outputs, net.n_inputs), x.dtype)
     return jnp.swapaxes(jnp.broadcast_to(t, (x.shape[0], *t.shape[1:])), -1, -2)
 
 

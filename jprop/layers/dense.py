@@ -29,11 +29,6 @@ class Dense(_base.Layer):
     activation: str = "tanh"
     factorised: bool = False
 
-    def __post_init__(self):
-        where = "jprop.layers.Dense"
-        object.__setattr__(self, "width", _base.positive_width(self.width, "width", where))
-        object.__setattr__(self, "activation", _base.activation_name(self.activation, where))
-
     def output_width(self, width, gates):
         return self.width
 

@@ -39,11 +39,6 @@ class Gates(_base.Layer):
     activation: str = "tanh"
     factorised: bool = False
 
-    def __post_init__(self):
-        where = "jprop.layers.Gates"
-        object.__setattr__(self, "width", _base.positive_width(self.width, "width", where))
-        object.__setattr__(self, "activation", _base.activation_name(self.activation, where))
-
     def output_width(self, width, gates):
         return width
 
@@ -88,11 +83,6 @@ class GatedDense(_base.Layer):
 
     activation: str = "tanh"
     factorised: bool = False
-    reads = ("gates",)
-
-    def __post_init__(self):
-        name = _base.activation_name(self.activation, "jprop.layers.GatedDense")
-        object.__setattr__(self, "activation", name)
 
     def output_width(self, width, gates):
         return _needs(gates, "jprop.layers.GatedDense")

@@ -34,11 +34,6 @@ class PirateBlock(_base.Layer):
 
     activation: str = "tanh"
     factorised: bool = False
-    reads = ("gates",)
-
-    def __post_init__(self):
-        name = _base.activation_name(self.activation, "jprop.layers.PirateBlock")
-        object.__setattr__(self, "activation", name)
 
     def output_width(self, width, gates):
         if gates is None or gates != width:

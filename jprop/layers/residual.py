@@ -22,10 +22,6 @@ class Residual(_base.Layer):
     activation: str = "tanh"
     factorised: bool = False
 
-    def __post_init__(self):
-        name = _base.activation_name(self.activation, "jprop.layers.Residual")
-        object.__setattr__(self, "activation", name)
-
     def output_width(self, width, gates):
         return width
 
