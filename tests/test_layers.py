@@ -242,6 +242,14 @@ def test_fixed_embeddings_do_not_train_and_trainable_ones_do():
     free = jprop.Network(2, [L.FourierFeatures(3, trainable=True), *net.layers[1:]])
     grads = jax.grad(lambda p: jnp.sum(jprop.laplacian(free)(p, x) ** 2))(params)
     assert np.any(np.asarray(grads[0]["B"]))
+    # the same for a periodic embedding's ω
+    net, _, params, x = setup_case("periodic + residual")
+    periodic = net.layers[0]
+    for trainable in (False, True):
+        layer = L.PeriodicEmbedding(periodic.axes, periodic.periods, trainable)
+        changed = jprop.Network(2, [layer, *net.layers[1:]])
+        grads = jax.grad(lambda p: jnp.sum(jprop.laplacian(changed)(p, x) ** 2))(params)
+        assert bool(np.any(np.asarray(grads[0]["omega"]))) == trainable
 
 
 def test_a_network_is_a_jax_citizen(compiles):
