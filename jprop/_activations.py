@@ -276,12 +276,23 @@ def _silu_derivatives() -> Derivatives:
 
 
 def _gelu_derivatives() -> Derivatives:
-    # f = zΦ(z): f' = Φ + zφ, f'' = φ(2 − z²), f''' = zφ(z² − 4), using φ' = −zφ.
+    # f = zΦ(z): f' = Φ + zφ, f'' = φ(2 − z²), f''' = zφ(z² − 4), using φ' = −zφ. Where φ(z)
+    # underflows to 0 the polynomial factors are evaluated at 0 instead of z: z² would overflow
+    # (float16 from |z| = 256) and 0 · inf is NaN where the exact value is 0.
+    def tail_safe(z):
+        pdf = _normal_pdf(z)
+        return pdf, jnp.where(pdf == 0, 0, z)
+
+    def d2(z):
+        pdf, z = tail_safe(z)
+        return pdf * (2 - z * z)
+
+    def d3(z):
+        pdf, z = tail_safe(z)
+        return z * pdf * (z * z - 4)
+
     return Derivatives(
-        d1=lambda z: _normal_cdf(z) + z * _normal_pdf(z),
-        d2=lambda z: _normal_pdf(z) * (2 - z * z),
-        d3=lambda z: z * _normal_pdf(z) * (z * z - 4),
-        argument="input",
+        d1=lambda z: _normal_cdf(z) + z * _normal_pdf(z), d2=d2, d3=d3, argument="input"
     )
 
 

@@ -7,6 +7,7 @@ import pytest
 from jax.test_util import check_grads
 
 import jprop
+from jprop._activations import activation_function
 
 X = jnp.linspace(-3.0, 3.0, 13, dtype=jnp.float64)
 
@@ -181,3 +182,24 @@ def test_sine_slopes_are_the_table_and_computed_once():
     step = jax.grad(lambda p: jnp.mean(jprop.laplacian(net)(p, x) ** 2))
     text = jax.jit(step).lower(params).compile().as_text()
     assert text.count(" sine(") + text.count(" cosine(") <= 14, "sines recomputed per kernel"
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64])
+def test_every_derivative_table_is_finite_where_autodiff_is_at_each_dtypes_extremes(dtype):
+    # gelu's φ(z)(2 − z²) was 0 · inf = NaN once z² overflowed (float16 from |z| = 256, float32
+    # near 1.9e19), where the derivative is 0.
+    big = float(jnp.finfo(dtype).max)
+    magnitudes = np.array([0, 1, 10, 100, 256, 1e3, 6e4, 1e10, 1.9e19, 1e38, 1e300, big])
+    magnitudes = magnitudes[magnitudes <= big]
+    z = jnp.asarray(np.concatenate([magnitudes, -magnitudes]), dtype)
+    tolerance = {jnp.float16: 1e-2, jnp.bfloat16: 3e-2, jnp.float32: 1e-5, jnp.float64: 1e-12}
+    for name in ("tanh", "sigmoid", "identity", "sin", "softplus", "silu", "gelu"):
+        fn, table = activation_function(name), jprop.derivatives(name)
+        arg = z if table.argument == "input" else fn(z)
+        for order, d in enumerate(table[:3], start=1):
+            ours = np.asarray(d(arg), np.float64)
+            exact = np.asarray(nth_derivative(fn, order)(z), np.float64)
+            finite = np.isfinite(exact)
+            assert np.all(np.isfinite(ours[finite])), (name, order, z[~np.isfinite(ours) & finite])
+            error = np.abs(ours - exact)[finite] / np.maximum(1, np.abs(exact[finite]))
+            assert error.max() <= tolerance[dtype], (name, order, error.max())
