@@ -100,7 +100,12 @@ def map_batches(
     flat = tuple(a.reshape((-1,) + a.shape[len(lead) :]) for a in (x, *per_example))
     total = flat[0].shape[0]
     steps = None if batch_size is None else strided_steps(total, batch_size)
-    if batch_size is None or batch_size >= total:
+    if total == 0:  # no examples: the shapes of one example's result, with none of them
+        one = jax.eval_shape(
+            fn_batch, *(jax.ShapeDtypeStruct((1,) + a.shape[1:], a.dtype) for a in flat)
+        )
+        out = jax.tree.map(lambda o: jax.numpy.zeros((0,) + o.shape[1:], o.dtype), one)
+    elif batch_size is None or batch_size >= total:
         out = fn_batch(*flat)
     elif steps is not None:
         # Under jax.grad each chunk is recomputed in the backward pass (jax.checkpoint), so

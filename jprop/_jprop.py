@@ -14,7 +14,6 @@ are batch means.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +29,7 @@ from ._validation import (
     as_float_array,
     check_extra,
     check_not_empty,
+    in_dtype,
     optional_size,
     prepare_call,
     vector_output,
@@ -195,6 +195,17 @@ def mean_loss(
     return loss
 
 
+def _in_computation_dtype(closed: Callable, net: MLP) -> Callable[..., Result]:
+    """The closed passes with params in x's dtype (the promoted one), so every product runs at
+    that precision; the gradients come back in the params' own dtypes, as `jax.grad` gives them."""
+
+    def rule_sums(params, x, *args):
+        value, grads = closed(net, in_dtype(params, x.dtype), x, *args)
+        return value, jax.tree.map(lambda g, p: g.astype(jnp.result_type(p)), grads, params)
+
+    return rule_sums
+
+
 def autodiff_rule(value_sums: Callable[..., jax.Array]) -> Callable[..., Result]:
     return lambda params, *data: jax.value_and_grad(value_sums)(params, *data)
 
@@ -222,7 +233,7 @@ def _objective(quantity: str, f: Any, method: str, batch_size: Any) -> Callable[
     road = choose(f, quantity, method, where).road
     batch_size = optional_size(batch_size, "batch_size", where)
     value_sums = _sum_of(per_example, vector_output(f))
-    rule_sums = functools.partial(closed, f) if road == "closed" else autodiff_rule(value_sums)
+    rule_sums = _in_computation_dtype(closed, f) if road == "closed" else autodiff_rule(value_sums)
     loss = mean_loss(value_sums, rule_sums, batch_size)
     names = tuple(name for name, _ in arguments) + scalars
 

@@ -17,7 +17,10 @@ from ._validation import check_batch_objective, per_example_outputs
 
 def check_data(loss, params, x, t, where) -> tuple[jax.Array, jax.Array]:
     """x and t checked, in the computation dtype (JAX's promotion of params and x, as for the
-    input transforms); the transforms give weight-space results the params' dtypes."""
+    input transforms); the transforms give weight-space results the params' dtypes. A
+    cross-entropy's integer class labels become their one-hot rows first."""
+    if isinstance(loss, CrossEntropy):
+        t = loss.targets(t, x, where)
     x, _, checked = check_batch_objective(loss.f, params, x, where, t=(t, ("B", "m")))
     return x, checked["t"]
 
@@ -64,6 +67,13 @@ class CrossEntropy:
     $-\frac1B\sum_b\sum_k [t\log y + (1-t)\log(1-y)]$ or $-\frac1B\sum_b\sum_k t\log y$, computed
     from the output's net input so it stays finite when the output saturates.
 
+    Targets `t` (B, m) need not sum to 1: soft labels, a row of zeros (a masked example) and a
+    weighted one-hot row (an example's weight) are losses like any other, and the curvature
+    transforms use their exact curvature, $(\sum_k t_k)(\mathrm{diag}\,y - yy^\top)$ for softmax.
+    Integer class labels (B,) are accepted for a softmax output (optax's
+    `softmax_cross_entropy_with_integer_labels` convention) and 0/1 integer labels (B, m) for
+    logsig.
+
     Examples:
         >>> import jax, jax.numpy as jnp, jprop
         >>> net = jprop.MLP((2, 4, 3), output="softmax"); p = net.init(jax.random.key(0))
@@ -88,6 +98,30 @@ class CrossEntropy:
 
     def __call__(self, params: Any, x: jax.Array, t: jax.Array) -> jax.Array:
         return self.value(params, *check_data(self, params, x, t, "jprop.CrossEntropy"))
+
+    def targets(self, t: Any, x: Any, where: str) -> Any:
+        """Integer targets as floats in x's dtype: class labels (B,) for a softmax output become
+        one-hot rows (a label outside [0, m) gives a row of zeros, a masked example); 0/1 labels
+        (B, m) for a logsig output are cast. Floating targets pass as they are."""
+        try:
+            dtype = jnp.result_type(t)
+        except TypeError:
+            return t  # not an array: check_data says so
+        if not jnp.issubdtype(dtype, jnp.integer):
+            return t
+        t, m = jnp.asarray(t), self.f.n_outputs
+        x_dtype = jnp.result_type(x)
+        if not jnp.issubdtype(x_dtype, jnp.floating):
+            return t  # x itself is refused by check_data
+        if self.f.output == "softmax":
+            if t.ndim != 1:
+                raise ValueError(
+                    f"{where}: integer targets for a softmax output are class labels of shape "
+                    f"(B,), one per example; got shape {t.shape}. Pass labels (B,) or one-hot / "
+                    f"soft targets of shape (B, {m}) as floats."
+                )
+            return jax.nn.one_hot(t, m, dtype=x_dtype)
+        return t.astype(x_dtype)
 
     def value(self, params: Any, x: jax.Array, t: jax.Array) -> jax.Array:
         """The loss on checked data: x (B, n), t (B, m)."""

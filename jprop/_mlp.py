@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from ._activations import HIDDEN_ALIASES, OUTPUT_ALIASES, activation_function
-from ._validation import as_float_array, check_input, check_size
+from ._validation import as_float_array, check_input, check_size, computation_dtype, in_dtype
 
 Params = list[dict[str, jax.Array]]
 
@@ -175,6 +175,8 @@ class MLP:
         """Evaluate the network: `x` of shape `(n,)` or `(..., n)` gives `(m,)` or `(..., m)`."""
         params = self.check_params(params)
         y = check_input(x, "MLP", self.n_inputs)
+        dtype = computation_dtype(params, y)  # JAX's promotion of params and x, strict or not
+        y, params = y.astype(dtype), in_dtype(params, dtype)
         for layer, name in zip(params, self.activations()):
             y = activation_function(name)(y @ layer["W"].T + layer["b"])
         return y

@@ -29,6 +29,7 @@ from ._validation import (
     check_extra,
     check_input,
     computation_dtype,
+    in_dtype,
     optional_size,
     prepare_call,
 )
@@ -87,6 +88,18 @@ def _indices(value: Any, name: str, where: str) -> tuple[int, ...] | None:
     """None, or a non-empty tuple of distinct non-negative ints (range checked when traced)."""
     if value is None:
         return None
+    if isinstance(value, (jax.Array, np.ndarray)):
+        traced = isinstance(value, jax.core.Tracer)
+        raise TypeError(
+            f"{where}: `{name}` must be static Python ints (a tuple), chosen when the transform is "
+            f"built; got {'a traced' if traced else 'an'} array {value!r}. Pass e.g. "
+            f"{name}=(0, 2)"
+            + (
+                ", and under jax.jit mark the argument it comes from static (static_argnums)."
+                if traced
+                else f", or {name}=tuple(int(i) for i in {name}) for a concrete array."
+            )
+        )
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         value = (value,)
     try:
@@ -166,7 +179,7 @@ def _input_transform(
 
     def plain(params, x, *others):
         if road == "closed":
-            params = _subparams(params, outputs) if subnet else params
+            params = in_dtype(_subparams(params, outputs) if subnet else params, x.dtype)
             batch = lambda *args: closed(net, params, *args)  # noqa: E731
             out = map_batches(batch, x, *others, batch_size=batch_size)
             return _pick(out, outputs, quantity) if outputs is not None and not subnet else out
@@ -509,7 +522,7 @@ def _r_operator(f: Any, method: str) -> Callable[..., Any]:
         x, r = validate(params, x, r)
         if road == "closed":  # the R-forward pass; it takes any leading batch axes as they are
             passes = _network_passes if isinstance(f, Network) else _closed
-            return passes.jacobian_vector_product(f, params, x, r)
+            return passes.jacobian_vector_product(f, in_dtype(params, x.dtype), x, r)
         return jax.jvp(lambda x: f(params, x), (x,), (r,))[1]
 
     def r_fn(params: Any, x: jax.Array, r: jax.Array) -> Any:

@@ -19,6 +19,14 @@ def as_float_array(value: Any, name: str, where: str) -> jax.Array:
     """`value` as a JAX array with a floating dtype, or a `TypeError` that says so."""
     if value is None:
         raise TypeError(f"{where}: `{name}` is None; pass an array of floats.")
+    if isinstance(value, (list, tuple)):  # nested Python numbers, as jnp.asarray takes them
+        try:
+            value = jnp.asarray(value)
+        except (TypeError, ValueError) as error:
+            raise TypeError(
+                f"{where}: `{name}` must be an array of floats; got a {type(value).__name__} "
+                f"that is not one ({error})."
+            ) from None
     try:
         dtype = jnp.result_type(value)
     except TypeError as error:
@@ -31,6 +39,19 @@ def as_float_array(value: Any, name: str, where: str) -> jax.Array:
             f"Convert it first, e.g. `{name}.astype(jnp.float32)`."
         )
     return jnp.asarray(value)
+
+
+def as_float_scalar(value: Any, name: str, where: str) -> jax.Array:
+    """A weight: a Python number (an int such as 0 included) or a floating 0-d array."""
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return jnp.asarray(float(value))
+    value = as_float_array(value, name, where)
+    if value.ndim:
+        raise ValueError(
+            f"{where}: `{name}` must be a scalar (a number or a 0-d array); got shape "
+            f"{value.shape}."
+        )
+    return value
 
 
 def check_input(x: Any, where: str, n: int | None = None) -> jax.Array:
@@ -142,6 +163,13 @@ def computation_dtype(params: Any, x: jax.Array) -> Any:
     floats = [leaf for leaf in jax.tree.leaves(params) if _is_floating(leaf)]
     with jax.numpy_dtype_promotion("standard"):
         return jnp.result_type(x, *floats)
+
+
+def in_dtype(tree: Any, dtype: Any) -> Any:
+    """`tree` with its floating leaves in `dtype`, the computation dtype: the closed road computes
+    every product at that precision (float32 params with float64 x give float64 accuracy, as
+    autodiff of `f` does), and gradients flow back through the cast to the params' own dtypes."""
+    return jax.tree.map(lambda a: jnp.asarray(a).astype(dtype) if _is_floating(a) else a, tree)
 
 
 def prepare_call(f: Any, params: Any, x: Any, where: str) -> tuple[jax.Array, Any, Any]:

@@ -35,7 +35,7 @@ from ._lanczos import Eigenpairs, lanczos
 from ._losses import CrossEntropy, SquaredError, check_data, logits
 from ._mlp import MLP
 from ._passes import backward, forward, r_backward, r_forward, weight_gradients
-from ._validation import check_size, per_example_outputs
+from ._validation import check_size, in_dtype, per_example_outputs
 
 
 def _like_params(result: Any, params: Any) -> Any:
@@ -106,22 +106,33 @@ def _mean_of(rule_sums: Callable, batch_size: int | None) -> Callable:
 # Closed road
 
 
+def _target_mass(loss, t):
+    """(B, 1): how much each example's softmax cross-entropy weighs, s = Σ_k t_k. With
+    e = −Σ_k t_k log y_k, ∂e/∂z = s y − t and ∂²e/∂z² = s (diag y − y yᵀ): one-hot and soft labels
+    have s = 1, a masked row s = 0, a weighted one its weight. A logsig output's
+    e = Σ_k softplus(z_k) − t_k z_k has ∂e/∂z = y − t and a curvature free of t: s = 1."""
+    if loss.f.output == "softmax":
+        return jnp.sum(t, axis=-1, keepdims=True)
+    return jnp.ones_like(t[:, :1])
+
+
 def _output_gradient(loss, fwd, t):
     """(g, top_gz): ∂e/∂y^L for squared error, or ∂e/∂z^L for the canonical cross-entropy, per
     example (the rules below return sums over the examples; `_mean_of` divides)."""
     if isinstance(loss, CrossEntropy):
-        return None, fwd.ys[-1] - t
+        return None, _target_mass(loss, t) * fwd.ys[-1] - t
     return fwd.ys[-1] - t, None
 
 
 def _closed_hvp(loss, params, x, t, v):
+    params, v = in_dtype(params, x.dtype), in_dtype(v, x.dtype)
     net = loss.f
     fwd = forward(net, params, x)
     g, top_gz = _output_gradient(loss, fwd, t)
     (gys, gzs), _ = backward(net, params, fwd, g, top_gz=top_gz, to_input=False)
     rys, rzs = r_forward(net, params, fwd, None, direction=v)
-    if isinstance(loss, CrossEntropy):  # R{gz^L} = R{y^L}
-        rg_out, top_rgz = None, rys[-1]
+    if isinstance(loss, CrossEntropy):  # R{gz^L} = s R{y^L}
+        rg_out, top_rgz = None, _target_mass(loss, t) * rys[-1]
     else:  # e''(y) = I
         rg_out, top_rgz = rys[-1], None
     rgzs, _ = r_backward(
@@ -131,17 +142,20 @@ def _closed_hvp(loss, params, x, t, v):
 
 
 def _closed_gauss_newton(loss, params, x, t, v):
+    params, v = in_dtype(params, x.dtype), in_dtype(v, x.dtype)
     net = loss.f
     fwd = forward(net, params, x)
     rys, _ = r_forward(net, params, fwd, None, direction=v)
     if isinstance(loss, CrossEntropy):
-        (_, gzs), _ = backward(net, params, fwd, None, top_gz=rys[-1], to_input=False)
+        top_gz = _target_mass(loss, t) * rys[-1]  # H_z J_z v
+        (_, gzs), _ = backward(net, params, fwd, None, top_gz=top_gz, to_input=False)
     else:
         (_, gzs), _ = backward(net, params, fwd, rys[-1], to_input=False)
     return [{"W": gz.T @ fwd.ys[l], "b": jnp.sum(gz, axis=0)} for l, gz in enumerate(gzs)]  # noqa: E741
 
 
 def _becker_lecun(loss, params, x, t):
+    params = in_dtype(params, x.dtype)
     net = loss.f
     fwd = forward(net, params, x)
     g, top_gz = _output_gradient(loss, fwd, t)
@@ -269,7 +283,7 @@ def gauss_newton_vector_product(
 
     Squared error: $G = \frac1B\sum_b J_y^\top J_y$ (Levenberg-Marquardt; drops the residual term).
     Cross-entropy with logsig/softmax outputs: $G = \frac1B\sum_b J_z^\top H_z J_z$, with
-    $H_z = \mathrm{diag}(y(1-y))$ or $\mathrm{diag}(y) - yy^\top$. Positive semi-definite.
+    $H_z = \mathrm{diag}(y(1-y))$ or $(\sum_k t_k)(\mathrm{diag}(y) - yy^\top)$. Positive semi-definite.
     `batch_size` as for `jprop.weight_hessian_vector_product`.
 
     **Returns:** a function `(params, v, x, t) -> Gv`, pytrees shaped like params.

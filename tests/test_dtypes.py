@@ -58,3 +58,39 @@ def test_weight_space_results_keep_the_params_dtype(users_configuration):
         hv = jprop.weight_hessian_vector_product(loss, method=method)(params, params, x, t)
         assert {leaf.dtype for leaf in jax.tree.leaves(hv)} == {jnp.dtype(jnp.bfloat16)}
     assert jprop.hessian(net)(params, x).dtype == jnp.float32  # input space: the promotion
+
+
+@pytest.mark.parametrize(
+    "params_dtype, x_dtype, tolerance",
+    [(jnp.bfloat16, jnp.float32, 2e-6), (jnp.float32, jnp.float64, 1e-13)],
+    ids=["bfloat16-params-float32-x", "float32-params-float64-x"],
+)
+def test_the_closed_road_computes_at_the_promoted_precision(params_dtype, x_dtype, tolerance):
+    # The closed road used to compute at the params' precision and cast at the end: 5e-3 and 5e-8
+    # where the promoted dtype (and the autodiff road) gives 3e-7 and 1e-16.
+    net = jprop.MLP((3, 8, 8, 2))
+    with jax.enable_x64(True), jax.numpy_dtype_promotion("standard"):
+        params = net.init(jax.random.key(0), params_dtype)
+        x = jax.random.normal(jax.random.key(1), (5, 3), x_dtype)
+        exact = jax.tree.map(lambda a: a.astype(jnp.float64), params)  # the same weights, exactly
+        for name in ("laplacian", "hessian", "hessian_diagonal"):
+            reference = getattr(jprop, name)(net, method="autodiff")(exact, x.astype(jnp.float64))
+            got = getattr(jprop, name)(net, method="closed")(params, x)
+            assert got.dtype == x_dtype
+            assert jprop.relative_error(got, reference) < tolerance, name
+
+        def loss(p):  # the gradient through the Laplacian, in the params' dtype
+            return jnp.sum(jprop.laplacian(net, method="closed")(p, x) ** 2)
+
+        grads, expected = jax.grad(loss)(params), jax.grad(loss)(exact)
+        for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(expected)):
+            assert a.dtype == params_dtype
+            # rounded once to the params' dtype at the end: its own epsilon
+            assert jprop.relative_error(a, b) < 2 * float(jnp.finfo(params_dtype).eps)
+        value = jprop.jprop_v(net, method="closed")(
+            params, x, jnp.ones_like(x), jnp.ones((5, 2), x_dtype)
+        )
+        expected = jprop.jprop_v(net, method="autodiff")(
+            exact, x.astype(jnp.float64), jnp.ones((5, 3)), jnp.ones((5, 2))
+        )
+        assert jprop.relative_error(value, expected) < tolerance

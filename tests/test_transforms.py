@@ -417,3 +417,58 @@ def test_closed_forms_with_the_weights_as_constants_of_a_jitted_program():
             "laplacian": jnp.trace(expected, axis1=-2, axis2=-1),
         }[name]
         assert_close(got, want, 1e-12, name)
+
+
+@pytest.mark.parametrize("batch_size", [None, 2])
+@pytest.mark.parametrize("lead", [(0,), (2, 0)], ids=["B=0", "2x0"])
+def test_an_empty_batch_gives_empty_results_on_both_roads(lead, batch_size):
+    # The closed Hessian raised ZeroDivisionError ("integer modulo by zero") on x of shape (0, n).
+    net = jprop.MLP((3, 64, 64, 2))
+    params, _ = params_and_input(net, jnp.float32)
+    x = jnp.zeros(lead + (3,))
+    for name, tail in [
+        ("hessian", (2, 3, 3)),
+        ("laplacian", (2,)),
+        ("hessian_diagonal", (2, 3)),
+        ("jacobian", (2, 3)),
+    ]:
+        for method in ("closed", "autodiff"):
+            got = getattr(jprop, name)(net, method=method, batch_size=batch_size)(params, x)
+            assert got.shape == lead + tail, (name, method, got.shape)
+    grads = jax.grad(lambda p: jnp.sum(jprop.hessian(net, method="closed")(p, x)))(params)
+    assert all(not bool(jnp.any(leaf)) for leaf in jax.tree.leaves(grads))
+
+
+def test_check_selects_from_its_oracle_what_the_options_select():
+    # check passed dims/outputs to the transform but not to its oracle: 0.40 for a correct
+    # Laplacian over dims (0, 2), a crash ("shapes differ") with outputs.
+    net = jprop.MLP((3, 8, 3))
+    params, x = params_and_input(net, jnp.float64, seed=4, batch=(4,))
+    for transform, options in [
+        (jprop.laplacian, {"dims": (0, 2)}),
+        (jprop.hessian_diagonal, {"dims": (2, 1, 0)}),
+        (jprop.laplacian, {"outputs": (1,)}),
+        (jprop.hessian_diagonal, {"outputs": (2, 0), "dims": (1,)}),
+    ]:
+        assert jprop.check(transform, net, params, x, **options) < 1e-6, options
+
+
+def test_dims_must_be_static_ints_and_x_may_be_a_list():
+    net = jprop.MLP((3, 8, 2))
+    params, _ = params_and_input(net, jnp.float32)
+    with pytest.raises(TypeError, match=r"must be static Python ints \(a tuple\).*dims=\(0, 2\)"):
+        jprop.laplacian(net, dims=jnp.array([0, 2]))
+    with pytest.raises(TypeError, match=r"traced array.*static_argnums"):
+        jax.jit(lambda d: jprop.laplacian(net, dims=d))(jnp.array([0, 2]))
+    rows = [[0.1, 0.2, 0.3], [0.0, -1.0, 2.0]]
+    for name in ("laplacian", "jacobian", "hessian"):
+        got = getattr(jprop, name)(net)(params, rows)
+        assert_close(got, getattr(jprop, name)(net)(params, jnp.asarray(rows)), 0.0, name)
+    assert_close(
+        jprop.R(net)(params, rows[0], rows[1]),
+        jprop.R(net)(params, jnp.asarray(rows[0]), jnp.asarray(rows[1])),
+        0.0,
+        "R",
+    )
+    with pytest.raises(TypeError, match="`x` must be an array of floats; got a list"):
+        jprop.laplacian(net)(params, [[1.0, 2.0], [3.0]])

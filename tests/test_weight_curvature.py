@@ -348,3 +348,49 @@ def test_a_curvature_transform_built_inline_compiles_once(compiles):
         jprop.gauss_newton_vector_product(jprop.SquaredError(net))(params, params, x, t)
         jprop.weight_hessian_diagonal(jprop.SquaredError(net))(params, x, t)
     assert compiles.count - before == 2
+
+
+@pytest.mark.parametrize("targets", ["masked", "weighted", "soft", "labels"])
+def test_softmax_cross_entropy_curvature_holds_for_targets_that_do_not_sum_to_one(targets):
+    # −Σ t log y has logit Hessian (Σ t)(diag y − y yᵀ); the closed road assumed Σ t = 1 and was
+    # off by 0.6-1.4 (relative) for a masked row, a weighted one or unnormalised soft labels.
+    net = jprop.MLP((3, 6, 4), output="softmax")
+    params, x = params_and_input(net, jnp.float64, seed=3, batch=(4,))
+    t = {
+        "masked": jnp.array([[1.0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]]),
+        "weighted": jnp.array([[2.0, 0, 0, 0], [0, 0.5, 0, 0], [0, 0, 1, 0], [0, 0, 0, 3]]),
+        "soft": jnp.array([[0.3, 0.3, 0.1, 0.1], [0.5, 0, 0, 0.9], [0, 0.2, 0, 0], [1, 1, 1, 1.0]]),
+        "labels": jnp.array([0, 3, 1, 4]),  # 4 is outside [0, 4): a masked example
+    }[targets]
+    loss = jprop.CrossEntropy(net)
+    dense = jnp.asarray(t) if targets != "labels" else jax.nn.one_hot(t, 4, dtype=jnp.float64)
+    assert_close(loss(params, x, t), loss(params, x, dense), 1e-15, "loss")
+    v = jax.tree.map(lambda a: jnp.cos(jnp.arange(a.size, dtype=a.dtype)).reshape(a.shape), params)
+    flat_loss = lambda w: loss(unravel(w), x, dense)  # noqa: E731
+    w, unravel = ravel_pytree(params)
+    exact_hvp = jax.jvp(jax.grad(flat_loss), (w,), (flat(v),))[1]
+    assert_close(
+        flat(jprop.weight_hessian_vector_product(loss)(params, v, x, t)), exact_hvp, 1e-12, "Hv"
+    )
+    for name in ("gauss_newton_vector_product", "weight_hessian_vector_product"):
+        closed = getattr(jprop, name)(loss, method="closed")(params, v, x, t)
+        autodiff = getattr(jprop, name)(loss, method="autodiff")(params, v, x, dense)
+        assert_close(flat(closed), flat(autodiff), 1e-12, name)
+    closed = jprop.weight_hessian_diagonal(loss)(params, x, t)
+    assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(closed))
+
+
+def test_cross_entropy_refuses_integer_targets_it_cannot_read():
+    net = jprop.MLP((3, 6, 4), output="softmax")
+    params, x = params_and_input(net, jnp.float32, batch=(4,))
+    with pytest.raises(ValueError, match=r"class labels of shape \(B,\).*got shape \(4, 4\)"):
+        jprop.CrossEntropy(net)(params, x, jnp.zeros((4, 4), jnp.int32))
+    binary = jprop.MLP((3, 6, 2), output="logsig")
+    params, x = params_and_input(binary, jnp.float32, batch=(4,))
+    t = jnp.array([[0, 1], [1, 1], [0, 0], [1, 0]])
+    assert_close(
+        jprop.CrossEntropy(binary)(params, x, t),
+        jprop.CrossEntropy(binary)(params, x, t.astype(jnp.float32)),
+        1e-7,
+        "0/1 labels",
+    )
