@@ -3,8 +3,11 @@
 An objective is any scalar loss `(params, *data) -> value`: every J-prop objective, sums of them with
 other losses, any function of jprop's input derivatives. `jax.value_and_grad` of it runs the
 hand-written rules where jprop has them. The step is jit-compiled once. Checkpoints are
-equinox's leaf serialisation of {params, optimizer state, step} and the history, written atomically, so
-a run killed at any moment resumes from its last checkpoint with nothing lost but the steps since.
+equinox's leaf serialisation of {params, optimizer state, step} and the history, written atomically.
+An optax run killed at any moment resumes from its last checkpoint exactly as the uninterrupted run,
+with nothing lost but the steps since. A scipy run ("cg", "lbfgs") checkpoints its parameters only:
+scipy does not expose its optimiser's memory (CG's direction, L-BFGS's curvature pairs), so a resumed
+scipy run restarts its optimiser at the saved parameters and takes its own path from there.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from ._validation import check_size
+from ._whole_jacobian import SpectralNorm
 
 SCIPY_METHODS = {"cg": "CG", "lbfgs": "L-BFGS-B"}
 
@@ -33,7 +37,8 @@ SCIPY_METHODS = {"cg": "CG", "lbfgs": "L-BFGS-B"}
 class FitResult:
     """params: the final (or last finite) parameters; history: the objective per step, numpy (optax:
     at the parameters each step starts from; scipy: after each iteration); success: False when
-    training stopped on a non-finite value; message: what happened.
+    training stopped on a non-finite value, or scipy stopped before converging and before its
+    iteration limit; message: what happened.
 
     Examples:
         >>> import jax.numpy as jnp, optax, jprop
@@ -83,39 +88,80 @@ def _save(path: str, state: dict) -> None:
             raise
 
 
-def _saved_arrays(path: str) -> list[tuple[int, ...]]:
-    """The shapes of the arrays written one after another into the file `path` (as
+def _save_or_warn(path: str, state: dict) -> bool:
+    """`_save`, but a failure (a full disk, a folder removed mid-run) is a warning, not the loss
+    of the run: training continues, and the result is returned. True when saved."""
+    try:
+        _save(path, state)
+        return True
+    except OSError as error:
+        warnings.warn(
+            f"jprop.fit: the checkpoint {path!r} could not be written ({error}); training goes on "
+            "and its result is returned, but a later resume starts from the last checkpoint "
+            "written, if any.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return False
+
+
+def _saved_arrays(path: str) -> list[tuple[tuple[int, ...], np.dtype]]:
+    """The shapes and dtypes of the arrays written one after another into the file `path` (as
     `eqx.tree_serialise_leaves` writes them), read until the file ends or stops being arrays."""
-    shapes = []
+    arrays = []
     with open(path, "rb") as handle:
         while True:
             try:
-                shapes.append(np.load(handle, allow_pickle=False).shape)
+                array = np.load(handle, allow_pickle=False)
             except (ValueError, EOFError, OSError):
-                return shapes
+                return arrays
+            arrays.append((array.shape, array.dtype))
 
 
 def _mismatch(path: str, like: dict) -> str:
     """What differs between the checkpoint at `path` and the state this run would save."""
-    names = [jax.tree_util.keystr(k) for k, _ in jax.tree_util.tree_leaves_with_path(like)]
-    expected = [np.shape(leaf) for leaf in jax.tree.leaves(like)]
+    if not os.path.exists(f"{path}.history.npy"):
+        return (
+            f"its history file {path + '.history.npy'!r}, written beside it by every save, is "
+            "missing"
+        )
+    leaves = jax.tree_util.tree_leaves_with_path(like)  # opt_state, params, step: sorted keys
+    expected = [
+        (jax.tree_util.keystr(k), np.shape(v), np.dtype(jnp.result_type(v))) for k, v in leaves
+    ]
     saved = _saved_arrays(path)
-    for index, (name, want) in enumerate(zip(names, expected)):
+    n_state = len(jax.tree.leaves(like.get("opt_state", ())))
+    tail = len(expected) - n_state  # the params and the step, last in both
+    if len(saved) != len(expected) and len(saved) >= tail:
+        ours = [(shape, dtype) for _, shape, dtype in expected[n_state:]]
+        if saved[len(saved) - tail :] == ours:
+            return (
+                f"its optimizer state has {len(saved) - tail} arrays where this run's has "
+                f"{n_state}: it was written by another optimizer (or fit method: a scipy run "
+                "saves no optimizer state)"
+            )
+    order = sorted(range(len(expected)), key=lambda i: "'params'" not in expected[i][0])
+    for index in order:  # the params first: a difference there explains the rest
+        name, shape, dtype = expected[index]
         if index >= len(saved):
             return f"it ends after {len(saved)} arrays; this run's state has {len(expected)}"
-        if saved[index] != want:
-            part = (
-                "params"
-                if "'params'" in name
-                else "optimizer state"
-                if "opt_state" in name
-                else name
-            )
+        part = (
+            "params" if "'params'" in name else "optimizer state" if "opt_state" in name else name
+        )
+        if saved[index][0] != shape:
             return (
-                f"array {index} ({part}: {name}) was saved with shape {saved[index]}, this run's "
-                f"has shape {want}"
+                f"array {index} ({part}: {name}) was saved with shape {saved[index][0]}, this "
+                f"run's has shape {shape}"
             )
-    return f"it holds {len(saved)} arrays where this run's state has {len(expected)}"
+        if saved[index][1] != dtype:
+            return (
+                f"array {index} ({part}: {name}) was saved as {saved[index][1]}, this run's is "
+                f"{dtype}: cast the params to the saved dtype to resume"
+            )
+    return (
+        f"it holds {len(saved)} arrays like this run's state, but they do not load (a different "
+        "model, optimizer or fit method, or a damaged file)"
+    )
 
 
 def _load(path: str, like: dict) -> dict:
@@ -126,9 +172,8 @@ def _load(path: str, like: dict) -> dict:
         saved = np.load(f"{path}.history.npy")[: min(int(state["step"]), steps)]
     except Exception as error:
         raise ValueError(
-            f"jprop.fit: cannot resume from the checkpoint {path!r}: {_mismatch(path, like)} "
-            f"(a different model, optimizer or fit method, or a damaged file: {type(error).__name__}"
-            f"). Delete it to start afresh, or pass another `checkpoint` path."
+            f"jprop.fit: cannot resume from the checkpoint {path!r}: {_mismatch(path, like)}. "
+            "Delete it to start afresh, or pass another `checkpoint` path."
         ) from error
     history = np.full(steps, np.nan)
     history[: saved.size] = saved
@@ -148,6 +193,15 @@ def _check_checkpoint(path: Any) -> str:
             f"jprop.fit: the checkpoint {path!r} cannot be written: its folder {folder!r} does not "
             "exist (or is not a folder). Create it first, or pass another path."
         )
+    try:  # written as every save writes: a temporary file in the folder, then removed
+        descriptor, probe = tempfile.mkstemp(prefix=".jprop-probe.", suffix=".tmp", dir=folder)
+        os.close(descriptor)
+        os.unlink(probe)
+    except OSError as error:
+        raise ValueError(
+            f"jprop.fit: the checkpoint {path!r} cannot be written: creating a file in its folder "
+            f"{folder!r} fails ({error.strerror or error}). Pass a path in a writable folder."
+        ) from None
     # Temporary files a killed run left mid-write (each save writes its own, then renames it).
     for name in (os.path.basename(path), os.path.basename(path) + ".history.npy"):
         for stale in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(name)}.*.tmp")):
@@ -177,11 +231,16 @@ def fit(
     - `checkpoint`: a file path in an existing folder (checked before training). If it exists,
       training resumes from it; it is rewritten every `checkpoint_every` steps with the last
       state whose value was finite (resuming redoes that step) and at the end. A checkpoint
-      beyond `steps` is refused rather than returned as finished.
+      beyond `steps` is refused rather than returned as finished. An optax run resumes exactly;
+      a scipy run restarts its optimiser at the checkpoint's parameters (scipy keeps its memory
+      to itself), so it converges to the same kind of point by a path of its own. A save that
+      fails mid-run is a warning: the result is still returned.
 
     **Returns:** a `FitResult(params, history, success, message)`. A non-finite value stops
     training, and so does a non-finite gradient: `params` are then the last ones with a finite
-    value (never a non-finite update), `success` is False and `message` says where.
+    value (never a non-finite update), `success` is False and `message` says where. A scipy run
+    succeeds when scipy converges or reaches `steps`; scipy's other stops (e.g. "precision
+    loss" in a line search) give `success=False` with scipy's message.
 
     Examples:
         >>> import jax, jax.numpy as jnp, optax, jprop
@@ -198,13 +257,22 @@ def fit(
             "jprop.fit: `objective` must be a scalar loss (params, *data) -> value, e.g. a jprop "
             f"objective or a sum of losses; got {type(objective).__name__}."
         )
-    out = jax.eval_shape(objective, params, *data)
+    stateful = (
+        " A loss that carries a state from step to step, such as jprop.SpectralNorm's "
+        "(value, state), is trained in a loop of your own: jax.value_and_grad(loss, "
+        "has_aux=True) and an optax update, passing the new state to the next step."
+    )
+    try:
+        out = jax.eval_shape(objective, params, *data)
+    except TypeError as error:
+        if isinstance(objective, SpectralNorm):
+            raise TypeError(f"jprop.fit: {error}.{stateful}") from None
+        raise
     if not (isinstance(out, jax.ShapeDtypeStruct) and out.shape == ()):
         shape = out.shape if isinstance(out, jax.ShapeDtypeStruct) else type(out).__name__
         raise TypeError(
             "jprop.fit: `objective(params, *data)` must return a scalar loss; it returned "
-            f"{shape}. A function returning (value, grads) pairs is the old form: pass the loss "
-            "itself, and fit differentiates it."
+            f"{shape}." + (stateful if isinstance(out, tuple) else "")
         )
     objective = jax.value_and_grad(objective)
     checkpoint = None if checkpoint is None else _check_checkpoint(checkpoint)
@@ -276,11 +344,11 @@ def _fit_optax(objective, params, data, optimizer, steps, progress, checkpoint, 
             bar.set_postfix(value=f"{value:.4g}", refresh=False)
             bar.update()
         if checkpoint and (step + 1) % every == 0 and step + 1 < steps:
-            _save(checkpoint, {**good, "history": history})
+            _save_or_warn(checkpoint, {**good, "history": history})
     if success:
         good = {"params": params, "opt_state": opt_state, "step": jnp.asarray(steps)}
     if checkpoint:
-        _save(checkpoint, {**good, "history": history})
+        _save_or_warn(checkpoint, {**good, "history": history})
     if bar is not None:
         bar.close()
     if not success:
@@ -347,7 +415,7 @@ def _fit_scipy(objective, params, data, method, steps, progress, checkpoint, eve
             bar.update()
         if checkpoint and (counter["step"] % every == 0):
             state = {"params": unravel(jnp.asarray(w, dtype)), "step": jnp.asarray(counter["step"])}
-            _save(checkpoint, {**state, "history": history})
+            _save_or_warn(checkpoint, {**state, "history": history})
 
     success = True
     try:
@@ -360,6 +428,10 @@ def _fit_scipy(objective, params, data, method, steps, progress, checkpoint, eve
             options={"maxiter": max(steps - start, 0)},
         )
         w, message = result.x, f"scipy {SCIPY_METHODS[method]}: {result.message}"
+        # scipy's status: 0 converged, 1 the iteration limit (the steps asked for, as optax's
+        # runs end); anything else (a line search lost to rounding, "precision loss") is not a
+        # success, though the parameters returned are the best scipy found
+        success = result.status in (0, 1)
         if not (np.isfinite(result.fun) and np.all(np.isfinite(w))) or "nan" in message.lower():
             # scipy met a non-finite value without raising (CG's "NaN result encountered")
             w, success = last["w"], False
@@ -373,7 +445,7 @@ def _fit_scipy(objective, params, data, method, steps, progress, checkpoint, eve
         bar.close()
     params = unravel(jnp.asarray(w, dtype))
     if checkpoint:
-        _save(
+        _save_or_warn(
             checkpoint,
             {
                 "params": params,

@@ -1,5 +1,7 @@
 """jprop.fit: optax and scipy training, resuming from checkpoints, stopping on non-finite values."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -203,3 +205,81 @@ def test_a_checkpoint_that_does_not_match_names_the_file_and_what_differs(
         ValueError, match=r"cannot resume from the checkpoint .*run\.eqx.*ends after"
     ):
         jprop.fit(quadratic, {"w": jnp.zeros(3)}, TARGET, steps=4, progress=False, checkpoint=path)
+
+
+@pytest.mark.parametrize("optimizer", ["cg", "lbfgs"])
+def test_a_scipy_stop_short_of_convergence_is_not_a_success(optimizer):
+    # |w - 1| has no gradient at its minimum: scipy's line search stops with "precision loss"
+    # (CG) or "ABNORMAL" (L-BFGS-B), which fit reported as success.
+    result = jprop.fit(
+        lambda p: jnp.sum(jnp.abs(p - 1.0)) + 0.1 * jnp.sum(jnp.abs(p - 2.0)),
+        jnp.zeros(3, jnp.float32),
+        optimizer=optimizer,
+        progress=False,
+    )
+    assert not result.success and result.message.startswith("scipy")
+    finished = jprop.fit(quadratic, {"w": jnp.zeros(3)}, TARGET, optimizer=optimizer, steps=2)
+    assert finished.success  # the step limit asked for is a success, as for optax
+
+
+def test_a_checkpoint_that_cannot_be_written_is_refused_before_training(tmp_path, monkeypatch):
+    # Only the folder's existence was checked: the first save, at the end of training, raised a
+    # raw FileNotFoundError naming a temporary file, and the run was lost.
+    start = {"w": jnp.zeros(3)}
+    with pytest.raises(ValueError, match=r"cannot be written: creating a file in its folder"):
+        jprop.fit(quadratic, start, TARGET, steps=2, checkpoint="/proc/run.eqx")
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    path = str(tmp_path / "run.eqx")
+    jprop.fit(quadratic, start, TARGET, steps=2, progress=False, checkpoint=path)  # writable
+    monkeypatch.setattr("jprop._fit._save", full_disk)  # the disk fills during the run
+    for optimizer in (optax.sgd(0.5), "lbfgs"):
+        with pytest.warns(RuntimeWarning, match="could not be written.*its result is returned"):
+            result = jprop.fit(
+                quadratic,
+                start,
+                TARGET,
+                optimizer=optimizer,
+                steps=40,
+                progress=False,
+                checkpoint=str(tmp_path / f"{type(optimizer).__name__}.eqx"),
+                checkpoint_every=5,
+            )
+        assert_close(result.params["w"], TARGET, 1e-5, "trained despite the failed saves")
+
+
+def test_a_mismatched_resume_names_its_real_cause(tmp_path, standard_promotion):
+    path = str(tmp_path / "run.eqx")
+    start = {"w": jnp.zeros(3, jnp.float32)}
+    target = TARGET.astype(jnp.float32)
+    run = lambda start, optimizer: jprop.fit(  # noqa: E731
+        quadratic, start, target, optimizer=optimizer, steps=4, progress=False, checkpoint=path
+    )
+    run(start, optax.adam(0.1))
+    with pytest.raises(
+        ValueError,
+        match=r"params: \['params'\]\['w'\]\) was saved as float32, this run's is float64",
+    ):
+        run({"w": jnp.zeros(3, jnp.float64)}, optax.adam(0.1))
+    with pytest.raises(
+        ValueError,
+        match=r"optimizer state has 3 arrays where this run's has 0: .*another optimizer",
+    ):
+        run(start, optax.sgd(0.1))
+    os.unlink(path + ".history.npy")
+    with pytest.raises(ValueError, match=r"history file .*run\.eqx\.history\.npy.* is missing"):
+        run(start, optax.adam(0.1))
+
+
+def test_a_loss_with_a_state_gets_a_hint_that_applies():
+    net = jprop.MLP((3, 8, 2))
+    params = net.init(jax.random.key(0))
+    x = jnp.ones((4, 3))
+    norm = jprop.SpectralNorm(net)
+    state = norm.init(params, x, jax.random.key(1))
+    for data in ((x,), (x, state)):
+        with pytest.raises(TypeError, match=r"carries a state.*has_aux=True") as error:
+            jprop.fit(norm, params, *data, optimizer=optax.sgd(0.1), steps=2)
+        assert "old form" not in str(error.value)
