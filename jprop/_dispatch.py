@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import types
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -269,6 +271,10 @@ def road(f: Any, quantity: str, *, method: str = "auto") -> Road:
 
     **Returns:** a `Road(road, reason)` with `road` either `"closed"` or `"autodiff"`.
 
+    On either road the transform is built once per model and options and traced once per
+    argument shapes, as `jax.jit` is: a value a function reads from its closure or globals is
+    fixed at that trace, so what changes between calls belongs in `params` or the data.
+
     Examples:
         >>> import jprop
         >>> jprop.road(jprop.MLP((2, 64, 1)), "laplacian").road
@@ -282,31 +288,115 @@ def road(f: Any, quantity: str, *, method: str = "auto") -> Road:
 _MEMOS: list[Any] = []
 
 
+# Transforms built on a user's function are kept only as long as the function lives, so no
+# closure (nor the arrays it holds, nor its compiled programs) outlives the user's last reference.
+# The builder sees the function through `_Weak`, which refers to it weakly: nothing built (nor
+# JAX's caches of what was traced) then keeps it alive, and its table entry goes with it. What
+# `cached` returns holds the function itself, so a transform in the user's hands always works.
+_BUILT_ON: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class _Weak:
+    """A user's function seen through a weak reference: called, hashed, compared and asked for
+    attributes as the function itself."""
+
+    __slots__ = ("ref", "__weakref__")
+
+    def __init__(self, f: Any):
+        self.ref = weakref.ref(f)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.ref()(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.ref(), name)
+
+    def __hash__(self) -> int:
+        return hash(self.ref())
+
+    def __eq__(self, other: Any) -> bool:
+        other = other.ref() if isinstance(other, _Weak) else other
+        return self.ref() == other
+
+    def __repr__(self) -> str:
+        return repr(self.ref())
+
+
+def _owner(args: tuple) -> Any:
+    """The user's function a transform is built on, if any: a plain function (a lambda, a `def`, a
+    `functools.partial`) given as it is, seen through `_Weak`, or wrapped in a jprop dataclass (a
+    loss, a scalar-output adapter). None for jprop's own models, which are values hashed by their
+    structure and kept in a table of the most recent."""
+    for arg in args:
+        while dataclasses.is_dataclass(arg) and not isinstance(arg, type) and hasattr(arg, "f"):
+            arg = arg.f
+        if isinstance(arg, _Weak):
+            return arg.ref()
+        if isinstance(arg, (types.FunctionType, functools.partial)):
+            return arg
+    return None
+
+
+def _seen_weakly(value: Any, owner: Any) -> Any:
+    """`value` with `owner` replaced by its `_Weak` view, directly or inside a jprop dataclass."""
+    if value is owner:
+        return _Weak(owner)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type) and hasattr(value, "f"):
+        inner = _seen_weakly(value.f, owner)
+        return value if inner is value.f else dataclasses.replace(value, f=inner)
+    return value
+
+
 def clear_caches() -> None:
     """Forget every built transform (tests that swap an internal rule use this)."""
     for memo in _MEMOS:
         memo.cache_clear()
+    _BUILT_ON.clear()
 
 
 def cached(build: Callable[..., Any]) -> Callable[..., Any]:
     """Memoise a transform builder on its (hashable) arguments.
 
-    A model that cannot be hashed (a plain equinox module holding arrays) is built afresh each
-    time, which is correct but recompiles; `jprop.MLP`, functions and `jprop.equinox_function`'s
-    result are hashable.
+    Built once per model and options, a transform is traced once per argument shapes and dtypes,
+    as `jax.jit` is: what a function reads from its closure or globals is fixed when it is traced.
+    On a user's function the transform is kept while the function lives (`_BUILT_ON`); on jprop's
+    models in a table of the 512 most recent. A model that cannot be hashed (a plain equinox
+    module holding arrays) is built afresh each time, which is correct but recompiles.
     """
     memo = functools.lru_cache(maxsize=512)(build)
     _MEMOS.append(memo)
 
     @functools.wraps(build)
     def builder(*args: Any, **kwargs: Any) -> Any:
+        key = (args, tuple(sorted(kwargs.items())))
         try:
-            hash((args, tuple(sorted(kwargs.items()))))
+            hash(key)
         except TypeError:
             return build(*args, **kwargs)
-        return memo(*args, **kwargs)
+        owner = _owner(args)
+        if owner is None:
+            return memo(*args, **kwargs)
+        # the table's keys and values refer to the function only weakly, or it would never go
+        args = tuple(_seen_weakly(a, owner) for a in args)
+        kwargs = {k: _seen_weakly(v, owner) for k, v in kwargs.items()}
+        key = (build, args, tuple(sorted(kwargs.items())))
+        table = _BUILT_ON.setdefault(owner, {})
+        if key not in table:
+            table[key] = build(*args, **kwargs)
+        return _holding(table[key], owner)
 
     return builder
+
+
+def _holding(built: Any, owner: Any) -> Any:
+    """`built` for the user: the same callable, holding the function it was built on."""
+
+    @functools.wraps(built)
+    def transform(*args: Any, **kwargs: Any) -> Any:
+        return built(*args, **kwargs)
+
+    transform.model = owner
+    return transform
 
 
 def all_arrays(*trees: Any) -> bool:

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from ._dispatch import all_arrays, cached, run_compiled
 from ._jprop import autodiff_rule, jprop_u, jprop_v, mean_loss
 from ._validation import (
-    as_float_array,
+    as_float_scalar,
     check_batch_objective,
     check_size,
     optional_size,
@@ -133,7 +133,7 @@ def derivative_targets(
 def _build_derivative_targets(f: Any, method: str, value_weight: Any, batch_size: Any):
     where = "jprop.derivative_targets"
     batch_size = optional_size(batch_size, "batch_size", where)
-    value_weight = as_float_array(value_weight, "value_weight", where)
+    value_weight = as_float_scalar(value_weight, "value_weight", where)
     by_columns = jprop_v(vector_output(f), method=method, batch_size=batch_size)
     by_rows = jprop_u(vector_output(f), method=method, batch_size=batch_size)
     values = _squared_error(vector_output(f), batch_size)

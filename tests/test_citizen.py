@@ -3,7 +3,9 @@ optax take as they are, both differentiation modes, vmap over parameters, nestin
 hand-written derivative rules (Laplacian, Jacobian, Hessian, its diagonal, the Hessian-vector product)
 against autodiff and float64 differences."""
 
+import gc
 import re
+import weakref
 
 import chex
 import jax
@@ -84,6 +86,41 @@ def test_a_generic_model_is_traced_once_per_shape(empty_caches):
     assert calls["f"] == traced
     jprop.hessian(f)(params, jnp.ones((7, 3)))  # a new shape is a new program
     assert calls["f"] > traced
+
+
+def test_a_function_reads_its_closure_when_traced_as_jax_jit_does(empty_caches):
+    # JAX's jit semantics, documented (docs/howto/models.md, jprop.road): a closed-over value is
+    # fixed when the program is traced; what changes belongs in params or the data.
+    scale = 1.0
+    f = lambda p, x: scale * jnp.sum(jnp.sin(p * x))  # noqa: E731
+    params, x = jnp.ones(3), jnp.ones((2, 3))
+    first = jprop.laplacian(f)(params, x)
+    scale = 2.0
+    assert_close(jprop.laplacian(f)(params, x), first, 0.0)
+    g = lambda p, x: p[0] * jnp.sum(jnp.sin(p[1:] * x))  # noqa: E731
+    values = [jprop.laplacian(g)(jnp.r_[s, params], x) for s in (1.0, 2.0)]
+    assert_close(values[1], 2 * values[0], 1e-6)
+
+
+def test_transforms_built_on_a_function_are_freed_with_it(empty_caches):
+    # The cache held up to 512 closures and their programs: 12 inline lambdas closing over 25 MiB
+    # each grew the process by 511 MiB. A transform now lives as long as its function.
+    x = jnp.ones((2, 3))
+    alive = []
+    for i in range(4):
+        big = jnp.full((1000,), float(i))
+        f = lambda p, x, big=big: jnp.sum(jnp.sin(x)) * big[0]  # noqa: E731
+        transform = jprop.laplacian(f)
+        transform(None, x)
+        assert jprop.laplacian(f)(None, x) is not None and jprop.laplacian(f).model is f
+        alive.append((weakref.ref(f), weakref.ref(big)))
+        if i == 3:
+            kept = transform  # a transform in the user's hands keeps its function
+        del f, big, transform
+    gc.collect()
+    assert [f() is None for f, _ in alive] == [True, True, True, False]
+    assert [b() is None for _, b in alive] == [True, True, True, False]
+    assert_close(kept(None, x), -3.0 * jnp.sin(x).sum(-1), 1e-6)
 
 
 def test_transforms_built_alike_are_the_same_function():

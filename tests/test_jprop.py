@@ -268,6 +268,10 @@ def test_derivative_targets_and_frobenius_penalty(net):
 
     got = pair(jprop.derivative_targets(net, value_weight=0.3))(params, x, y, T)
     assert_result_close(got, jax.jit(jax.value_and_grad(sobolev))(params), 1e-12, "sobolev")
+    # value_weight=0 as the docstring advises (a Python int was refused with a dtype error)
+    derivatives_only = pair(jprop.derivative_targets(net, value_weight=0))(params, x, y, T)
+    expected = pair(jprop.derivative_targets(net, value_weight=jnp.float64(0.0)))(params, x, y, T)
+    assert_result_close(derivatives_only, expected, 0.0, "value_weight=0")
     frob = jax.jit(jax.value_and_grad(lambda p: jnp.mean(0.5 * jnp.sum(jac(p) ** 2, (-2, -1)))))(
         params
     )
