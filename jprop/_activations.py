@@ -113,8 +113,15 @@ def softmax(x: jax.Array) -> jax.Array:
 def softmax_jacobian_times(y: jax.Array, v: jax.Array) -> jax.Array:
     """The softmax Jacobian at output y applied to v over the last axis (Bishop 8.34:
     ∂y_k/∂x_l = δ_kl y_k − y_k y_l, symmetric): y ∘ (v − ⟨y, v⟩). y (..., m) broadcasts against v
-    (..., m), so the rows of a matrix are taken at once. The one place every pass takes it from."""
-    return y * (v - jnp.sum(y * v, axis=-1, keepdims=True))
+    (..., m), so the rows of a matrix are taken at once. The one place every pass takes it from.
+
+    v − ⟨y, v⟩ is formed as w − ⟨y, w⟩ with w = v − v_c, c the most probable class (equal, as
+    Σy = 1): for a confident softmax (y_c → 1) the plain form cancels v_c against ⟨y, v⟩ ≈ v_c and
+    loses the small classes' share, and with it every derivative of the dominant output."""
+    shape = jnp.broadcast_shapes(y.shape, v.shape)
+    c = jnp.broadcast_to(jnp.argmax(y, axis=-1, keepdims=True), shape[:-1] + (1,))
+    w = v - jnp.take_along_axis(jnp.broadcast_to(v, shape), c, axis=-1)
+    return y * (w - jnp.sum(y * w, axis=-1, keepdims=True))
 
 
 @softmax.defjvp

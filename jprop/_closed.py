@@ -106,28 +106,34 @@ def _curvature(net: MLP, params: Params, x: jax.Array, dims=None) -> _Curvature:
 
 
 # Softmax output: with y = softmax(z), ∂²y_k/∂z∂z = y_k [(e_k − y)(e_k − y)ᵀ − diag(y) + y yᵀ].
-# Pulled back through G = ∂z^L/∂x, with q = Gᵀy, u_k = G_k − q and P = Gᵀ diag(y) G:
-#     ∇²_x f_k (softmax part) = y_k (u_k u_kᵀ − P + q qᵀ).
+# Pulled back through G = ∂z^L/∂x (rows G_j), with q = Gᵀy:
+#     ∇²_x f_k (softmax part) = y_k ((G_k − q)(G_k − q)ᵀ − C),   C = Σ_j y_j (G_j − q)(G_j − q)ᵀ.
+# Both terms are unchanged by shifting every G_j by one row, and are formed from D_j = G_j − G_c,
+# c the most probable class: when y_c → 1 (a confident, saturated softmax) q → G_c, and the plain
+# forms G_k − q and Σ_j y_j G_j G_jᵀ − q qᵀ cancel to a few digits, where a = Σ_j y_j D_j,
+# G_k − q = D_k − a and C = Σ_j y_j D_j D_jᵀ − a aᵀ are sums of small terms.
 # Per example: y (m,), g (m, n).
 def _softmax_parts(y: jax.Array, g: jax.Array):
-    q = y @ g
-    return q, g - q
+    """(d, a, u): the rows shifted by the most probable class's, their mean and u_k = G_k − q."""
+    d = g - g[jnp.argmax(y)]
+    a = y @ d
+    return d, a, d - a
 
 
 def _softmax_hessian(y, g):
-    q, u = _softmax_parts(y, g)
-    p = (g * y[:, None]).T @ g
-    return y[:, None, None] * (u[:, :, None] * u[:, None, :] - p + jnp.outer(q, q))
+    d, a, u = _softmax_parts(y, g)
+    covariance = (d * y[:, None]).T @ d - jnp.outer(a, a)
+    return y[:, None, None] * (u[:, :, None] * u[:, None, :] - covariance)
 
 
 def _softmax_laplacian(y, g):
-    q, u = _softmax_parts(y, g)
-    return y * (jnp.sum(u * u, axis=1) - y @ jnp.sum(g * g, axis=1) + q @ q)
+    d, a, u = _softmax_parts(y, g)
+    return y * (jnp.sum(u * u, axis=1) - (y @ jnp.sum(d * d, axis=1) - a @ a))
 
 
 def _softmax_diagonal(y, g):
-    q, u = _softmax_parts(y, g)
-    return y[:, None] * (u * u - y @ (g * g) + q * q)
+    d, a, u = _softmax_parts(y, g)
+    return y[:, None] * (u * u - (y @ (d * d) - a * a))
 
 
 # Examples per step of the Hessian contraction: small enough for the (chunk, m, n, N) intermediate
