@@ -472,3 +472,19 @@ def test_dims_must_be_static_ints_and_x_may_be_a_list():
     )
     with pytest.raises(TypeError, match="`x` must be an array of floats; got a list"):
         jprop.laplacian(net)(params, [[1.0, 2.0], [3.0]])
+
+
+@pytest.mark.parametrize("method", ["closed", "autodiff"])
+def test_a_confident_softmax_keeps_its_small_classes_share(method):
+    # y = softmax(z) with z_2 − z_1 ≈ 42: y_2 = 1 in float64, and v − ⟨y, v⟩ cancelled the small
+    # class's share, so the dominant output's Hessian came out with the wrong sign (+7.2e-20 where
+    # it is −1.0e-19 = −H_1, as Σ_k y_k = 1 makes Σ_k H_k = 0).
+    net = jprop.MLP((1, 2), output="softmax")
+    params = [{"W": jnp.array([[0.3457], [0.8218]]), "b": jnp.array([0.1652, -0.6514])}]
+    x = jnp.array([[90.5]])
+    z = jnp.float64(90.5) * (0.8218 - 0.3457) - 0.6514 - 0.1652
+    small = jnp.exp(-z) * (0.8218 - 0.3457) ** 2  # H_1 = y_1 (1 − y_1)(1 − 2y_1) Δw² ≈ e^{−z} Δw²
+    H = jprop.hessian(net, method=method)(params, x)[0, :, 0, 0]
+    assert_close(H, jnp.array([small, -small]), 1e-12)
+    L = jprop.laplacian(net, method=method)(params, x)[0]
+    assert_close(L, jnp.array([small, -small]), 1e-12)
