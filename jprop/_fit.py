@@ -270,9 +270,22 @@ def fit(
         raise
     if not (isinstance(out, jax.ShapeDtypeStruct) and out.shape == ()):
         shape = out.shape if isinstance(out, jax.ShapeDtypeStruct) else type(out).__name__
+        pair = (
+            isinstance(out, tuple)
+            and len(out) == 2
+            and jax.tree.structure(out[1]) == jax.tree.structure(params)
+        )
+        hint = (
+            " A function returning (value, grads) pairs is the old form: pass the loss itself, "
+            "and fit differentiates it."
+            if pair
+            else stateful
+            if isinstance(out, tuple)
+            else ""
+        )
         raise TypeError(
             "jprop.fit: `objective(params, *data)` must return a scalar loss; it returned "
-            f"{shape}." + (stateful if isinstance(out, tuple) else "")
+            f"{shape}.{hint}"
         )
     objective = jax.value_and_grad(objective)
     checkpoint = None if checkpoint is None else _check_checkpoint(checkpoint)
