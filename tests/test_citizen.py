@@ -16,6 +16,9 @@ import pytest
 from helpers import (
     ARCH_IDS,
     ARCHITECTURES,
+    DEEP,
+    LOGSIG,
+    NO_HIDDEN,
     SCALAR_OUT,
     WIDER_IN,
     assert_close,
@@ -236,8 +239,6 @@ def test_fit_takes_a_loss_and_refuses_the_old_pair_form():
 # ----------------------------------------------------------------------------------------------
 # Training through an input derivative: the hand-written tangent passes
 
-LAPLACIAN_NETS = [a for a in ARCHITECTURES if a.output != "softmax"]
-LAPLACIAN_IDS = [i for a, i in zip(ARCHITECTURES, ARCH_IDS) if a.output != "softmax"]
 # Each quantity with a hand-written rule.
 TRAINED = ["laplacian", "jacobian", "hessian", "hessian_diagonal", "hessian_vector_product"]
 HVP = "hessian_vector_product"
@@ -271,7 +272,15 @@ def _rules_on(net):
     return [q for q in TRAINED if q in ("laplacian", "jacobian") or net.sizes in CURVATURE_NETS]
 
 
-@pytest.mark.parametrize("net", LAPLACIAN_NETS, ids=LAPLACIAN_IDS)
+# Four of the architectures: rows (WIDER_IN) and columns (LOGSIG) for the Jacobian, depth three
+# (DEEP), no hidden layer (NO_HIDDEN). Random architectures, activations and dtypes hold the same
+# rules to the autodiff road in user_lane/test_differential.py.
+TRAINED_NETS = [WIDER_IN, LOGSIG, DEEP, NO_HIDDEN]
+
+
+@pytest.mark.parametrize(
+    "net", TRAINED_NETS, ids=[ARCH_IDS[ARCHITECTURES.index(a)] for a in TRAINED_NETS]
+)
 def test_trained_rules_against_autodiff(net):
     # The Jacobian's nets cover both of its passes: rows (m < n) and columns (n <= m). Every rule
     # on this net and both roads run in one jitted program (one compile per net).

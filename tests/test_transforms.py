@@ -419,8 +419,9 @@ def test_closed_forms_with_the_weights_as_constants_of_a_jitted_program():
         assert_close(got, want, 1e-12, name)
 
 
-@pytest.mark.parametrize("batch_size", [None, 2])
-@pytest.mark.parametrize("lead", [(0,), (2, 0)], ids=["B=0", "2x0"])
+@pytest.mark.parametrize(
+    "lead, batch_size", [((0,), None), ((2, 0), 2)], ids=["B=0", "2x0-chunked"]
+)
 def test_an_empty_batch_gives_empty_results_on_both_roads(lead, batch_size):
     # The closed Hessian raised ZeroDivisionError ("integer modulo by zero") on x of shape (0, n).
     net = jprop.MLP((3, 64, 64, 2))

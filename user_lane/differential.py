@@ -1,11 +1,12 @@
 """The differential test: the closed road against the autodiff road, drawn by hypothesis.
 
 A case is an MLP (depth, widths, an activation per hidden layer from all of jprop's, an output
-kind), a dtype for its params and one for x, inputs from ordinary to the computation dtype's
-overflow scale, a batch shape (empty, one, odd, rank 2), one quantity, objective or
-weight-curvature transform, and for a cross-entropy its targets (one-hot, masked, weighted, soft or
-integer labels). Both roads compute it in the dtypes drawn; the autodiff road again in float64 from
-the same (rounded) numbers is the reference.
+kind), a dtype for its params and one for x, inputs from ordinary to the input dtype's overflow
+scale, a batch shape (empty, one, odd, rank 2), and one of: an input quantity with the gradient in
+the params of a weighted sum of it (which runs its hand-written tangent rule), a J-prop objective
+with its gradient, or a weight-curvature product, for a cross-entropy with targets one-hot, masked,
+weighted, soft or integer labels. Both roads compute it in the dtypes drawn; the autodiff road
+again in float64 from the same (rounded) numbers is the reference.
 
 A case fails when
 - one road raises and the other does not (or they raise different errors);
@@ -164,7 +165,12 @@ def _compute(case, method, params, x, extra, dtypes):
         for e in extra
     ]
     if quantity in INPUT_QUANTITIES + ["hessian_vector_product", "R"]:
-        out = getattr(jprop, quantity)(net, method=method)(params, x, *extra)
+        transform = getattr(jprop, quantity)(net, method=method)
+        out = transform(params, x, *extra)
+        if quantity != "R":  # and the hand-written rule jax.grad runs: a weighted sum's gradient
+            weights = jnp.cos(jnp.arange(out.size, dtype=out.dtype)).reshape(out.shape)
+            total = lambda p: jnp.sum(weights * transform(p, x, *extra))  # noqa: E731
+            out = (out, jax.grad(total)(params))
     elif quantity in OBJECTIVES:
         objective = getattr(jprop, quantity)(net, method=method)
         out = jax.value_and_grad(objective)(params, x, *extra)
