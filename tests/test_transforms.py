@@ -50,7 +50,7 @@ TRANSFORM_RUNS = [
     for i, (net, name) in enumerate(zip(ARCHITECTURES, ARCH_IDS))
     for dtype, method, tag in [(jnp.float64, "closed", "f64-closed")]
     + ([(jnp.float64, "autodiff", "f64-autodiff")] if i % 2 == 0 else [])
-    + ([(jnp.float32, "closed", "f32-closed")] if i % 2 == 1 else [])
+    + ([(jnp.float32, "closed", "f32-closed")] if i % 4 == 1 else [])  # user_lane/test_differential
 ]
 
 
@@ -101,7 +101,7 @@ def test_batch_axes_are_mapped(batch):
     [
         pytest.param(net, dtype, id=f"{name}-{'f32' if dtype == jnp.float32 else 'f64'}")
         for i, (net, name) in enumerate(zip(ARCHITECTURES, ARCH_IDS))
-        for dtype in ([jnp.float64] + ([jnp.float32] if i % 2 == 0 else []))
+        for dtype in ([jnp.float64] + ([jnp.float32] if i % 4 == 0 else []))
     ],
 )
 def test_input_hessian_vector_product(net, dtype):
