@@ -9,7 +9,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .._validation import check_input, check_size, computation_dtype
+from .._validation import check_input, check_size, computation_dtype, in_dtype
 from . import _base, _jet
 from .dense import Dense
 
@@ -130,7 +130,7 @@ class Network:
         `second`, its Laplacian (each tangent's apart with `per_tangent`). The passes of the
         closed road call this; users call the network or jprop's transforms."""
         # one precision throughout: the params in x's dtype, which the caller has promoted
-        params = jax.tree.map(lambda a: jnp.asarray(a).astype(x.dtype), params)
+        params = in_dtype(params, x.dtype)
         if isinstance(tangents, jax.Array):
             tangents = tangents.astype(x.dtype)
         streams = {"h": _jet.Jet(x, tangents, None, per_tangent, second)}
