@@ -34,6 +34,7 @@ from ._lanczos import Eigenpairs as Eigenpairs
 from ._losses import CrossEntropy as CrossEntropy
 from ._losses import SquaredError as SquaredError
 from ._mlp import MLP as MLP
+from ._operators import unbiased_square as unbiased_square
 from ._rbf import RBFNetwork as RBFNetwork
 from ._regularisers import derivative_targets as derivative_targets
 from ._regularisers import jacobian_penalty as jacobian_penalty
@@ -41,6 +42,7 @@ from ._regularisers import tangent_prop as tangent_prop
 from ._transforms import R as R
 from ._transforms import hessian as hessian
 from ._transforms import hessian_diagonal as hessian_diagonal
+from ._transforms import hessian_trace as hessian_trace
 from ._transforms import hessian_vector_product as hessian_vector_product
 from ._transforms import jacobian as jacobian
 from ._transforms import laplacian as laplacian

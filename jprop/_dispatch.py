@@ -141,6 +141,18 @@ _CLOSED_RULES: dict[str, Callable[[MLP], tuple[bool, str]]] = {
         "the R-backward pass's by-product with the softmax's own term, trained by JAX's "
         "derivative of it",
     ),
+    "hessian_trace": lambda f: (
+        (
+            False,
+            "a softmax output couples the outputs: folx's forward Laplacian along the directions",
+        )
+        if f.output == "softmax"
+        else (
+            True,
+            "the forward Laplacian started from the directions instead of the identity, trained "
+            "through its hand-written tangent pass",
+        )
+    ),
     "R": _always("the R-forward pass"),
     "bilinear": _always("J-prop's four passes"),
     "jprop_u": _always("J-prop's four passes"),
@@ -193,6 +205,9 @@ _NETWORK_RULES: dict[str, Callable[[Network], tuple[bool, str]]] = {
     ),
     "jacobian": _network_jacobian_rule,
     "R": _always("one input tangent through each layer's own step"),
+    "hessian_trace": _always(
+        "the forward Laplacian through each layer's own step, started from the directions"
+    ),
 }
 _NETWORK_ELSEWHERE = (
     "a jprop.Network: the sum over hidden units does not extend through gates and skips, and "
@@ -200,7 +215,29 @@ _NETWORK_ELSEWHERE = (
 )
 
 # What computes a quantity on the autodiff road, where it is not JAX's own transforms.
-_GENERIC_ENGINES = {"laplacian": "; folx's forward Laplacian computes it"}
+_GENERIC_ENGINES = {
+    "laplacian": "; folx's forward Laplacian computes it",
+    "hessian_trace": "; folx's forward Laplacian of z ↦ f(x + Dᵀz) at z = 0 computes it",
+}
+
+# What an estimator samples (`jprop.laplacian(..., estimator=...)`, `jprop.hessian_trace`).
+ESTIMATORS = {
+    "sparse": (
+        "sparse estimator: k of the N coordinates (or of σ's N columns) sampled without "
+        "replacement from the key, their second derivatives summed and scaled by N/k"
+    ),
+    "rademacher": (
+        "dense estimator: k Rademacher probes v drawn from the key, the mean of vᵀσᵀ∇²f σv"
+    ),
+    "gaussian": "dense estimator: k Gaussian probes v drawn from the key, the mean of vᵀσᵀ∇²f σv",
+}
+
+
+def estimated(chosen: Road, estimator: str | None) -> Road:
+    """`chosen` with the estimator named in its reason (None: exact)."""
+    if estimator is None:
+        return chosen
+    return Road(chosen.road, f"{ESTIMATORS[estimator]}; {chosen.reason}")
 
 
 def choose(f: Any, quantity: str, method: str = "auto", where: str | None = None) -> Road:
@@ -256,7 +293,7 @@ def choose(f: Any, quantity: str, method: str = "auto", where: str | None = None
     return Road("closed" if takes_closed else "autodiff", reason)
 
 
-def road(f: Any, quantity: str, *, method: str = "auto") -> Road:
+def road(f: Any, quantity: str, *, method: str = "auto", estimator: str | None = None) -> Road:
     """Which road `jprop.<quantity>(f, method=method)` takes, and why.
 
     **Arguments:**
@@ -266,8 +303,10 @@ def road(f: Any, quantity: str, *, method: str = "auto") -> Road:
       `E(params, *data)`).
     - `quantity`: one of `"jacobian"`, `"hessian"`, `"laplacian"`, `"hessian_diagonal"`,
       `"hessian_vector_product"`, `"R"`, `"bilinear"`, `"jprop_u"`, `"jprop_v"`,
-      `"double_backprop"`, `"weight_curvature"`.
+      `"double_backprop"`, `"weight_curvature"`, `"hessian_trace"`.
     - `method`: `"auto"` (default), `"closed"` or `"autodiff"`.
+    - `estimator`: for `"laplacian"` and `"hessian_trace"`, the randomized estimator
+      (`"sparse"`, `"rademacher"` or `"gaussian"`), named in the reason; None (default): exact.
 
     **Returns:** a `Road(road, reason)` with `road` either `"closed"` or `"autodiff"`.
 
@@ -282,7 +321,17 @@ def road(f: Any, quantity: str, *, method: str = "auto") -> Road:
         >>> jprop.road(jprop.MLP((64, 32, 1)), "hessian").road
         'autodiff'
     """
-    return choose(f, quantity, method, where="jprop.road")
+    chosen = choose(f, quantity, method, where="jprop.road")
+    if estimator is not None:
+        if quantity not in ("laplacian", "hessian_trace"):
+            raise ValueError(
+                f"jprop.road: `estimator` applies to 'laplacian' and 'hessian_trace'; got "
+                f"quantity {quantity!r}."
+            )
+        check_method(estimator, tuple(ESTIMATORS), "jprop.road", "estimator")
+        if chosen.road == "closed" and quantity == "laplacian":
+            chosen = choose(f, "hessian_trace", method, where="jprop.road")
+    return estimated(chosen, estimator)
 
 
 _MEMOS: list[Any] = []

@@ -49,9 +49,19 @@ def supports(net: MLP) -> bool:
     return net.output != "softmax"
 
 
-def columns(w: jax.Array, dims: tuple[int, ...] | None) -> jax.Array:
-    """W^1 applied to T^0 = I[:, dims], in layout (1, k, n_1): the chosen columns of W^1, as rows."""
-    return (w if dims is None else w[:, list(dims)]).T[None]
+def columns(w: jax.Array, dims: Any) -> jax.Array:
+    """W^1 applied to the input directions T^0, in layout (1 or B, k, n_1). `dims` is None (all n
+    coordinates, T^0 = I), a tuple of coordinates (the chosen columns of W^1, as rows), an integer
+    array of coordinates, (k,) shared by the batch or (B, k) per example (the same, gathered), or
+    a float array of direction vectors, (k, n) shared or (B, k, n) per example (D W^1ᵀ)."""
+    if dims is None:
+        return w.T[None]
+    if isinstance(dims, tuple):
+        return w[:, list(dims)].T[None]
+    if jnp.issubdtype(dims.dtype, jnp.integer):
+        rows = jnp.take(w.T, dims, axis=0)
+        return rows[None] if dims.ndim == 1 else rows
+    return (dims @ w.T)[None] if dims.ndim == 2 else times_wt(dims, w)
 
 
 def times_wt(t: jax.Array, w: jax.Array) -> jax.Array:
@@ -150,13 +160,18 @@ def first_order_tangent(layer, d_layer, y, t, y_dot, t_dot, dims):
     return a_dot, big_a_dot
 
 
-def _tangent(net: MLP, params: Params, kept, dparams: Params, dx, dims, per_tangent=False):
-    """The tangent-linear pass: d(Δf) for the parameter tangent `dparams` and input tangent `dx`
-    (None for zero), reading the residuals the forward pass kept."""
+def _tangent(
+    net: MLP, params: Params, kept, dparams: Params, dx, dims, per_tangent=False, d_dims=None
+):
+    """The tangent-linear pass: d(Δf) for the parameter tangent `dparams`, input tangent `dx` and,
+    for input directions given as vectors, their tangent `d_dims` (None for zero), reading the
+    residuals the forward pass kept."""
     y_dot, t_dot, lam_dot = dx, None, None
     for index, (layer, d_layer, (y, t, lam, curved)) in enumerate(zip(params, dparams, kept)):
         w, dw = layer["W"], d_layer["W"]
         a_dot, big_a_dot = first_order_tangent(layer, d_layer, y, t, y_dot, t_dot, dims)
+        if index == 0 and d_dims is not None:  # A^1 = D W^1ᵀ moves with D too
+            big_a_dot = big_a_dot + columns(w, d_dims)
         mu_dot = None if lam is None else times_wt(lam, dw)
         if lam_dot is not None:
             mu_dot = times_wt(lam_dot, w) if mu_dot is None else mu_dot + times_wt(lam_dot, w)
@@ -188,21 +203,37 @@ def instantiate(tree: Any, like: Any) -> Any:
 
 
 def _trained(value, net: MLP, dims, per_tangent: bool):
-    """`value(params, x)` as a `jax.custom_jvp` whose rule runs the forward pass above and the
-    tangent pass on top (each tangent's Hessian diagonal, swapped to (B, m, k), if
-    `per_tangent`)."""
+    """`value(params, x, directions)` as a `jax.custom_jvp` whose rule runs the forward pass above
+    and the tangent pass on top (each tangent's Hessian diagonal, swapped to (B, m, k), if
+    `per_tangent`). `directions` is None (the inputs `dims`) or an array of coordinates or
+    direction vectors (see `columns`), which the rule differentiates too when they are vectors."""
     finish = (lambda v: jnp.swapaxes(v, -1, -2)) if per_tangent else (lambda v: v)
 
     @jax.custom_jvp
-    def quantity(params, x):
-        return value(params, x)
+    def quantity(params, x, directions):
+        return value(params, x, directions)
 
     def rule(primals, tangents):
-        params, x = primals
-        dparams, dx = tangents
-        out, kept = _forward(net, params, x, dims, per_tangent)
+        params, x, directions = primals
+        dparams, dx, d_directions = tangents
+        chosen = dims if directions is None else directions
+        out, kept = _forward(net, params, x, chosen, per_tangent)
         dx = None if isinstance(dx, SymbolicZero) else dx
-        d_out = _tangent(net, params, kept, instantiate(dparams, params), dx, dims, per_tangent)
+        moving = (
+            directions is not None
+            and jnp.issubdtype(directions.dtype, jnp.floating)
+            and not isinstance(d_directions, SymbolicZero)
+        )
+        d_out = _tangent(
+            net,
+            params,
+            kept,
+            instantiate(dparams, params),
+            dx,
+            chosen,
+            per_tangent,
+            d_directions if moving else None,
+        )
         return finish(out), finish(d_out)
 
     quantity.defjvp(rule, symbolic_zeros=True)
@@ -213,13 +244,28 @@ def laplacian(net: MLP, dims: tuple[int, ...] | None):
     """The Laplacian (B, m) over the inputs `dims` (None: all), as a function
     `(params, x (B, n))` whose value is the forward pass above and whose derivatives run the
     tangent pass above."""
-    return _trained(lambda params, x: _forward(net, params, x, dims)[0], net, dims, False)
+    trained = along(net, dims)
+    return lambda params, x: trained(params, x, None)
+
+
+def along(net: MLP, dims: tuple[int, ...] | None = None, per_tangent: bool = False):
+    """Σ_p d_pᵀ ∇²f d_p (B, m) over input directions d_p, as a function
+    `(params, x (B, n), directions)`, `directions` as `columns` reads them (None: the inputs
+    `dims`); with `per_tangent`, each d_pᵀ ∇²f d_p kept apart, (B, m, k). Its derivatives run
+    the tangent pass above."""
+
+    def value(params, x, directions):
+        out = _forward(net, params, x, dims if directions is None else directions, per_tangent)[0]
+        return jnp.swapaxes(out, -1, -2) if per_tangent else out
+
+    return _trained(value, net, dims, per_tangent)
 
 
 def diagonal(net: MLP, dims: tuple[int, ...] | None):
     """The Hessian diagonal (B, m, k) over the inputs `dims`, as a function `(params, x (B, n))`
     whose value is the closed form's sum over units (the faster forward) and whose derivatives run
     the tangent pass above with each tangent's λ kept apart."""
-    return _trained(
-        lambda params, x: _closed.hessian_diagonal(net, params, x, dims), net, dims, True
+    trained = _trained(
+        lambda params, x, _: _closed.hessian_diagonal(net, params, x, dims), net, dims, True
     )
+    return lambda params, x: trained(params, x, None)

@@ -24,6 +24,7 @@ from ._batch import map_batches, map_examples
 from ._dispatch import all_arrays, cached, choose, run_compiled
 from ._forward_laplacian import supports
 from ._mlp import MLP
+from ._operators import check_estimator, operator_transform
 from ._trained_jacobian import jacobian as trained_jacobian
 from ._validation import (
     check_extra,
@@ -387,7 +388,10 @@ def laplacian(
     batch_size: int | None = None,
     dims: Any = None,
     outputs: Any = None,
-) -> Callable[[Any, jax.Array], jax.Array]:
+    tangent_chunk: int | None = None,
+    estimator: str | None = None,
+    probes: int | None = None,
+) -> Callable[..., jax.Array]:
     r"""The Laplacian of every output, $\Delta f_k = \sum_i \partial^2 f_k / \partial x_i^2$.
 
     For a `jprop.MLP` it is the forward Laplacian — input-tangents and the Laplacian's running
@@ -402,20 +406,85 @@ def laplacian(
       $u(t, x_1, x_2)$; the closed road then pushes only those k tangents (default: all n).
     - `outputs`: the outputs to compute, e.g. `outputs=(0,)` (default: all m); the closed road
       then runs a network with only those output rows.
+    - `tangent_chunk`: push the input tangents at most this many at a time, summing their
+      chunks in a loop, so that memory grows with B · chunk · width rather than B · n · width,
+      under `jax.grad` too (each chunk is recomputed backwards); for thousands of inputs.
+    - `estimator`, `probes`: estimate the Laplacian from `probes` = k random directions drawn
+      from a key given at each call: `"sparse"`, k of the N coordinates (N = n, or `len(dims)`)
+      without replacement, scaled by N/k (SDGD/STDE; exact when k = N); `"rademacher"` or
+      `"gaussian"`, the mean of vᵀ∇²f v over k probes (Hutchinson). Both are unbiased; their
+      variances and the unbiased squared residual (`jprop.unbiased_square`) are in
+      docs/howto/high-dimensional.md.
 
-    **Returns:** a function `(params, x) -> L`. If `f(params, x)` has shape `(m,)` for `x` of shape
-    `(n,)`, `L` has shape `(m,)` (or `(len(outputs),)`); `x` of shape `(..., n)` gives `(..., m)`.
-    An `f` with a scalar output per example gives `()` per example.
+    **Returns:** a function `(params, x) -> L`, or `(params, x, key) -> L` with an estimator,
+    where `key` is a `jax.random.key` (one draw shared by the batch) or keys with x's batch axes
+    (a draw per example). If `f(params, x)` has shape `(m,)` for `x` of shape `(n,)`, `L` has
+    shape `(m,)` (or `(len(outputs),)`); `x` of shape `(..., n)` gives `(..., m)`. An `f` with a
+    scalar output per example gives `()` per example.
 
     Examples:
         >>> import jax, jprop
         >>> net = jprop.MLP((3, 8, 2))
         >>> jprop.laplacian(net)(net.init(jax.random.key(0)), jax.numpy.ones(3)).shape
         (2,)
+        >>> estimate = jprop.laplacian(net, estimator="sparse", probes=2)
+        >>> estimate(net.init(jax.random.key(0)), jax.numpy.ones(3), jax.random.key(1)).shape
+        (2,)
     """
     where = "jprop.laplacian"
     dims, outputs = _indices(dims, "dims", where), _indices(outputs, "outputs", where)
+    estimator, probes = check_estimator(estimator, probes, where)
+    if estimator is not None or tangent_chunk is not None:
+        return operator_transform(
+            f, method, batch_size, False, dims, outputs, estimator, probes, tangent_chunk
+        )
     return _input_transform("laplacian", f, method, batch_size, (), dims, outputs)
+
+
+def hessian_trace(
+    f: Function,
+    *,
+    method: str = "auto",
+    batch_size: int | None = None,
+    outputs: Any = None,
+    tangent_chunk: int | None = None,
+    estimator: str | None = None,
+    probes: int | None = None,
+) -> Callable[..., jax.Array]:
+    r"""The second-order operator $\operatorname{tr}(\sigma\sigma^\top \nabla^2 f_k) =
+    \sum_c \sigma_c^\top \nabla^2 f_k\, \sigma_c$ of every output, for a diffusion matrix
+    $A = \sigma\sigma^\top$ given by its factor σ (n × r).
+
+    The diffusion term of a Kolmogorov, Black–Scholes or Fokker–Planck equation, or an anisotropic
+    heat equation; σ = I gives the Laplacian. It is the forward Laplacian started from σ's r
+    columns instead of the identity's n, so it costs r + 2 streams per layer and no n × n matrix;
+    `jax.grad` of a loss on it runs the same hand-written tangent pass as `jprop.laplacian`
+    (in params, x and σ) for a `jprop.MLP`.
+
+    **Arguments:** `f`, `method`, `batch_size`, `outputs`, `tangent_chunk` as for
+    `jprop.laplacian`, and `estimator`, `probes` to estimate it from k random directions: `"sparse"`
+    samples k of σ's r columns without replacement and scales by r/k; `"rademacher"` and
+    `"gaussian"` take the mean of $(\sigma v)^\top \nabla^2 f\, (\sigma v)$ over k probes v.
+
+    **Returns:** a function `(params, x, sigma) -> T`, or `(params, x, sigma, key) -> T` with an
+    estimator; `sigma` has shape `(n, r)` (shared by the batch) or x's batch axes in front,
+    `(..., n, r)` (e.g. $\sigma(x) = \operatorname{diag}(s \odot x)$ for Black–Scholes); `T` is
+    shaped as `jprop.laplacian`'s result.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp, jprop
+        >>> net = jprop.MLP((3, 8, 2))
+        >>> p, x = net.init(jax.random.key(0)), jnp.ones(3)
+        >>> trace = jprop.hessian_trace(net)(p, x, jnp.eye(3))
+        >>> bool(jnp.allclose(trace, jprop.laplacian(net)(p, x), atol=1e-6))
+        True
+    """
+    where = "jprop.hessian_trace"
+    outputs = _indices(outputs, "outputs", where)
+    estimator, probes = check_estimator(estimator, probes, where)
+    return operator_transform(
+        f, method, batch_size, True, None, outputs, estimator, probes, tangent_chunk
+    )
 
 
 def hessian_diagonal(

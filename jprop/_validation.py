@@ -99,10 +99,10 @@ def check_extra(
     return value.astype(dtype)
 
 
-def check_method(method: str, allowed: tuple[str, ...], where: str) -> str:
-    if method not in allowed:
+def check_method(method: str, allowed: tuple[str, ...], where: str, what: str = "method") -> str:
+    if not isinstance(method, str) or method not in allowed:
         raise ValueError(
-            f"{where}: unknown method {method!r}; choose one of "
+            f"{where}: unknown {what} {method!r}; choose one of "
             + ", ".join(repr(a) for a in allowed)
             + "."
         )

@@ -272,3 +272,23 @@ def jacobian_vector_product(net: Network, params: Params, x: jax.Array, r: jax.A
     flat_x, flat_r = x.reshape(-1, x.shape[-1]), r.reshape(-1, r.shape[-1])
     out = net.propagate(params, flat_x, flat_r[:, None, :], second=False).tangents
     return out[:, 0].reshape(*lead, net.n_outputs)
+
+
+def along(
+    net: Network, params: Params, x: jax.Array, directions: jax.Array, per_tangent: bool = False
+) -> jax.Array:
+    """Σ_p d_pᵀ ∇²f d_p (B, m) over input directions: coordinates (an integer array (k,) or
+    (B, k)) or vectors (a float array (k, n) or (B, k, n)); with `per_tangent` each term kept
+    apart, (B, m, k). The forward Laplacian through each layer, started from those directions."""
+    if jnp.issubdtype(directions.dtype, jnp.integer):
+        tangents = _jet.Identity(directions)
+    else:
+        tangents = directions[None] if directions.ndim == 2 else directions
+    out = net.propagate(params, x, tangents, per_tangent=per_tangent)
+    k = directions.shape[-1] if jnp.issubdtype(directions.dtype, jnp.integer) else None
+    k = directions.shape[-2] if k is None else k
+    shape = (x.shape[0], k, net.n_outputs) if per_tangent else out.value.shape
+    lap = _zeros_if_none(out.lap, shape, out.value.dtype)
+    if per_tangent:
+        return jnp.swapaxes(jnp.broadcast_to(lap, (x.shape[0], *lap.shape[1:])), -1, -2)
+    return lap

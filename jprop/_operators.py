@@ -1,0 +1,343 @@
+"""Second-order operators along input directions, exact or estimated: tr(σσᵀ ∇²f), the Laplacian
+over chosen or sampled coordinates, and the Laplacian in chunks of input tangents.
+
+Every one of them is the forward Laplacian started from other input directions (docs/math.md,
+"Second-order operators and their estimators"): with directions d_1..d_k the pass that gives the
+Laplacian from the identity's columns gives Σ_p d_pᵀ ∇²f d_p. So
+
+    exact Laplacian           d = e_i for every input i (or every i in `dims`)
+    tr(σσᵀ ∇²f)               d = σ's r columns
+    sparse estimator          d = e_i for k coordinates i sampled without replacement, × N/k
+    dense estimator           d = σ v_j for k probes v_j, Rademacher or Gaussian, × 1/k
+
+and one routine, `Along`, runs all of them on the three roads: the hand-written forward Laplacian
+of a `jprop.MLP` (`_forward_laplacian.along`, trained through its tangent pass), each layer's
+step of a `jprop.Network` (`layers._network.along`), and for any other `f` folx's forward
+Laplacian of z ↦ f(x + Dᵀz) at z = 0, whose Laplacian in z is the same sum. `tangent_chunk`
+splits the directions into chunks summed in a loop whose body is recomputed under reverse mode,
+so memory holds one chunk's tangents, forwards and backwards.
+
+Random samples come from a key passed at each call: one draw shared by the batch (a key of
+shape ()), or one per example (keys with x's batch axes), so new samples cost no recompilation and
+the same key gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import folx
+import jax
+import jax.numpy as jnp
+
+from . import _forward_laplacian
+from ._batch import map_batches
+from ._dispatch import ESTIMATORS, all_arrays, cached, choose, run_compiled
+from ._mlp import MLP
+from ._validation import (
+    as_float_array,
+    check_method,
+    in_dtype,
+    optional_size,
+    prepare_call,
+)
+from .layers import Network
+from .layers import _network as _network_passes
+
+
+def check_estimator(estimator: Any, probes: Any, where: str) -> tuple[str | None, int | None]:
+    """The estimator's name (None: exact) and its number of probes, or a clear error."""
+    if estimator is None:
+        if probes is not None:
+            raise ValueError(
+                f"{where}: `probes` sets the size of a randomized estimate; pass estimator="
+                "'sparse', 'rademacher' or 'gaussian' with it, or neither for the exact value."
+            )
+        return None, None
+    check_method(estimator, tuple(ESTIMATORS), where, "estimator")
+    if probes is None:
+        raise ValueError(
+            f"{where}: estimator={estimator!r} needs `probes`, the number k of sampled "
+            "coordinates or probe vectors per estimate, e.g. probes=16."
+        )
+    return estimator, optional_size(probes, "probes", where)
+
+
+@dataclasses.dataclass(frozen=True)
+class Along:
+    """Σ_p d_pᵀ ∇²f d_p over a batch, on the road chosen for f: `(params, x (B, n), directions)
+    -> (B, m)`, with directions as `_forward_laplacian.columns` reads them."""
+
+    f: Any
+    road: str
+
+    def __call__(self, params, x, directions):
+        if self.road == "closed" and isinstance(self.f, Network):
+            return _network_passes.along(self.f, params, x, directions)
+        if self.road == "closed":
+            return _forward_laplacian.along(self.f)(params, x, directions)
+        return _generic_along(self.f, params, x, directions)
+
+
+def _generic_along(f, params, x, directions):
+    """folx's forward Laplacian of z ↦ f(x + Dᵀz) at z = 0, per example."""
+    n = x.shape[-1]
+    if jnp.issubdtype(directions.dtype, jnp.integer):
+        directions = jax.nn.one_hot(directions, n, dtype=x.dtype)
+
+    def one(xi, d):
+        g = lambda z: f(params, xi + z @ d)  # noqa: E731
+        z = jnp.zeros(d.shape[0], xi.dtype)
+        with jax.numpy_dtype_promotion("standard"):  # folx's own zeros (see _transforms)
+            lap = folx.forward_laplacian(g, sparsity_threshold=0)(z).laplacian
+        return lap.astype(jax.eval_shape(g, z).dtype)
+
+    return jax.vmap(one, in_axes=(0, 0 if directions.ndim == 3 else None))(x, directions)
+
+
+def summed_in_chunks(part: Callable, directions: jax.Array, chunk: int | None) -> jax.Array:
+    """Σ over chunks of at most `chunk` directions of `part(chunk of directions)`. The directions'
+    own axis is the first for shared ones ((k,) or (k, n)) and the second for per-example ones
+    ((B, k) or (B, k, n)). Full chunks run in a `jax.lax.scan` whose body is recomputed in the
+    backward pass (`jax.checkpoint`), so reverse mode also holds one chunk; the rest runs once."""
+    shared = directions.ndim == (1 if jnp.issubdtype(directions.dtype, jnp.integer) else 2)
+    axis = 0 if shared else 1
+    total = directions.shape[axis]
+    if chunk is None or chunk >= total:
+        return part(directions)
+    whole = total // chunk * chunk
+    head = jax.lax.slice_in_dim(directions, 0, whole, axis=axis)
+    split = head.shape[:axis] + (total // chunk, chunk) + head.shape[axis + 1 :]
+    stacked = jnp.moveaxis(head.reshape(split), axis, 0)
+    body = jax.checkpoint(part)
+    first = jax.eval_shape(body, stacked[0])
+
+    def step(running, piece):
+        return running + body(piece), None
+
+    out = jax.lax.scan(step, jnp.zeros(first.shape, first.dtype), stacked)[0]
+    if whole < total:
+        out = out + part(jax.lax.slice_in_dim(directions, whole, total, axis=axis))
+    return out
+
+
+def _as_keys(key: Any, lead: tuple[int, ...], where: str) -> jax.Array:
+    """A typed PRNG key array of shape () or x's batch axes `lead`, from a `jax.random.key` or a
+    raw uint32 key (`jax.random.PRNGKey`)."""
+    if not isinstance(key, jax.Array):
+        raise TypeError(
+            f"{where}: `key` must be a JAX PRNG key, e.g. jax.random.key(0) (split it for new "
+            f"samples each step); got {type(key).__name__}."
+        )
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.dtype != jnp.uint32 or key.ndim == 0 or key.shape[-1] != 2:
+            raise TypeError(
+                f"{where}: `key` must be a JAX PRNG key, e.g. jax.random.key(0); got an array of "
+                f"dtype {key.dtype} and shape {key.shape}."
+            )
+        key = jax.random.wrap_key_data(key)
+    if key.shape not in ((), lead):
+        raise ValueError(
+            f"{where}: `key` must have shape () (one draw shared by the batch) or x's batch axes "
+            f"{lead} (a draw per example, e.g. jax.random.split(key, {lead})); got {key.shape}."
+        )
+    return key
+
+
+def _draw(estimator: str, key: jax.Array, k: int, count: int, dtype) -> jax.Array:
+    """The random part of one estimate: k of `count` indices without replacement (sparse), or k
+    probes of length `count` (dense)."""
+    if estimator == "sparse":
+        return jax.random.choice(key, count, (k,), replace=False)
+    if estimator == "rademacher":
+        return jax.random.rademacher(key, (k, count), dtype)
+    return jax.random.normal(key, (k, count), dtype)
+
+
+def _directions(estimator, sample, sigma, dims, n: int):
+    """The directions from a sample and σ, each shared or per example
+    (a leading batch axis). Without σ the coordinates are `dims` (all n when None)."""
+    if sigma is None:
+        if estimator == "sparse":
+            chosen = sample if dims is None else jnp.asarray(dims)[sample]
+            return chosen
+        if dims is None:
+            return sample
+        return jnp.zeros((*sample.shape[:-1], n), sample.dtype).at[..., list(dims)].set(sample)
+    if estimator is None:
+        return jnp.swapaxes(sigma, -1, -2)
+    if estimator == "sparse":
+        if sigma.ndim == 2 and sample.ndim == 1:
+            return jnp.take(sigma, sample, axis=1).T
+        lead = sigma.shape[0] if sigma.ndim == 3 else sample.shape[0]
+        sigma = jnp.broadcast_to(sigma, (lead, *sigma.shape[-2:]))
+        sample = jnp.broadcast_to(sample, (lead, sample.shape[-1]))
+        return jax.vmap(lambda s, i: jnp.take(s, i, axis=1).T)(sigma, sample)
+    return jnp.einsum("...kr,...nr->...kn", sample, sigma)
+
+
+def _broadcast_leading(a: jax.Array, lead: tuple[int, ...], trailing: int) -> jax.Array:
+    """`a`, whose axes before its last `trailing` ones lead x's batch axes `lead`, broadcast to
+    `lead` followed by those trailing axes."""
+    batch = a.ndim - trailing
+    if a.shape[:batch] == lead:
+        return a
+    shape = a.shape[:batch] + (1,) * (len(lead) - batch) + a.shape[batch:]
+    return jnp.broadcast_to(a.reshape(shape), lead + a.shape[batch:])
+
+
+@cached
+def operator_transform(
+    f: Any,
+    method: str,
+    batch_size: Any,
+    with_sigma: bool,
+    dims: tuple[int, ...] | None,
+    outputs: tuple[int, ...] | None,
+    estimator: str | None,
+    probes: int | None,
+    tangent_chunk: int | None,
+) -> Callable[..., jax.Array]:
+    """Build `(params, x[, sigma][, key]) -> (..., m)`: Σ_p d_pᵀ ∇²f d_p scaled, for the
+    directions the options choose (module docstring)."""
+    from ._transforms import _pick, _picked_model, _subnet, _subparams, _vmap_is_the_batch
+
+    quantity = "hessian_trace" if with_sigma else "laplacian"
+    where = f"jprop.{quantity}"
+    road = choose(f, "hessian_trace", method, where).road
+    batch_size = optional_size(batch_size, "batch_size", where)
+    tangent_chunk = optional_size(tangent_chunk, "tangent_chunk", where)
+    subnet = road == "closed" and isinstance(f, MLP) and outputs is not None
+    net = _subnet(f, outputs) if subnet else f
+    if road != "closed" and outputs is not None:
+        net = _picked_model(f, outputs)
+    along = Along(net, road)
+    names = ("params", "x") + (("sigma",) if with_sigma else ()) + (("key",) if estimator else ())
+
+    def validate(params, x, *others):
+        x, out, _ = prepare_call(f, params, x, where)
+        n, lead = x.shape[-1], x.shape[:-1]
+        if dims is not None and max(dims) >= n:
+            raise ValueError(
+                f"{where}: `dims` = {dims} picks input {max(dims)}, but there are only {n} "
+                f"(indices 0..{n - 1})."
+            )
+        if outputs is not None:
+            if len(out.shape) != 1 or max(outputs) >= out.shape[0]:
+                raise ValueError(
+                    f"{where}: `outputs` = {outputs} selects from f's output of shape "
+                    f"{out.shape} per example; pick indices below its size."
+                )
+        checked = []
+        if with_sigma:
+            sigma = as_float_array(others[0], "sigma", where)
+            if sigma.ndim < 2 or sigma.shape[-2] != n or sigma.shape[:-2] not in ((), lead):
+                raise ValueError(
+                    f"{where}: `sigma` must have shape (n, r) = ({n}, r), shared by the batch, or "
+                    f"x's batch axes in front, {lead + (n,)} + (r,), for A = σσᵀ; got "
+                    f"{sigma.shape}."
+                )
+            if sigma.shape[-1] == 0:
+                raise ValueError(f"{where}: `sigma` has no columns (r = 0); pass at least one.")
+            checked.append(sigma.astype(x.dtype))
+        count = sigma.shape[-1] if with_sigma else (n if dims is None else len(dims))
+        if estimator is not None:
+            checked.append(_as_keys(others[-1], lead, where))
+            if estimator == "sparse" and probes > count:
+                raise ValueError(
+                    f"{where}: probes={probes} exceeds the {count} "
+                    + ("columns of sigma" if with_sigma else "coordinates")
+                    + f" the sparse estimator samples from; take probes ≤ {count} (probes = "
+                    f"{count} is exact) or estimator=None."
+                )
+        return x, tuple(checked), count
+
+    def plain(params, x, *others):
+        sigma = others[0] if with_sigma else None
+        key = others[-1] if estimator else None
+        count = sigma.shape[-1] if with_sigma else (x.shape[-1] if dims is None else len(dims))
+        # under a user's jax.vmap the mapped axis leads x's batch axes, and a key or σ given for
+        # each mapped call is shared by that call's examples
+        lead = x.shape[:-1]
+        if sigma is not None and sigma.ndim > 2:
+            sigma = _broadcast_leading(sigma, lead, 2)
+        if key is not None and key.ndim > 0:
+            key = _broadcast_leading(key, lead, 0)
+        shared_sigma = sigma is None or sigma.ndim == 2
+        shared_key = key is None or key.ndim == 0
+        scale = {None: 1.0, "sparse": count / (probes or 1)}.get(estimator, 1.0 / (probes or 1))
+        if road == "closed":
+            params = in_dtype(_subparams(params, outputs) if subnet else params, x.dtype)
+
+        def draw(one_key):
+            return _draw(estimator, one_key, probes, count, x.dtype)
+
+        shared_sample = draw(key) if estimator and shared_key else None
+
+        def batch(xb, *per):
+            per = list(per)
+            sig = sigma if shared_sigma else per.pop(0)
+            sample = jax.vmap(draw)(per.pop(0)) if estimator and not shared_key else shared_sample
+            if estimator is None and sigma is None:  # the exact Laplacian in chunks of inputs
+                directions = jnp.asarray(range(xb.shape[-1]) if dims is None else dims)
+            else:
+                directions = _directions(estimator, sample, sig, dims, xb.shape[-1])
+            out = summed_in_chunks(lambda d: along(params, xb, d), directions, tangent_chunk)
+            return out if scale == 1.0 else out * jnp.asarray(scale, out.dtype)
+
+        per_example = ([] if shared_sigma else [sigma]) + ([] if shared_key else [key])
+        out = map_batches(batch, x, *per_example, batch_size=batch_size)
+        if outputs is not None and road == "closed" and not subnet:
+            out = _pick(out, outputs, "laplacian")
+        return out
+
+    @jax.jit
+    def compute(params, x, *others):
+        x, others, _ = validate(params, x, *others)
+        return _vmap_is_the_batch(plain)(params, x, *others)
+
+    def transformed(params: Any, x: jax.Array, *others: Any) -> jax.Array:
+        if len(others) != len(names) - 2:
+            raise TypeError(
+                f"{where}: expected arguments ({', '.join(names)}); got {2 + len(others)}."
+            )
+        if not all_arrays(params, x, others):
+            validate(params, x, *others)
+        return run_compiled(compute, where, params, x, *others)
+
+    return transformed
+
+
+def unbiased_square(residual: Callable[[jax.Array], jax.Array], key: jax.Array) -> jax.Array:
+    r"""The product of two independent estimates of a residual, an unbiased estimate of its square.
+
+    A randomized estimate $\hat L$ of an operator gives a biased square: $E[(\hat L - g)^2] =
+    (L - g)^2 + \mathrm{Var}\,\hat L$. With two independent draws, $E[(\hat L_1 - g)(\hat L_2 -
+    g)] = (L - g)^2$, and the gradient of the product is unbiased for the gradient of $(L - g)^2$
+    (docs/howto/high-dimensional.md).
+
+    **Arguments:**
+
+    - `residual`: a function of a key returning the residual (any shape), e.g.
+      `lambda k: lap(params, x, k) - g`.
+    - `key`: a `jax.random.key`, split here into the two draws.
+
+    **Returns:** `residual(k1) * residual(k2)`, elementwise.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp, jprop
+        >>> net = jprop.MLP((4, 8, 1))
+        >>> p, x = net.init(jax.random.key(0)), jnp.ones((3, 4))
+        >>> lap = jprop.laplacian(net, estimator="sparse", probes=2)
+        >>> jprop.unbiased_square(lambda k: lap(p, x, k), jax.random.key(1)).shape
+        (3, 1)
+    """
+    if not callable(residual):
+        raise TypeError(
+            "jprop.unbiased_square: `residual` must be a function of a key, e.g. "
+            f"lambda k: lap(params, x, k) - g; got {type(residual).__name__}."
+        )
+    first, second = jax.random.split(key)
+    return residual(first) * residual(second)
