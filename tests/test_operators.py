@@ -1,0 +1,269 @@
+"""Second-order operators along input directions (`jprop.hessian_trace`), the exact Laplacian in
+chunks of input tangents and the randomized estimators, on the three roads: a `jprop.MLP`'s
+hand-written pass, a `jprop.Network`'s layer steps and folx for a plain function."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jprop
+from helpers import assert_close
+
+MLP = jprop.MLP((5, 7, 6, 2), activation=("tanh", "silu"))
+NETWORK = jprop.Network(
+    5,
+    [
+        jprop.layers.FourierFeatures(3),
+        jprop.layers.Gates(6),
+        jprop.layers.GatedDense(),
+        jprop.layers.Dense(2, "identity"),
+    ],
+)
+
+
+def _plain(p, x):  # the MLP written as a plain function: the generic road
+    return MLP(p, x)
+
+
+CASES = {"mlp": (MLP, MLP), "network": (NETWORK, NETWORK), "function": (_plain, MLP)}
+
+
+def setup(name, batch=4):
+    f, model = CASES[name]
+    params = model.init(jax.random.key(0), jnp.float64)
+    x = jax.random.normal(jax.random.key(1), (batch, 5), jnp.float64)
+    hessians = jax.vmap(jax.hessian(lambda xi: model(params, xi)))(x)  # (B, m, n, n) oracle
+    return f, params, x, hessians
+
+
+def _laplacian(hessians, dims=None):
+    diagonal = jnp.diagonal(hessians, axis1=-2, axis2=-1)
+    return jnp.sum(diagonal if dims is None else diagonal[..., list(dims)], -1)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_exact_operators_equal_the_hessians_trace(name):
+    """tr(σσᵀH) for σ shared and per example, the Laplacian in chunks (with dims, with outputs),
+    and the sparse estimator with every coordinate sampled, against jax.hessian in float64."""
+    f, params, x, hessians = setup(name)
+    sigma = jax.random.normal(jax.random.key(2), (5, 3), jnp.float64)
+    per_example = jax.random.normal(jax.random.key(3), (4, 5, 3), jnp.float64)
+    trace = jprop.hessian_trace(f)
+    assert_close(
+        trace(params, x, sigma),
+        jnp.einsum("nr,bmnq,qr->bm", sigma, hessians, sigma),
+        1e-12,
+        "shared sigma",
+    )
+    expected = jnp.einsum("bnr,bmnq,bqr->bm", per_example, hessians, per_example)
+    assert_close(
+        jprop.hessian_trace(f, tangent_chunk=2)(params, x, per_example),
+        expected,
+        1e-12,
+        "per-example sigma, chunked",
+    )
+    assert_close(trace(params, x[0], per_example[0]), expected[0], 1e-12, "one example")
+    chunked = jprop.laplacian(f, tangent_chunk=2)
+    assert_close(chunked(params, x), _laplacian(hessians), 1e-12, "chunks of 2 of 5")
+    assert_close(
+        jprop.laplacian(f, tangent_chunk=2, dims=(0, 2, 4), outputs=(1,))(params, x),
+        _laplacian(hessians, (0, 2, 4))[:, 1:],
+        1e-12,
+        "chunked dims and outputs",
+    )
+    every = jprop.laplacian(f, estimator="sparse", probes=5)(params, x, jax.random.key(4))
+    assert_close(every, _laplacian(hessians), 1e-12, "sparse with k = n")
+
+
+@pytest.mark.parametrize("name", ["mlp", "network", "function"])
+def test_chunks_train_as_the_whole(name):
+    """jax.grad in params and x of a loss on the chunked Laplacian and on tr(σσᵀH) (also in σ)
+    equals the unchunked one's."""
+    f, params, x, _ = setup(name)
+    sigma = jax.random.normal(jax.random.key(3), (4, 5, 3), jnp.float64)
+
+    def grads(**options):
+        lap = jprop.laplacian(f, **options)
+        trace = jprop.hessian_trace(f, **options)
+        return jax.grad(
+            lambda p, v, s: jnp.sum(lap(p, v) ** 2) + jnp.sum(jnp.sin(trace(p, v, s))),
+            argnums=(0, 1, 2),
+        )(params, x, sigma)
+
+    whole, chunked = grads(), grads(tangent_chunk=2)
+    for a, b in zip(jax.tree.leaves(chunked), jax.tree.leaves(whole)):
+        assert_close(a, b, 1e-12, "gradient")
+
+
+def test_the_operators_gradient_is_autodiffs():
+    """The MLP's hand-written rule for tr(σσᵀH) differentiated in params, x and a per-example σ
+    against jax.grad of the jax.hessian oracle."""
+    f, params, x, _ = setup("mlp")
+    sigma = jax.random.normal(jax.random.key(3), (4, 5, 3), jnp.float64)
+
+    def oracle(p, v, s):
+        h = jax.vmap(jax.hessian(lambda xi: MLP(p, xi)))(v)
+        return jnp.sum(jnp.einsum("bnr,bmnq,bqr->bm", s, h, s) ** 2)
+
+    ours = jax.grad(
+        lambda p, v, s: jnp.sum(jprop.hessian_trace(f)(p, v, s) ** 2), argnums=(0, 1, 2)
+    )(params, x, sigma)
+    expected = jax.grad(oracle, argnums=(0, 1, 2))(params, x, sigma)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(expected)):
+        assert_close(a, b, 1e-11, "gradient")
+
+
+ESTIMATES = 3000
+
+
+@pytest.mark.parametrize(
+    "name, estimator",
+    [
+        ("mlp", "sparse"),
+        ("mlp", "rademacher"),
+        ("mlp", "gaussian"),
+        ("network", "rademacher"),
+        ("function", "sparse"),
+    ],
+)
+def test_estimators_are_unbiased(name, estimator):
+    """The mean of 3000 estimates (2 probes each, keys split from one) is within 5 standard errors
+    of the exact Laplacian, and of tr(σσᵀH); the sample spread is that of the estimator."""
+    f, params, x, hessians = setup(name, batch=2)
+    sigma = jax.random.normal(jax.random.key(2), (5, 3), jnp.float64)
+    keys = jax.random.split(jax.random.key(5), ESTIMATES)
+    for transform, args, exact in [
+        (jprop.laplacian(f, estimator=estimator, probes=2), (), _laplacian(hessians)),
+        (
+            jprop.hessian_trace(f, estimator=estimator, probes=2),
+            (sigma,),
+            jnp.einsum("nr,bmnq,qr->bm", sigma, hessians, sigma),
+        ),
+    ]:
+        draws = jax.vmap(lambda k: transform(params, x, *args, k))(keys)
+        mean, spread = jnp.mean(draws, 0), jnp.std(draws, 0)
+        assert float(jnp.min(spread)) > 0, "the estimates do not vary with the key"
+        gap = jnp.abs(mean - exact) / (spread / np.sqrt(ESTIMATES))
+        assert float(jnp.max(gap)) < 5, (estimator, mean, exact, spread)
+
+
+def test_the_sparse_variance_is_the_diagonals_spread():
+    """Sampling k of n coordinates without replacement: Var = n² σ_d²/k · (n − k)/(n − 1), with
+    σ_d² the (population) variance of the Hessian's diagonal: the sample variance of 4000
+    estimates within 15% of it; the Rademacher estimator's is 2 Σ_{a≠b} H_ab² / k."""
+    f, params, x, hessians = setup("mlp", batch=1)
+    keys = jax.random.split(jax.random.key(6), 4000)
+    n, k = 5, 2
+    diagonal = jnp.diagonal(hessians[0], axis1=-2, axis2=-1)  # (m, n)
+    sparse = jprop.laplacian(f, estimator="sparse", probes=k)
+    draws = jax.vmap(lambda key: sparse(params, x, key))(keys)[:, 0]
+    expected = n**2 * jnp.var(diagonal, -1) / k * (n - k) / (n - 1)
+    assert_close(jnp.var(draws, 0), expected, 0.15, "sparse variance")
+    dense = jprop.laplacian(f, estimator="rademacher", probes=k)
+    draws = jax.vmap(lambda key: dense(params, x, key))(keys)[:, 0]
+    off = hessians[0] * (1 - jnp.eye(n))
+    assert_close(jnp.var(draws, 0), 2 * jnp.sum(off**2, (-1, -2)) / k, 0.15, "Rademacher")
+
+
+@pytest.mark.parametrize("name", ["mlp", "function"])
+def test_the_dense_rule_is_the_gradient_of_nested_jvps_on_the_same_probes(name):
+    """jax.grad of a loss on the Rademacher estimate equals jax.grad of the nested-jvp estimator
+    a JAX user writes, with the probes the key draws."""
+    f, params, x, _ = setup(name)
+    key = jax.random.key(7)
+    probes = jax.random.rademacher(key, (3, 5), jnp.float64)  # what the estimator draws
+    estimate = jprop.laplacian(f, estimator="rademacher", probes=3)
+
+    def nested(p):
+        def one(xi):
+            g = lambda v: MLP(p, v)  # noqa: E731
+            second = lambda v, d: jax.jvp(lambda u: jax.jvp(g, (u,), (d,))[1], (v,), (d,))[1]  # noqa: E731
+            return jnp.mean(jax.vmap(lambda d: second(xi, d))(probes), 0)
+
+        return jnp.sum(jnp.tanh(jax.vmap(one)(x)))
+
+    ours = jax.grad(lambda p: jnp.sum(jnp.tanh(estimate(p, x, key))))(params)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(jax.grad(nested)(params))):
+        assert_close(a, b, 1e-12, "gradient")
+
+
+def test_keys_shared_or_per_example_and_no_recompiles(compiles):
+    """A key of shape () draws once for the batch; keys with x's batch axes draw per example (the
+    same as calling on each example with its key); a user's vmap over keys maps the draws; new
+    keys, and a second build of the same transform, compile nothing new."""
+    f, params, x, _ = setup("mlp", batch=3)
+    before = compiles.count
+    estimate = jprop.laplacian(f, estimator="sparse", probes=2)
+    first = estimate(params, x, jax.random.key(0))
+    for seed in range(1, 4):
+        jprop.laplacian(f, estimator="sparse", probes=2)(params, x, jax.random.key(seed))
+    assert compiles.count - before == 1
+    shared = jnp.stack([estimate(params, x[i], jax.random.key(0)) for i in range(3)])
+    assert_close(first, shared, 1e-14, "a shared key is one draw")
+    keys = jax.random.split(jax.random.key(8), 3)
+    per_example = estimate(params, x, keys)
+    one_by_one = jnp.stack([estimate(params, x[i], keys[i]) for i in range(3)])
+    assert_close(per_example, one_by_one, 1e-14, "per-example keys")
+    mapped = jax.vmap(estimate, in_axes=(None, None, 0))(params, x, keys)
+    assert_close(mapped[1], estimate(params, x, keys[1]), 1e-14, "vmap over keys")
+    raw = estimate(params, x, jax.random.PRNGKey(0))
+    assert raw.shape == first.shape
+
+
+def test_unbiased_square_is_unbiased_where_the_square_is_not():
+    """E[(L̂₁ − g)(L̂₂ − g)] = (L − g)², while E[(L̂ − g)²] exceeds it by Var L̂."""
+    f, params, x, hessians = setup("mlp", batch=1)
+    target = _laplacian(hessians) + 0.05
+    estimate = jprop.laplacian(f, estimator="rademacher", probes=1)
+    keys = jax.random.split(jax.random.key(9), 6000)
+    products = jax.vmap(
+        lambda k: jprop.unbiased_square(lambda kk: estimate(params, x, kk) - target, k)
+    )(keys)
+    squares = jax.vmap(lambda k: (estimate(params, x, k) - target) ** 2)(keys)
+    truth = (_laplacian(hessians) - target) ** 2
+    standard_error = jnp.std(products, 0) / np.sqrt(len(keys))
+    assert float(jnp.max(jnp.abs(jnp.mean(products, 0) - truth) / standard_error)) < 5
+    assert float(jnp.min(jnp.mean(squares, 0) - truth)) > 10 * float(jnp.max(standard_error))
+
+
+def test_roads_name_their_estimator():
+    for estimator, words in [("sparse", "without replacement"), ("rademacher", "Rademacher")]:
+        for f, road in [(MLP, "closed"), (NETWORK, "closed"), (_plain, "autodiff")]:
+            chosen = jprop.road(f, "laplacian", estimator=estimator)
+            assert chosen.road == road and words in chosen.reason, chosen
+    assert "folx" in jprop.road(_plain, "hessian_trace").reason
+    softmax = jprop.MLP((3, 6, 4), output="softmax")
+    assert jprop.road(softmax, "hessian_trace").road == "autodiff"
+
+
+def test_bad_options_and_arguments_are_refused():
+    f, params, x, _ = setup("mlp")
+    with pytest.raises(ValueError, match="needs `probes`"):
+        jprop.laplacian(f, estimator="sparse")
+    with pytest.raises(ValueError, match="pass estimator="):
+        jprop.laplacian(f, probes=3)
+    with pytest.raises(ValueError, match="unknown estimator 'hutchinson'"):
+        jprop.laplacian(f, estimator="hutchinson", probes=3)
+    with pytest.raises(ValueError, match="probes=6 exceeds the 5 coordinates"):
+        jprop.laplacian(f, estimator="sparse", probes=6)(params, x, jax.random.key(0))
+    with pytest.raises(ValueError, match=r"probes=3 exceeds the 2 coordinates"):
+        jprop.laplacian(f, dims=(0, 1), estimator="sparse", probes=3)(params, x, jax.random.key(0))
+    with pytest.raises(TypeError, match="must be a JAX PRNG key"):
+        jprop.laplacian(f, estimator="gaussian", probes=3)(params, x, 0)
+    with pytest.raises(ValueError, match=r"`key` must have shape \(\)"):
+        jprop.laplacian(f, estimator="gaussian", probes=3)(
+            params, x, jax.random.split(jax.random.key(0), 3)
+        )
+    with pytest.raises(TypeError, match=r"expected arguments \(params, x, key\)"):
+        jprop.laplacian(f, estimator="gaussian", probes=3)(params, x)
+    with pytest.raises(ValueError, match=r"`sigma` must have shape \(n, r\) = \(5, r\)"):
+        jprop.hessian_trace(f)(params, x, jnp.ones((4, 3)))
+    with pytest.raises(ValueError, match="tangent_chunk"):
+        jprop.laplacian(f, tangent_chunk=0)
+    with pytest.raises(ValueError, match="sparse.*probes ≤ 3"):
+        jprop.hessian_trace(f, estimator="sparse", probes=4)(
+            params, x, jnp.ones((5, 3)), jax.random.key(0)
+        )
