@@ -68,21 +68,26 @@ def check_estimator(estimator: Any, probes: Any, where: str) -> tuple[str | None
 @dataclasses.dataclass(frozen=True)
 class Along:
     """Σ_p d_pᵀ ∇²f d_p over a batch, on the road chosen for f: `(params, x (B, n), directions)
-    -> (B, m)`, with directions as `_forward_laplacian.columns` reads them."""
+    -> (B, m)`, with directions as `_forward_laplacian.columns` reads them; with `per_tangent`
+    each term kept apart, (B, m, k)."""
 
     f: Any
     road: str
+    per_tangent: bool = False
 
     def __call__(self, params, x, directions):
         if self.road == "closed" and isinstance(self.f, Network):
-            return _network_passes.along(self.f, params, x, directions)
+            return _network_passes.along(self.f, params, x, directions, self.per_tangent)
         if self.road == "closed":
-            return _forward_laplacian.along(self.f)(params, x, directions)
-        return _generic_along(self.f, params, x, directions)
+            return _forward_laplacian.along(self.f, per_tangent=self.per_tangent)(
+                params, x, directions
+            )
+        return _generic_along(self.f, params, x, directions, self.per_tangent)
 
 
-def _generic_along(f, params, x, directions):
-    """folx's forward Laplacian of z ↦ f(x + Dᵀz) at z = 0, per example."""
+def _generic_along(f, params, x, directions, per_tangent=False):
+    """folx's forward Laplacian of z ↦ f(x + Dᵀz) at z = 0, per example; with `per_tangent`
+    the diagonal of that function's Hessian in z (k × k, k the directions of a chunk)."""
     n = x.shape[-1]
     if jnp.issubdtype(directions.dtype, jnp.integer):
         directions = jax.nn.one_hot(directions, n, dtype=x.dtype)
@@ -90,6 +95,8 @@ def _generic_along(f, params, x, directions):
     def one(xi, d):
         g = lambda z: f(params, xi + z @ d)  # noqa: E731
         z = jnp.zeros(d.shape[0], xi.dtype)
+        if per_tangent:
+            return jnp.diagonal(jax.hessian(g)(z), axis1=-2, axis2=-1)
         with jax.numpy_dtype_promotion("standard"):  # folx's own zeros (see _transforms)
             lap = folx.forward_laplacian(g, sparsity_threshold=0)(z).laplacian
         return lap.astype(jax.eval_shape(g, z).dtype)
@@ -97,11 +104,15 @@ def _generic_along(f, params, x, directions):
     return jax.vmap(one, in_axes=(0, 0 if directions.ndim == 3 else None))(x, directions)
 
 
-def summed_in_chunks(part: Callable, directions: jax.Array, chunk: int | None) -> jax.Array:
-    """Σ over chunks of at most `chunk` directions of `part(chunk of directions)`. The directions'
-    own axis is the first for shared ones ((k,) or (k, n)) and the second for per-example ones
-    ((B, k) or (B, k, n)). Full chunks run in a `jax.lax.scan` whose body is recomputed in the
-    backward pass (`jax.checkpoint`), so reverse mode also holds one chunk; the rest runs once."""
+def summed_in_chunks(
+    part: Callable, directions: jax.Array, chunk: int | None, joined: bool = False
+) -> jax.Array:
+    """Σ over chunks of at most `chunk` directions of `part(chunk of directions)`, or with
+    `joined` their results side by side along the last axis (each direction's own term). The
+    directions' own axis is the first for shared ones ((k,) or (k, n)) and the second for
+    per-example ones ((B, k) or (B, k, n)). Full chunks run in a `jax.lax.scan` whose body is
+    recomputed in the backward pass (`jax.checkpoint`), so reverse mode also holds one chunk; the
+    rest runs once."""
     shared = directions.ndim == (1 if jnp.issubdtype(directions.dtype, jnp.integer) else 2)
     axis = 0 if shared else 1
     total = directions.shape[axis]
@@ -112,6 +123,13 @@ def summed_in_chunks(part: Callable, directions: jax.Array, chunk: int | None) -
     split = head.shape[:axis] + (total // chunk, chunk) + head.shape[axis + 1 :]
     stacked = jnp.moveaxis(head.reshape(split), axis, 0)
     body = jax.checkpoint(part)
+    if joined:
+        pieces = jax.lax.map(body, stacked)  # (chunks, ..., chunk)
+        out = jnp.moveaxis(pieces, 0, -2).reshape(*pieces.shape[1:-1], whole)
+        if whole < total:
+            rest = part(jax.lax.slice_in_dim(directions, whole, total, axis=axis))
+            out = jnp.concatenate([out, rest], axis=-1)
+        return out
     first = jax.eval_shape(body, stacked[0])
 
     def step(running, piece):
@@ -199,12 +217,13 @@ def operator_transform(
     estimator: str | None,
     probes: int | None,
     tangent_chunk: int | None,
+    diagonal: bool = False,
 ) -> Callable[..., jax.Array]:
     """Build `(params, x[, sigma][, key]) -> (..., m)`: Σ_p d_pᵀ ∇²f d_p scaled, for the
     directions the options choose (module docstring)."""
     from ._transforms import _pick, _picked_model, _subnet, _subparams, _vmap_is_the_batch
 
-    quantity = "hessian_trace" if with_sigma else "laplacian"
+    quantity = "hessian_trace" if with_sigma else "hessian_diagonal" if diagonal else "laplacian"
     where = f"jprop.{quantity}"
     road = choose(f, "hessian_trace", method, where).road
     batch_size = optional_size(batch_size, "batch_size", where)
@@ -213,7 +232,7 @@ def operator_transform(
     net = _subnet(f, outputs) if subnet else f
     if road != "closed" and outputs is not None:
         net = _picked_model(f, outputs)
-    along = Along(net, road)
+    along = Along(net, road, diagonal)
     names = ("params", "x") + (("sigma",) if with_sigma else ()) + (("key",) if estimator else ())
 
     def validate(params, x, *others):
@@ -284,13 +303,15 @@ def operator_transform(
                 directions = jnp.asarray(range(xb.shape[-1]) if dims is None else dims)
             else:
                 directions = _directions(estimator, sample, sig, dims, xb.shape[-1])
-            out = summed_in_chunks(lambda d: along(params, xb, d), directions, tangent_chunk)
+            out = summed_in_chunks(
+                lambda d: along(params, xb, d), directions, tangent_chunk, diagonal
+            )
             return out if scale == 1.0 else out * jnp.asarray(scale, out.dtype)
 
         per_example = ([] if shared_sigma else [sigma]) + ([] if shared_key else [key])
         out = map_batches(batch, x, *per_example, batch_size=batch_size)
         if outputs is not None and road == "closed" and not subnet:
-            out = _pick(out, outputs, "laplacian")
+            out = _pick(out, outputs, quantity)
         return out
 
     @jax.jit

@@ -494,6 +494,7 @@ def hessian_diagonal(
     batch_size: int | None = None,
     dims: Any = None,
     outputs: Any = None,
+    tangent_chunk: int | None = None,
 ) -> Callable[[Any, jax.Array], jax.Array]:
     r"""The diagonal of every output's input Hessian, $D_{ki} = \partial^2 f_k / \partial x_i^2$.
 
@@ -502,7 +503,9 @@ def hessian_diagonal(
     closed form.
 
     **Arguments:** as for `jprop.laplacian`, with `dims` the inputs whose diagonal entries are
-    wanted and `outputs` the outputs.
+    wanted, `outputs` the outputs, and `tangent_chunk` to push the input tangents that many at a
+    time through the forward Laplacian with each tangent's term kept apart, for bounded memory at
+    thousands of inputs (no estimator: every entry is wanted).
 
     **Returns:** a function `(params, x) -> D`. If `f(params, x)` has shape `(m,)` for `x` of shape
     `(n,)`, `D` has shape `(m, n)` (or `(len(outputs), len(dims))`); `x` of shape `(..., n)` gives
@@ -516,6 +519,10 @@ def hessian_diagonal(
     """
     where = "jprop.hessian_diagonal"
     dims, outputs = _indices(dims, "dims", where), _indices(outputs, "outputs", where)
+    if tangent_chunk is not None:
+        return operator_transform(
+            f, method, batch_size, False, dims, outputs, None, None, tangent_chunk, True
+        )
     return _input_transform("hessian_diagonal", f, method, batch_size, (), dims, outputs)
 
 

@@ -8,9 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import assert_close
 
 import jprop
-from helpers import assert_close
 
 MLP = jprop.MLP((5, 7, 6, 2), activation=("tanh", "silu"))
 NETWORK = jprop.Network(
@@ -95,6 +95,24 @@ def test_chunks_train_as_the_whole(name):
 
     whole, chunked = grads(), grads(tangent_chunk=2)
     for a, b in zip(jax.tree.leaves(chunked), jax.tree.leaves(whole)):
+        assert_close(a, b, 1e-12, "gradient")
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_the_hessian_diagonal_in_chunks(name):
+    """hessian_diagonal with tangent_chunk (chunks of 2 of 3 chosen inputs, with outputs) equals
+    jax.hessian's diagonal, and trains as the unchunked one does."""
+    f, params, x, hessians = setup(name)
+    dims, outputs = (0, 2, 3), (1,)
+    expected = jnp.diagonal(hessians, axis1=-2, axis2=-1)[:, 1:, list(dims)]
+    chunked = jprop.hessian_diagonal(f, tangent_chunk=2, dims=dims, outputs=outputs)
+    assert_close(chunked(params, x), expected, 1e-12, "chunked diagonal")
+    whole = jprop.hessian_diagonal(f, dims=dims, outputs=outputs)
+    loss = lambda fn: lambda p: jnp.sum(jnp.sin(fn(p, x)))  # noqa: E731
+    for a, b in zip(
+        jax.tree.leaves(jax.grad(loss(chunked))(params)),
+        jax.tree.leaves(jax.grad(loss(whole))(params)),
+    ):
         assert_close(a, b, 1e-12, "gradient")
 
 

@@ -121,3 +121,23 @@ def test_architectures_benchmark_quick(checks, tmp_path):
         (f"jprop {kind}", [f"{r} {kind}" for r in rivals]) for kind in ("step", "forward")
     ]
     assert "folx + jax.grad" in (tmp_path / "architectures.md").read_text()
+
+
+def test_high_dim_benchmark_quick(checks, tmp_path):
+    rows = load_script("benchmarks/high_dim.py").main(quick=True, repeats=1, out=str(tmp_path))
+    assert len(rows) == 1 and set(rows[0]["ms"]) == {
+        "jprop exact",
+        "jprop sparse",
+        "jprop dense",
+        "nested jvp sparse",
+        "nested jvp dense",
+        "jet sparse",
+        "folx exact",
+    }
+    assert [(ref, list(names)) for _, ref, names, _ in checks] == [
+        ("jprop sparse", ["nested jvp sparse", "jet sparse"]),
+        ("jprop dense", ["nested jvp dense"]),
+        ("jprop exact", ["folx exact"]),
+    ]
+    assert all(mib > 0 for mib in rows[0]["peak_mib"].values())
+    assert "nested jvp" in (tmp_path / "high_dim.md").read_text()

@@ -78,3 +78,9 @@ def test_multiscale_poisson_example(tmp_path, capsys):
     assert fourier < 0.3  # main() asserted it too
     assert (tmp_path / "multiscale_poisson.png").stat().st_size > 10_000
     assert "closed road" in capsys.readouterr().out
+
+
+def test_high_dim_poisson_example(capsys):
+    report = load_script("examples/high_dim_poisson.py").main(quick=True, estimator="sparse")
+    assert report["relative_l2"] < 0.3  # main() asserted it too
+    assert "sparse estimator, 16 probes" in capsys.readouterr().out

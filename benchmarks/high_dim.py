@@ -1,0 +1,181 @@
+"""High-dimensional Poisson: one training step of `examples/high_dim_poisson.py`'s loss, exact and
+randomized, against folx and the randomized estimators as a JAX user writes them.
+
+The step is `jax.grad` of mean(r²) with r = −2d N − 4 x·∇N + (1 − ‖x‖²) ΔN − g on a d-128⁴-1 tanh
+MLP N at B = 100 points, where contenders differ only in how they compute ΔN:
+
+- jprop exact: `jprop.laplacian(net)` (with `tangent_chunk` at d ≥ 10,000, bounded memory);
+- jprop sparse / dense: `jprop.laplacian(net, estimator="sparse" | "rademacher", probes=16)`;
+- folx: folx's exact forward Laplacian (not run where it would not fit in memory);
+- nested jvp, sparse / dense: the same 16 coordinates or Rademacher probes (drawn from the same key
+  as jprop's), each pushed by `jax.jvp` of `jax.jvp` under `jax.vmap`, as a JAX user writes an
+  SDGD or Hutchinson estimate;
+- jet, sparse: STDE's form, second-order Taylor coefficients by `jax.experimental.jet`, on the same
+  coordinates.
+
+Each row checks that the randomized contenders' gradients agree with jprop's on the same samples,
+and folx's with jprop exact, before it reports a time. Time is the median of interleaved rounds;
+memory is XLA's account of each compiled step (`harness.peak_bytes`).
+
+Run from the repository root: python -m benchmarks.high_dim [--quick] [--repeats N] [--out DIR]
+(default DIR: benchmarks/out, untracked; `--out benchmarks/results` updates the published results)
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import jet
+
+import jprop
+from benchmarks import harness
+
+PROBES = 16
+
+
+def plain(params, x):
+    """The MLP as a JAX user writes it (what the JAX contenders differentiate)."""
+    h = x
+    for layer in params[:-1]:
+        h = jnp.tanh(h @ layer["W"].T + layer["b"])
+    return h @ params[-1]["W"].T + params[-1]["b"]
+
+
+def _nested(net, directions):
+    """Σ_p d_pᵀ ∇²N d_p per example by jax.jvp of jax.jvp, vmapped over the directions (k, n)."""
+
+    def one(p, xi):
+        g = lambda v: net(p, v)  # noqa: E731
+
+        def second(d):
+            return jax.jvp(lambda u: jax.jvp(g, (u,), (d,))[1], (xi,), (d,))[1]
+
+        return jnp.sum(jax.vmap(second)(directions), 0)
+
+    return lambda p, x: jax.vmap(lambda xi: one(p, xi))(x)
+
+
+def _jet(net, directions):
+    """The same sum by `jax.experimental.jet`: the second Taylor coefficient along each d_p."""
+
+    def one(p, xi):
+        g = lambda v: net(p, v)  # noqa: E731
+
+        def second(d):
+            return jet.jet(g, (xi,), ((d, jnp.zeros_like(d)),))[1][1]
+
+        return jnp.sum(jax.vmap(second)(directions), 0)
+
+    return lambda p, x: jax.vmap(lambda xi: one(p, xi))(x)
+
+
+def _step(net, dim, laplacian):
+    """jax.grad of the example's mean squared residual, ΔN from `laplacian(params, x)`."""
+    import importlib.util
+
+    path = pathlib.Path(__file__).resolve().parent.parent / "examples" / "high_dim_poisson.py"
+    spec = importlib.util.spec_from_file_location("high_dim_poisson", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    c = example.coefficients(dim)
+
+    def loss(params, x):
+        b = 1 - jnp.sum(x * x, -1, keepdims=True)
+        tangent = jax.jvp(lambda v: net(params, v), (x,), (x,))[1]
+        lap_u = -2 * dim * net(params, x) - 4 * tangent + b * laplacian(params, x)
+        return jnp.mean((lap_u[:, 0] - example.source(c, x)) ** 2)
+
+    return jax.grad(loss)
+
+
+def row(dim: int, width: int, batch: int, repeats: int, folx_up_to: int, chunk_from: int):
+    net = jprop.MLP((dim,) + (width,) * 4 + (1,))
+    params = net.init(jax.random.key(0), jnp.float32)
+    x = jax.random.normal(jax.random.key(1), (batch, dim))
+    x = 0.9 * x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+    key = jax.random.key(2)
+    # the samples jprop draws from `key` (`jprop._operators`): the same for the JAX contenders
+    coordinates = jax.random.choice(key, dim, (PROBES,), replace=False)
+    probes = jax.random.rademacher(key, (PROBES, dim), jnp.float32)
+    unit = jax.nn.one_hot(coordinates, dim, dtype=jnp.float32)
+    scale = dim / PROBES
+
+    chunk = 1000 if dim >= chunk_from else None
+    exact = jprop.laplacian(net, tangent_chunk=chunk)
+    sparse = jprop.laplacian(net, estimator="sparse", probes=PROBES)
+    dense = jprop.laplacian(net, estimator="rademacher", probes=PROBES)
+    nested_sparse, nested_dense = _nested(plain, unit), _nested(plain, probes)
+    jet_sparse = _jet(plain, unit)
+    contenders = {
+        "jprop exact": _step(net, dim, exact),
+        "jprop sparse": _step(net, dim, lambda p, v: sparse(p, v, key)),
+        "jprop dense": _step(net, dim, lambda p, v: dense(p, v, key)),
+        "nested jvp sparse": _step(net, dim, lambda p, v: scale * nested_sparse(p, v)),
+        "nested jvp dense": _step(net, dim, lambda p, v: nested_dense(p, v) / PROBES),
+        "jet sparse": _step(net, dim, lambda p, v: scale * jet_sparse(p, v)),
+    }
+    if dim <= folx_up_to:
+        contenders["folx exact"] = _step(net, dim, harness.folx_laplacian(plain))
+    results = harness.race(contenders, (params, x), repeats)
+    out = harness.outputs(results)
+    label = f"d = {dim}"
+    harness.agree(out, "jprop sparse", ["nested jvp sparse", "jet sparse"], label, 1e-3)
+    harness.agree(out, "jprop dense", ["nested jvp dense"], label, 1e-3)
+    if "folx exact" in out:
+        harness.agree(out, "jprop exact", ["folx exact"], label, 1e-3)
+    return {
+        "dim": dim,
+        "batch": batch,
+        "sizes": net.sizes,
+        "tangent_chunk": chunk,
+        "ms": {k: r["ms"] for k, r in results.items()},
+        "compile_s": {k: r["compile_s"] for k, r in results.items()},
+        "peak_mib": {k: (r["peak_bytes"] or 0) / 2**20 for k, r in results.items()},
+    }
+
+
+def main(quick: bool = False, repeats: int | None = None, out: str | None = None) -> list[dict]:
+    repeats = repeats or (2 if quick else 10)
+    if quick:
+        rows = [row(50, 16, 8, repeats, 50, 10_000)]
+    else:
+        rows = [row(dim, 128, 100, repeats, 1000, 10_000) for dim in (100, 1000, 10_000)]
+    names = ["jprop exact", "folx exact", "jprop sparse", "nested jvp sparse", "jet sparse"]
+    names += ["jprop dense", "nested jvp dense"]
+
+    def cell(r, name):
+        if name not in r["ms"]:
+            return "not run"
+        text = f"{r['ms'][name]:.1f} ms, {r['peak_mib'][name]:.0f} MiB"
+        rival = {"folx exact": "jprop exact", "jprop exact": None}.get(name)
+        if name.startswith(("nested", "jet")):
+            rival = "jprop " + name.split()[-1]
+        if rival:
+            text += f" ({r['ms'][name] / r['ms'][rival]:.2f}×)"
+        return text
+
+    header = ["d", *names]
+    lines = [[str(r["dim"]), *(cell(r, n) for n in names)] for r in rows]
+    footer = (
+        f"One step `jax.grad` of the example's mean squared residual on a "
+        f"d-{rows[0]['sizes'][1]}⁴-1 tanh MLP at B = {rows[0]['batch']}, float32; medians of "
+        f"{repeats} interleaved rounds and XLA's memory account of each compiled step. Randomized "
+        f"rows use {PROBES} probes drawn from one key; × is a rival's time over jprop's on the "
+        "same samples (folx against jprop exact)."
+    )
+    chunked = [str(r["dim"]) for r in rows if r["tangent_chunk"]]
+    if chunked:
+        footer += (
+            f" At d = {', '.join(chunked)} the exact Laplacian pushes its tangents 1,000 at a time "
+            "(`tangent_chunk`) and folx, which holds all d, is not run."
+        )
+    table = harness.markdown_table(header, lines, footer)
+    print(table)
+    harness.publish(out or pathlib.Path(__file__).with_name("out"), "high_dim", table, rows)
+    return rows
+
+
+if __name__ == "__main__":
+    main(**harness.command_line(__doc__))
