@@ -58,8 +58,8 @@ def columns(w: jax.Array, dims: Any) -> jax.Array:
         return w.T[None]
     if isinstance(dims, tuple):
         return w[:, list(dims)].T[None]
-    if jnp.issubdtype(dims.dtype, jnp.integer):
-        rows = jnp.take(w.T, dims, axis=0)
+    if jnp.issubdtype(dims.dtype, jnp.integer):  # gathered columns, only they transposed
+        rows = jnp.moveaxis(jnp.take(w, dims, axis=1), 0, -1)
         return rows[None] if dims.ndim == 1 else rows
     return (dims @ w.T)[None] if dims.ndim == 2 else times_wt(dims, w)
 

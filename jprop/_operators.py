@@ -165,10 +165,11 @@ def _as_keys(key: Any, lead: tuple[int, ...], where: str) -> jax.Array:
 
 
 def _draw(estimator: str, key: jax.Array, k: int, count: int, dtype) -> jax.Array:
-    """The random part of one estimate: k of `count` indices without replacement (sparse), or k
-    probes of length `count` (dense)."""
+    """The random part of one estimate: k of `count` indices without replacement (sparse: the k
+    largest of `count` uniform numbers, a uniformly random k-subset at O(count) cost, where a
+    permutation would sort all), or k probes of length `count` (dense)."""
     if estimator == "sparse":
-        return jax.random.choice(key, count, (k,), replace=False)
+        return jax.lax.top_k(jax.random.uniform(key, (count,)), k)[1]
     if estimator == "rademacher":
         return jax.random.rademacher(key, (k, count), dtype)
     return jax.random.normal(key, (k, count), dtype)
