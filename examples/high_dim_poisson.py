@@ -3,15 +3,17 @@ problem of the SDGD and STDE papers,
 
     u(x) = (1 − ‖x‖²) Σ_{i<d} c_i sin(x_i + cos(x_{i+1}) + x_{i+1} cos(x_i)),  c_i ~ N(0, 1).
 
-The network is u = (1 − ‖x‖²) N(x) with N a tanh MLP d-128⁴-1, so the boundary condition holds
-exactly, and the product rule gives Δu = −2d N − 4 x·∇N + (1 − ‖x‖²) ΔN: x·∇N is one tangent
-(`jprop.R`), ΔN the exact forward Laplacian or, for thousands of inputs, an estimate from 16
-sampled coordinates (`jprop.laplacian(..., estimator="sparse", probes=16)`), with a fresh key and
-100 fresh points each Adam step. The source g = Δu is written out exactly (O(d) per point), not
-taken by autodiff. It prints the relative L2 error against u on held-out points and the time per
-step.
+The network is u = (1 − ‖x‖²) N(x) with N(x) = M(√d x), M a tanh MLP d-128⁴-1 (on the sphere each
+coordinate is about 1/√d, so M reads inputs of order 1), and the boundary condition holds exactly.
+The product rule gives Δu = −2d N − 4 x·∇N + (1 − ‖x‖²) ΔN, where x·∇N = z·∇M(z) is one tangent
+(`jprop.R`) at z = √d x, and ΔN = d ΔM(z) is estimated from 16 sampled coordinates
+(`jprop.laplacian(..., estimator="sparse", probes=16)`; or from Rademacher or Gaussian probes, or
+computed exactly with `--estimator exact`), with a fresh key and 100 fresh points each Adam
+step. The source g = Δu is written out exactly (O(d) per point), not taken by autodiff. It prints
+the relative L2 error against u on 10,000 held-out points and the time per step.
 
 Run: python examples/high_dim_poisson.py [--dim 100] [--estimator sparse] [--steps N] [--quick]
+(--dim 1000, --dim 10000; --estimator rademacher, gaussian or exact)
 """
 
 from __future__ import annotations
@@ -68,33 +70,40 @@ def ball(key, count: int, dim: int):
 
 def main(
     dim: int = 100,
-    estimator: str | None = None,
-    steps: int = 3000,
+    estimator: str = "sparse",
+    steps: int | None = None,
     probes: int = 16,
     batch: int = 100,
     quick: bool = False,
     seed: int = 0,
     learning_rate: float = 1e-3,
 ) -> dict:
+    if steps is None:
+        # each coordinate is about 1/√d on the sphere, so the solution's two-body terms are
+        # nearly linear at high d and more curved at d = 100, which takes more steps to fit
+        steps = 20_000 if dim <= 100 else 4_000
     if quick:
         steps = min(steps, 400)
     net = jprop.MLP((dim, 128, 128, 128, 128, 1))
     c = coefficients(dim)
-    if estimator is None:
+    if estimator == "exact":
         lap = jprop.laplacian(net)
         laplacian = lambda p, x, key: lap(p, x)  # noqa: E731
     else:
         laplacian = jprop.laplacian(net, estimator=estimator, probes=probes)
     tangent = jprop.R(net)
+    # On the sphere each coordinate is about 1/√d: the network M reads z = √d x, of order 1.
+    scale = dim**0.5
 
     def loss(params, key):
         k_points, k_probes = jax.random.split(key)
         x = ball(k_points, batch, dim)
         b = 1 - jnp.sum(x * x, -1, keepdims=True)
+        z = scale * x  # N(x) = M(√d x): Δ_x N = d Δ_z M, x·∇_x N = z·∇_z M
         lap_u = (
-            -2 * dim * net(params, x)
-            - 4 * tangent(params, x, x)
-            + b * laplacian(params, x, k_probes)
+            -2 * dim * net(params, z)
+            - 4 * tangent(params, z, z)
+            + b * dim * laplacian(params, z, k_probes)
         )
         return jnp.mean((lap_u[:, 0] - source(c, x)) ** 2)
 
@@ -124,22 +133,28 @@ def main(
 
     test = ball(jax.random.key(10**6 + seed), 10_000, dim)
     truth = exact(c, test)
-    guess = (1 - jnp.sum(test * test, -1)) * net(params, test)[:, 0]
+    guess = (1 - jnp.sum(test * test, -1)) * net(params, scale * test)[:, 0]
     error = float(jnp.linalg.norm(guess - truth) / jnp.linalg.norm(truth))
-    road = "exact" if estimator is None else f"{estimator} estimator, {probes} probes"
+    road = "exact Laplacian" if estimator == "exact" else f"{estimator} estimator, {probes} probes"
     print(
         f"d = {dim}, {road}: relative L2 error {error:.2e} after {steps} Adam steps of {batch} "
         f"points, {1e3 * per_step:.1f} ms per step"
     )
+    # The claim, with margin for float32 training on any CPU: under 1% (full run), under 5%
+    # after the quick run's 400 steps.
+    limit = 5e-2 if quick else 1e-2
+    assert error < limit, f"relative L2 error {error:.2e} ≥ {limit}"
     return {"relative_l2": error, "ms_per_step": 1e3 * per_step}
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dim", type=int, default=100)
-    parser.add_argument("--estimator", choices=("sparse", "rademacher", "gaussian"), default=None)
+    parser.add_argument(
+        "--estimator", choices=("sparse", "rademacher", "gaussian", "exact"), default="sparse"
+    )
     parser.add_argument("--probes", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=None, help="20,000 at d ≤ 100, else 4,000")
     parser.add_argument("--quick", action="store_true", help="fewer steps")
     args = parser.parse_args()
     main(args.dim, args.estimator, args.steps, args.probes, quick=args.quick)
