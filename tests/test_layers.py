@@ -173,7 +173,7 @@ def test_every_input_quantity_is_the_plain_networks(case):
         assert jprop.road(net, quantity).road == "closed"
 
 
-@pytest.mark.parametrize("case", list(CASES)[:3])
+@pytest.mark.parametrize("case", list(CASES)[:2])
 def test_training_through_each_quantity_is_the_plain_networks(case):
     """jax.grad in the parameters and in x, and jax.jvp in the parameters, of losses on the
     Laplacian, the Hessian diagonal over chosen inputs and the Jacobian's columns."""
