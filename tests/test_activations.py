@@ -87,7 +87,7 @@ NEW = {
 @pytest.mark.parametrize("name", list(NEW))
 def test_new_activations_three_ways(name):
     fn, naive = NEW[name]
-    check_grads(fn, (X,), order=3, modes=("fwd", "rev"))  # to third order, both modes
+    check_grads(fn, (X,), order=3, modes=("rev",))  # to third order (reverse checks the jvp rule)
     for order in range(4):  # against autodiff of the naive formula (stable for |x| <= 3)
         np.testing.assert_allclose(
             nth_derivative(fn, order)(X), nth_derivative(naive, order)(X), rtol=1e-11, atol=1e-12

@@ -16,7 +16,6 @@ import pytest
 from helpers import (
     ARCH_IDS,
     ARCHITECTURES,
-    DEEP,
     LOGSIG,
     SCALAR_OUT,
     WIDER_IN,
@@ -271,10 +270,10 @@ def _rules_on(net):
     return [q for q in TRAINED if q in ("laplacian", "jacobian") or net.sizes in CURVATURE_NETS]
 
 
-# Four of the architectures: rows (WIDER_IN) and columns (LOGSIG) for the Jacobian, depth three
-# (DEEP), no hidden layer (NO_HIDDEN). Random architectures, activations and dtypes hold the same
-# rules to the autodiff road in user_lane/test_differential.py.
-TRAINED_NETS = [WIDER_IN, LOGSIG, DEEP]  # no hidden layer: the differential test draws it
+# Two of the architectures: rows (WIDER_IN) and columns (LOGSIG) for the Jacobian. Random
+# architectures (depth 0-3), activations and dtypes hold the same rules to the autodiff road in
+# user_lane/test_differential.py.
+TRAINED_NETS = [WIDER_IN, LOGSIG]
 
 
 @pytest.mark.parametrize(
