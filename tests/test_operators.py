@@ -96,6 +96,14 @@ def test_chunks_train_as_the_whole(name):
     whole, chunked = grads(), grads(tangent_chunk=2)
     for a, b in zip(jax.tree.leaves(chunked), jax.tree.leaves(whole)):
         assert_close(a, b, 1e-12, "gradient")
+    # forward mode too: jax.jvp in the parameters and in σ
+    tangents = (jax.tree.map(jnp.ones_like, params), jnp.ones_like(sigma))
+
+    def pushed(**options):
+        trace = jprop.hessian_trace(f, **options)
+        return jax.jvp(lambda p, s: trace(p, x, s), (params, sigma), tangents)[1]
+
+    assert_close(pushed(tangent_chunk=2), pushed(), 1e-12, "jvp")
 
 
 @pytest.mark.parametrize("name", list(CASES))
