@@ -293,7 +293,14 @@ def choose(f: Any, quantity: str, method: str = "auto", where: str | None = None
     return Road("closed" if takes_closed else "autodiff", reason)
 
 
-def road(f: Any, quantity: str, *, method: str = "auto", estimator: str | None = None) -> Road:
+def road(
+    f: Any,
+    quantity: str,
+    *,
+    method: str = "auto",
+    estimator: str | None = None,
+    tangent_chunk: int | None = None,
+) -> Road:
     """Which road `jprop.<quantity>(f, method=method)` takes, and why.
 
     **Arguments:**
@@ -307,6 +314,8 @@ def road(f: Any, quantity: str, *, method: str = "auto", estimator: str | None =
     - `method`: `"auto"` (default), `"closed"` or `"autodiff"`.
     - `estimator`: for `"laplacian"` and `"hessian_trace"`, the randomized estimator
       (`"sparse"`, `"rademacher"` or `"gaussian"`), named in the reason; None (default): exact.
+    - `tangent_chunk`: for `"laplacian"`, `"hessian_diagonal"` and `"hessian_trace"`, the road
+      of the transform built with that option (it runs the forward Laplacian along directions).
 
     **Returns:** a `Road(road, reason)` with `road` either `"closed"` or `"autodiff"`.
 
@@ -322,15 +331,21 @@ def road(f: Any, quantity: str, *, method: str = "auto", estimator: str | None =
         'autodiff'
     """
     chosen = choose(f, quantity, method, where="jprop.road")
-    if estimator is not None:
-        if quantity not in ("laplacian", "hessian_trace"):
+    along = {"laplacian", "hessian_trace"} | ({"hessian_diagonal"} if estimator is None else set())
+    for name, value in (("estimator", estimator), ("tangent_chunk", tangent_chunk)):
+        if value is not None and quantity not in along:
             raise ValueError(
-                f"jprop.road: `estimator` applies to 'laplacian' and 'hessian_trace'; got "
-                f"quantity {quantity!r}."
+                f"jprop.road: `{name}` applies to "
+                + ", ".join(map(repr, sorted(along)))
+                + f"; got quantity {quantity!r}."
             )
+    if estimator is not None:
         check_method(estimator, tuple(ESTIMATORS), "jprop.road", "estimator")
-        if chosen.road == "closed" and quantity == "laplacian":
-            chosen = choose(f, "hessian_trace", method, where="jprop.road")
+    if (estimator is not None or tangent_chunk is not None) and quantity != "hessian_trace":
+        # the transform then runs the forward Laplacian along directions (`_operators`)
+        chosen = choose(f, "hessian_trace", method, where="jprop.road")
+        if tangent_chunk is not None:
+            chosen = Road(chosen.road, f"in chunks of input tangents: {chosen.reason}")
     return estimated(chosen, estimator)
 
 

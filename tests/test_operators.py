@@ -257,6 +257,12 @@ def test_roads_name_their_estimator():
     assert "folx" in jprop.road(_plain, "hessian_trace").reason
     softmax = jprop.MLP((3, 6, 4), output="softmax")
     assert jprop.road(softmax, "hessian_trace").road == "autodiff"
+    # a softmax's exact Laplacian is closed (the sum over units), but in chunks it runs folx
+    assert jprop.road(softmax, "laplacian").road == "closed"
+    chunked = jprop.road(softmax, "hessian_diagonal", tangent_chunk=2)
+    assert chunked.road == "autodiff" and chunked.reason.startswith("in chunks")
+    with pytest.raises(ValueError, match="`estimator` applies to"):
+        jprop.road(MLP, "hessian_diagonal", estimator="sparse")
 
 
 def test_bad_options_and_arguments_are_refused():
