@@ -5,10 +5,11 @@ hand-written pass, a `jprop.Network`'s layer steps and folx for a plain function
 from __future__ import annotations
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_close
+from helpers import assert_close, central_differences
 
 import jprop
 
@@ -140,6 +141,47 @@ def test_the_operators_gradient_is_autodiffs():
     expected = jax.grad(oracle, argnums=(0, 1, 2))(params, x, sigma)
     for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(expected)):
         assert_close(a, b, 1e-11, "gradient")
+
+
+@pytest.mark.parametrize("sizes", [(3, 5, 1), (4, 6, 5, 2)])
+def test_the_operators_rule_against_float64_differences(sizes):
+    """jax.grad of a loss on tr(σσᵀH) in the weights and in a per-example σ (the directions' own
+    term of the rule), and of a loss on a sparse estimate in the weights, against float64 central
+    differences, on two shapes."""
+    net = jprop.MLP(sizes, activation="logsig", output="tansig")
+    params = net.init(jax.random.key(0), jnp.float64)
+    x = jax.random.normal(jax.random.key(1), (3, sizes[0]), jnp.float64)
+    sigma = jax.random.normal(jax.random.key(2), (3, sizes[0], 2), jnp.float64)
+    trace = jprop.hessian_trace(net)
+    estimate = jprop.laplacian(net, estimator="sparse", probes=2)
+    w, unravel = jax.flatten_util.ravel_pytree(params)
+    losses = [
+        (lambda p, s: jnp.sum(jnp.sin(trace(p, x, s))), True),
+        (lambda p, s: jnp.sum(estimate(p, x, jax.random.key(3)) ** 2), False),
+    ]
+    for loss, in_sigma in losses:
+        grads = jax.grad(loss, (0, 1))(params, sigma)
+        fd = central_differences(lambda v: loss(unravel(v), sigma), w)
+        assert_close(jax.flatten_util.ravel_pytree(grads[0])[0], fd, 1e-7, "weights")
+        if in_sigma:
+            fds = central_differences(lambda v: loss(params, v.reshape(sigma.shape)), sigma.ravel())
+            assert_close(grads[1].ravel(), fds, 1e-7, "sigma")
+
+
+@pytest.mark.parametrize("name", ["mlp", "network"])
+def test_saturated_units_give_finite_estimates_and_gradients(name):
+    """At |x| = 1e4 every tanh unit saturates: the estimates, the operator and their gradients
+    stay finite, in float32 as users run them."""
+    f, _ = CASES[name]
+    params = f.init(jax.random.key(0), jnp.float32)
+    x = 1e4 * jnp.sign(jax.random.normal(jax.random.key(1), (3, 5), jnp.float32))
+    for transform, args in [
+        (jprop.laplacian(f, estimator="rademacher", probes=3), (jax.random.key(2),)),
+        (jprop.hessian_trace(f, tangent_chunk=2), (jnp.ones((5, 3), jnp.float32),)),
+    ]:
+        value, grads = jax.value_and_grad(lambda p: jnp.sum(transform(p, x, *args) ** 2))(params)
+        assert np.isfinite(float(value))
+        assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
 
 
 ESTIMATES = 3000
@@ -287,6 +329,8 @@ def test_bad_options_and_arguments_are_refused():
         jprop.laplacian(f, estimator="gaussian", probes=3)(params, x)
     with pytest.raises(ValueError, match=r"`sigma` must have shape \(n, r\) = \(5, r\)"):
         jprop.hessian_trace(f)(params, x, jnp.ones((4, 3)))
+    with pytest.raises(TypeError, match="`sigma` must have a floating dtype"):
+        jprop.hessian_trace(f)(params, x, jnp.ones((5, 3), jnp.int32))
     with pytest.raises(ValueError, match="tangent_chunk"):
         jprop.laplacian(f, tangent_chunk=0)
     with pytest.raises(ValueError, match="sparse.*probes ≤ 3"):
