@@ -222,7 +222,14 @@ def operator_transform(
 ) -> Callable[..., jax.Array]:
     """Build `(params, x[, sigma][, key]) -> (..., m)`: Σ_p d_pᵀ ∇²f d_p scaled, for the
     directions the options choose (module docstring)."""
-    from ._transforms import _pick, _picked_model, _subnet, _subparams, _vmap_is_the_batch
+    from ._transforms import (
+        _check_range,
+        _pick,
+        _picked_model,
+        _subnet,
+        _subparams,
+        _vmap_is_the_batch,
+    )
 
     quantity = "hessian_trace" if with_sigma else "hessian_diagonal" if diagonal else "laplacian"
     where = f"jprop.{quantity}"
@@ -239,17 +246,14 @@ def operator_transform(
     def validate(params, x, *others):
         x, out, _ = prepare_call(f, params, x, where)
         n, lead = x.shape[-1], x.shape[:-1]
-        if dims is not None and max(dims) >= n:
-            raise ValueError(
-                f"{where}: `dims` = {dims} picks input {max(dims)}, but there are only {n} "
-                f"(indices 0..{n - 1})."
-            )
+        _check_range(dims, n, "dims", "input", where)
         if outputs is not None:
-            if len(out.shape) != 1 or max(outputs) >= out.shape[0]:
+            if len(out.shape) != 1:
                 raise ValueError(
-                    f"{where}: `outputs` = {outputs} selects from f's output of shape "
-                    f"{out.shape} per example; pick indices below its size."
+                    f"{where}: `outputs` selects from a vector output; f(params, x) has shape "
+                    f"{out.shape} per example."
                 )
+            _check_range(outputs, out.shape[0], "outputs", "output", where)
         checked = []
         if with_sigma:
             sigma = as_float_array(others[0], "sigma", where)
