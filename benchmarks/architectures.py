@@ -105,6 +105,8 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
             flush=True,
         )
 
+    objectives = objective_rows(quick, repeats)
+
     def cell(row, key, reference):
         return f"{row['ms'][key]:.2f} ms ({row['ms'][key] / row['ms'][reference]:.2f}×)"
 
@@ -138,10 +140,70 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
         "respect to every parameter (B and ω fixed); × is the rival's time over jprop's. XLA's "
         "peak memory per program is in the JSON file beside this table."
     )
-    table = harness.markdown_table(header, lines, footer)
+    table = harness.markdown_table(header, lines, footer) + "\n\n" + objectives_table(objectives)
     print(table)
-    harness.publish(out or pathlib.Path(__file__).with_name("out"), "architectures", table, rows)
+    harness.publish(
+        out or pathlib.Path(__file__).with_name("out"),
+        "architectures",
+        table,
+        {"laplacian": rows, "objectives": objectives},
+    )
     return rows
+
+
+def objective_rows(quick: bool, repeats: int) -> list[dict]:
+    """J-prop's E_v = ½‖Jv − b‖² and E_u = ½‖uᵀJ − a‖² on the gated networks: `jax.grad` in the
+    parameters on the layer road (method="closed": J v, or J's n columns, through each layer's
+    tangent step) against JAX's composition (method="autodiff": jax.grad of jax.jvp / jax.vjp)."""
+    rows = []
+    for name, net, batch in networks(quick)[:2]:
+        params = net.init(jax.random.key(0), jnp.float32)
+        n, m = net.n_inputs, net.n_outputs
+        x, v, a = jax.random.uniform(jax.random.key(3), (3, batch, n), jnp.float32, -1, 1)
+        u, b = jnp.ones((batch, m)), jnp.zeros((batch, m))
+        contenders, data = {}, {"E_v": (v, b), "E_u": (u, a)}
+        for objective, transform in (("E_v", jprop.jprop_v), ("E_u", jprop.jprop_u)):
+            for method in ("closed", "autodiff"):
+                grad = jax.grad(transform(net, method=method))
+                contenders[f"{objective} {method}"] = lambda p, x, grad=grad, args=data[objective]: (
+                    grad(p, x, *args)
+                )
+        results = harness.race(contenders, (params, x), repeats)
+        outs = harness.outputs(results)
+        for objective in data:
+            harness.agree(
+                outs, f"{objective} closed", [f"{objective} autodiff"], f"{name} {objective}", 1e-3
+            )
+        ms = {k: r["ms"] for k, r in results.items()}
+        rows.append({"network": name, "batch": batch, "ms": ms})
+    return rows
+
+
+def objectives_table(rows: list[dict]) -> str:
+    header = [
+        "network (jprop.Network)",
+        "batch",
+        "E_v: layer road",
+        "E_v: JAX composition",
+        "E_u: layer road (J's columns)",
+        "E_u: JAX composition",
+        "auto takes",
+    ]
+
+    def pair(row, objective):
+        closed, autodiff = row["ms"][f"{objective} closed"], row["ms"][f"{objective} autodiff"]
+        return [f"{closed:.2f} ms", f"{autodiff:.2f} ms ({autodiff / closed:.2f}×)"]
+
+    lines = [
+        [r["network"], str(r["batch"]), *pair(r, "E_v"), *pair(r, "E_u"), "E_v: layers; E_u: JAX"]
+        for r in rows
+    ]
+    footer = (
+        "J-prop objectives on the same networks: `jax.grad` in the parameters of jprop.jprop_v / "
+        "jprop.jprop_u with method='closed' (the layers' tangent steps) and method='autodiff' "
+        "(jax.grad of jax.jvp / jax.vjp); × is the composition's time over the layer road's."
+    )
+    return harness.markdown_table(header, lines, footer)
 
 
 if __name__ == "__main__":

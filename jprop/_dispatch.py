@@ -194,6 +194,14 @@ def _network_jacobian_rule(f: Network) -> tuple[bool, str]:
     )
 
 
+def _network_rows_rule(f: Network) -> tuple[bool, str]:
+    # `benchmarks/architectures.py` races both roads of jprop_u on a Network.
+    return False, (
+        "Jᵀu: one reverse sweep through the layers does less than the n forward tangents of J's "
+        "columns; method='closed' forces the columns, each layer's tangent step"
+    )
+
+
 # quantity -> rule for `auto` on a `jprop.Network`: each layer kind's own jet step (layers/).
 _NETWORK_RULES: dict[str, Callable[[Network], tuple[bool, str]]] = {
     "laplacian": _always(
@@ -208,6 +216,14 @@ _NETWORK_RULES: dict[str, Callable[[Network], tuple[bool, str]]] = {
     "hessian_trace": _always(
         "the forward Laplacian through each layer's own step, started from the directions"
     ),
+    "bilinear": _always(
+        "one input tangent through each layer's own step, differentiated by jax.grad"
+    ),
+    "jprop_v": _always(
+        "one input tangent through each layer's own step, differentiated by jax.grad"
+    ),
+    "jprop_u": _network_rows_rule,
+    "double_backprop": _network_rows_rule,
 }
 _NETWORK_ELSEWHERE = (
     "a jprop.Network: the sum over hidden units does not extend through gates and skips, and "
@@ -254,7 +270,9 @@ def choose(f: Any, quantity: str, method: str = "auto", where: str | None = None
     check_method(method, METHODS, where)
     if quantity in _COMPOSITES:
         primitive, what = _COMPOSITES[quantity]
-        if not isinstance(f, MLP):  # the primitive's own check: an error for method="closed"
+        if not isinstance(
+            f, (MLP, Network)
+        ):  # the primitive's own check: an error for method="closed"
             inner = choose(f, "bilinear", method, where)
             return Road(inner.road, f"{what}: {inner.reason}")
         name = primitive(f)

@@ -4,8 +4,9 @@ Every objective reduces to the bilinear primitive (docs/math.md §3): for fixed 
 
     ∇_w (gᵀ J r) = R_r{∇_w (gᵀ f)},
 
-computed for a `jprop.MLP` by the paper's four passes (`_passes.py`) and, for any other `f`, by
-`jax.jvp`/`jax.vjp` compositions under `jax.value_and_grad`. Holding the residual fixed turns
+computed for a `jprop.MLP` by the paper's four passes (`_passes.py`), for a `jprop.Network` from
+its layers' tangent steps under `jax.value_and_grad`, and for any other `f` by `jax.jvp`/`jax.vjp`
+compositions under `jax.value_and_grad`. Holding the residual fixed turns
 E_u = ½‖uᵀJ − a‖² into the primitive with (g, r) = (u, Jᵀu − a), and E_v = ½‖Jv − b‖² into (Jv − b, v).
 
 Over a batch x of shape (B, n), with every per-example argument batched alike, values and gradients
@@ -14,6 +15,7 @@ are batch means.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +36,8 @@ from ._validation import (
     prepare_call,
     vector_output,
 )
+from .layers import Network
+from .layers import _network as _network_passes
 
 Result = tuple[jax.Array, Any]
 
@@ -85,6 +89,33 @@ def _closed_double_backprop(net: MLP, params: Params, x, t, lam) -> Result:
     plain = [{"W": gz.T @ fwd.ys[l], "b": jnp.sum(gz, axis=0)} for l, gz in enumerate(gzs)]  # noqa: E741
     grads = jax.tree.map(lambda p, q: p + lam * q, plain, penalty)
     return 0.5 * jnp.sum(u * u) + lam * 0.5 * jnp.sum(rho * rho), grads
+
+
+# ----------------------------------------------------------------------------------------------
+# Layer road (a `jprop.Network`): the objective from its layers' own tangent steps — one tangent
+# for gᵀJr and E_v, the n columns of J for E_u and double backprop — differentiated by jax.grad.
+# Σ over the batch x (B, n), every argument (B, ·).
+
+
+def _layers_bilinear(net: Network, params, x, g, r):
+    return jnp.sum(g * _network_passes.jacobian_vector_product(net, params, x, r))
+
+
+def _layers_jprop_v(net: Network, params, x, v, b):
+    e = _network_passes.jacobian_vector_product(net, params, x, v) - b
+    return 0.5 * jnp.sum(e * e)
+
+
+def _layers_jprop_u(net: Network, params, x, u, a):
+    rho = jnp.einsum("bm,bmn->bn", u, _network_passes.jacobian(net, params, x)) - a
+    return 0.5 * jnp.sum(rho * rho)
+
+
+def _layers_double_backprop(net: Network, params, x, t, lam):
+    y, jac = _network_passes.value_and_jacobian(net, params, x)
+    e = y - t
+    rho = jnp.einsum("bm,bmn->bn", e, jac)
+    return 0.5 * jnp.sum(e * e) + lam * 0.5 * jnp.sum(rho * rho)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -233,7 +264,13 @@ def _objective(quantity: str, f: Any, method: str, batch_size: Any) -> Callable[
     road = choose(f, quantity, method, where).road
     batch_size = optional_size(batch_size, "batch_size", where)
     value_sums = _sum_of(per_example, vector_output(f))
-    rule_sums = _in_computation_dtype(closed, f) if road == "closed" else autodiff_rule(value_sums)
+    if road == "closed" and isinstance(f, Network):  # each layer's tangent step (layers/)
+        value_sums = functools.partial(globals()[f"_layers_{quantity}"], f)
+        rule_sums = autodiff_rule(value_sums)
+    elif road == "closed":
+        rule_sums = _in_computation_dtype(closed, f)
+    else:
+        rule_sums = autodiff_rule(value_sums)
     loss = mean_loss(value_sums, rule_sums, batch_size)
     names = tuple(name for name, _ in arguments) + scalars
 

@@ -282,18 +282,70 @@ def test_a_network_is_a_jax_citizen(compiles):
     assert_close(bilaplacian, oracle, 1e-5, "bi-Laplacian")
 
 
-def test_jprop_objectives_on_a_network_are_the_compositions():
-    net, plain, params, x = setup_case("fourier + modified MLP, factorised")
+@pytest.mark.parametrize("case", list(CASES)[:2])
+def test_jprop_objectives_on_a_network_are_the_compositions(case):
+    """E_u, E_v, gᵀJr and double backprop on the layer road (method="closed"): values and
+    gradients in the parameters against jax.jvp/jax.vjp of the plain network; E_u against float64
+    differences."""
+    net, plain, params, x = setup_case(case)
+    m = net.n_outputs
     v = jnp.flip(x, axis=-1)
-    b = jnp.ones((x.shape[0], net.n_outputs), x.dtype)
-    ours = jax.grad(jprop.jprop_v(net))(params, x, v, b)
+    u = jnp.cos(jnp.arange(x.shape[0] * m, dtype=x.dtype)).reshape(-1, m)
+    a, b = 0.3 * x, jnp.ones((x.shape[0], m), x.dtype)
 
-    def composed(p):
-        jv = jax.vmap(lambda xi, vi: jax.jvp(lambda u: plain(p, u), (xi,), (vi,))[1])(x, v)
-        return 0.5 * jnp.mean(jnp.sum((jv - b) ** 2, axis=-1))
+    def jvp(p, xi, vi):
+        return jax.jvp(lambda z: plain(p, z), (xi,), (vi,))[1]
 
-    assert_close(flat(ours), flat(jax.grad(composed)(params)), 1e-12, "E_v gradient")
-    assert "jprop.Network" in jprop.road(net, "jprop_v").reason
+    def vjp(p, xi, ui):
+        return jax.vjp(lambda z: plain(p, z), xi)[1](ui)[0]
+
+    def dbp(p, xi, ti):
+        e0 = lambda z: 0.5 * jnp.sum((plain(p, z) - ti) ** 2)  # noqa: E731
+        return e0(xi) + 0.7 * 0.5 * jnp.sum(jax.grad(e0)(xi) ** 2)
+
+    composed = {
+        "jprop_v": lambda p: 0.5 * jnp.sum((jax.vmap(jvp, (None, 0, 0))(p, x, v) - b) ** 2),
+        "jprop_u": lambda p: 0.5 * jnp.sum((jax.vmap(vjp, (None, 0, 0))(p, x, u) - a) ** 2),
+        "bilinear": lambda p: jnp.sum(u * jax.vmap(jvp, (None, 0, 0))(p, x, v)),
+        "double_backprop": lambda p: jnp.sum(jax.vmap(dbp, (None, 0, 0))(p, x, b)),
+    }
+    arguments = {
+        "jprop_v": (v, b),
+        "jprop_u": (u, a),
+        "bilinear": (u, v),
+        "double_backprop": (b, 0.7),
+    }
+
+    @jax.jit
+    def both(params):
+        ours = {
+            q: jax.value_and_grad(getattr(jprop, q)(net, method="closed"))(params, x, *arguments[q])
+            for q in composed
+        }
+        oracle = {
+            q: jax.value_and_grad(lambda p: composed[q](p) / x.shape[0])(params) for q in composed
+        }
+        return ours, oracle
+
+    ours, oracle = both(params)
+    # auto: one tangent through the layers for E_v and gᵀJr; one reverse sweep for Jᵀu
+    auto = {"jprop_v": "closed", "bilinear": "closed", "jprop_u": "autodiff"}
+    auto["double_backprop"] = "autodiff"
+    for q in composed:
+        assert jprop.road(net, q).road == auto[q], q
+        assert_close(ours[q][0], oracle[q][0], 1e-12, f"{case}: {q} value")
+        assert_close(flat(ours[q][1]), flat(oracle[q][1]), 1e-11, f"{case}: {q} gradient")
+    assert "layer" in jprop.road(net, "tangent_prop").reason
+
+    if case == "pirate net":  # E_u's gradient against float64 central differences
+        free = jprop.Network(3, [L.FourierFeatures(3, trainable=True), *net.layers[1:]])
+        e_u = jprop.jprop_u(
+            free, method="closed"
+        )  # B trained too: the differences move every parameter
+        point, unravel = jax.flatten_util.ravel_pytree(params)
+        numeric = central_differences(lambda w: e_u(unravel(w), x[:1], u[:1], a[:1]), point)
+        analytic = flat(jax.grad(e_u)(params, x[:1], u[:1], a[:1]))
+        assert_close(analytic, numeric, 1e-6, "E_u gradient vs central differences")
 
 
 def test_the_initialiser_follows_the_field():

@@ -119,8 +119,9 @@ def test_architectures_benchmark_quick(checks, tmp_path):
     rivals = ["folx", "trace(jax.hessian)"]
     assert [(ref, list(names)) for _, ref, names, _ in checks] == [
         (f"jprop {kind}", [f"{r} {kind}" for r in rivals]) for kind in ("step", "forward")
-    ]
-    assert "folx + jax.grad" in (tmp_path / "architectures.md").read_text()
+    ] + [(f"{e} closed", [f"{e} autodiff"]) for e in ("E_v", "E_u")]
+    published = (tmp_path / "architectures.md").read_text()
+    assert "folx + jax.grad" in published and "E_u: JAX composition" in published
 
 
 def test_high_dim_benchmark_quick(checks, tmp_path):

@@ -23,8 +23,8 @@ class Network:
 
     Like `jprop.MLP` it is a frozen, hashable description with its parameters kept apart (a list
     with one dict per layer), and jprop knows its structure: the Laplacian (with `dims=`), the
-    Hessian diagonal, the Jacobian's columns and the R-operator run each layer's own derivative
-    step (docs/howto/architectures.md), and `jax.grad` of a loss on them differentiates those
+    Hessian diagonal, the Jacobian's columns, the R-operator and the J-prop objectives run each
+    layer's own derivative step (docs/howto/architectures.md), and `jax.grad` of a loss on them differentiates those
     steps, never a dense Hessian.
 
     **Arguments:**
@@ -260,10 +260,17 @@ def hessian_diagonal(net: Network, params: Params, x: jax.Array, dims=None) -> j
     return jnp.swapaxes(jnp.broadcast_to(lap, (x.shape[0], *lap.shape[1:])), -1, -2)
 
 
+def value_and_jacobian(net: Network, params: Params, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """f (B, m) and J (B, m, n) from one pass: the input tangents pushed forwards through each
+    layer (J's columns) beside the value."""
+    out = net.propagate(params, x, _jet.Identity(None), second=False)
+    t = _zeros_if_none(out.tangents, (1, net.n_inputs, net.n_outputs), out.value.dtype)
+    return out.value, jnp.swapaxes(jnp.broadcast_to(t, (x.shape[0], *t.shape[1:])), -1, -2)
+
+
 def jacobian(net: Network, params: Params, x: jax.Array) -> jax.Array:
     """J (B, m, n): the input tangents pushed forwards through each layer (its columns)."""
-    t = net.propagate(params, x, _jet.Identity(None), second=False).tangents
-    return jnp.swapaxes(jnp.broadcast_to(t, (x.shape[0], *t.shape[1:])), -1, -2)
+    return value_and_jacobian(net, params, x)[1]
 
 
 def jacobian_vector_product(net: Network, params: Params, x: jax.Array, r: jax.Array):
