@@ -164,12 +164,27 @@ def _as_keys(key: Any, lead: tuple[int, ...], where: str) -> jax.Array:
     return key
 
 
+def _subset(key: jax.Array, k: int, count: int) -> jax.Array:
+    """k of the indices 0 … count − 1 without replacement, each k-subset equally likely (Floyd's
+    algorithm): for j = count − k, …, count − 1 take t uniform in [0, j], or j itself if t is taken
+    already. O(k²) elementwise work and no sort, so a batch of draws stays split over devices
+    (a sort along the batch's draws would gather them)."""
+    tops = jnp.arange(count - k, count, dtype=jnp.int32)
+    t = jax.random.randint(key, (k,), 0, tops + 1, dtype=jnp.int32)
+    slots = jnp.arange(k)
+
+    def take(i, picks):
+        taken = jnp.any((picks == t[i]) & (slots < i))
+        return picks.at[i].set(jnp.where(taken, tops[i], t[i]))
+
+    return jax.lax.fori_loop(0, k, take, jnp.zeros(k, jnp.int32), unroll=min(k, 8))
+
+
 def _draw(estimator: str, key: jax.Array, k: int, count: int, dtype) -> jax.Array:
-    """The random part of one estimate: k of `count` indices without replacement (sparse: the k
-    largest of `count` uniform numbers, a uniformly random k-subset at O(count) cost, where a
-    permutation would sort all), or k probes of length `count` (dense)."""
+    """The random part of one estimate: k of `count` indices without replacement (sparse), or k
+    probes of length `count` (dense)."""
     if estimator == "sparse":
-        return jax.lax.top_k(jax.random.uniform(key, (count,)), k)[1]
+        return _subset(key, k, count)
     if estimator == "rademacher":
         return jax.random.rademacher(key, (k, count), dtype)
     return jax.random.normal(key, (k, count), dtype)

@@ -19,8 +19,11 @@ params = net.init(jax.random.key(0), jnp.float64)
 x = jax.random.normal(jax.random.key(1), (64, 3), jnp.float64)
 v = jax.random.normal(jax.random.key(2), (64, 3), jnp.float64)
 b = jax.random.normal(jax.random.key(3), (64, 2), jnp.float64)
-xs, vs, bs = jprop.shard_batch(x, v, b)
-assert len(xs.sharding.device_set) == 8
+keys = jax.random.split(jax.random.key(4), 64)  # one draw per example, sharded with the batch
+xs, vs, bs, ks = jprop.shard_batch(x, v, b, keys)
+assert len(xs.sharding.device_set) == 8 and len(ks.sharding.device_set) == 8
+pirate = jprop.pirate_net(3, 2, width=8, blocks=1)  # a network of layers: gates and a skip
+pirate_params = pirate.init(jax.random.key(5), jnp.float64)
 loss = jprop.SquaredError(net)
 direction = jax.tree.map(jnp.ones_like, params)
 # One transform of each kind of program: closed and autodiff input derivatives, the Laplacian's
@@ -28,29 +31,38 @@ direction = jax.tree.map(jnp.ones_like, params)
 # (per-example results, the Hessian's contraction, running sums) in chunks of 16 (4 strided steps
 # of 2 examples per device).
 kinds = {
-    "jacobian": lambda x, v, b, **kw: jprop.jacobian(net, **kw)(params, x),
-    "hessian": lambda x, v, b, **kw: jprop.hessian(net, **kw)(params, x),
-    "laplacian_training": lambda x, v, b, **kw: jax.grad(
+    "jacobian": lambda x, v, b, k, **kw: jprop.jacobian(net, **kw)(params, x),
+    "hessian": lambda x, v, b, k, **kw: jprop.hessian(net, **kw)(params, x),
+    "laplacian_training": lambda x, v, b, k, **kw: jax.grad(
         lambda p: jnp.mean(jprop.laplacian(net, **kw)(p, x) ** 2)
     )(params),
-    "hessian_autodiff": lambda x, v, b, **kw: jprop.hessian(net, method="autodiff", **kw)(params, x),
-    "jprop_v": lambda x, v, b, **kw: pair(jprop.jprop_v(net, **kw))(params, x, v, b),
-    "tangent_prop": lambda x, v, b, **kw: pair(jprop.tangent_prop(net, **kw))(params, x, v[:, None]),
-    "weight_hessian_vector_product": lambda x, v, b, **kw: jprop.weight_hessian_vector_product(
+    "hessian_autodiff": lambda x, v, b, k, **kw: jprop.hessian(net, method="autodiff", **kw)(params, x),
+    "jprop_v": lambda x, v, b, k, **kw: pair(jprop.jprop_v(net, **kw))(params, x, v, b),
+    "tangent_prop": lambda x, v, b, k, **kw: pair(jprop.tangent_prop(net, **kw))(params, x, v[:, None]),
+    "weight_hessian_vector_product": lambda x, v, b, k, **kw: jprop.weight_hessian_vector_product(
         loss, **kw
     )(params, direction, x, b),
+    "network_laplacian_training": lambda x, v, b, k, **kw: jax.grad(
+        lambda p: jnp.mean(jprop.laplacian(pirate, **kw)(p, x) ** 2)
+    )(pirate_params),
+    "network_jprop_u": lambda x, v, b, k, **kw: pair(jprop.jprop_u(pirate, **kw))(
+        pirate_params, x, b, v
+    ),
+    "sparse_estimate_training": lambda x, v, b, k, **kw: jax.grad(
+        lambda p: jnp.mean(jprop.laplacian(net, estimator="sparse", probes=2, **kw)(p, x, k) ** 2)
+    )(params),
 }
 per_example = {"jacobian", "hessian", "hessian_autodiff"}
 for name, kind in kinds.items():
     chunked = name not in ("jacobian", "tangent_prop")  # chunked as hessian, jprop_v are
-    plain = ravel_pytree(kind(x, v, b))[0]  # one device, whole batch: the reference for both
+    plain = ravel_pytree(kind(x, v, b, keys))[0]  # one device, whole batch: the reference for both
     for options in ({}, {"batch_size": 16}) if chunked else ({},):
-        job = lambda x, v, b: kind(x, v, b, **options)
+        job = lambda x, v, b, k: kind(x, v, b, k, **options)
         label = f"{name} {options}"
-        compiled = jax.jit(job).lower(xs, vs, bs).compile()
+        compiled = jax.jit(job).lower(xs, vs, bs, ks).compile()
         # The work stays split: no device gathers the batch (a batch mean may all-reduce)...
         assert "all-gather" not in compiled.as_text(), label
-        sharded = compiled(xs, vs, bs)
+        sharded = compiled(xs, vs, bs, ks)
         if name in per_example:  # ...and per-example results stay spread over the devices.
             assert sharded.sharding.spec[0] == "batch", (label, sharded.sharding)
         err = jprop.relative_error(ravel_pytree(sharded)[0], plain)
