@@ -13,6 +13,9 @@ run as a user runs them — JAX's default configuration (float32, x64 off, stand
 XLA's default flags. When tests/test_lanes.py is selected, that lane starts as a child pytest
 process as soon as collection ends, so it runs on the second core beside this one;
 `test_the_user_lane_passes`, moved to the end of the run, waits for it and reports its outcome.
+The user lane ends sooner than this one, so the same child then runs the files of this lane named
+in `HANDED_OVER`, in this lane's configuration (their items are deselected here); the terminal
+summary says when each finished.
 """
 
 import os
@@ -20,6 +23,8 @@ import pathlib
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 
 _USER_XLA_FLAGS = os.environ.get("XLA_FLAGS")  # the lane's own, before this lane's speed flags
 _FAST_COMPILE = "--xla_cpu_use_fusion_emitters=false"
@@ -53,28 +58,51 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 USER_LANE = "user_lane"
 
 
+# Files of this lane that the child process runs after the user lane, in this lane's configuration
+# (tests/conftest.py sets it up there too): the user lane ends sooner, and its core would idle.
+HANDED_OVER = ("tests/test_layers.py", "tests/test_fourier.py")
+
+
 class UserLane:
-    """The user lane as a child pytest process, with its output in a temporary file."""
+    """The user lane as a child pytest process, then the files `HANDED_OVER` as a second one; their
+    output in one temporary file."""
 
     def __init__(self):
         env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
         if _USER_XLA_FLAGS is not None:
             env["XLA_FLAGS"] = _USER_XLA_FLAGS
         self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
-        command = [sys.executable, "-m", "pytest", USER_LANE, "-p", "no:cacheprovider"]
-        self.process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, text=True
-        )
+        options = ["-p", "no:cacheprovider"]
+        self.commands = [
+            [sys.executable, "-m", "pytest", USER_LANE, *options],
+            [sys.executable, "-m", "pytest", *HANDED_OVER, *options],
+        ]
+        self.started, self.seconds, self.codes = time.monotonic(), [], []
+        self.process, self.closed = None, False
+        self.thread = threading.Thread(target=self._run, args=(env,), daemon=True)
+        self.thread.start()
 
-    def wait(self) -> tuple[int, str]:
-        code = self.process.wait()
+    def _run(self, env):
+        for command in self.commands:
+            if self.closed:
+                return
+            self.process = subprocess.Popen(
+                command, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, text=True
+            )
+            self.codes.append(self.process.wait())
+            self.seconds.append(time.monotonic() - self.started)
+
+    def wait(self) -> tuple[list[int], str]:
+        """Each run's exit code, and their output."""
+        self.thread.join()
         self.log.seek(0)
-        return code, self.log.read()
+        return self.codes, self.log.read()
 
     def close(self):
-        if self.process.poll() is None:
+        self.closed = True
+        if self.process is not None and self.process.poll() is None:
             self.process.kill()
-            self.process.wait()
+        self.thread.join()
         self.log.close()
         os.unlink(self.log.name)
 
@@ -86,11 +114,28 @@ def pytest_collection_modifyitems(config, items):
     lane = [item for item in items if item.nodeid.endswith("test_the_user_lane_passes")]
     if lane:
         _lane.append(UserLane())
-        # waited for last, so this lane keeps its core busy while the user lane runs on the other
-        items[:] = [item for item in items if item not in lane] + lane
+        handed = [item for item in items if item.nodeid.startswith(HANDED_OVER)]
+        if handed:
+            config.hook.pytest_deselected(items=handed)
+        # waited for last, so this lane keeps its core busy while the child runs on the other
+        items[:] = [item for item in items if item not in lane and item not in handed] + lane
+
+
+_timings: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How long each lane ran, so whoever balances the two lanes sees which one the run waits on."""
+    for line in _timings:
+        terminalreporter.write_line(line)
 
 
 def pytest_sessionfinish(session, exitstatus):
+    for lane in _lane:
+        if lane.seconds:
+            mine = time.monotonic() - lane.started
+            ends = ", then ".join(f"{s:.0f} s" for s in lane.seconds)
+            _timings.append(f"child process: done at {ends}; this lane: {mine:.0f} s beside it")
     while _lane:
         _lane.pop().close()
 

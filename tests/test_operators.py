@@ -4,6 +4,8 @@ hand-written pass, a `jprop.Network`'s layer steps and folx for a plain function
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
@@ -36,7 +38,7 @@ def setup(name, batch=4):
     f, model = CASES[name]
     params = model.init(jax.random.key(0), jnp.float64)
     x = jax.random.normal(jax.random.key(1), (batch, 5), jnp.float64)
-    hessians = jax.vmap(jax.hessian(lambda xi: model(params, xi)))(x)  # (B, m, n, n) oracle
+    hessians = jax.jit(jax.vmap(jax.hessian(lambda xi: model(params, xi))))(x)  # (B, m, n, n)
     return f, params, x, hessians
 
 
@@ -52,31 +54,37 @@ def test_exact_operators_equal_the_hessians_trace(name):
     f, params, x, hessians = setup(name)
     sigma = jax.random.normal(jax.random.key(2), (5, 3), jnp.float64)
     per_example = jax.random.normal(jax.random.key(3), (4, 5, 3), jnp.float64)
-    trace = jprop.hessian_trace(f)
-    assert_close(
-        trace(params, x, sigma),
-        jnp.einsum("nr,bmnq,qr->bm", sigma, hessians, sigma),
-        1e-12,
-        "shared sigma",
-    )
+
+    @jax.jit  # one program for all of them
+    def ours(params, x, sigma, per_example):
+        trace = jprop.hessian_trace(f)
+        return {
+            "shared sigma": trace(params, x, sigma),
+            "per-example sigma, chunked": jprop.hessian_trace(f, tangent_chunk=2)(
+                params, x, per_example
+            ),
+            "one example": trace(params, x[0], per_example[0]),
+            "chunks of 2 of 5": jprop.laplacian(f, tangent_chunk=2)(params, x),
+            "chunked dims and outputs": jprop.laplacian(
+                f, tangent_chunk=2, dims=(0, 2, 4), outputs=(1,)
+            )(params, x),
+            "sparse with k = n": jprop.laplacian(f, estimator="sparse", probes=5)(
+                params, x, jax.random.key(4)
+            ),
+        }
+
     expected = jnp.einsum("bnr,bmnq,bqr->bm", per_example, hessians, per_example)
-    assert_close(
-        jprop.hessian_trace(f, tangent_chunk=2)(params, x, per_example),
-        expected,
-        1e-12,
-        "per-example sigma, chunked",
-    )
-    assert_close(trace(params, x[0], per_example[0]), expected[0], 1e-12, "one example")
-    chunked = jprop.laplacian(f, tangent_chunk=2)
-    assert_close(chunked(params, x), _laplacian(hessians), 1e-12, "chunks of 2 of 5")
-    assert_close(
-        jprop.laplacian(f, tangent_chunk=2, dims=(0, 2, 4), outputs=(1,))(params, x),
-        _laplacian(hessians, (0, 2, 4))[:, 1:],
-        1e-12,
-        "chunked dims and outputs",
-    )
-    every = jprop.laplacian(f, estimator="sparse", probes=5)(params, x, jax.random.key(4))
-    assert_close(every, _laplacian(hessians), 1e-12, "sparse with k = n")
+    want = {
+        "shared sigma": jnp.einsum("nr,bmnq,qr->bm", sigma, hessians, sigma),
+        "per-example sigma, chunked": expected,
+        "one example": expected[0],
+        "chunks of 2 of 5": _laplacian(hessians),
+        "chunked dims and outputs": _laplacian(hessians, (0, 2, 4))[:, 1:],
+        "sparse with k = n": _laplacian(hessians),
+    }
+    got = ours(params, x, sigma, per_example)
+    for label in want:
+        assert_close(got[label], want[label], 1e-12, label)
 
 
 @pytest.mark.parametrize("name", ["mlp", "network"])  # the generic road: the diagonal's test
@@ -86,7 +94,9 @@ def test_chunks_train_as_the_whole(name):
     f, params, x, _ = setup(name)
     sigma = jax.random.normal(jax.random.key(3), (4, 5, 3), jnp.float64)
 
-    def grads(**options):
+    @functools.partial(jax.jit, static_argnames="tangent_chunk")
+    def grads(tangent_chunk=None):
+        options = {"tangent_chunk": tangent_chunk}
         lap = jprop.laplacian(f, **options)
         trace = jprop.hessian_trace(f, **options)
         return jax.grad(
@@ -100,8 +110,9 @@ def test_chunks_train_as_the_whole(name):
     # forward mode too: jax.jvp in the parameters and in σ
     tangents = (jax.tree.map(jnp.ones_like, params), jnp.ones_like(sigma))
 
-    def pushed(**options):
-        trace = jprop.hessian_trace(f, **options)
+    @functools.partial(jax.jit, static_argnames="tangent_chunk")
+    def pushed(tangent_chunk=None):
+        trace = jprop.hessian_trace(f, tangent_chunk=tangent_chunk)
         return jax.jvp(lambda p, s: trace(p, x, s), (params, sigma), tangents)[1]
 
     assert_close(pushed(tangent_chunk=2), pushed(), 1e-12, "jvp")
@@ -135,10 +146,10 @@ def test_the_operators_gradient_is_autodiffs():
         h = jax.vmap(jax.hessian(lambda xi: MLP(p, xi)))(v)
         return jnp.sum(jnp.einsum("bnr,bmnq,bqr->bm", s, h, s) ** 2)
 
-    ours = jax.grad(
-        lambda p, v, s: jnp.sum(jprop.hessian_trace(f)(p, v, s) ** 2), argnums=(0, 1, 2)
+    ours = jax.jit(
+        jax.grad(lambda p, v, s: jnp.sum(jprop.hessian_trace(f)(p, v, s) ** 2), argnums=(0, 1, 2))
     )(params, x, sigma)
-    expected = jax.grad(oracle, argnums=(0, 1, 2))(params, x, sigma)
+    expected = jax.jit(jax.grad(oracle, argnums=(0, 1, 2)))(params, x, sigma)
     for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(expected)):
         assert_close(a, b, 1e-11, "gradient")
 
@@ -160,7 +171,7 @@ def test_the_operators_rule_against_float64_differences(sizes):
         (lambda p, s: jnp.sum(estimate(p, x, jax.random.key(3)) ** 2), False),
     ]
     for loss, in_sigma in losses:
-        grads = jax.grad(loss, (0, 1))(params, sigma)
+        grads = jax.jit(jax.grad(loss, (0, 1)))(params, sigma)
         fd = central_differences(lambda v: loss(unravel(v), sigma), w)
         assert_close(jax.flatten_util.ravel_pytree(grads[0])[0], fd, 1e-7, "weights")
         if in_sigma:
