@@ -331,7 +331,8 @@ def road(
       `"double_backprop"`, `"weight_curvature"`, `"hessian_trace"`.
     - `method`: `"auto"` (default), `"closed"` or `"autodiff"`.
     - `estimator`: for `"laplacian"` and `"hessian_trace"`, the randomized estimator
-      (`"sparse"`, `"rademacher"` or `"gaussian"`), named in the reason; None (default): exact.
+      (`"sparse"`, `"rademacher"` or `"gaussian"`), and for `"hessian_diagonal"` a dense one,
+      named in the reason; None (default): exact.
     - `tangent_chunk`: for `"laplacian"`, `"hessian_diagonal"` and `"hessian_trace"`, the road
       of the transform built with that option (it runs the forward Laplacian along directions).
 
@@ -349,7 +350,7 @@ def road(
         'autodiff'
     """
     chosen = choose(f, quantity, method, where="jprop.road")
-    along = {"laplacian", "hessian_trace"} | ({"hessian_diagonal"} if estimator is None else set())
+    along = {"laplacian", "hessian_trace", "hessian_diagonal"}
     for name, value in (("estimator", estimator), ("tangent_chunk", tangent_chunk)):
         if value is not None and quantity not in along:
             raise ValueError(
@@ -359,6 +360,18 @@ def road(
             )
     if estimator is not None:
         check_method(estimator, tuple(ESTIMATORS), "jprop.road", "estimator")
+    if quantity == "hessian_diagonal" and estimator is not None:
+        if estimator == "sparse" or tangent_chunk is not None:
+            raise ValueError(
+                "jprop.road: the Hessian diagonal's estimate takes estimator='rademacher' or "
+                "'gaussian' and no tangent_chunk (jprop.hessian_diagonal refuses the others)."
+            )
+        inner = choose(f, "hessian_vector_product", method, where="jprop.road")
+        return Road(
+            inner.road,
+            f"dense estimator of the diagonal: k {estimator.capitalize()} probes v drawn from the "
+            f"key, the mean of v ⊙ ∇²f v, each ∇²f v a Hessian-vector product: {inner.reason}",
+        )
     if (estimator is not None or tangent_chunk is not None) and quantity != "hessian_trace":
         # the transform then runs the forward Laplacian along directions (`_operators`)
         chosen = choose(f, "hessian_trace", method, where="jprop.road")

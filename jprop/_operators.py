@@ -351,6 +351,88 @@ def operator_transform(
     return transformed
 
 
+@cached
+def diagonal_estimate(
+    f: Any,
+    method: str,
+    batch_size: Any,
+    dims: tuple[int, ...] | None,
+    outputs: tuple[int, ...] | None,
+    estimator: str,
+    probes: int,
+) -> Callable[..., jax.Array]:
+    """Build `(params, x, key) -> (..., m, k)`: the dense estimate of the Hessian diagonal,
+    (1/K) Σ_p v_p ⊙ ∇²f_j v_p for K probes v_p over the inputs `dims`, one Hessian-vector product
+    per probe and output (`jprop.hessian_vector_product`, whose road and training rule it takes)."""
+    from ._transforms import _check_range, hessian_vector_product
+
+    where = "jprop.hessian_diagonal"
+    if estimator == "sparse":
+        raise ValueError(
+            f"{where}: the sparse estimator samples coordinates, and a sampled coordinate's "
+            "diagonal entry is computed exactly; pass those coordinates as dims= (no estimator), "
+            "or take estimator='rademacher' or 'gaussian' for an estimate of every entry."
+        )
+    hvp = hessian_vector_product(f, method=method, batch_size=batch_size)
+
+    def validate(params, x, key):
+        x, out, _ = prepare_call(f, params, x, where)
+        n, lead = x.shape[-1], x.shape[:-1]
+        _check_range(dims, n, "dims", "input", where)
+        m = out.shape[0] if out.shape else 1
+        if outputs is not None:
+            if len(out.shape) != 1:
+                raise ValueError(
+                    f"{where}: `outputs` selects from a vector output; f(params, x) has shape "
+                    f"{out.shape} per example."
+                )
+            _check_range(outputs, m, "outputs", "output", where)
+        return x, _as_keys(key, lead, where), m, len(out.shape) == 0
+
+    def plain(params, x, key, m: int, scalar: bool):
+        n, batch = x.shape[-1], x.shape[0]
+        count = n if dims is None else len(dims)
+        chosen = tuple(range(m)) if outputs is None else outputs
+        if key.ndim == 0:
+            v = jnp.broadcast_to(
+                _draw(estimator, key, probes, count, x.dtype), (batch, probes, count)
+            )
+        else:
+            v = jax.vmap(lambda k: _draw(estimator, k, probes, count, x.dtype))(key)
+        if dims is not None:  # probes over the chosen inputs, zero elsewhere
+            v = jnp.zeros((batch, probes, n), x.dtype).at[..., list(dims)].set(v)
+        # every (example, output, probe) one row: g the output's unit vector, r the probe
+        rows = (batch, len(chosen), probes)
+        g = jnp.broadcast_to(
+            jnp.eye(m, dtype=x.dtype)[jnp.asarray(chosen)][None, :, None], (*rows, m)
+        )
+        r = jnp.broadcast_to(v[:, None], (*rows, n))
+        xs = jnp.broadcast_to(x[:, None, None], (*rows, n))
+        hv = hvp(params, xs, g[..., 0] if scalar else g, r)
+        estimate = jnp.mean(r * hv, axis=2)  # (B, m', n)
+        return estimate if dims is None else estimate[..., list(dims)]
+
+    @jax.jit
+    def compute(params, x, key):
+        # no batching rule of its own: under a user's vmap the Hessian-vector products inside
+        # join the mapped axis to the batch, and each mapped call draws from its own key
+        x, key, m, scalar = validate(params, x, key)
+        lead = x.shape[:-1]
+        flat_key = key if key.ndim == 0 else key.reshape(-1)
+        out = plain(params, x.reshape(-1, x.shape[-1]), flat_key, m, scalar)
+        out = out.reshape(*lead, *out.shape[1:])
+        return out[..., 0, :] if scalar else out
+
+    def transformed(params: Any, x: jax.Array, *others: Any) -> jax.Array:
+        if len(others) != 1:
+            raise TypeError(f"{where}: expected arguments (params, x, key); got {2 + len(others)}.")
+        if not all_arrays(params, x, others):
+            validate(params, x, *others)
+        return run_compiled(compute, where, params, x, *others)
+
+    return transformed
+
+
 def unbiased_square(residual: Callable[[jax.Array], jax.Array], key: jax.Array) -> jax.Array:
     r"""The product of two independent estimates of a residual, an unbiased estimate of its square.
 

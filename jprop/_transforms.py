@@ -24,7 +24,7 @@ from ._batch import map_batches, map_examples
 from ._dispatch import all_arrays, cached, choose, run_compiled
 from ._forward_laplacian import supports
 from ._mlp import MLP
-from ._operators import check_estimator, operator_transform
+from ._operators import check_estimator, diagonal_estimate, operator_transform
 from ._trained_jacobian import jacobian as trained_jacobian
 from ._validation import (
     check_extra,
@@ -495,7 +495,9 @@ def hessian_diagonal(
     dims: Any = None,
     outputs: Any = None,
     tangent_chunk: int | None = None,
-) -> Callable[[Any, jax.Array], jax.Array]:
+    estimator: str | None = None,
+    probes: int | None = None,
+) -> Callable[..., jax.Array]:
     r"""The diagonal of every output's input Hessian, $D_{ki} = \partial^2 f_k / \partial x_i^2$.
 
     For a `jprop.MLP` it never forms an $n \times n$ matrix (docs/math.md §4), and `jax.grad` of a
@@ -505,11 +507,15 @@ def hessian_diagonal(
     **Arguments:** as for `jprop.laplacian`, with `dims` the inputs whose diagonal entries are
     wanted, `outputs` the outputs, and `tangent_chunk` to push the input tangents that many at a
     time through the forward Laplacian with each tangent's term kept apart, for bounded memory at
-    thousands of inputs (no estimator: every entry is wanted).
+    thousands of inputs. `estimator="rademacher"` or `"gaussian"` with `probes` = k estimates
+    every entry at once as the mean of $v \odot \nabla^2 f_k\, v$ over k probes drawn from a key,
+    one `jprop.hessian_vector_product` per probe and output (its road and training rule); the
+    variance of an entry is $\sum_{j \ne i} H_{ij}^2 / k$ for Rademacher probes
+    (docs/howto/high-dimensional.md).
 
-    **Returns:** a function `(params, x) -> D`. If `f(params, x)` has shape `(m,)` for `x` of shape
-    `(n,)`, `D` has shape `(m, n)` (or `(len(outputs), len(dims))`); `x` of shape `(..., n)` gives
-    `(..., m, n)`.
+    **Returns:** a function `(params, x) -> D`, or `(params, x, key) -> D` with an estimator. If
+    `f(params, x)` has shape `(m,)` for `x` of shape `(n,)`, `D` has shape `(m, n)` (or
+    `(len(outputs), len(dims))`); `x` of shape `(..., n)` gives `(..., m, n)`.
 
     Examples:
         >>> import jax, jprop
@@ -519,6 +525,15 @@ def hessian_diagonal(
     """
     where = "jprop.hessian_diagonal"
     dims, outputs = _indices(dims, "dims", where), _indices(outputs, "outputs", where)
+    estimator, probes = check_estimator(estimator, probes, where)
+    if estimator is not None:
+        if tangent_chunk is not None:
+            raise ValueError(
+                f"{where}: `tangent_chunk` splits the exact diagonal's input tangents; an estimate "
+                "pushes its probes through Hessian-vector products, bounded by `batch_size`. "
+                "Pass one of them."
+            )
+        return diagonal_estimate(f, method, batch_size, dims, outputs, estimator, probes)
     if tangent_chunk is not None:
         return operator_transform(
             f, method, batch_size, False, dims, outputs, None, None, tangent_chunk, True
