@@ -284,6 +284,16 @@ def test_keys_shared_or_per_example_and_no_recompiles(compiles):
     assert_close(mapped[1], estimate(params, x, keys[1]), 1e-14, "vmap over keys")
     raw = estimate(params, x, jax.random.PRNGKey(0))
     assert raw.shape == first.shape
+    # the same for the Hessian diagonal's estimate
+    before = compiles.count
+    for seed in range(3):
+        jprop.hessian_diagonal(f, estimator="rademacher", probes=2)(params, x, jax.random.key(seed))
+    assert compiles.count - before == 1
+    diagonal = jprop.hessian_diagonal(f, estimator="rademacher", probes=2)
+    one_by_one = jnp.stack([diagonal(params, x[i], keys[i]) for i in range(3)])
+    assert_close(diagonal(params, x, keys), one_by_one, 1e-14, "diagonal: per-example keys")
+    mapped = jax.vmap(diagonal, in_axes=(None, None, 0))(params, x, keys)
+    assert_close(mapped[1], diagonal(params, x, keys[1]), 1e-14, "diagonal: vmap over keys")
 
 
 def test_unbiased_square_is_unbiased_where_the_square_is_not():
