@@ -33,6 +33,7 @@ from jax.experimental import jet
 
 import jprop
 from benchmarks import harness
+from jprop._operators import _draw
 
 PROBES = 16
 
@@ -105,9 +106,9 @@ def row(dim: int, width: int, batch: int, repeats: int, folx_up_to: int, chunk_f
     example = _example()
     g = example.source(example.coefficients(dim), x)
     key = jax.random.key(2)
-    # the samples jprop draws from `key` (`jprop._operators`): the same for the JAX contenders
-    coordinates = jax.lax.top_k(jax.random.uniform(key, (dim,)), PROBES)[1]
-    probes = jax.random.rademacher(key, (PROBES, dim), jnp.float32)
+    # the samples jprop draws from `key`, by jprop's own draw: the same for the JAX contenders
+    coordinates = _draw("sparse", key, PROBES, dim, jnp.float32)
+    probes = _draw("rademacher", key, PROBES, dim, jnp.float32)
     unit = jax.nn.one_hot(coordinates, dim, dtype=jnp.float32)
     scale = dim / PROBES
 
@@ -127,12 +128,27 @@ def row(dim: int, width: int, batch: int, repeats: int, folx_up_to: int, chunk_f
     exact_steps = {"jprop exact": _step(net, dim, exact)}
     if dim <= folx_up_to:
         exact_steps["folx exact"] = _step(net, dim, harness.folx_laplacian(plain))
+    # the same samples: the estimates of ΔN agree (a step's gradient alone would hide a wrong
+    # sample, ΔN being one term of the residual)
+    estimates = jax.jit(
+        lambda p, v: {
+            "jprop sparse": sparse(p, v, key),
+            "nested jvp sparse": scale * nested_sparse(p, v),
+            "jet sparse": scale * jet_sparse(p, v),
+            "jprop dense": dense(p, v, key),
+            "nested jvp dense": nested_dense(p, v) / PROBES,
+        }
+    )(params, x)
+    label = f"d = {dim}"
+    harness.agree(
+        estimates, "jprop sparse", ["nested jvp sparse", "jet sparse"], f"{label} ΔN", 1e-4
+    )
+    harness.agree(estimates, "jprop dense", ["nested jvp dense"], f"{label} ΔN", 1e-4)
     # two races, so that the randomized steps (milliseconds) are not timed between exact ones
     # (seconds, hundreds of MiB), which on a shared CPU slows them unevenly
     results = harness.race(randomized, (params, x, g), 5 * repeats)  # milliseconds each
     results.update(harness.race(exact_steps, (params, x, g), repeats))
     out = harness.outputs(results)
-    label = f"d = {dim}"
     harness.agree(out, "jprop sparse", ["nested jvp sparse", "jet sparse"], label, 1e-3)
     harness.agree(out, "jprop dense", ["nested jvp dense"], label, 1e-3)
     if "folx exact" in out:
