@@ -202,6 +202,9 @@ def _network_rows_rule(f: Network) -> tuple[bool, str]:
     )
 
 
+_ONE_TANGENT = "one input tangent through each layer's own step, differentiated by jax.grad"
+
+
 # quantity -> rule for `auto` on a `jprop.Network`: each layer kind's own jet step (layers/).
 _NETWORK_RULES: dict[str, Callable[[Network], tuple[bool, str]]] = {
     "laplacian": _always(
@@ -216,12 +219,8 @@ _NETWORK_RULES: dict[str, Callable[[Network], tuple[bool, str]]] = {
     "hessian_trace": _always(
         "the forward Laplacian through each layer's own step, started from the directions"
     ),
-    "bilinear": _always(
-        "one input tangent through each layer's own step, differentiated by jax.grad"
-    ),
-    "jprop_v": _always(
-        "one input tangent through each layer's own step, differentiated by jax.grad"
-    ),
+    "bilinear": _always(_ONE_TANGENT),
+    "jprop_v": _always(_ONE_TANGENT),
     "jprop_u": _network_rows_rule,
     "double_backprop": _network_rows_rule,
 }
@@ -270,9 +269,8 @@ def choose(f: Any, quantity: str, method: str = "auto", where: str | None = None
     check_method(method, METHODS, where)
     if quantity in _COMPOSITES:
         primitive, what = _COMPOSITES[quantity]
-        if not isinstance(
-            f, (MLP, Network)
-        ):  # the primitive's own check: an error for method="closed"
+        # the primitive's own check: an error for method="closed"
+        if not isinstance(f, (MLP, Network)):
             inner = choose(f, "bilinear", method, where)
             return Road(inner.road, f"{what}: {inner.reason}")
         name = primitive(f)
