@@ -50,8 +50,8 @@ def _is_closed_loss(f: Any) -> bool:
     return isinstance(f, (SquaredError, CrossEntropy)) and isinstance(f.f, MLP)
 
 
-# quantity -> rule for `auto` on a model with closed passes: (takes the closed road?, reason).
-# Reasons state the rule and why in words; the races behind each choice are in
+# Rules for `auto` on a model with closed passes, (takes the closed road?, reason), gathered per
+# quantity in `REGISTRY` below. Reasons state the rule and why in words; the races behind each choice are in
 # `benchmarks/results/` (written by the scripts in `benchmarks/`).
 def _always(reason: str) -> Callable[[MLP], tuple[bool, str]]:
     return lambda f: (True, reason)
@@ -118,70 +118,6 @@ def _jprop_v_rule(f: MLP) -> tuple[bool, str]:
     )
 
 
-_SOFTMAX_CURVATURE = (
-    "the sum over hidden units with the softmax's own term, trained by JAX's derivative of it"
-)
-_CLOSED_RULES: dict[str, Callable[[MLP], tuple[bool, str]]] = {
-    "jacobian": _jacobian_rule,
-    "hessian": _with_softmax(_hessian_rule, _SOFTMAX_CURVATURE),
-    "laplacian": _with_softmax(
-        _always("the forward Laplacian, trained through its hand-written tangent pass"),
-        _SOFTMAX_CURVATURE,
-    ),
-    "hessian_diagonal": _with_softmax(
-        _always(
-            "the sum over hidden units, no n × n matrix formed; trained through the forward "
-            "Laplacian's tangent pass kept per input for up to 4 chosen inputs, and through the "
-            "sum's own tangent pass above"
-        ),
-        _SOFTMAX_CURVATURE,
-    ),
-    "hessian_vector_product": _with_softmax(
-        _always("the R-backward pass's by-product, trained through its hand-written tangent pass"),
-        "the R-backward pass's by-product with the softmax's own term, trained by JAX's "
-        "derivative of it",
-    ),
-    "hessian_trace": lambda f: (
-        (
-            False,
-            "a softmax output couples the outputs: folx's forward Laplacian along the directions",
-        )
-        if f.output == "softmax"
-        else (
-            True,
-            "the forward Laplacian started from the directions instead of the identity, trained "
-            "through its hand-written tangent pass",
-        )
-    ),
-    "R": _always("the R-forward pass"),
-    "bilinear": _always("J-prop's four passes"),
-    "jprop_u": _always("J-prop's four passes"),
-    "jprop_v": _jprop_v_rule,
-    "double_backprop": _always("J-prop's passes with the output injection"),
-    "weight_curvature": _always("Pearlmutter's weight-space R passes"),
-}
-
-
-# Objectives built from the primitives above take their primitive's road: quantity -> (the
-# primitive for a given f, what the objective does with it).
-def _by_fewer(f: MLP) -> str:
-    return "jprop_v" if f.n_inputs <= f.n_outputs else "jprop_u"
-
-
-_COMPOSITES: dict[str, tuple[Callable[[MLP], str], str]] = {
-    "tangent_prop": (lambda f: "jprop_v", "E_v over each example's tangents"),
-    "derivative_targets": (_by_fewer, "one J-prop objective per column (n ≤ m) or row of J"),
-    "jacobian_penalty": (
-        _by_fewer,
-        "exact: one J-prop objective per column (n ≤ m) or row of J; with num_probes, "
-        "jprop.jprop_v over the probes",
-    ),
-    "SpectralNorm": (lambda f: "bilinear", "the bilinear primitive at the power iteration's pair"),
-    "log_abs_det_jacobian": (lambda f: "bilinear", "the Jacobian, then the bilinear primitive"),
-}
-QUANTITIES = tuple(_CLOSED_RULES) + tuple(_COMPOSITES)
-
-
 def _network_jacobian_rule(f: Network) -> tuple[bool, str]:
     if f.n_inputs <= f.n_outputs:
         return (
@@ -202,38 +138,111 @@ def _network_rows_rule(f: Network) -> tuple[bool, str]:
     )
 
 
+def _softmax_trace_rule(f: MLP) -> tuple[bool, str]:
+    if f.output == "softmax":
+        return False, (
+            "a softmax output couples the outputs: folx's forward Laplacian along the directions"
+        )
+    return True, (
+        "the forward Laplacian started from the directions instead of the identity, trained "
+        "through its hand-written tangent pass"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Quantity:
+    """One quantity's record: the rule `auto` applies to a `jprop.MLP` and to a `jprop.Network`
+    ((takes the closed road?, reason); None: no closed road there), and what computes it on the
+    autodiff road where that is not JAX's own transforms."""
+
+    mlp: Callable[[MLP], tuple[bool, str]]
+    network: Callable[[Network], tuple[bool, str]] | None = None
+    engine: str = ""
+
+
+_SOFTMAX_CURVATURE = (
+    "the sum over hidden units with the softmax's own term, trained by JAX's derivative of it"
+)
 _ONE_TANGENT = "one input tangent through each layer's own step, differentiated by jax.grad"
+_FOLX = "; folx's forward Laplacian computes it"
 
-
-# quantity -> rule for `auto` on a `jprop.Network`: each layer kind's own jet step (layers/).
-_NETWORK_RULES: dict[str, Callable[[Network], tuple[bool, str]]] = {
-    "laplacian": _always(
-        "the forward Laplacian through each layer's own step, differentiated by jax.grad as "
-        "plain matrix products and elementwise products"
+# Every quantity jprop computes, one record each (the composites below take their primitive's).
+REGISTRY: dict[str, Quantity] = {
+    "jacobian": Quantity(_jacobian_rule, _network_jacobian_rule),
+    "hessian": Quantity(_with_softmax(_hessian_rule, _SOFTMAX_CURVATURE)),
+    "laplacian": Quantity(
+        _with_softmax(
+            _always("the forward Laplacian, trained through its hand-written tangent pass"),
+            _SOFTMAX_CURVATURE,
+        ),
+        _always(
+            "the forward Laplacian through each layer's own step, differentiated by jax.grad as "
+            "plain matrix products and elementwise products"
+        ),
+        _FOLX,
     ),
-    "hessian_diagonal": _always(
-        "the forward Laplacian through each layer's own step, each input's term kept apart"
+    "hessian_diagonal": Quantity(
+        _with_softmax(
+            _always(
+                "the sum over hidden units, no n × n matrix formed; trained through the forward "
+                "Laplacian's tangent pass kept per input for up to 4 chosen inputs, and through "
+                "the sum's own tangent pass above"
+            ),
+            _SOFTMAX_CURVATURE,
+        ),
+        _always(
+            "the forward Laplacian through each layer's own step, each input's term kept apart"
+        ),
     ),
-    "jacobian": _network_jacobian_rule,
-    "R": _always("one input tangent through each layer's own step"),
-    "hessian_trace": _always(
-        "the forward Laplacian through each layer's own step, started from the directions"
+    "hessian_vector_product": Quantity(
+        _with_softmax(
+            _always(
+                "the R-backward pass's by-product, trained through its hand-written tangent pass"
+            ),
+            "the R-backward pass's by-product with the softmax's own term, trained by JAX's "
+            "derivative of it",
+        )
     ),
-    "bilinear": _always(_ONE_TANGENT),
-    "jprop_v": _always(_ONE_TANGENT),
-    "jprop_u": _network_rows_rule,
-    "double_backprop": _network_rows_rule,
+    "hessian_trace": Quantity(
+        _softmax_trace_rule,
+        _always("the forward Laplacian through each layer's own step, started from the directions"),
+        "; folx's forward Laplacian of z ↦ f(x + Dᵀz) at z = 0 computes it",
+    ),
+    "R": Quantity(
+        _always("the R-forward pass"), _always("one input tangent through each layer's own step")
+    ),
+    "bilinear": Quantity(_always("J-prop's four passes"), _always(_ONE_TANGENT)),
+    "jprop_u": Quantity(_always("J-prop's four passes"), _network_rows_rule),
+    "jprop_v": Quantity(_jprop_v_rule, _always(_ONE_TANGENT)),
+    "double_backprop": Quantity(
+        _always("J-prop's passes with the output injection"), _network_rows_rule
+    ),
+    "weight_curvature": Quantity(_always("Pearlmutter's weight-space R passes")),
 }
+
+
+# Objectives built from the primitives above take their primitive's road: quantity -> (the
+# primitive for a given f, what the objective does with it).
+def _by_fewer(f: MLP) -> str:
+    return "jprop_v" if f.n_inputs <= f.n_outputs else "jprop_u"
+
+
+_COMPOSITES: dict[str, tuple[Callable[[MLP], str], str]] = {
+    "tangent_prop": (lambda f: "jprop_v", "E_v over each example's tangents"),
+    "derivative_targets": (_by_fewer, "one J-prop objective per column (n ≤ m) or row of J"),
+    "jacobian_penalty": (
+        _by_fewer,
+        "exact: one J-prop objective per column (n ≤ m) or row of J; with num_probes, "
+        "jprop.jprop_v over the probes",
+    ),
+    "SpectralNorm": (lambda f: "bilinear", "the bilinear primitive at the power iteration's pair"),
+    "log_abs_det_jacobian": (lambda f: "bilinear", "the Jacobian, then the bilinear primitive"),
+}
+QUANTITIES = tuple(REGISTRY) + tuple(_COMPOSITES)
 _NETWORK_ELSEWHERE = (
     "a jprop.Network: the sum over hidden units does not extend through gates and skips, and "
     "JAX's own transforms compute this as fast as a pass written for it"
 )
-
-# What computes a quantity on the autodiff road, where it is not JAX's own transforms.
-_GENERIC_ENGINES = {
-    "laplacian": "; folx's forward Laplacian computes it",
-    "hessian_trace": "; folx's forward Laplacian of z ↦ f(x + Dᵀz) at z = 0 computes it",
-}
 
 # What an estimator samples (`jprop.laplacian(..., estimator=...)`, `jprop.hessian_trace`).
 ESTIMATORS = {
@@ -277,10 +286,11 @@ def choose(f: Any, quantity: str, method: str = "auto", where: str | None = None
         inner = choose(f, name, method, where)
         return Road(inner.road, f"{what}, through jprop.{name}: {inner.reason}")
     network = isinstance(f, Network)
+    record = REGISTRY[quantity]
     if quantity == "weight_curvature":
         closed_ok = _is_closed_loss(f)
     else:
-        closed_ok = isinstance(f, MLP) or (network and quantity in _NETWORK_RULES)
+        closed_ok = isinstance(f, MLP) or (network and record.network is not None)
     if method == "closed":
         if not closed_ok:
             needs = (
@@ -289,13 +299,14 @@ def choose(f: Any, quantity: str, method: str = "auto", where: str | None = None
                 else "a jprop.MLP, whose structure jprop knows"
             )
             if network:
-                needs += "; for a jprop.Network the closed road covers " + ", ".join(_NETWORK_RULES)
+                covered = [name for name, r in REGISTRY.items() if r.network is not None]
+                needs += "; for a jprop.Network the closed road covers " + ", ".join(covered)
             raise ValueError(
                 f"{where}: method='closed' needs {needs}; got {type(f).__name__}. Use "
                 "method='autodiff' (or 'auto') for other models."
             )
         return Road("closed", "forced by method='closed'")
-    engine = _GENERIC_ENGINES.get(quantity, "")
+    engine = record.engine
     if method == "autodiff":
         return Road("autodiff", "forced by method='autodiff'" + engine)
     if not closed_ok:
@@ -303,9 +314,9 @@ def choose(f: Any, quantity: str, method: str = "auto", where: str | None = None
             return Road("autodiff", _NETWORK_ELSEWHERE + engine)
         return Road("autodiff", f"jprop knows no closed form for a {type(f).__name__}" + engine)
     if network:
-        takes_closed, reason = _NETWORK_RULES[quantity](f)
+        takes_closed, reason = record.network(f)
         return Road("closed" if takes_closed else "autodiff", reason)
-    takes_closed, reason = _CLOSED_RULES[quantity](f.f if quantity == "weight_curvature" else f)
+    takes_closed, reason = record.mlp(f.f if quantity == "weight_curvature" else f)
     return Road("closed" if takes_closed else "autodiff", reason)
 
 
