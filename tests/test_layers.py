@@ -316,6 +316,20 @@ def test_jprop_objectives_on_a_network_are_the_compositions(case):
         "double_backprop": (b, 0.7),
     }
 
+    direction = jax.tree.map(
+        lambda a: jnp.cos(jnp.arange(a.size, dtype=a.dtype)).reshape(a.shape), params
+    )
+
+    @jax.jit
+    def pushed(params):  # forward mode in the parameters through the layer road's loss
+        ours = jprop.jprop_v(net, method="closed")
+        return (
+            jax.jvp(lambda p: ours(p, x, v, b), (params,), (direction,))[1],
+            jax.jvp(lambda p: composed["jprop_v"](p) / x.shape[0], (params,), (direction,))[1],
+        )
+
+    assert_close(*pushed(params), 1e-12, f"{case}: E_v under jax.jvp")
+
     @jax.jit
     def both(params):
         ours = {

@@ -181,14 +181,18 @@ def test_the_operators_rule_against_float64_differences(sizes):
 
 @pytest.mark.parametrize("name", ["mlp", "network"])
 def test_saturated_units_give_finite_estimates_and_gradients(name):
-    """At |x| = 1e4 every tanh unit saturates: the estimates, the operator and their gradients
-    stay finite, in float32 as users run them."""
+    """At |x| = 1e4 every tanh unit saturates: the estimates, the operator, the diagonal's
+    estimate, J-prop's E_v and E_u on the closed road and their gradients stay finite, in float32
+    as users run them."""
     f, _ = CASES[name]
     params = f.init(jax.random.key(0), jnp.float32)
     x = 1e4 * jnp.sign(jax.random.normal(jax.random.key(1), (3, 5), jnp.float32))
     for transform, args in [
         (jprop.laplacian(f, estimator="rademacher", probes=3), (jax.random.key(2),)),
         (jprop.hessian_trace(f, tangent_chunk=2), (jnp.ones((5, 3), jnp.float32),)),
+        (jprop.hessian_diagonal(f, estimator="rademacher", probes=2), (jax.random.key(3),)),
+        (jprop.jprop_v(f, method="closed"), (x / 1e4, jnp.ones((3, 2), jnp.float32))),
+        (jprop.jprop_u(f, method="closed"), (jnp.ones((3, 2), jnp.float32), x / 1e4)),
     ]:
         value, grads = jax.value_and_grad(lambda p: jnp.sum(transform(p, x, *args) ** 2))(params)
         assert np.isfinite(float(value))
