@@ -238,6 +238,7 @@ def operator_transform(
     """Build `(params, x[, sigma][, key]) -> (..., m)`: Σ_p d_pᵀ ∇²f d_p scaled, for the
     directions the options choose (module docstring)."""
     from ._transforms import (
+        _check_outputs,
         _check_range,
         _pick,
         _picked_model,
@@ -262,13 +263,7 @@ def operator_transform(
         x, out, _ = prepare_call(f, params, x, where)
         n, lead = x.shape[-1], x.shape[:-1]
         _check_range(dims, n, "dims", "input", where)
-        if outputs is not None:
-            if len(out.shape) != 1:
-                raise ValueError(
-                    f"{where}: `outputs` selects from a vector output; f(params, x) has shape "
-                    f"{out.shape} per example."
-                )
-            _check_range(outputs, out.shape[0], "outputs", "output", where)
+        _check_outputs(outputs, out, where)
         checked = []
         if with_sigma:
             sigma = as_float_array(others[0], "sigma", where)
@@ -364,7 +359,7 @@ def diagonal_estimate(
     """Build `(params, x, key) -> (..., m, k)`: the dense estimate of the Hessian diagonal,
     (1/K) Σ_p v_p ⊙ ∇²f_j v_p for K probes v_p over the inputs `dims`, one Hessian-vector product
     per probe and output (`jprop.hessian_vector_product`, whose road and training rule it takes)."""
-    from ._transforms import _check_range, hessian_vector_product
+    from ._transforms import _check_outputs, _check_range, hessian_vector_product
 
     where = "jprop.hessian_diagonal"
     if estimator == "sparse":
@@ -380,13 +375,7 @@ def diagonal_estimate(
         n, lead = x.shape[-1], x.shape[:-1]
         _check_range(dims, n, "dims", "input", where)
         m = out.shape[0] if out.shape else 1
-        if outputs is not None:
-            if len(out.shape) != 1:
-                raise ValueError(
-                    f"{where}: `outputs` selects from a vector output; f(params, x) has shape "
-                    f"{out.shape} per example."
-                )
-            _check_range(outputs, m, "outputs", "output", where)
+        _check_outputs(outputs, out, where)
         return x, _as_keys(key, lead, where), m, len(out.shape) == 0
 
     def plain(params, x, key, m: int, scalar: bool):

@@ -120,6 +120,18 @@ def _indices(value: Any, name: str, where: str) -> tuple[int, ...] | None:
     return tuple(int(i) for i in items)
 
 
+def _check_outputs(outputs: tuple[int, ...] | None, out: jax.Array, where: str) -> None:
+    """`outputs` (None: all) must pick from a vector output `out` (one example's value)."""
+    if outputs is None:
+        return
+    if len(out.shape) != 1:
+        raise ValueError(
+            f"{where}: `outputs` selects from a vector output; f(params, x) has shape "
+            f"{out.shape} per example."
+        )
+    _check_range(outputs, out.shape[0], "outputs", "output", where)
+
+
 def _check_range(indices, size: int, name: str, space: str, where: str) -> None:
     if indices is not None and max(indices) >= size:
         raise ValueError(
@@ -191,13 +203,7 @@ def _input_transform(
     def validate(params, x, *others):
         x, others, out = _validate(f, params, x, others, extra, where)
         _check_range(dims, x.shape[-1], "dims", "input", where)
-        if outputs is not None:
-            if len(out.shape) != 1:
-                raise ValueError(
-                    f"{where}: `outputs` selects from a vector output; f(params, x) has shape "
-                    f"{out.shape} per example."
-                )
-            _check_range(outputs, out.shape[0], "outputs", "output", where)
+        _check_outputs(outputs, out, where)
         return x, others
 
     @jax.jit
