@@ -514,6 +514,35 @@ def all_arrays(*trees: Any) -> bool:
     return True
 
 
+def program(
+    where: str,
+    compute: Callable[..., Any],
+    validate: Callable[..., Any],
+    names: tuple[str, ...] | None = None,
+) -> Callable[..., Any]:
+    """The one wrapper every transform, objective and weight-curvature product is served by.
+
+    `compute(*args)` is the whole computation, validation included (it calls `validate` first, so
+    checks run when the program is traced and an eager call costs one dispatch of the compiled
+    program). The wrapper jits it once, checks the number of arguments against `names` (None:
+    `validate` checks them), validates eagerly first when an argument is not yet an array (a
+    string, an object: `jax.jit` would refuse it in its own words), and turns the device's
+    out-of-memory error into one that says how to bound memory. Built inside a `cached` builder,
+    the program is traced once per argument shapes however often the transform is rebuilt.
+    """
+    compiled = jax.jit(compute)
+
+    @functools.wraps(compute)
+    def call(*args: Any) -> Any:
+        if names is not None and len(args) != len(names):
+            raise TypeError(f"{where}: expected arguments ({', '.join(names)}); got {len(args)}.")
+        if not all_arrays(*args):
+            validate(*args)
+        return run_compiled(compiled, where, *args)
+
+    return call
+
+
 def run_compiled(compute: Callable[..., Any], where: str, *args: Any) -> Any:
     """Call a transform's compiled program; if the device runs out of memory, say how to bound it
     (`batch_size`) instead of XLA's bare RESOURCE_EXHAUSTED."""
@@ -523,9 +552,10 @@ def run_compiled(compute: Callable[..., Any], where: str, *args: Any) -> Any:
         text = str(error)
         if "RESOURCE_EXHAUSTED" not in text and "out of memory" not in text.lower():
             raise
-        shapes = ", ".join(str(getattr(a, "shape", "?")) for a in args[1:2])
+        shapes = ", ".join(str(a.shape) for a in args[1:] if hasattr(a, "shape"))
         raise MemoryError(
-            f"{where}: the device ran out of memory (x of shape {shapes}). Pass batch_size=k to "
+            f"{where}: the device ran out of memory (arrays after params of shapes {shapes}). "
+            "Pass batch_size=k to "
             "the transform to process the batch k examples at a time, with memory bounded by one "
             "chunk, or shard the batch over devices (jprop.shard_batch)."
         ) from error

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
 from ._batch import mean_over_batch
-from ._dispatch import all_arrays, cached, choose, run_compiled
+from ._dispatch import cached, choose, program
 from ._mlp import MLP, Params
 from ._passes import backward, forward, r_backward, r_forward, weight_gradients
 from ._validation import (
@@ -305,17 +305,11 @@ def _objective(quantity: str, f: Any, method: str, batch_size: Any) -> Callable[
             shared.append(value.astype(x.dtype))
         return x.reshape(-1, sizes["n"]), arrays, shared
 
-    @jax.jit
     def compute(params, x, *args):
         x, arrays, shared = validate(params, x, args)
         return loss(params, x, *arrays, *shared)
 
-    def objective(params: Any, x: jax.Array, *args: Any) -> jax.Array:
-        if not all_arrays(params, x, args):
-            validate(params, x, args)
-        return run_compiled(compute, where, params, x, *args)
-
-    return objective
+    return program(where, compute, lambda params, x, *args: validate(params, x, args))
 
 
 def _sum_of(per_example: Callable, f: Any) -> Callable[..., jax.Array]:

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 
 from . import _forward_laplacian
 from ._batch import map_batches
-from ._dispatch import ESTIMATORS, all_arrays, cached, choose, run_compiled
+from ._dispatch import ESTIMATORS, cached, choose, program
 from ._mlp import MLP
 from ._validation import (
     as_float_array,
@@ -329,21 +329,11 @@ def operator_transform(
             out = _pick(out, outputs, quantity)
         return out
 
-    @jax.jit
     def compute(params, x, *others):
         x, others, _ = validate(params, x, *others)
         return _vmap_is_the_batch(plain)(params, x, *others)
 
-    def transformed(params: Any, x: jax.Array, *others: Any) -> jax.Array:
-        if len(others) != len(names) - 2:
-            raise TypeError(
-                f"{where}: expected arguments ({', '.join(names)}); got {2 + len(others)}."
-            )
-        if not all_arrays(params, x, others):
-            validate(params, x, *others)
-        return run_compiled(compute, where, params, x, *others)
-
-    return transformed
+    return program(where, compute, validate, tuple(names))
 
 
 @cached
@@ -401,7 +391,6 @@ def diagonal_estimate(
         estimate = jnp.mean(r * hv, axis=2)  # (B, m', n)
         return estimate if dims is None else estimate[..., list(dims)]
 
-    @jax.jit
     def compute(params, x, key):
         # no batching rule of its own: under a user's vmap the Hessian-vector products inside
         # join the mapped axis to the batch, and each mapped call draws from its own key
@@ -412,14 +401,7 @@ def diagonal_estimate(
         out = out.reshape(*lead, *out.shape[1:])
         return out[..., 0, :] if scalar else out
 
-    def transformed(params: Any, x: jax.Array, *others: Any) -> jax.Array:
-        if len(others) != 1:
-            raise TypeError(f"{where}: expected arguments (params, x, key); got {2 + len(others)}.")
-        if not all_arrays(params, x, others):
-            validate(params, x, *others)
-        return run_compiled(compute, where, params, x, *others)
-
-    return transformed
+    return program(where, compute, validate, ("params", "x", "key"))
 
 
 def unbiased_square(residual: Callable[[jax.Array], jax.Array], key: jax.Array) -> jax.Array:

@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ._dispatch import all_arrays, cached, run_compiled
+from ._dispatch import cached, program
 from ._jprop import autodiff_rule, jprop_u, jprop_v, mean_loss
 from ._validation import (
     as_float_scalar,
@@ -47,16 +47,10 @@ def _jacobian_fit(by_columns, by_rows, params, x, targets) -> jax.Array:
 def _composite(where: str, validate: Callable, body: Callable) -> Callable[..., jax.Array]:
     """A composite objective under one `jax.jit`: validation when traced, then `body`."""
 
-    @jax.jit
     def compute(params, x, *args):
         return body(params, *validate(params, x, *args))
 
-    def objective(params, x, *args):
-        if not all_arrays(params, x, args):
-            validate(params, x, *args)
-        return run_compiled(compute, where, params, x, *args)
-
-    return objective
+    return program(where, compute, validate)
 
 
 def tangent_prop(f: Any, *, method: str = "auto", batch_size: int | None = None):

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import _closed, _forward_laplacian, _trained_curvature
 from ._batch import map_batches, map_examples
-from ._dispatch import all_arrays, cached, choose, run_compiled
+from ._dispatch import cached, choose, program
 from ._forward_laplacian import supports
 from ._mlp import MLP
 from ._operators import check_estimator, diagonal_estimate, operator_transform
@@ -206,20 +206,11 @@ def _input_transform(
         _check_outputs(outputs, out, where)
         return x, others
 
-    @jax.jit
     def compute(params, x, *others):
         x, others = validate(params, x, *others)
         return _vmap_is_the_batch(plain)(params, x, *others)
 
-    def transformed(params: Any, x: jax.Array, *others: jax.Array) -> jax.Array:
-        if len(others) != len(extra):
-            expected = ", ".join(("params", "x") + extra)
-            raise TypeError(f"{where}: expected arguments ({expected}); got {2 + len(others)}.")
-        if not all_arrays(params, x, others):  # jit would refuse these with its own words
-            validate(params, x, *others)
-        return run_compiled(compute, where, params, x, *others)
-
-    return transformed
+    return program(where, compute, validate, ("params", "x") + extra)
 
 
 def _over_inputs(rule: Callable, dims: tuple[int, ...], f: Function, params: Any, x: jax.Array):
@@ -614,7 +605,6 @@ def _r_operator(f: Any, method: str) -> Callable[..., Any]:
             r, "r", x.shape, x.dtype, dtype, where, _EXTRA_HINTS["r"]
         )
 
-    @jax.jit
     def compute(params, x, r):
         x, r = validate(params, x, r)
         if road == "closed":  # the R-forward pass; it takes any leading batch axes as they are
@@ -622,9 +612,4 @@ def _r_operator(f: Any, method: str) -> Callable[..., Any]:
             return passes.jacobian_vector_product(f, in_dtype(params, x.dtype), x, r)
         return jax.jvp(lambda x: f(params, x), (x,), (r,))[1]
 
-    def r_fn(params: Any, x: jax.Array, r: jax.Array) -> Any:
-        if not all_arrays(params, x, r):
-            validate(params, x, r)
-        return compute(params, x, r)
-
-    return r_fn
+    return program(where, compute, validate, ("params", "x", "r"))

@@ -21,6 +21,7 @@ matrices here index (`jax.flatten_util.ravel_pytree` order).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +31,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from ._batch import mean_over_batch
-from ._dispatch import cached, choose
+from ._dispatch import cached, choose, program
 from ._lanczos import Eigenpairs, lanczos
 from ._losses import CrossEntropy, SquaredError, check_data, logits
 from ._mlp import MLP
@@ -231,7 +232,8 @@ def _hvp_fn(loss, road, batch_size=None):
     return _mean_of(rule, batch_size)
 
 
-def _validate_data(loss, params, data, where):
+def _validate_data(loss, params, *data, where):
+    """The data after params: (x, t) checked for a jprop loss, as they are for any other."""
     if isinstance(loss, (SquaredError, CrossEntropy)):
         if len(data) != 2:
             raise TypeError(
@@ -241,6 +243,16 @@ def _validate_data(loss, params, data, where):
             )
         return check_data(loss, params, *data, where)
     return data
+
+
+def _directional(loss: Any, where: str) -> Callable:
+    """`(params, v, *data) -> (v, data)` checked: v shaped like params, the data as for the loss."""
+
+    def validate(params, v, *data):
+        data = _validate_data(loss, params, *data, where=where)
+        return _check_direction(params, v, where), data
+
+    return validate
 
 
 @cached
@@ -266,13 +278,14 @@ def weight_hessian_vector_product(
     """
     where = "jprop.weight_hessian_vector_product"
     road = _road(loss, method, where)
-    compute = jax.jit(_hvp_fn(loss, road, _check_batch_size(loss, batch_size, where)))
+    product = _hvp_fn(loss, road, _check_batch_size(loss, batch_size, where))
+    validate = _directional(loss, where)
 
     def hvp(params, v, *data):
-        data = _validate_data(loss, params, data, where)
-        return _like_params(compute(params, _check_direction(params, v, where), *data), params)
+        v, data = validate(params, v, *data)
+        return _like_params(product(params, v, *data), params)
 
-    return hvp
+    return program(where, hvp, validate)
 
 
 @cached
@@ -298,13 +311,14 @@ def gauss_newton_vector_product(
         True
     """
     where = "jprop.gauss_newton_vector_product"
-    compute = jax.jit(_gauss_newton_product(loss, method, batch_size, where))
+    product = _gauss_newton_product(loss, method, batch_size, where)
+    validate = _directional(loss, where)
 
     def gvp(params, v, *data):  # (x, t): counted with a message naming this function
-        x, t = _validate_data(loss, params, data, where)
-        return _like_params(compute(params, _check_direction(params, v, where), x, t), params)
+        v, data = validate(params, v, *data)
+        return _like_params(product(params, v, *data), params)
 
-    return gvp
+    return program(where, gvp, validate)
 
 
 def _gauss_newton_product(loss: Any, method: str, batch_size: Any, where: str) -> Callable:
@@ -410,14 +424,15 @@ def weight_hessian(
     road = _road(loss, method, where)
     check_size(max_bytes, "max_bytes", where)
     product = _hvp_fn(loss, road, _check_batch_size(loss, batch_size, where))
-    compute = jax.jit(lambda p, *d: _dense(product, p, d, max_bytes, where, "weight Hessian"))
+    validate = functools.partial(_validate_data, loss, where=where)
 
     def hessian(params, *data):
+        data = validate(params, *data)
         return _like_flat_params(
-            compute(params, *_validate_data(loss, params, data, where)), params
+            _dense(product, params, data, max_bytes, where, "weight Hessian"), params
         )
 
-    return hessian
+    return program(where, hessian, validate)
 
 
 @cached
@@ -442,14 +457,15 @@ def gauss_newton(
     where = "jprop.gauss_newton"
     gvp = _gauss_newton_product(loss, method, batch_size, where)
     check_size(max_bytes, "max_bytes", where)
-    compute = jax.jit(lambda p, *d: _dense(gvp, p, d, max_bytes, where, "Gauss-Newton matrix"))
+    validate = functools.partial(_validate_data, loss, where=where)
 
     def matrix(params, *data):  # (x, t)
+        data = validate(params, *data)
         return _like_flat_params(
-            compute(params, *_validate_data(loss, params, data, where)), params
+            _dense(gvp, params, data, max_bytes, where, "Gauss-Newton matrix"), params
         )
 
-    return matrix
+    return program(where, matrix, validate)
 
 
 @cached
@@ -495,13 +511,13 @@ def weight_hessian_diagonal(
         )
     rule = lambda params, _, x, t: _becker_lecun(loss, params, x, t)  # noqa: E731
     chunked = _mean_of(rule, _check_batch_size(loss, batch_size, where))
-    compute = jax.jit(lambda params, x, t: chunked(params, None, x, t))
+    validate = functools.partial(_validate_data, loss, where=where)
 
     def approximate(params, x, t):
-        x, t = _validate_data(loss, params, (x, t), where)
-        return _like_params(compute(params, x, t), params)
+        x, t = validate(params, x, t)
+        return _like_params(chunked(params, None, x, t), params)
 
-    return approximate
+    return program(where, approximate, validate, ("params", "x", "t"))
 
 
 def curvature_along(
@@ -593,7 +609,7 @@ def top_eigenpairs(
     run = jax.jit(run, static_argnums=3)
 
     def eigenpairs(params, *data, key=None):
-        data = _validate_data(loss, params, data, where)
+        data = _validate_data(loss, params, *data, where=where)
         flat = ravel_pytree(params)[0]
         size = flat.size
         steps = min(size, num_iterations or 2 * k + 30)

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from ._batch import map_batches
-from ._dispatch import METHODS, all_arrays, cached, run_compiled
+from ._dispatch import METHODS, cached, program
 from ._jprop import bilinear
 from ._transforms import jacobian
 from ._validation import (
@@ -101,7 +101,7 @@ class SpectralNorm:
         self.batch_size = optional_size(batch_size, "batch_size", self.where)
         check_method(method, METHODS, self.where)
         self._bilinear = bilinear(self.f, method=method, batch_size=self.batch_size)
-        self._call = jax.jit(self._compute)
+        self._call = program(self.where, self._compute, self._validate, ("params", "x", "state"))
 
     def init(self, params: Any, x: jax.Array, key: jax.Array) -> SpectralState:
         """A random unit pair per example (σ = 0 until the first call)."""
@@ -229,13 +229,7 @@ def _log_abs_det_jacobian(f: Any, method: str, batch_size: Any) -> Callable[...,
             )
         return x
 
-    @jax.jit
     def compute(params, x):
         return loss(params, validate(params, x))
 
-    def objective(params: Any, x: jax.Array) -> jax.Array:
-        if not all_arrays(params, x):
-            validate(params, x)
-        return run_compiled(compute, where, params, x)
-
-    return objective
+    return program(where, compute, validate, ("params", "x"))

@@ -291,24 +291,42 @@ def test_running_out_of_memory_points_at_batch_size():
         MemoryError, match=r"jprop.hessian: the device ran out of memory.*batch_size"
     ):
         _dispatch.run_compiled(exhausted, "jprop.hessian", PARAMS, jnp.ones((5, 3), jnp.float32))
-    # ...and every kind of eager entry point goes through it (a transform, an objective, a
-    # regulariser, log|det J|).
-    from jprop import _jprop, _regularisers, _transforms, _whole_jacobian
-
-    for module, call in [
-        (_transforms, lambda: jprop.hessian(NET)(PARAMS, X)),
-        (_jprop, lambda: jprop.jprop_v(NET)(PARAMS, X[None], X[None], jnp.ones((1, 2)))),
-        (_regularisers, lambda: jprop.tangent_prop(NET)(PARAMS, X[None], X[None, None])),
+    # ...and every kind of eager entry point goes through it, served by one program wrapper: a
+    # transform, an estimate, an objective, a regulariser, log|det J| and weight curvature.
+    original, square = _dispatch.run_compiled, jprop.MLP((3, 4, 3))
+    x, t = jnp.ones((5, 3), jnp.float32), jnp.ones((5, 2), jnp.float32)
+    loss = jprop.SquaredError(NET)
+    for where, call in [
+        ("jprop.hessian", lambda: jprop.hessian(NET)(PARAMS, X)),
         (
-            _whole_jacobian,
-            lambda: jprop.log_abs_det_jacobian(jprop.MLP((3, 4, 3)))(
-                jprop.MLP((3, 4, 3)).init(jax.random.key(0)), X[None]
+            "jprop.laplacian",
+            lambda: jprop.laplacian(NET, estimator="sparse", probes=2)(
+                PARAMS, X, jax.random.key(0)
             ),
+        ),
+        ("jprop.jprop_v", lambda: jprop.jprop_v(NET)(PARAMS, X[None], X[None], jnp.ones((1, 2)))),
+        ("jprop.tangent_prop", lambda: jprop.tangent_prop(NET)(PARAMS, X[None], X[None, None])),
+        (
+            "jprop.log_abs_det_jacobian",
+            lambda: jprop.log_abs_det_jacobian(square)(square.init(jax.random.key(0)), X[None]),
+        ),
+        (
+            "jprop.weight_hessian_vector_product",
+            lambda: jprop.weight_hessian_vector_product(loss)(PARAMS, PARAMS, x, t),
+        ),
+        ("jprop.weight_hessian", lambda: jprop.weight_hessian(loss)(PARAMS, x, t)),
+        (
+            "jprop.weight_hessian_diagonal",
+            lambda: jprop.weight_hessian_diagonal(loss)(PARAMS, x, t),
         ),
     ]:
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(module, "run_compiled", lambda compute, where, *args: exhausted())
-            with pytest.raises(jax.errors.JaxRuntimeError, match="RESOURCE_EXHAUSTED"):
+            patch.setattr(
+                _dispatch,
+                "run_compiled",
+                lambda compute, where, *args: original(exhausted, where, *args),
+            )
+            with pytest.raises(MemoryError, match=rf"{where}: the device ran out of memory"):
                 call()
     with pytest.raises(jax.errors.JaxRuntimeError, match="INTERNAL"):  # other errors pass through
         _dispatch.run_compiled(
