@@ -33,7 +33,7 @@ from jax.experimental import jet
 
 import jprop
 from benchmarks import harness
-from jprop._operators import _draw
+from jprop.quantities._operators import _draw
 
 PROBES = 16
 

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import jprop
 from benchmarks import harness
 from benchmarks.harness import jax_hessian, race
-from jprop import _closed
+from jprop.quantities import _closed
 
 SHAPES = [
     ((2, 64, 64, 64, 1), 1024),

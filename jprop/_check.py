@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._batch import map_examples
-from ._transforms import hessian, hessian_diagonal, jacobian, laplacian
 from ._validation import check_input
+from .quantities._transforms import hessian, hessian_diagonal, jacobian, laplacian
 
 
 def _to_float64(tree: Any) -> Any:

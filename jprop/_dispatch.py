@@ -21,9 +21,9 @@ from typing import Any
 
 import jax
 
-from ._mlp import MLP
 from ._validation import check_method
 from .layers import Network
+from .models._mlp import MLP
 
 METHODS = ("auto", "closed", "autodiff")
 
@@ -45,7 +45,7 @@ class Road:
 def _is_closed_loss(f: Any) -> bool:
     # Weight-space curvature: a SquaredError / CrossEntropy of an MLP has closed passes. Imported
     # lazily: the losses module builds on this one.
-    from ._losses import CrossEntropy, SquaredError
+    from .curvature._losses import CrossEntropy, SquaredError
 
     return isinstance(f, (SquaredError, CrossEntropy)) and isinstance(f.f, MLP)
 

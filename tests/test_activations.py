@@ -7,7 +7,7 @@ import pytest
 from jax.test_util import check_grads
 
 import jprop
-from jprop._activations import activation_function
+from jprop.models._activations import activation_function
 
 X = jnp.linspace(-3.0, 3.0, 13, dtype=jnp.float64)
 
@@ -168,7 +168,7 @@ def test_sine_slopes_are_the_table_and_computed_once():
     # layer: the values stay bitwise the table's, NaN only where the sine is, and the compiled
     # Laplacian training step evaluates far fewer sines and cosines than it did (11 of each on
     # this net; its 3 layers need 3).
-    from jprop import _activations
+    from jprop.models import _activations
 
     z = jnp.asarray([[0.3, -2.0, 7.5], [jnp.inf, 1.0, 2.0], [1e4, -1e4, 0.0]], jnp.float32)
     table = jprop.derivatives("sin")

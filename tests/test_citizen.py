@@ -28,7 +28,8 @@ from helpers import (
 from jax.flatten_util import ravel_pytree
 
 import jprop
-from jprop import _dispatch, _forward_laplacian, _trained_curvature, _trained_jacobian, _transforms
+from jprop import _dispatch
+from jprop.quantities import _forward_laplacian, _trained_curvature, _trained_jacobian, _transforms
 
 # ----------------------------------------------------------------------------------------------
 # Built once, traced once
@@ -173,7 +174,7 @@ def test_objectives_are_scalar_losses_that_add_and_train_with_optax():
 
 def test_jax_grad_of_an_objective_runs_the_passes(monkeypatch):
     # Swap the passes for a wrong rule: jax.grad of the loss must change, its value must not.
-    from jprop import _jprop
+    from jprop.objectives import _jprop
 
     net = SCALAR_OUT
     params, x = params_and_input(net, jnp.float64, batch=(3,))
@@ -631,7 +632,7 @@ def test_jacobian_rules_over_chosen_inputs(sizes):
 def test_each_composite_runs_the_primitive_road_names(sizes, monkeypatch):
     # Swap the closed rule of the primitive road() names for one whose gradients are doubled: the
     # composite's gradient must change exactly when road() says it takes the closed road.
-    from jprop import _jprop
+    from jprop.objectives import _jprop
 
     net = jprop.MLP(sizes)
     n, m = sizes[0], sizes[-1]

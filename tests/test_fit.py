@@ -234,7 +234,7 @@ def test_a_checkpoint_that_cannot_be_written_is_refused_before_training(tmp_path
 
     path = str(tmp_path / "run.eqx")
     jprop.fit(quadratic, start, TARGET, steps=2, progress=False, checkpoint=path)  # writable
-    monkeypatch.setattr("jprop._fit._save", full_disk)  # the disk fills during the run
+    monkeypatch.setattr("jprop.training._fit._save", full_disk)  # the disk fills during the run
     for optimizer in (optax.sgd(0.5), "lbfgs"):
         with pytest.warns(RuntimeWarning, match="could not be written.*its result is returned"):
             result = jprop.fit(

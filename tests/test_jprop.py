@@ -24,7 +24,7 @@ from helpers import (
 from jax.flatten_util import ravel_pytree
 
 import jprop
-from jprop import _passes
+from jprop.models import _passes
 
 ROADS = ["closed", "autodiff"]
 

@@ -125,7 +125,9 @@ def test_input_hessian_vector_product(net, dtype):
 def test_auto_takes_the_measured_faster_autodiff_road(transform, monkeypatch):
     # The Jacobian and E_v measured faster by JAX's composition: a broken closed form must not
     # reach "auto", and must reach "closed".
-    from jprop import _closed, _dispatch, _jprop
+    from jprop import _dispatch
+    from jprop.objectives import _jprop
+    from jprop.quantities import _closed
 
     net = WIDER_IN
     params, x = params_and_input(net, jnp.float64, batch=(2,))
@@ -146,7 +148,7 @@ def test_auto_takes_the_measured_faster_autodiff_road(transform, monkeypatch):
 
 
 def test_auto_takes_autodiff_for_the_hessian_where_it_measured_faster(monkeypatch):
-    from jprop import _closed
+    from jprop.quantities import _closed
 
     # The closed form only with several outputs, a first width of 64 or more and n ≤ n₁/2.
     nets = {
@@ -165,7 +167,8 @@ def test_auto_takes_autodiff_for_the_hessian_where_it_measured_faster(monkeypatc
 
 def test_auto_picks_closed_form(monkeypatch):
     # Break the closed form on purpose: "auto" and "closed" must see it, "autodiff" must not.
-    from jprop import _closed, _dispatch
+    from jprop import _dispatch
+    from jprop.quantities import _closed
 
     net = jprop.MLP((3, 64, 2))  # several outputs, n₁ ≥ 64, n ≤ n₁/2: "auto" takes the closed form
     params, x = params_and_input(net, jnp.float64)
@@ -336,7 +339,7 @@ def test_closed_form_branch_for_wide_inputs(net, monkeypatch):
     # Very wide inputs fold the first layer into the per-example contraction; at these test sizes
     # the branch does not trigger, so lower the threshold to reach it. 19 examples are one full
     # chunk of the contraction and a remainder.
-    from jprop import _closed
+    from jprop.quantities import _closed
 
     params, x = params_and_input(net, jnp.float64, seed=13, batch=(19,))
     expected = {t: t(net, method="autodiff")(params, x) for t in TRANSFORMS[1:]}

@@ -17,8 +17,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .._activations import HIDDEN_ALIASES
 from .._validation import as_float_array, check_size
+from ..models._activations import HIDDEN_ALIASES
 from . import _jet
 
 

@@ -31,8 +31,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .._activations import activation_function, is_linear, slopes
-from .._forward_laplacian import columns, scale, sum_tangents, times_wt
+from ..models._activations import activation_function, is_linear, slopes
+from ..quantities._forward_laplacian import columns, scale, sum_tangents, times_wt
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ._validation import as_float_array, check_input, check_size
+from .._validation import as_float_array, check_input, check_size
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,9 +10,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ._activations import activation_function
-from ._mlp import MLP, Params
-from ._validation import check_batch_objective, per_example_outputs
+from .._validation import check_batch_objective, per_example_outputs
+from ..models._activations import activation_function
+from ..models._mlp import MLP, Params
 
 
 def check_data(loss, params, x, t, where) -> tuple[jax.Array, jax.Array]:

@@ -9,8 +9,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from .._validation import as_float_array, check_input, check_size, computation_dtype, in_dtype
 from ._activations import HIDDEN_ALIASES, OUTPUT_ALIASES, activation_function
-from ._validation import as_float_array, check_input, check_size, computation_dtype, in_dtype
 
 Params = list[dict[str, jax.Array]]
 

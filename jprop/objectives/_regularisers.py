@@ -15,15 +15,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ._dispatch import cached, program
-from ._jprop import autodiff_rule, jprop_u, jprop_v, mean_loss
-from ._validation import (
+from .._dispatch import cached, program
+from .._validation import (
     as_float_scalar,
     check_batch_objective,
     check_size,
     optional_size,
     vector_output,
 )
+from ._jprop import autodiff_rule, jprop_u, jprop_v, mean_loss
 
 
 def _repeat(x: jax.Array, count: int) -> jax.Array:

@@ -27,8 +27,8 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from ._validation import check_size
-from ._whole_jacobian import SpectralNorm
+from .._validation import check_size
+from ..objectives._whole_jacobian import SpectralNorm
 
 SCIPY_METHODS = {"cg": "CG", "lbfgs": "L-BFGS-B"}
 

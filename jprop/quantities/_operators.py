@@ -32,19 +32,19 @@ import folx
 import jax
 import jax.numpy as jnp
 
-from . import _forward_laplacian
-from ._batch import map_batches
-from ._dispatch import ESTIMATORS, cached, choose, program
-from ._mlp import MLP
-from ._validation import (
+from .._batch import map_batches
+from .._dispatch import ESTIMATORS, cached, choose, program
+from .._validation import (
     as_float_array,
     check_method,
     in_dtype,
     optional_size,
     prepare_call,
 )
-from .layers import Network
-from .layers import _network as _network_passes
+from ..layers import Network
+from ..layers import _network as _network_passes
+from ..models._mlp import MLP
+from . import _forward_laplacian
 
 
 def check_estimator(estimator: Any, probes: Any, where: str) -> tuple[str | None, int | None]:

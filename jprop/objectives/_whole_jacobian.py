@@ -19,17 +19,17 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ._batch import map_batches
-from ._dispatch import METHODS, cached, program
-from ._jprop import bilinear
-from ._transforms import jacobian
-from ._validation import (
+from .._batch import map_batches
+from .._dispatch import METHODS, cached, program
+from .._validation import (
     check_batch_objective,
     check_method,
     check_size,
     optional_size,
     vector_output,
 )
+from ..quantities._transforms import jacobian
+from ._jprop import bilinear
 
 
 @jax.tree_util.register_dataclass

@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ._validation import check_size
+from .._validation import check_size
 
 
 def fourier_features(

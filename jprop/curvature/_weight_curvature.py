@@ -30,13 +30,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from ._batch import mean_over_batch
-from ._dispatch import cached, choose, program
+from .._batch import mean_over_batch
+from .._dispatch import cached, choose, program
+from .._validation import check_size, in_dtype, per_example_outputs
+from ..models._mlp import MLP
+from ..models._passes import backward, forward, r_backward, r_forward, weight_gradients
 from ._lanczos import Eigenpairs, lanczos
 from ._losses import CrossEntropy, SquaredError, check_data, logits
-from ._mlp import MLP
-from ._passes import backward, forward, r_backward, r_forward, weight_gradients
-from ._validation import check_size, in_dtype, per_example_outputs
 
 
 def _like_params(result: Any, params: Any) -> Any:

@@ -4,7 +4,7 @@ Hessian-vector product, and the R-operator.
 Each transform takes `f(params, x)` and returns a function of `(params, x, ...)`, in the manner of
 `jax.jacobian`. Two roads lead to every quantity: the generic autodiff road,
 built from `jax.jvp`/`jax.vjp` compositions, which works for any `f`; and the closed-form road for a
-`jprop.MLP` (`_closed.py`, built on the four passes of `_passes.py`). `method="auto"` picks the
+`jprop.MLP` (`_closed.py`, built on the four passes of `models/_passes.py`). `method="auto"` picks the
 closed form when it exists.
 """
 
@@ -19,14 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _closed, _forward_laplacian, _trained_curvature
-from ._batch import map_batches, map_examples
-from ._dispatch import cached, choose, program
-from ._forward_laplacian import supports
-from ._mlp import MLP
-from ._operators import check_estimator, diagonal_estimate, operator_transform
-from ._trained_jacobian import jacobian as trained_jacobian
-from ._validation import (
+from .._batch import map_batches, map_examples
+from .._dispatch import cached, choose, program
+from .._validation import (
     check_extra,
     check_input,
     computation_dtype,
@@ -34,8 +29,13 @@ from ._validation import (
     optional_size,
     prepare_call,
 )
-from .layers import Network
-from .layers import _network as _network_passes
+from ..layers import Network
+from ..layers import _network as _network_passes
+from ..models._mlp import MLP
+from . import _closed, _forward_laplacian, _trained_curvature
+from ._forward_laplacian import supports
+from ._operators import check_estimator, diagonal_estimate, operator_transform
+from ._trained_jacobian import jacobian as trained_jacobian
 
 Function = Callable[[Any, jax.Array], jax.Array]
 

@@ -4,7 +4,7 @@ Every objective reduces to the bilinear primitive (docs/math.md §3): for fixed 
 
     ∇_w (gᵀ J r) = R_r{∇_w (gᵀ f)},
 
-computed for a `jprop.MLP` by the paper's four passes (`_passes.py`), for a `jprop.Network` from
+computed for a `jprop.MLP` by the paper's four passes (`models/_passes.py`), for a `jprop.Network` from
 its layers' tangent steps under `jax.value_and_grad`, and for any other `f` by `jax.jvp`/`jax.vjp`
 compositions under `jax.value_and_grad`. Holding the residual fixed turns
 E_u = ½‖uᵀJ − a‖² into the primitive with (g, r) = (u, Jᵀu − a), and E_v = ½‖Jv − b‖² into (Jv − b, v).
@@ -23,11 +23,9 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
-from ._batch import mean_over_batch
-from ._dispatch import cached, choose, program
-from ._mlp import MLP, Params
-from ._passes import backward, forward, r_backward, r_forward, weight_gradients
-from ._validation import (
+from .._batch import mean_over_batch
+from .._dispatch import cached, choose, program
+from .._validation import (
     as_float_array,
     check_extra,
     check_not_empty,
@@ -36,8 +34,10 @@ from ._validation import (
     prepare_call,
     vector_output,
 )
-from .layers import Network
-from .layers import _network as _network_passes
+from ..layers import Network
+from ..layers import _network as _network_passes
+from ..models._mlp import MLP, Params
+from ..models._passes import backward, forward, r_backward, r_forward, weight_gradients
 
 Result = tuple[jax.Array, Any]
 

@@ -26,10 +26,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._activations import is_linear, softmax_jacobian_times
-from ._batch import strided_map, strided_steps
-from ._mlp import MLP, Params
-from ._passes import Forward, backward, forward, r_backward, r_forward
+from .._batch import strided_map, strided_steps
+from ..models._activations import is_linear, softmax_jacobian_times
+from ..models._mlp import MLP, Params
+from ..models._passes import Forward, backward, forward, r_backward, r_forward
 
 
 def _rows_to_z(fwd: Forward, layer: int, name: str, rows: jax.Array) -> jax.Array:

@@ -20,7 +20,7 @@ example as M + Mᵀ with M = ½ (Ċ∘A) Aᵀ + (C∘A) Ȧᵀ. The diagonal keep
 `_transforms.PER_TANGENT_DIAGONAL_INPUTS` chosen inputs the diagonal trains through the forward
 Laplacian's pass kept per tangent instead, `_forward_laplacian.diagonal`: faster there.)
 
-**Hessian-vector product.** Σ_k g_k ∇²f_k r is the R-backward pass's rgy^0 (`_passes.py`). Each of
+**Hessian-vector product.** Σ_k g_k ∇²f_k r is the R-backward pass's rgy^0 (`models/_passes.py`). Each of
 the four passes is differentiated line by line, with ġ, ṙ the tangents of the weighting and the
 direction:
 
@@ -47,8 +47,10 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
+from ..models._activations import activation_function, is_linear, slopes
+from ..models._mlp import MLP, Params
+from ..models._passes import Forward, backward, r_backward, r_forward
 from . import _closed
-from ._activations import activation_function, is_linear, slopes
 from ._closed import contract_in_chunks, symmetric_gram
 from ._forward_laplacian import (
     columns,
@@ -58,8 +60,6 @@ from ._forward_laplacian import (
     times_w,
     times_wt,
 )
-from ._mlp import MLP, Params
-from ._passes import Forward, backward, r_backward, r_forward
 
 
 class _Layer(NamedTuple):

@@ -37,8 +37,9 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
+from ..models._activations import activation_function, is_linear, slopes
+from ..models._mlp import MLP, Params
 from . import _closed
-from ._activations import activation_function, is_linear, slopes
 from ._forward_laplacian import (
     columns,
     first_order_tangent,
@@ -47,7 +48,6 @@ from ._forward_laplacian import (
     times_w,
     times_wt,
 )
-from ._mlp import MLP, Params
 
 
 def _batch(v: jax.Array, batch: int) -> jax.Array:

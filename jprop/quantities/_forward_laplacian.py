@@ -39,9 +39,9 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
+from ..models._activations import activation_function, is_linear, slopes
+from ..models._mlp import MLP, Params
 from . import _closed
-from ._activations import activation_function, is_linear, slopes
-from ._mlp import MLP, Params
 
 
 def supports(net: MLP) -> bool:
