@@ -1,29 +1,27 @@
-"""Which road computes a quantity, decided in one place, and transforms built once per recipe.
+"""Every quantity jprop computes, one record each, and which road computes it.
 
-Every public transform asks `choose(f, quantity, method)` which road runs: the closed-form passes
-for a model whose structure jprop knows, or the generic autodiff road. `jprop.road(f, quantity)`
-tells a user the same answer with its reason. The weight-curvature transforms key their choice on
-their loss through the same function.
-
-`cached` memoises transform construction: building `jprop.hessian(net)` twice with the same
-options returns the same function, so the jitted program inside it is traced and compiled once
-however often a user writes the transform inline.
+A quantity's record (`Quantity`, in `REGISTRY`) holds the rules `auto` applies to a `jprop.MLP` and
+to a `jprop.Network`, what computes it on each road (the MLP's closed form and its hand-written
+tangent pass, the Network's layer pass, the generic road's rule) and the arguments it takes after
+x. The transforms and objectives build themselves from the record; `choose(f, quantity, method)`
+decides the road, and `jprop.road(f, quantity)` tells a user the same answer with its reason.
+How a built transform becomes one compiled program is `_program.py`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import types
-import weakref
 from collections.abc import Callable
 from typing import Any
 
-import jax
-
 from ._validation import check_method
+from .curvature import _rules as curvature_rules
 from .layers import Network
+from .layers import _network as layer_passes
 from .models._mlp import MLP
+from .objectives import _roads as objective_roads
+from .quantities import _autodiff, _closed, _forward_laplacian, _trained_curvature
+from .quantities._trained_jacobian import jacobian as trained_jacobian
 
 METHODS = ("auto", "closed", "autodiff")
 
@@ -149,14 +147,34 @@ def _softmax_trace_rule(f: MLP) -> tuple[bool, str]:
     )
 
 
+Rule = Callable[[Any], tuple[bool, str]]
+
+
 @dataclasses.dataclass(frozen=True)
 class Quantity:
-    """One quantity's record: the rule `auto` applies to a `jprop.MLP` and to a `jprop.Network`
-    ((takes the closed road?, reason); None: no closed road there), and what computes it on the
-    autodiff road where that is not JAX's own transforms."""
+    """One quantity's record.
 
-    mlp: Callable[[MLP], tuple[bool, str]]
-    network: Callable[[Network], tuple[bool, str]] | None = None
+    - `mlp`, `network`: the rule `auto` applies to a `jprop.MLP` and to a `jprop.Network`, giving
+      (takes the closed road?, reason); `network` None: no layer road.
+    - `closed`: the MLP's closed form over a batch, `(net, params, x (B, n), *arguments)`; for an
+      objective it gives (Σ value, Σ weight-gradients) from J-prop's passes.
+    - `trained`: `(net, dims) -> (params, x, *arguments) -> value`, the closed form carrying its
+      hand-written tangent pass, which `jax.grad` runs (None: JAX differentiates `closed`).
+    - `layers`: the Network's pass over a batch, `(net, params, x, *arguments)`.
+    - `autodiff`: the generic road for any `f`, one example: `(f, params, x_i, *arguments_i)`.
+    - `arguments`: the per-example arguments after x, each with the space it lives in ("m": the
+      output's, "n": the input's); `scalars`: shared scalar arguments after them.
+    - `engine`: what computes it on the generic road where that is not JAX's own transforms.
+    """
+
+    mlp: Rule
+    network: Rule | None = None
+    closed: Callable[..., Any] | None = None
+    trained: Callable[..., Any] | None = None
+    layers: Callable[..., Any] | None = None
+    autodiff: Callable[..., Any] | None = None
+    arguments: tuple[tuple[str, str], ...] = ()
+    scalars: tuple[str, ...] = ()
     engine: str = ""
 
 
@@ -166,10 +184,37 @@ _SOFTMAX_CURVATURE = (
 _ONE_TANGENT = "one input tangent through each layer's own step, differentiated by jax.grad"
 _FOLX = "; folx's forward Laplacian computes it"
 
+
+def _objective(name: str, mlp: Rule, network: Rule, *arguments: str, scalars=()) -> Quantity:
+    """A J-prop objective's record: its three roads are `objective_roads.<road>_<name>`;
+    `arguments` as "name space" pairs ("g m": g in the output space)."""
+    return Quantity(
+        mlp,
+        network,
+        closed=getattr(objective_roads, f"closed_{name}"),
+        layers=getattr(objective_roads, f"layers_{name}"),
+        autodiff=getattr(objective_roads, f"autodiff_{name}"),
+        arguments=tuple(tuple(pair.split()) for pair in arguments),
+        scalars=scalars,
+    )
+
+
 # Every quantity jprop computes, one record each (the composites below take their primitive's).
 REGISTRY: dict[str, Quantity] = {
-    "jacobian": Quantity(_jacobian_rule, _network_jacobian_rule),
-    "hessian": Quantity(_with_softmax(_hessian_rule, _SOFTMAX_CURVATURE)),
+    "jacobian": Quantity(
+        _jacobian_rule,
+        _network_jacobian_rule,
+        closed=_closed.jacobian,
+        trained=trained_jacobian,
+        layers=layer_passes.jacobian,
+        autodiff=_autodiff.jacobian,
+    ),
+    "hessian": Quantity(
+        _with_softmax(_hessian_rule, _SOFTMAX_CURVATURE),
+        closed=_closed.hessian,
+        trained=lambda net, dims: _trained_curvature.hessian(net),
+        autodiff=_autodiff.hessian,
+    ),
     "laplacian": Quantity(
         _with_softmax(
             _always("the forward Laplacian, trained through its hand-written tangent pass"),
@@ -179,7 +224,11 @@ REGISTRY: dict[str, Quantity] = {
             "the forward Laplacian through each layer's own step, differentiated by jax.grad as "
             "plain matrix products and elementwise products"
         ),
-        _FOLX,
+        closed=_closed.laplacian,
+        trained=_forward_laplacian.laplacian,
+        layers=layer_passes.laplacian,
+        autodiff=_autodiff.laplacian,
+        engine=_FOLX,
     ),
     "hessian_diagonal": Quantity(
         _with_softmax(
@@ -193,6 +242,10 @@ REGISTRY: dict[str, Quantity] = {
         _always(
             "the forward Laplacian through each layer's own step, each input's term kept apart"
         ),
+        closed=_closed.hessian_diagonal,
+        trained=_trained_curvature.diagonal_for,
+        layers=layer_passes.hessian_diagonal,
+        autodiff=_autodiff.hessian_diagonal,
     ),
     "hessian_vector_product": Quantity(
         _with_softmax(
@@ -201,23 +254,46 @@ REGISTRY: dict[str, Quantity] = {
             ),
             "the R-backward pass's by-product with the softmax's own term, trained by JAX's "
             "derivative of it",
-        )
+        ),
+        closed=_closed.hessian_vector_product,
+        trained=lambda net, dims: _trained_curvature.hessian_vector_product(net),
+        autodiff=_autodiff.hvp,
+        arguments=(("g", "m"), ("r", "n")),
     ),
     "hessian_trace": Quantity(
         _softmax_trace_rule,
         _always("the forward Laplacian through each layer's own step, started from the directions"),
-        "; folx's forward Laplacian of z ↦ f(x + Dᵀz) at z = 0 computes it",
+        engine="; folx's forward Laplacian of z ↦ f(x + Dᵀz) at z = 0 computes it",
     ),
     "R": Quantity(
-        _always("the R-forward pass"), _always("one input tangent through each layer's own step")
+        _always("the R-forward pass"),
+        _always("one input tangent through each layer's own step"),
+        closed=_closed.jacobian_vector_product,
+        layers=layer_passes.jacobian_vector_product,
+        autodiff=_autodiff.jacobian_vector_product,
+        arguments=(("r", "n"),),
     ),
-    "bilinear": Quantity(_always("J-prop's four passes"), _always(_ONE_TANGENT)),
-    "jprop_u": Quantity(_always("J-prop's four passes"), _network_rows_rule),
-    "jprop_v": Quantity(_jprop_v_rule, _always(_ONE_TANGENT)),
-    "double_backprop": Quantity(
-        _always("J-prop's passes with the output injection"), _network_rows_rule
+    "bilinear": _objective(
+        "bilinear", _always("J-prop's four passes"), _always(_ONE_TANGENT), "g m", "r n"
     ),
-    "weight_curvature": Quantity(_always("Pearlmutter's weight-space R passes")),
+    "jprop_u": _objective(
+        "jprop_u", _always("J-prop's four passes"), _network_rows_rule, "u m", "a n"
+    ),
+    "jprop_v": _objective("jprop_v", _jprop_v_rule, _always(_ONE_TANGENT), "v n", "b m"),
+    "double_backprop": _objective(
+        "double_backprop",
+        _always("J-prop's passes with the output injection"),
+        _network_rows_rule,
+        "t m",
+        scalars=("lam",),
+    ),
+    # the Hessian-vector product of a loss in the weights (`(loss, params, x, t, v)` closed,
+    # `(loss, params, v, *data)` for any loss); the Gauss-Newton product takes the same road
+    "weight_curvature": Quantity(
+        _always("Pearlmutter's weight-space R passes"),
+        closed=curvature_rules.closed_hvp,
+        autodiff=curvature_rules.autodiff_hvp,
+    ),
 }
 
 
@@ -387,175 +463,3 @@ def road(
         if tangent_chunk is not None:
             chosen = Road(chosen.road, f"in chunks of input tangents: {chosen.reason}")
     return estimated(chosen, estimator)
-
-
-_MEMOS: list[Any] = []
-
-
-# Transforms built on a user's function are kept only as long as the function lives, so no
-# closure (nor the arrays it holds, nor its compiled programs) outlives the user's last reference.
-# The builder sees the function through `_Weak`, which refers to it weakly: nothing built (nor
-# JAX's caches of what was traced) then keeps it alive, and its table entry goes with it. What
-# `cached` returns holds the function itself, so a transform in the user's hands always works.
-_BUILT_ON: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-class _Weak:
-    """A user's function seen through a weak reference: called, hashed, compared and asked for
-    attributes as the function itself."""
-
-    __slots__ = ("ref", "__weakref__")
-
-    def __init__(self, f: Any):
-        self.ref = weakref.ref(f)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.ref()(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.ref(), name)
-
-    def __hash__(self) -> int:
-        return hash(self.ref())
-
-    def __eq__(self, other: Any) -> bool:
-        other = other.ref() if isinstance(other, _Weak) else other
-        return self.ref() == other
-
-    def __repr__(self) -> str:
-        return repr(self.ref())
-
-
-def _owner(args: tuple) -> Any:
-    """The user's function a transform is built on, if any: a plain function (a lambda, a `def`, a
-    `functools.partial`) given as it is, seen through `_Weak`, or wrapped in a jprop dataclass (a
-    loss, a scalar-output adapter). None for jprop's own models, which are values hashed by their
-    structure and kept in a table of the most recent."""
-    for arg in args:
-        while dataclasses.is_dataclass(arg) and not isinstance(arg, type) and hasattr(arg, "f"):
-            arg = arg.f
-        if isinstance(arg, _Weak):
-            return arg.ref()
-        if isinstance(arg, (types.FunctionType, functools.partial)):
-            return arg
-    return None
-
-
-def _seen_weakly(value: Any, owner: Any) -> Any:
-    """`value` with `owner` replaced by its `_Weak` view, directly or inside a jprop dataclass."""
-    if value is owner:
-        return _Weak(owner)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type) and hasattr(value, "f"):
-        inner = _seen_weakly(value.f, owner)
-        return value if inner is value.f else dataclasses.replace(value, f=inner)
-    return value
-
-
-def clear_caches() -> None:
-    """Forget every built transform (tests that swap an internal rule use this)."""
-    for memo in _MEMOS:
-        memo.cache_clear()
-    _BUILT_ON.clear()
-
-
-def cached(build: Callable[..., Any]) -> Callable[..., Any]:
-    """Memoise a transform builder on its (hashable) arguments.
-
-    Built once per model and options, a transform is traced once per argument shapes and dtypes,
-    as `jax.jit` is: what a function reads from its closure or globals is fixed when it is traced.
-    On a user's function the transform is kept while the function lives (`_BUILT_ON`); on jprop's
-    models in a table of the 512 most recent. A model that cannot be hashed (a plain equinox
-    module holding arrays) is built afresh each time, which is correct but recompiles.
-    """
-    memo = functools.lru_cache(maxsize=512)(build)
-    _MEMOS.append(memo)
-
-    @functools.wraps(build)
-    def builder(*args: Any, **kwargs: Any) -> Any:
-        key = (args, tuple(sorted(kwargs.items())))
-        try:
-            hash(key)
-        except TypeError:
-            return build(*args, **kwargs)
-        owner = _owner(args)
-        if owner is None:
-            return memo(*args, **kwargs)
-        # the table's keys and values refer to the function only weakly, or it would never go
-        args = tuple(_seen_weakly(a, owner) for a in args)
-        kwargs = {k: _seen_weakly(v, owner) for k, v in kwargs.items()}
-        key = (build, args, tuple(sorted(kwargs.items())))
-        table = _BUILT_ON.setdefault(owner, {})
-        if key not in table:
-            table[key] = build(*args, **kwargs)
-        return _holding(table[key], owner)
-
-    return builder
-
-
-def _holding(built: Any, owner: Any) -> Any:
-    """`built` for the user: the same callable, holding the function it was built on."""
-
-    @functools.wraps(built)
-    def transform(*args: Any, **kwargs: Any) -> Any:
-        return built(*args, **kwargs)
-
-    transform.model = owner
-    return transform
-
-
-def all_arrays(*trees: Any) -> bool:
-    """True when every leaf is already an array or a Python/NumPy number, so `jax.jit` takes the
-    arguments as they are and validation can run at trace time; otherwise the caller validates
-    eagerly first, which turns a string or an object into jprop's own error message."""
-    for tree in trees:
-        for leaf in jax.tree.leaves(tree):
-            if not isinstance(leaf, (jax.Array, int, float)) and not hasattr(leaf, "__array__"):
-                return False
-    return True
-
-
-def program(
-    where: str,
-    compute: Callable[..., Any],
-    validate: Callable[..., Any],
-    names: tuple[str, ...] | None = None,
-) -> Callable[..., Any]:
-    """The one wrapper every transform, objective and weight-curvature product is served by.
-
-    `compute(*args)` is the whole computation, validation included (it calls `validate` first, so
-    checks run when the program is traced and an eager call costs one dispatch of the compiled
-    program). The wrapper jits it once, checks the number of arguments against `names` (None:
-    `validate` checks them), validates eagerly first when an argument is not yet an array (a
-    string, an object: `jax.jit` would refuse it in its own words), and turns the device's
-    out-of-memory error into one that says how to bound memory. Built inside a `cached` builder,
-    the program is traced once per argument shapes however often the transform is rebuilt.
-    """
-    compiled = jax.jit(compute)
-
-    @functools.wraps(compute)
-    def call(*args: Any) -> Any:
-        if names is not None and len(args) != len(names):
-            raise TypeError(f"{where}: expected arguments ({', '.join(names)}); got {len(args)}.")
-        if not all_arrays(*args):
-            validate(*args)
-        return run_compiled(compiled, where, *args)
-
-    return call
-
-
-def run_compiled(compute: Callable[..., Any], where: str, *args: Any) -> Any:
-    """Call a transform's compiled program; if the device runs out of memory, say how to bound it
-    (`batch_size`) instead of XLA's bare RESOURCE_EXHAUSTED."""
-    try:
-        return compute(*args)
-    except jax.errors.JaxRuntimeError as error:
-        text = str(error)
-        if "RESOURCE_EXHAUSTED" not in text and "out of memory" not in text.lower():
-            raise
-        shapes = ", ".join(str(a.shape) for a in args[1:] if hasattr(a, "shape"))
-        raise MemoryError(
-            f"{where}: the device ran out of memory (arrays after params of shapes {shapes}). "
-            "Pass batch_size=k to "
-            "the transform to process the batch k examples at a time, with memory bounded by one "
-            "chunk, or shard the batch over devices (jprop.shard_batch)."
-        ) from error

@@ -52,7 +52,7 @@ jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 import pytest  # noqa: E402
 
-from jprop import _dispatch  # noqa: E402
+from jprop import _program  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 USER_LANE = "user_lane"
@@ -156,10 +156,10 @@ def _fresh_transforms(request):
     so it neither gets nor leaves a transform built with the other rule or traced before."""
     patched = {"monkeypatch", "empty_caches"} & set(request.fixturenames)
     if patched:
-        _dispatch.clear_caches()
+        _program.clear_caches()
     yield
     if patched:
-        _dispatch.clear_caches()
+        _program.clear_caches()
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -71,3 +73,14 @@ def central_differences(fn, point, eps=1e-6):
 def pair(objective):
     """`(value, grads)` of a jprop loss: the one line a user writes for the pair."""
     return jax.value_and_grad(objective)
+
+
+def swap_road(monkeypatch, quantity, **fields):
+    """Replace what `quantity`'s record computes on a road (`closed=`, `trained=`, ...) for one
+    test, with transforms rebuilt; returns the original record."""
+    from jprop import _dispatch, _program
+
+    record = _dispatch.REGISTRY[quantity]
+    monkeypatch.setitem(_dispatch.REGISTRY, quantity, dataclasses.replace(record, **fields))
+    _program.clear_caches()
+    return record

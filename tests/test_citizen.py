@@ -24,11 +24,12 @@ from helpers import (
     flat,
     pair,
     params_and_input,
+    swap_road,
 )
 from jax.flatten_util import ravel_pytree
 
 import jprop
-from jprop import _dispatch
+from jprop import _program
 from jprop.quantities import _forward_laplacian, _trained_curvature, _trained_jacobian, _transforms
 
 # ----------------------------------------------------------------------------------------------
@@ -67,7 +68,7 @@ def test_the_compile_counter_sees_a_transform_built_anew(compiles):
     params, x = params_and_input(net, jnp.float32, batch=(8,))
     jprop.hessian(net)(params, x)
     compiled = compiles.count
-    _dispatch.clear_caches()
+    _program.clear_caches()
     jprop.hessian(net)(params, x)
     assert compiles.count > compiled
 
@@ -174,20 +175,17 @@ def test_objectives_are_scalar_losses_that_add_and_train_with_optax():
 
 def test_jax_grad_of_an_objective_runs_the_passes(monkeypatch):
     # Swap the passes for a wrong rule: jax.grad of the loss must change, its value must not.
-    from jprop.objectives import _jprop
-
     net = SCALAR_OUT
     params, x = params_and_input(net, jnp.float64, batch=(3,))
     u, a = jnp.ones((3, 1)), jnp.zeros_like(x)
     right_value, right = pair(jprop.jprop_u(net))(params, x, u, a)
-    original = _jprop._closed_jprop_u
+    original = jprop._dispatch.REGISTRY["jprop_u"].closed
 
     def doubled(*args):
         value, grads = original(*args)
         return value, jax.tree.map(lambda g: 2 * g, grads)
 
-    monkeypatch.setattr(_jprop, "_closed_jprop_u", doubled)
-    _dispatch.clear_caches()
+    swap_road(monkeypatch, "jprop_u", closed=doubled)
     value, wrong = pair(jprop.jprop_u(net))(params, x, u, a)
     assert_close(value, right_value, 0.0)
     assert_close(flat(wrong), 2 * flat(right), 1e-14)
@@ -407,7 +405,7 @@ def test_trained_rules_are_used(monkeypatch, quantity, module, name, wrong):
     # and on a net whose layers are sin, softplus and a sigmoid output (the rule's other slopes).
     n, m = (2, 3) if name == "_columns_tangent" else (3, 1)
     if quantity == "hessian_diagonal" and module is _trained_curvature:
-        n = _transforms.PER_TANGENT_DIAGONAL_INPUTS + 2
+        n = _trained_curvature.PER_TANGENT_DIAGONAL_INPUTS + 2
     nets = [
         jprop.MLP((n, 6, m)),
         jprop.MLP((n, 6, 5, m), activation=("sin", "softplus"), output="logsig"),
@@ -415,7 +413,7 @@ def test_trained_rules_are_used(monkeypatch, quantity, module, name, wrong):
     data = [params_and_input(net, jnp.float64, batch=(4,)) for net in nets]
 
     def values_and_grads():
-        _dispatch.clear_caches()
+        _program.clear_caches()
         return [
             jax.value_and_grad(_trained_loss(quantity, net, "closed"))(params, x)
             for net, (params, x) in zip(nets, data)
@@ -440,12 +438,12 @@ def test_the_diagonal_rule_follows_the_number_of_chosen_inputs(monkeypatch, dims
 
     ours, theirs = (jax.grad(loss(m), (0, 1))(params, x) for m in ("closed", "autodiff"))
     assert_close(flat(ours), flat(theirs), 1e-12, f"grad in (params, x), dims {dims}")
-    per_tangent = len(dims) <= _transforms.PER_TANGENT_DIAGONAL_INPUTS
+    per_tangent = len(dims) <= _trained_curvature.PER_TANGENT_DIAGONAL_INPUTS
     module, wrong = (
         (_forward_laplacian, _tripled) if per_tangent else (_trained_curvature, _tripled_parts)
     )
     monkeypatch.setattr(module, "_tangent", wrong(module._tangent))
-    _dispatch.clear_caches()
+    _program.clear_caches()
     assert_close(flat(jax.grad(loss("closed"))(params, x)), 3 * flat(ours[0]), 1e-13, "rule used")
 
 
@@ -601,7 +599,7 @@ def test_road_names_the_rule_a_softmax_laplacian_runs(monkeypatch):
     def refuse(*args):
         raise AssertionError("the forward Laplacian ran for a softmax output")
 
-    monkeypatch.setitem(_transforms._TRAINED_THROUGH, "laplacian", refuse)
+    swap_road(monkeypatch, "laplacian", trained=refuse)
     params, x = params_and_input(net, jnp.float64, seed=3, batch=(4,))
     expected = jprop.laplacian(net, method="autodiff")(params, x)
     assert_close(jprop.laplacian(net)(params, x), expected, 1e-12)
@@ -632,7 +630,7 @@ def test_jacobian_rules_over_chosen_inputs(sizes):
 def test_each_composite_runs_the_primitive_road_names(sizes, monkeypatch):
     # Swap the closed rule of the primitive road() names for one whose gradients are doubled: the
     # composite's gradient must change exactly when road() says it takes the closed road.
-    from jprop.objectives import _jprop
+    from jprop import _dispatch
 
     net = jprop.MLP(sizes)
     n, m = sizes[0], sizes[-1]
@@ -656,17 +654,16 @@ def test_each_composite_runs_the_primitive_road_names(sizes, monkeypatch):
     for name, call in calls.items():
         chosen = jprop.road(net, name)
         primitive = re.search(r"through jprop\.(\w+)", chosen.reason).group(1)
-        original = getattr(_jprop, f"_closed_{primitive}")
+        record = _dispatch.REGISTRY[primitive]
 
-        def doubled(*args, original=original):
+        def doubled(*args, original=record.closed):
             value, grads = original(*args)
             return value, jax.tree.map(lambda g: 2 * g, grads)
 
-        monkeypatch.setattr(_jprop, f"_closed_{primitive}", doubled)
-        _dispatch.clear_caches()
-        auto = flat(jax.grad(lambda p: call(p, {}))(params))
-        reference = flat(jax.grad(lambda p: call(p, {"method": "autodiff"}))(params))
-        monkeypatch.setattr(_jprop, f"_closed_{primitive}", original)
-        _dispatch.clear_caches()
+        with pytest.MonkeyPatch.context() as patch:
+            swap_road(patch, primitive, closed=doubled)
+            auto = flat(jax.grad(lambda p: call(p, {}))(params))
+            reference = flat(jax.grad(lambda p: call(p, {"method": "autodiff"}))(params))
+        _program.clear_caches()
         changed = not np.allclose(auto, reference, rtol=1e-9, atol=1e-12)
         assert changed == (chosen.road == "closed"), (name, chosen)

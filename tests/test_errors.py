@@ -282,7 +282,7 @@ def test_curvature_along_a_zero_direction_under_jit_is_nan_not_a_number():
 def test_running_out_of_memory_points_at_batch_size():
     # An eager call whose compiled program exhausts the device: jprop's MemoryError names the
     # transform and batch_size, with XLA's error as its cause.
-    from jprop import _dispatch
+    from jprop import _program
 
     def exhausted(*args):
         raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 9 GiB")
@@ -290,10 +290,10 @@ def test_running_out_of_memory_points_at_batch_size():
     with pytest.raises(
         MemoryError, match=r"jprop.hessian: the device ran out of memory.*batch_size"
     ):
-        _dispatch.run_compiled(exhausted, "jprop.hessian", PARAMS, jnp.ones((5, 3), jnp.float32))
+        _program.run_compiled(exhausted, "jprop.hessian", PARAMS, jnp.ones((5, 3), jnp.float32))
     # ...and every kind of eager entry point goes through it, served by one program wrapper: a
     # transform, an estimate, an objective, a regulariser, log|det J| and weight curvature.
-    original, square = _dispatch.run_compiled, jprop.MLP((3, 4, 3))
+    original, square = _program.run_compiled, jprop.MLP((3, 4, 3))
     x, t = jnp.ones((5, 3), jnp.float32), jnp.ones((5, 2), jnp.float32)
     loss = jprop.SquaredError(NET)
     for where, call in [
@@ -322,14 +322,14 @@ def test_running_out_of_memory_points_at_batch_size():
     ]:
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(
-                _dispatch,
+                _program,
                 "run_compiled",
                 lambda compute, where, *args: original(exhausted, where, *args),
             )
             with pytest.raises(MemoryError, match=rf"{where}: the device ran out of memory"):
                 call()
     with pytest.raises(jax.errors.JaxRuntimeError, match="INTERNAL"):  # other errors pass through
-        _dispatch.run_compiled(
+        _program.run_compiled(
             lambda *a: (_ for _ in ()).throw(jax.errors.JaxRuntimeError("INTERNAL: other")),
             "jprop.hessian",
         )

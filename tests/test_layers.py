@@ -2,6 +2,8 @@
 as their authors write them, in plain JAX here (not through jprop), with `jax.hessian` and
 `jax.jacfwd` as oracles, in x and in the parameters, and against float64 central differences."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -429,3 +431,50 @@ def test_mixed_dtypes_compute_in_their_promotion_and_extremes_stay_finite():
     far = jnp.full((2, 3), 1e4, jnp.float32)
     lap, grads = jax.value_and_grad(lambda p: jnp.sum(jprop.laplacian(net)(p, far)))(low)
     assert np.isfinite(float(lap)) and np.all(np.isfinite(flat(grads)))
+
+
+@pytest.mark.parametrize(
+    "net",
+    [
+        jprop.MLP((3, 8, 5, 2), activation=("sin", "softplus"), output="logsig"),
+        jprop.MLP((2, 6, 1)),
+    ],
+    ids=["sin-softplus-logsig", "tanh"],
+)
+def test_an_mlp_is_the_network_of_its_layers(net):
+    # The same parameters through the MLP's own passes and through its layers' steps: every
+    # quantity both roads cover, and jax.grad of a loss on each, agree.
+    network = net.as_network()
+    assert [type(layer) for layer in network.layers] == [L.Dense] * net.depth
+    params = net.init(jax.random.key(0), jnp.float64)
+    x = jax.random.normal(jax.random.key(1), (4, net.n_inputs), jnp.float64)
+    r = jax.random.normal(jax.random.key(2), x.shape, jnp.float64)
+    transforms = {
+        "laplacian": lambda f: jprop.laplacian(f),
+        "laplacian, dims": lambda f: jprop.laplacian(f, dims=(0,)),
+        "hessian_diagonal": lambda f: jprop.hessian_diagonal(f),
+        "jacobian": lambda f: jprop.jacobian(f, method="closed"),
+        "R": lambda f: lambda p, x: jprop.R(f)(p, x, r),
+    }
+    for name, transform in transforms.items():
+        assert_close(transform(network)(params, x), transform(net)(params, x), 1e-12, name)
+
+        def loss(p, f=None):
+            return jnp.sum(jnp.sin(transform(f)(p, x)))
+
+        ours = jax.grad(functools.partial(loss, f=network))(params)
+        theirs = jax.grad(functools.partial(loss, f=net))(params)
+        assert_close(flat(ours), flat(theirs), 1e-11, f"grad of {name}")
+    m = net.n_outputs
+    v, b = r, jnp.ones((4, m), jnp.float64)
+    for objective in (jprop.jprop_v, jprop.jprop_u):
+        args = (v, b) if objective is jprop.jprop_v else (b, v)
+        ours = jax.value_and_grad(objective(network, method="closed"))(params, x, *args)
+        theirs = jax.value_and_grad(objective(net, method="closed"))(params, x, *args)
+        assert_close(flat(ours), flat(theirs), 1e-11, objective.__name__)
+    assert_close(network(params, x), net(params, x), 1e-14, "value")
+
+
+def test_a_softmax_mlp_has_no_layers_and_says_why():
+    with pytest.raises(ValueError, match="softmax output couples the outputs"):
+        jprop.MLP((3, 4, 2), output="softmax").as_network()

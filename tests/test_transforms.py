@@ -24,6 +24,7 @@ from helpers import (
     assert_close,
     pair,
     params_and_input,
+    swap_road,
 )
 from jax.flatten_util import ravel_pytree
 
@@ -125,8 +126,7 @@ def test_input_hessian_vector_product(net, dtype):
 def test_auto_takes_the_measured_faster_autodiff_road(transform, monkeypatch):
     # The Jacobian and E_v measured faster by JAX's composition: a broken closed form must not
     # reach "auto", and must reach "closed".
-    from jprop import _dispatch
-    from jprop.objectives import _jprop
+    from jprop import _program
     from jprop.quantities import _closed
 
     net = WIDER_IN
@@ -138,8 +138,8 @@ def test_auto_takes_the_measured_faster_autodiff_road(transform, monkeypatch):
         monkeypatch.setattr(_closed, "jacobian", lambda *a: jnp.zeros((2, 2, 3)))
     else:
         broken_grads = jax.tree.map(lambda a: jnp.full_like(a, jnp.nan), params)
-        monkeypatch.setattr(_jprop, "_closed_jprop_v", lambda *a: (jnp.nan, broken_grads))
-    _dispatch.clear_caches()  # transforms are cached by construction: rebuild with the swap
+        swap_road(monkeypatch, "jprop_v", closed=lambda *a: (jnp.nan, broken_grads))
+    _program.clear_caches()  # transforms are cached by construction: rebuild with the swap
     assert jprop.road(net, transform.__name__).road == "autodiff"
     fresh = run(net, method="auto")(params, x, *args)
     jax.tree.map(lambda a, b: assert_close(a, b, 0.0), fresh, right)
@@ -167,7 +167,7 @@ def test_auto_takes_autodiff_for_the_hessian_where_it_measured_faster(monkeypatc
 
 def test_auto_picks_closed_form(monkeypatch):
     # Break the closed form on purpose: "auto" and "closed" must see it, "autodiff" must not.
-    from jprop import _dispatch
+    from jprop import _program
     from jprop.quantities import _closed
 
     net = jprop.MLP((3, 64, 2))  # several outputs, n₁ ≥ 64, n ≤ n₁/2: "auto" takes the closed form
@@ -175,7 +175,7 @@ def test_auto_picks_closed_form(monkeypatch):
     right = jprop.hessian(net)(params, x)
     original = _closed.hessian
     monkeypatch.setattr(_closed, "hessian", lambda *args: 2 * original(*args))
-    _dispatch.clear_caches()  # transforms are cached by construction: rebuild with the swap
+    _program.clear_caches()  # transforms are cached by construction: rebuild with the swap
     assert_close(jprop.hessian(net, method="auto")(params, x), 2 * right, 1e-13)
     assert_close(jprop.hessian(net, method="closed")(params, x), 2 * right, 1e-13)
     assert_close(jprop.hessian(net, method="autodiff")(params, x), right, 1e-13)

@@ -7,3 +7,5 @@
 
 Users import every public name from `jprop` itself.
 """
+
+__all__: list[str] = []  # internal: the public names are exported from jprop itself

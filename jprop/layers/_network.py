@@ -57,9 +57,9 @@ class Network:
             )
         for index, layer in enumerate(layers):
             if not isinstance(layer, _base.Layer):
+                kinds = ", ".join(sorted(kind.__name__ for kind in _base.Layer.__subclasses__()))
                 raise TypeError(
-                    f"{where}: layers[{index}] must be a jprop.layers kind (Dense, Residual, "
-                    f"FourierFeatures, PeriodicEmbedding, Gates, GatedDense, PirateBlock); got "
+                    f"{where}: layers[{index}] must be a jprop.layers kind ({kinds}); got "
                     f"{type(layer).__name__}."
                 )
         if not isinstance(layers[-1], Dense):

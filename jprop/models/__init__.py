@@ -11,3 +11,5 @@
 The networks of layers (`jprop.Network`) live in `jprop/layers/`. Users import every public name
 from `jprop` itself.
 """
+
+__all__: list[str] = []  # internal: the public names are exported from jprop itself

@@ -119,6 +119,41 @@ class MLP:
         hidden = hidden if isinstance(hidden, tuple) else (hidden,) * (self.depth - 1)
         return hidden + (self.output,)
 
+    @property
+    def layers(self) -> tuple[Any, ...]:
+        """The network as layers: one `jprop.layers.Dense` per weight layer, the output's last.
+
+        An MLP is the network of these layers, with the same parameters (one `{"W", "b"}` per
+        layer); its closed road runs passes written for that one structure, with hand-derived
+        tangent passes for training, where a `jprop.Network` differentiates its layers' steps.
+        A softmax output couples the outputs and is no elementwise layer: it has no such form.
+        """
+        from ..layers import Dense
+
+        if self.output == "softmax":
+            raise ValueError(
+                "MLP.layers: a softmax output couples the outputs, so it is not a "
+                "jprop.layers.Dense layer; only MLPs with an elementwise output have layers."
+            )
+        names = self.activations()
+        out = "identity" if names[-1] == "linear" else names[-1]
+        hidden = [Dense(w, a) for w, a in zip(self.sizes[1:-1], names[:-1])]
+        return (*hidden, Dense(self.n_outputs, out))
+
+    def as_network(self) -> Any:
+        """This MLP as a `jprop.Network` of its `layers`, taking the same parameters.
+
+        Examples:
+            >>> import jax, jax.numpy as jnp, jprop
+            >>> net = jprop.MLP((2, 8, 1)); params = net.init(jax.random.key(0))
+            >>> x = jnp.ones((3, 2))
+            >>> bool(jnp.allclose(net.as_network()(params, x), net(params, x)))
+            True
+        """
+        from ..layers import Network
+
+        return Network(self.n_inputs, self.layers)
+
     def init(self, key: jax.Array, dtype: Any = None) -> Params:
         r"""Random parameters: $W^l, b^l \sim U(-1/\sqrt{n_{l-1}}, 1/\sqrt{n_{l-1}})$.
 

@@ -24,7 +24,8 @@ import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
 from .._batch import mean_over_batch
-from .._dispatch import cached, choose, program
+from .._dispatch import REGISTRY, choose
+from .._program import cached, program
 from .._validation import (
     as_float_array,
     check_extra,
@@ -35,117 +36,9 @@ from .._validation import (
     vector_output,
 )
 from ..layers import Network
-from ..layers import _network as _network_passes
-from ..models._mlp import MLP, Params
-from ..models._passes import backward, forward, r_backward, r_forward, weight_gradients
+from ..models._mlp import MLP
 
 Result = tuple[jax.Array, Any]
-
-
-# ----------------------------------------------------------------------------------------------
-# Closed road: the four passes. All arrays carry a leading batch axis (B, ·).
-
-
-def _closed_bilinear(net: MLP, params: Params, x, g, r) -> Result:
-    # forward; backward with g; R-forward along r; R-backward.
-    fwd = forward(net, params, x)
-    (gys, gzs), _ = backward(net, params, fwd, g, to_input=False)
-    rys, rzs = r_forward(net, params, fwd, r)
-    rgzs, _ = r_backward(net, params, fwd, gys, rys, rzs, to_input=False)
-    value = jnp.sum(g * rys[-1])
-    return value, weight_gradients(params, fwd, gzs, rgzs, rys)
-
-
-def _closed_jprop_v(net: MLP, params: Params, x, v, b) -> Result:
-    # docs/math.md §3 table: forward; R-forward with r = v (gives Jv); backward with e = Jv − b;
-    # R-backward. Trap 1: the primal backward pass with e must run, or the s2 path is lost.
-    fwd = forward(net, params, x)
-    rys, rzs = r_forward(net, params, fwd, v)
-    e = rys[-1] - b
-    (gys, gzs), _ = backward(net, params, fwd, e, to_input=False)
-    rgzs, _ = r_backward(net, params, fwd, gys, rys, rzs, to_input=False)
-    return 0.5 * jnp.sum(e * e), weight_gradients(params, fwd, gzs, rgzs, rys)
-
-
-def _closed_jprop_u(net: MLP, params: Params, x, u, a) -> Result:
-    # Forward; backward with u (gives Jᵀu at the input); R-forward with ρ = Jᵀu − a; R-backward.
-    fwd = forward(net, params, x)
-    (gys, gzs), jtu = backward(net, params, fwd, u)
-    rho = jtu - a
-    rys, rzs = r_forward(net, params, fwd, rho)
-    rgzs, _ = r_backward(net, params, fwd, gys, rys, rzs, to_input=False)
-    return 0.5 * jnp.sum(rho * rho), weight_gradients(params, fwd, gzs, rgzs, rys)
-
-
-def _closed_double_backprop(net: MLP, params: Params, x, t, lam) -> Result:
-    # E = ½‖y − t‖² + λ·½‖Jᵀ(y − t)‖². The penalty is E_u with u = y − t, a = 0, but u depends on
-    # the weights, so (trap 2) the R-backward pass starts from rgy^L = (∂²E/∂y²) R{y^L} = J ρ.
-    fwd = forward(net, params, x)
-    u = fwd.ys[-1] - t
-    (gys, gzs), rho = backward(net, params, fwd, u)
-    rys, rzs = r_forward(net, params, fwd, rho)
-    rgzs, _ = r_backward(net, params, fwd, gys, rys, rzs, rg_out=rys[-1], to_input=False)
-    penalty = weight_gradients(params, fwd, gzs, rgzs, rys)
-    plain = [{"W": gz.T @ fwd.ys[l], "b": jnp.sum(gz, axis=0)} for l, gz in enumerate(gzs)]  # noqa: E741
-    grads = jax.tree.map(lambda p, q: p + lam * q, plain, penalty)
-    return 0.5 * jnp.sum(u * u) + lam * 0.5 * jnp.sum(rho * rho), grads
-
-
-# ----------------------------------------------------------------------------------------------
-# Layer road (a `jprop.Network`): the objective from its layers' own tangent steps — one tangent
-# for gᵀJr and E_v, the n columns of J for E_u and double backprop — differentiated by jax.grad.
-# Σ over the batch x (B, n), every argument (B, ·).
-
-
-def _layers_bilinear(net: Network, params, x, g, r):
-    return jnp.sum(g * _network_passes.jacobian_vector_product(net, params, x, r))
-
-
-def _layers_jprop_v(net: Network, params, x, v, b):
-    e = _network_passes.jacobian_vector_product(net, params, x, v) - b
-    return 0.5 * jnp.sum(e * e)
-
-
-def _layers_jprop_u(net: Network, params, x, u, a):
-    rho = jnp.einsum("bm,bmn->bn", u, _network_passes.jacobian(net, params, x)) - a
-    return 0.5 * jnp.sum(rho * rho)
-
-
-def _layers_double_backprop(net: Network, params, x, t, lam):
-    y, jac = _network_passes.value_and_jacobian(net, params, x)
-    e = y - t
-    rho = jnp.einsum("bm,bmn->bn", e, jac)
-    return 0.5 * jnp.sum(e * e) + lam * 0.5 * jnp.sum(rho * rho)
-
-
-# ----------------------------------------------------------------------------------------------
-# Autodiff road: per-example objectives from jax.jvp / jax.vjp, differentiated by jax.grad.
-
-
-def _jvp(f, params, x, v):
-    return jax.jvp(lambda xi: f(params, xi), (x,), (v,))[1]
-
-
-def _vjp(f, params, x, u):
-    return jax.vjp(lambda xi: f(params, xi), x)[1](u)[0]
-
-
-# Per-example values (f, params, x_i, *args_i, *shared) -> scalar, summed by `_sum_of`.
-def _autodiff_bilinear(f, p, x, g, r):
-    return g @ _jvp(f, p, x, r)
-
-
-def _autodiff_jprop_v(f, p, x, v, b):
-    return 0.5 * jnp.sum((_jvp(f, p, x, v) - b) ** 2)
-
-
-def _autodiff_jprop_u(f, p, x, u, a):
-    return 0.5 * jnp.sum((_vjp(f, p, x, u) - a) ** 2)
-
-
-def _autodiff_double_backprop(f, p, x, t, lam):
-    loss = lambda v: 0.5 * jnp.sum((f(p, v) - t) ** 2)  # noqa: E731
-    return loss(x) + lam * 0.5 * jnp.sum(jax.grad(loss)(x) ** 2)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -241,34 +134,25 @@ def autodiff_rule(value_sums: Callable[..., jax.Array]) -> Callable[..., Result]
     return lambda params, *data: jax.value_and_grad(value_sums)(params, *data)
 
 
-# quantity -> (arguments with their space, shared scalars, per-example value on the autodiff road);
-# the closed road's (Σ value, Σ grads) is `_closed_<quantity>`.
-_OBJECTIVES = {
-    "bilinear": ((("g", "m"), ("r", "n")), (), _autodiff_bilinear),
-    "jprop_u": ((("u", "m"), ("a", "n")), (), _autodiff_jprop_u),
-    "jprop_v": ((("v", "n"), ("b", "m")), (), _autodiff_jprop_v),
-    "double_backprop": ((("t", "m"),), ("lam",), _autodiff_double_backprop),
-}
-
-
 @cached
 def _objective(quantity: str, f: Any, method: str, batch_size: Any) -> Callable[..., jax.Array]:
-    """Build `(params, x, *arguments, *scalars) -> batch-mean loss` for a primitive objective.
+    """Build `(params, x, *arguments, *scalars) -> batch-mean loss` for a primitive objective,
+    from its record (`_dispatch.py`; the roads themselves are in `_roads.py`).
 
     `arguments` pair a name with the space it lives in ("m": output, "n": input); each must have
     x's batch axes in front. `x` may be (n,) or (..., n); leading axes are flattened to one batch.
     """
     where = f"jprop.{quantity}"
-    arguments, scalars, per_example = _OBJECTIVES[quantity]
-    closed = globals()[f"_closed_{quantity}"]  # looked up when built, so a test can swap it
+    record = REGISTRY[quantity]
+    arguments, scalars = record.arguments, record.scalars
     road = choose(f, quantity, method, where).road
     batch_size = optional_size(batch_size, "batch_size", where)
-    value_sums = _sum_of(per_example, vector_output(f))
+    value_sums = _sum_of(record.autodiff, vector_output(f))
     if road == "closed" and isinstance(f, Network):  # each layer's tangent step (layers/)
-        value_sums = functools.partial(globals()[f"_layers_{quantity}"], f)
+        value_sums = functools.partial(record.layers, f)
         rule_sums = autodiff_rule(value_sums)
     elif road == "closed":
-        rule_sums = _in_computation_dtype(closed, f)
+        rule_sums = _in_computation_dtype(record.closed, f)
     else:
         rule_sums = autodiff_rule(value_sums)
     loss = mean_loss(value_sums, rule_sums, batch_size)

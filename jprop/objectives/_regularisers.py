@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .._dispatch import cached, program
+from .._program import cached, program
 from .._validation import (
     as_float_scalar,
     check_batch_objective,

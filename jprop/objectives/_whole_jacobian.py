@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 
 from .._batch import map_batches
-from .._dispatch import METHODS, cached, program
+from .._dispatch import METHODS
+from .._program import cached, program
 from .._validation import (
     check_batch_objective,
     check_method,

@@ -11,3 +11,5 @@
 A `jprop.Network`'s passes are in `jprop/layers/_network.py`. Users import every public name from
 `jprop` itself.
 """
+
+__all__: list[str] = []  # internal: the public names are exported from jprop itself

@@ -28,7 +28,7 @@ is a constant: A^1 = W^1[:, dims] is shared by the batch and Ȧ^1 = dW^1[:, dims
 The Hessian diagonal is the same pass before the sum over tangents (`per_tangent`): q_p = A_p²
 and λ_p are kept per tangent, and W^L λ_p^{L-1} is column p of every output's diagonal. It pushes
 2k + 1 streams through each layer (the Laplacian k + 2), so `jprop.hessian_diagonal` trains
-through it for few inputs only (`_transforms.PER_TANGENT_DIAGONAL_INPUTS`).
+through it for few inputs only (`_trained_curvature.PER_TANGENT_DIAGONAL_INPUTS`).
 """
 
 from __future__ import annotations

@@ -33,7 +33,8 @@ import jax
 import jax.numpy as jnp
 
 from .._batch import map_batches
-from .._dispatch import ESTIMATORS, cached, choose, program
+from .._dispatch import ESTIMATORS, choose
+from .._program import cached, program
 from .._validation import (
     as_float_array,
     check_method,

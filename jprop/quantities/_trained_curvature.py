@@ -17,7 +17,7 @@ columns pass, with ṡ1 = s2 ∘ ȧ and ṡ2 = s3 ∘ ȧ; the backward line give
 and the Hessian's tangent is Σ_l Σ_j [Ċ_kj A_j A_jᵀ + C_kj (A_j Ȧ_jᵀ + Ȧ_j A_jᵀ)], computed per
 example as M + Mᵀ with M = ½ (Ċ∘A) Aᵀ + (C∘A) Ȧᵀ. The diagonal keeps the squares only:
 Σ_j Ċ_kj A_pj² + 2 C_kj A_pj Ȧ_pj, no n × n matrix formed. (For up to
-`_transforms.PER_TANGENT_DIAGONAL_INPUTS` chosen inputs the diagonal trains through the forward
+`PER_TANGENT_DIAGONAL_INPUTS` below chosen inputs the diagonal trains through the forward
 Laplacian's pass kept per tangent instead, `_forward_laplacian.diagonal`: faster there.)
 
 **Hessian-vector product.** Σ_k g_k ∇²f_k r is the R-backward pass's rgy^0 (`models/_passes.py`). Each of
@@ -40,6 +40,7 @@ forward modes run them as they stand. Softmax outputs keep JAX's derivative of t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import reduce
 from typing import NamedTuple
 
@@ -50,7 +51,7 @@ from jax.custom_derivatives import SymbolicZero
 from ..models._activations import activation_function, is_linear, slopes
 from ..models._mlp import MLP, Params
 from ..models._passes import Forward, backward, r_backward, r_forward
-from . import _closed
+from . import _closed, _forward_laplacian
 from ._closed import contract_in_chunks, symmetric_gram
 from ._forward_laplacian import (
     columns,
@@ -302,3 +303,18 @@ def hessian_vector_product(net: MLP):
 
     quantity.defjvp(rule, symbolic_zeros=True)
     return quantity
+
+
+# The Hessian diagonal trains through the forward Laplacian's pass with each tangent's λ kept
+# apart up to this many chosen inputs. That pass pushes 2k + 1 streams through every layer (the
+# Laplacian's k + 2), so its cost grows faster with k than the sum over units differentiated, and
+# it pays for few chosen inputs only (`benchmarks.pinn_step` times the rows this choice gives).
+PER_TANGENT_DIAGONAL_INPUTS = 4
+
+
+def diagonal_for(net: MLP, dims: tuple[int, ...] | None) -> Callable:
+    """The Hessian diagonal over `dims` with the hand-written rule that is faster for its k."""
+    k = net.n_inputs if dims is None else len(dims)
+    if k <= PER_TANGENT_DIAGONAL_INPUTS:
+        return _forward_laplacian.diagonal(net, dims)
+    return diagonal(net, dims)

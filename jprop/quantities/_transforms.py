@@ -14,13 +14,13 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-import folx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .._batch import map_batches, map_examples
-from .._dispatch import cached, choose, program
+from .._dispatch import REGISTRY, choose
+from .._program import cached, program
 from .._validation import (
     check_extra,
     check_input,
@@ -30,43 +30,11 @@ from .._validation import (
     prepare_call,
 )
 from ..layers import Network
-from ..layers import _network as _network_passes
 from ..models._mlp import MLP
-from . import _closed, _forward_laplacian, _trained_curvature
 from ._forward_laplacian import supports
 from ._operators import check_estimator, diagonal_estimate, operator_transform
-from ._trained_jacobian import jacobian as trained_jacobian
 
 Function = Callable[[Any, jax.Array], jax.Array]
-
-# The Hessian diagonal trains through the forward Laplacian's pass with each tangent's λ kept
-# apart up to this many chosen inputs. That pass pushes 2k + 1 streams through every layer (the
-# Laplacian's k + 2), so its cost grows faster with k than the sum over units differentiated, and
-# it pays for few chosen inputs only (`benchmarks.pinn_step` times the rows this choice gives).
-PER_TANGENT_DIAGONAL_INPUTS = 4
-
-
-def trained_diagonal(net: MLP, dims: tuple[int, ...] | None) -> Callable:
-    """The Hessian diagonal over `dims` with the hand-written rule that is faster for its k."""
-    k = net.n_inputs if dims is None else len(dims)
-    if k <= PER_TANGENT_DIAGONAL_INPUTS:
-        return _forward_laplacian.diagonal(net, dims)
-    return _trained_curvature.diagonal(net, dims)
-
-
-# Quantities whose closed form carries a hand-written tangent pass, as builders
-# (net, dims) -> function (params, x (B, n), *extra): the forward Laplacian and, per tangent, the
-# Hessian diagonal for few inputs (`_forward_laplacian.py`), the Jacobian's columns and rows
-# passes (`_trained_jacobian.py`), and the sum over units and the four passes differentiated
-# (`_trained_curvature.py`).
-_TRAINED_THROUGH: dict[str, Callable[[MLP, Any], Callable]] = {
-    "laplacian": _forward_laplacian.laplacian,
-    "jacobian": trained_jacobian,
-    "hessian": lambda net, dims: _trained_curvature.hessian(net),
-    "hessian_diagonal": trained_diagonal,
-    "hessian_vector_product": lambda net, dims: _trained_curvature.hessian_vector_product(net),
-}
-
 
 _EXTRA_HINTS = {
     "g": " `g` weights the outputs: shape (m,), with x's batch axes in front.",
@@ -157,22 +125,23 @@ def _input_transform(
     f: Any,
     method: str,
     batch_size: Any,
-    extra: tuple[str, ...] = (),
     dims: tuple[int, ...] | None = None,
     outputs: tuple[int, ...] | None = None,
 ) -> Callable[..., jax.Array]:
-    """Build `(params, x, *extra) -> result` by mapping a per-example rule over x's leading axes.
+    """Build `(params, x, *arguments) -> result` from the quantity's record (`_dispatch.py`).
 
-    On the closed road `_closed.<quantity>(net, params, x (B, n), *extra (B, ·))` computes a whole
-    batch; on the autodiff road `_autodiff_<quantity>(f, params, x_i, *extra_i)` one example.
-    `extra` names per-example arguments: "g" (shaped like the output) and "r" (like x).
+    On the closed road the record's `closed` (or `trained`, `layers`) form computes a whole batch
+    (B, n); on the autodiff road its `autodiff` rule one example, mapped over x's leading axes.
+    The record's `arguments` are per-example: "g" (shaped like the output) and "r" (like x).
     Validation runs when the program is traced, so an eager call costs one dispatch of the
     compiled program; the builder is cached, so rebuilding the transform reuses that program.
     """
     where = f"jprop.{quantity}"
     road = choose(f, quantity, method, where).road
     batch_size = optional_size(batch_size, "batch_size", where)
-    closed, autodiff = getattr(_closed, quantity), _AUTODIFF[quantity]
+    record = REGISTRY[quantity]
+    extra = tuple(name for name, _ in record.arguments)
+    closed, autodiff = record.closed, record.autodiff
     # Output selection on the closed road: a sub-network computing only those outputs, unless a
     # softmax couples them (then all are computed and the chosen ones kept).
     subnet = (
@@ -183,11 +152,11 @@ def _input_transform(
         closed = functools.partial(closed, dims=dims)
         autodiff = functools.partial(_over_inputs, autodiff, dims)
     if road == "closed" and isinstance(f, Network):  # each layer's own step (layers/)
-        closed = getattr(_network_passes, quantity)
+        closed = record.layers
         if dims is not None:
             closed = functools.partial(closed, dims=dims)
-    elif road == "closed" and quantity in _TRAINED_THROUGH and supports(net):
-        fast = _TRAINED_THROUGH[quantity](net, dims)
+    elif road == "closed" and record.trained is not None and supports(net):
+        fast = record.trained(net, dims)
         closed = lambda net, params, *args: fast(params, *args)  # noqa: E731
 
     def plain(params, x, *others):
@@ -278,48 +247,6 @@ def _join_the_batch(plain, axis_size, params, x, others, x_batched, others_batch
         for o, b in zip(others, others_batched)
     ]
     return plain(params, x, *others)
-
-
-def _autodiff_jacobian(f: Function, params: Any, x: jax.Array) -> jax.Array:
-    # Forward mode costs n JVPs, reverse mode m VJPs: take the cheaper (docs/math.md §2).
-    g = lambda x: f(params, x)  # noqa: E731
-    return (jax.jacfwd if x.shape[-1] < jax.eval_shape(g, x).size else jax.jacrev)(g)(x)
-
-
-def _autodiff_hessian(f: Function, params: Any, x: jax.Array) -> jax.Array:
-    return jax.hessian(lambda x: f(params, x))(x)
-
-
-def _autodiff_laplacian(f: Function, params: Any, x: jax.Array) -> jax.Array:
-    # The generic engine is folx's forward Laplacian (Li et al. 2024), the field's maintained
-    # library for it: one sweep over f's operations carrying the n input tangents and the running
-    # Laplacian, instead of the n × n Hessian that the trace would need. jax.grad, jax.jvp and
-    # jax.vmap go through it as through any JAX code. Its rules create some zeros in JAX's default
-    # float, float64 when x64 is on, so it runs under standard promotion (a user's strict setting
-    # would refuse folx's own mixing) and the result is cast back to the dtype f computes in.
-    g = lambda x: f(params, x)  # noqa: E731
-    with jax.numpy_dtype_promotion("standard"):
-        result = folx.forward_laplacian(g, sparsity_threshold=0)(x)
-    return result.laplacian.astype(jax.eval_shape(g, x).dtype)
-
-
-def _autodiff_hessian_diagonal(f: Function, params: Any, x: jax.Array) -> jax.Array:
-    return jnp.diagonal(_autodiff_hessian(f, params, x), axis1=-2, axis2=-1)
-
-
-def _autodiff_hvp(f: Function, params: Any, x: jax.Array, g: jax.Array, r: jax.Array) -> jax.Array:
-    # Forward over reverse: R_r{∇_x(gᵀf)} (docs/math.md §7.6).
-    grad = jax.grad(lambda x: jnp.sum(g * f(params, x)))
-    return jax.jvp(grad, (x,), (r,))[1]
-
-
-_AUTODIFF = {
-    "jacobian": _autodiff_jacobian,
-    "hessian": _autodiff_hessian,
-    "laplacian": _autodiff_laplacian,
-    "hessian_diagonal": _autodiff_hessian_diagonal,
-    "hessian_vector_product": _autodiff_hvp,
-}
 
 
 def jacobian(
@@ -435,7 +362,7 @@ def laplacian(
         return operator_transform(
             f, method, batch_size, False, dims, outputs, estimator, probes, tangent_chunk
         )
-    return _input_transform("laplacian", f, method, batch_size, (), dims, outputs)
+    return _input_transform("laplacian", f, method, batch_size, dims, outputs)
 
 
 def hessian_trace(
@@ -535,7 +462,7 @@ def hessian_diagonal(
         return operator_transform(
             f, method, batch_size, False, dims, outputs, None, None, tangent_chunk, True
         )
-    return _input_transform("hessian_diagonal", f, method, batch_size, (), dims, outputs)
+    return _input_transform("hessian_diagonal", f, method, batch_size, dims, outputs)
 
 
 def hessian_vector_product(
@@ -560,7 +487,7 @@ def hessian_vector_product(
         >>> jprop.hessian_vector_product(net)(p, jnp.ones(3), jnp.ones(2), jnp.ones(3)).shape
         (3,)
     """
-    return _input_transform("hessian_vector_product", f, method, batch_size, extra=("g", "r"))
+    return _input_transform("hessian_vector_product", f, method, batch_size)
 
 
 def R(f: Callable[[Any, jax.Array], Any], *, method: str = "auto") -> Callable[..., Any]:
@@ -607,9 +534,10 @@ def _r_operator(f: Any, method: str) -> Callable[..., Any]:
 
     def compute(params, x, r):
         x, r = validate(params, x, r)
-        if road == "closed":  # the R-forward pass; it takes any leading batch axes as they are
-            passes = _network_passes if isinstance(f, Network) else _closed
-            return passes.jacobian_vector_product(f, in_dtype(params, x.dtype), x, r)
-        return jax.jvp(lambda x: f(params, x), (x,), (r,))[1]
+        record = REGISTRY["R"]
+        if road == "closed":  # one tangent forwards; it takes any leading batch axes as they are
+            rule = record.layers if isinstance(f, Network) else record.closed
+            return rule(f, in_dtype(params, x.dtype), x, r)
+        return record.autodiff(f, params, x, r)
 
     return program(where, compute, validate, ("params", "x", "r"))

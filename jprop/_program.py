@@ -1,0 +1,191 @@
+"""How a transform becomes a program: built once per recipe, traced once per argument shapes.
+
+`cached` memoises transform construction: building `jprop.hessian(net)` twice with the same
+options returns the same function, so the jitted program inside it is traced and compiled once
+however often a user writes the transform inline. `program` is the one wrapper every transform,
+objective and weight-curvature product is served by: one `jax.jit`, validation when traced, jprop's
+own messages for arguments `jax.jit` would refuse, and an out-of-memory error that says how to
+bound memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import types
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+_MEMOS: list[Any] = []
+
+
+# Transforms built on a user's function are kept only as long as the function lives, so no
+# closure (nor the arrays it holds, nor its compiled programs) outlives the user's last reference.
+# The builder sees the function through `_Weak`, which refers to it weakly: nothing built (nor
+# JAX's caches of what was traced) then keeps it alive, and its table entry goes with it. What
+# `cached` returns holds the function itself, so a transform in the user's hands always works.
+_BUILT_ON: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class _Weak:
+    """A user's function seen through a weak reference: called, hashed, compared and asked for
+    attributes as the function itself."""
+
+    __slots__ = ("ref", "__weakref__")
+
+    def __init__(self, f: Any):
+        self.ref = weakref.ref(f)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.ref()(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.ref(), name)
+
+    def __hash__(self) -> int:
+        return hash(self.ref())
+
+    def __eq__(self, other: Any) -> bool:
+        other = other.ref() if isinstance(other, _Weak) else other
+        return self.ref() == other
+
+    def __repr__(self) -> str:
+        return repr(self.ref())
+
+
+def _owner(args: tuple) -> Any:
+    """The user's function a transform is built on, if any: a plain function (a lambda, a `def`, a
+    `functools.partial`) given as it is, seen through `_Weak`, or wrapped in a jprop dataclass (a
+    loss, a scalar-output adapter). None for jprop's own models, which are values hashed by their
+    structure and kept in a table of the most recent."""
+    for arg in args:
+        while dataclasses.is_dataclass(arg) and not isinstance(arg, type) and hasattr(arg, "f"):
+            arg = arg.f
+        if isinstance(arg, _Weak):
+            return arg.ref()
+        if isinstance(arg, (types.FunctionType, functools.partial)):
+            return arg
+    return None
+
+
+def _seen_weakly(value: Any, owner: Any) -> Any:
+    """`value` with `owner` replaced by its `_Weak` view, directly or inside a jprop dataclass."""
+    if value is owner:
+        return _Weak(owner)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type) and hasattr(value, "f"):
+        inner = _seen_weakly(value.f, owner)
+        return value if inner is value.f else dataclasses.replace(value, f=inner)
+    return value
+
+
+def clear_caches() -> None:
+    """Forget every built transform (tests that swap an internal rule use this)."""
+    for memo in _MEMOS:
+        memo.cache_clear()
+    _BUILT_ON.clear()
+
+
+def cached(build: Callable[..., Any]) -> Callable[..., Any]:
+    """Memoise a transform builder on its (hashable) arguments.
+
+    Built once per model and options, a transform is traced once per argument shapes and dtypes,
+    as `jax.jit` is: what a function reads from its closure or globals is fixed when it is traced.
+    On a user's function the transform is kept while the function lives (`_BUILT_ON`); on jprop's
+    models in a table of the 512 most recent. A model that cannot be hashed (a plain equinox
+    module holding arrays) is built afresh each time, which is correct but recompiles.
+    """
+    memo = functools.lru_cache(maxsize=512)(build)
+    _MEMOS.append(memo)
+
+    @functools.wraps(build)
+    def builder(*args: Any, **kwargs: Any) -> Any:
+        key = (args, tuple(sorted(kwargs.items())))
+        try:
+            hash(key)
+        except TypeError:
+            return build(*args, **kwargs)
+        owner = _owner(args)
+        if owner is None:
+            return memo(*args, **kwargs)
+        # the table's keys and values refer to the function only weakly, or it would never go
+        args = tuple(_seen_weakly(a, owner) for a in args)
+        kwargs = {k: _seen_weakly(v, owner) for k, v in kwargs.items()}
+        key = (build, args, tuple(sorted(kwargs.items())))
+        table = _BUILT_ON.setdefault(owner, {})
+        if key not in table:
+            table[key] = build(*args, **kwargs)
+        return _holding(table[key], owner)
+
+    return builder
+
+
+def _holding(built: Any, owner: Any) -> Any:
+    """`built` for the user: the same callable, holding the function it was built on."""
+
+    @functools.wraps(built)
+    def transform(*args: Any, **kwargs: Any) -> Any:
+        return built(*args, **kwargs)
+
+    transform.model = owner
+    return transform
+
+
+def all_arrays(*trees: Any) -> bool:
+    """True when every leaf is already an array or a Python/NumPy number, so `jax.jit` takes the
+    arguments as they are and validation can run at trace time; otherwise the caller validates
+    eagerly first, which turns a string or an object into jprop's own error message."""
+    for tree in trees:
+        for leaf in jax.tree.leaves(tree):
+            if not isinstance(leaf, (jax.Array, int, float)) and not hasattr(leaf, "__array__"):
+                return False
+    return True
+
+
+def program(
+    where: str,
+    compute: Callable[..., Any],
+    validate: Callable[..., Any],
+    names: tuple[str, ...] | None = None,
+) -> Callable[..., Any]:
+    """The one wrapper every transform, objective and weight-curvature product is served by.
+
+    `compute(*args)` is the whole computation, validation included (it calls `validate` first, so
+    checks run when the program is traced and an eager call costs one dispatch of the compiled
+    program). The wrapper jits it once, checks the number of arguments against `names` (None:
+    `validate` checks them), validates eagerly first when an argument is not yet an array (a
+    string, an object: `jax.jit` would refuse it in its own words), and turns the device's
+    out-of-memory error into one that says how to bound memory. Built inside a `cached` builder,
+    the program is traced once per argument shapes however often the transform is rebuilt.
+    """
+    compiled = jax.jit(compute)
+
+    @functools.wraps(compute)
+    def call(*args: Any) -> Any:
+        if names is not None and len(args) != len(names):
+            raise TypeError(f"{where}: expected arguments ({', '.join(names)}); got {len(args)}.")
+        if not all_arrays(*args):
+            validate(*args)
+        return run_compiled(compiled, where, *args)
+
+    return call
+
+
+def run_compiled(compute: Callable[..., Any], where: str, *args: Any) -> Any:
+    """Call a transform's compiled program; if the device runs out of memory, say how to bound it
+    (`batch_size`) instead of XLA's bare RESOURCE_EXHAUSTED."""
+    try:
+        return compute(*args)
+    except jax.errors.JaxRuntimeError as error:
+        text = str(error)
+        if "RESOURCE_EXHAUSTED" not in text and "out of memory" not in text.lower():
+            raise
+        shapes = ", ".join(str(a.shape) for a in args[1:] if hasattr(a, "shape"))
+        raise MemoryError(
+            f"{where}: the device ran out of memory (arrays after params of shapes {shapes}). "
+            "Pass batch_size=k to "
+            "the transform to process the batch k examples at a time, with memory bounded by one "
+            "chunk, or shard the batch over devices (jprop.shard_batch)."
+        ) from error
