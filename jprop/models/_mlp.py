@@ -124,8 +124,8 @@ class MLP:
         """The network as layers: one `jprop.layers.Dense` per weight layer, the output's last.
 
         An MLP is the network of these layers, with the same parameters (one `{"W", "b"}` per
-        layer); its closed road runs passes written for that one structure, with hand-derived
-        tangent passes for training, where a `jprop.Network` differentiates its layers' steps.
+        layer); its closed road runs passes written for that one structure, which also give the
+        closed Hessian, the Hessian-vector product and J-prop's four passes.
         A softmax output couples the outputs and is no elementwise layer: it has no such form.
         """
         from ..layers import Dense
