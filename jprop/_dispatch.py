@@ -136,6 +136,23 @@ def _network_rows_rule(f: Network) -> tuple[bool, str]:
     )
 
 
+def _fewer(f: MLP) -> str:
+    """What the forward Laplacian of an MLP does with more directions than first-layer units."""
+    if f.depth == 1 or f.n_inputs <= f.sizes[1]:
+        return ""
+    h = f.sizes[1]
+    return (
+        f"; more than {h} inputs or shared directions (the first layer's units) run as {h} "
+        "directions with the same first-layer Gram matrix, exactly"
+    )
+
+
+def _laplacian_rule(f: MLP) -> tuple[bool, str]:
+    return True, (
+        "the forward Laplacian, trained through its hand-written tangent pass" + _fewer(f)
+    )
+
+
 def _softmax_trace_rule(f: MLP) -> tuple[bool, str]:
     if f.output == "softmax":
         return False, (
@@ -143,7 +160,7 @@ def _softmax_trace_rule(f: MLP) -> tuple[bool, str]:
         )
     return True, (
         "the forward Laplacian started from the directions instead of the identity, trained "
-        "through its hand-written tangent pass"
+        "through its hand-written tangent pass" + _fewer(f)
     )
 
 
@@ -216,10 +233,7 @@ REGISTRY: dict[str, Quantity] = {
         autodiff=_autodiff.hessian,
     ),
     "laplacian": Quantity(
-        _with_softmax(
-            _always("the forward Laplacian, trained through its hand-written tangent pass"),
-            _SOFTMAX_CURVATURE,
-        ),
+        _with_softmax(_laplacian_rule, _SOFTMAX_CURVATURE),
         _always(
             "the forward Laplacian through each layer's own step, differentiated by jax.grad as "
             "plain matrix products and elementwise products"

@@ -11,7 +11,7 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_close, central_differences
+from helpers import assert_close, central_differences, flat
 
 import jprop
 
@@ -427,18 +427,77 @@ def test_bad_options_and_arguments_are_refused():
 
 def test_tangent_chunks_bound_the_compiled_programs_memory():
     """The equality tests would pass if tangent_chunk were ignored; this one would not: for
-    jax.grad of a loss on the Laplacian (and on the chunked Hessian diagonal) at n = 512 inputs,
-    the temporaries of the compiled program (XLA's account) in chunks of 32 tangents are under a
-    quarter of the unchunked program's."""
+    jax.grad of a loss on the Laplacian (on a Network's layer road) and on the MLP's Hessian
+    diagonal at n = 512 inputs, the temporaries of the compiled program (XLA's account) in chunks
+    of 32 tangents are under a quarter of the unchunked program's. The MLP's own Laplacian needs
+    no chunks there: it runs along its first layer's 64 directions, under a quarter too."""
     net = jprop.MLP((512, 64, 64, 1))
+    network = net.as_network()
     params = net.init(jax.random.key(0), jnp.float32)
     x = jax.random.normal(jax.random.key(1), (16, 512), jnp.float32)
 
-    def temporaries(transform, **options):
-        loss = lambda p: jnp.sum(transform(net, **options)(p, x) ** 2)  # noqa: E731
+    def temporaries(transform, f, **options):
+        loss = lambda p: jnp.sum(transform(f, **options)(p, x) ** 2)  # noqa: E731
         compiled = jax.jit(jax.grad(loss)).lower(params).compile()
         return compiled.memory_analysis().temp_size_in_bytes
 
-    for transform in (jprop.laplacian, jprop.hessian_diagonal):
-        whole, chunked = temporaries(transform), temporaries(transform, tangent_chunk=32)
+    for transform, f in ((jprop.laplacian, network), (jprop.hessian_diagonal, net)):
+        whole, chunked = temporaries(transform, f), temporaries(transform, f, tangent_chunk=32)
         assert chunked < whole / 4, (transform.__name__, chunked, whole)
+    whole = temporaries(jprop.laplacian, network)
+    assert temporaries(jprop.laplacian, net) < whole / 4
+
+
+def test_more_inputs_than_first_units_run_along_as_many_directions(monkeypatch):
+    """Over k inputs (or directions) more than the first layer's h₁ units, an MLP's Laplacian runs
+    along h₁ directions with the same first-layer Gram matrix: exact in value, in the gradient
+    in (params, x, σ) and in jax.hessian over the params (through the Cholesky factor's
+    derivative), against the autodiff road in float64; an all-zero first layer (no Cholesky
+    factor) keeps the value and the gradient exact and finite. A counter shows the path runs."""
+    from jprop.quantities import _forward_laplacian
+
+    calls = []
+    original = _forward_laplacian.fewer_directions
+    monkeypatch.setattr(
+        _forward_laplacian,
+        "fewer_directions",
+        lambda *args: calls.append(args[1]) or original(*args),
+    )
+    net = jprop.MLP((12, 5, 4, 2), activation=("tanh", "silu"))
+    n, h = 12, 5
+    params = net.init(jax.random.key(0), jnp.float64)
+    x = jax.random.normal(jax.random.key(1), (3, n), jnp.float64)
+    sigma = jax.random.normal(jax.random.key(2), (n, h + 3), jnp.float64)
+    dims = tuple(range(0, n, 1))[1 : h + 3]
+    key = jax.random.key(3)
+    cases = {
+        "laplacian": lambda m: lambda p, x, s: jprop.laplacian(net, method=m)(p, x),
+        "dims": lambda m: lambda p, x, s: jprop.laplacian(net, dims=dims, method=m)(p, x),
+        "chunks": lambda m: lambda p, x, s: jprop.laplacian(net, tangent_chunk=2, method=m)(p, x),
+        "sigma": lambda m: lambda p, x, s: jprop.hessian_trace(net, method=m)(p, x, s),
+        "probes": lambda m: (
+            lambda p, x, s: jprop.laplacian(net, estimator="rademacher", probes=h + 2, method=m)(
+                p, x, key
+            )
+        ),
+    }
+    zero_first = [{"W": jnp.zeros_like(params[0]["W"]), "b": params[0]["b"]}, *params[1:]]
+    for name, case in cases.items():
+        calls.clear()
+
+        def loss(method, case=case):
+            return lambda p, x, s: jnp.sum(jnp.sin(case(method)(p, x, s)))
+
+        assert_close(case("closed")(params, x, sigma), case("autodiff")(params, x, sigma), 1e-13)
+        assert calls, f"{name}: the h₁ directions did not run"
+        ours = jax.jit(jax.grad(loss("closed"), (0, 1, 2)))(params, x, sigma)
+        theirs = jax.jit(jax.grad(loss("autodiff"), (0, 1, 2)))(params, x, sigma)
+        assert_close(flat(ours), flat(theirs), 1e-12, f"{name}: gradient")
+        if name in ("dims", "sigma"):  # second order: coordinates and vectors
+            ours = jax.jit(jax.hessian(loss("closed")))(params, x, sigma)
+            theirs = jax.jit(jax.hessian(loss("autodiff")))(params, x, sigma)
+            assert_close(flat(ours), flat(theirs), 1e-11, f"{name}: Hessian in the params")
+        ours = jax.jit(jax.value_and_grad(loss("closed")))(zero_first, x, sigma)
+        theirs = jax.jit(jax.value_and_grad(loss("autodiff")))(zero_first, x, sigma)
+        assert np.all(np.isfinite(flat(ours)))
+        assert_close(flat(ours), flat(theirs), 1e-12, f"{name}: an all-zero first layer")

@@ -243,9 +243,68 @@ def _trained(value, net: MLP, dims, per_tangent: bool):
 def laplacian(net: MLP, dims: tuple[int, ...] | None):
     """The Laplacian (B, m) over the inputs `dims` (None: all), as a function
     `(params, x (B, n))` whose value is the forward pass above and whose derivatives run the
-    tangent pass above."""
+    tangent pass above. Over more inputs than the first layer has units it runs along that many
+    directions instead (`fewer_directions`)."""
     trained = along(net, dims)
+    if fewer_pay(net, net.n_inputs if dims is None else len(dims)):
+        return lambda params, x: trained(
+            params, x, fewer_directions(params[0]["W"], dims, net.n_inputs)
+        )
     return lambda params, x: trained(params, x, None)
+
+
+def fewer_pay(net: MLP, k: int) -> bool:
+    """Whether k input directions are more than the first layer's h₁ units (so `fewer_directions`
+    gives fewer); a net with no hidden layer has a Laplacian of zero whatever the directions."""
+    return net.depth > 1 and k > net.sizes[1]
+
+
+def fewer_directions(w: jax.Array, directions: Any, n: int) -> jax.Array:
+    """h₁ input directions D̂ (h₁, n) along which the forward Laplacian gives the same sum
+    Σ_p d_pᵀ ∇²f d_p as the k > h₁ shared `directions` (None: all n inputs; a tuple or an integer
+    array (k,) of coordinates; or vectors (k, n)), for a network whose input enters through
+    a¹ = W¹x + b¹ (W¹ = `w`, h₁ × n).
+
+    f depends on x only through a¹, so d_pᵀ ∇²f d_p = a_pᵀ ∇²_a f a_p with a_p = W¹d_p, and the sum
+    is tr(∇²_a f · C) with C = Σ_p a_p a_pᵀ = AᵀA (A: the a_p as rows, k × h₁): it depends on the
+    directions only through C. With C = LLᵀ (Cholesky), D̂ = L⁻¹AᵀD has D̂W¹ᵀ = L⁻¹AᵀA = Lᵀ, whose
+    Gram matrix is LLᵀ = C: the same sum, exactly, along h₁ directions instead of k. D̂ moves
+    with W¹ (JAX's derivatives of the Cholesky factor and the triangular solve), so every
+    derivative is exact too.
+
+    Where C has no Cholesky factor to working precision (A of rank below h₁, e.g. an all-zero
+    first layer, or nearly so) that derivative would not be finite. D̂ = QᵀD (A = QR) is then held
+    fixed: the value stays exact (D̂W¹ᵀ = R, RᵀR = C), and so does the first derivative in W¹, since
+    W¹D̂ᵀD̂W¹ᵀ and W¹DᵀDW¹ᵀ agree to first order whenever the rows of D̂ span those of A's.
+    """
+    h = w.shape[0]
+    if directions is None:
+        a, select = w.T, None
+    elif isinstance(directions, tuple) or jnp.issubdtype(directions.dtype, jnp.integer):
+        a, select = jnp.take(w, jnp.asarray(directions), axis=1).T, jnp.asarray(directions)
+    else:
+        a, select = directions @ w.T, directions
+
+    def spread(m):  # M (h₁, k) -> M D (h₁, n)
+        if select is None:
+            return m
+        if jnp.issubdtype(select.dtype, jnp.integer):
+            return jnp.zeros((h, n), m.dtype).at[:, select].add(m)
+        return m @ select
+
+    gram = a.T @ a
+    diagonal = jnp.diagonal(jnp.linalg.cholesky(jax.lax.stop_gradient(gram)))
+    floor = jnp.sqrt(jnp.finfo(w.dtype).eps) * jnp.max(jnp.abs(diagonal))
+    full_rank = jnp.all(jnp.isfinite(diagonal)) & (jnp.min(diagonal) > floor)
+
+    def solved():  # L⁻¹Aᵀ, differentiable (a stand-in C = I where C has no factor)
+        factor = jnp.linalg.cholesky(jnp.where(full_rank, gram, jnp.eye(h, dtype=gram.dtype)))
+        return jax.scipy.linalg.solve_triangular(factor, a.T, lower=True)
+
+    def fixed():  # Qᵀ, A's orthonormal basis, constant
+        return jax.lax.stop_gradient(jnp.linalg.qr(a)[0].T)
+
+    return spread(jax.lax.cond(full_rank, solved, fixed))
 
 
 def along(net: MLP, dims: tuple[int, ...] | None = None, per_tangent: bool = False):

@@ -258,6 +258,9 @@ def operator_transform(
     if road != "closed" and outputs is not None:
         net = _picked_model(f, outputs)
     along = Along(net, road, diagonal)
+    # the sum over directions (not each term) on an MLP's own passes depends on them only
+    # through the first layer's Gram matrix (`_forward_laplacian.fewer_directions`)
+    fewer = road == "closed" and isinstance(net, MLP) and not diagonal
     names = ("params", "x") + (("sigma",) if with_sigma else ()) + (("key",) if estimator else ())
 
     def validate(params, x, *others):
@@ -319,6 +322,13 @@ def operator_transform(
                 directions = jnp.asarray(range(xb.shape[-1]) if dims is None else dims)
             else:
                 directions = _directions(estimator, sample, sig, dims, xb.shape[-1])
+            if fewer and directions.ndim == (1 if directions.dtype.kind in "iu" else 2):
+                # shared by the batch and more than h₁ of them: h₁ directions give the same sum
+                k = directions.shape[0]
+                if _forward_laplacian.fewer_pay(net, k):
+                    directions = _forward_laplacian.fewer_directions(
+                        params[0]["W"], directions, xb.shape[-1]
+                    )
             out = summed_in_chunks(
                 lambda d: along(params, xb, d), directions, tangent_chunk, diagonal
             )
