@@ -78,6 +78,7 @@ class UserLane:
             [sys.executable, "-m", "pytest", *HANDED_OVER, *options],
         ]
         self.started, self.seconds, self.codes = time.monotonic(), [], []
+        self.waited_from = None
         self.process, self.closed = None, False
         self.thread = threading.Thread(target=self._run, args=(env,), daemon=True)
         self.thread.start()
@@ -94,6 +95,7 @@ class UserLane:
 
     def wait(self) -> tuple[list[int], str]:
         """Each run's exit code, and their output."""
+        self.waited_from = time.monotonic() - self.started  # this lane's own tests are done
         self.thread.join()
         self.log.seek(0)
         return self.codes, self.log.read()
@@ -135,7 +137,12 @@ def pytest_sessionfinish(session, exitstatus):
         if lane.seconds:
             mine = time.monotonic() - lane.started
             ends = ", then ".join(f"{s:.0f} s" for s in lane.seconds)
-            _timings.append(f"child process: done at {ends}; this lane: {mine:.0f} s beside it")
+            own = (
+                ""
+                if lane.waited_from is None
+                else f"its own tests done at {lane.waited_from:.0f} s, "
+            )
+            _timings.append(f"child process: done at {ends}; this lane: {own}{mine:.0f} s in all")
     while _lane:
         _lane.pop().close()
 
