@@ -277,13 +277,16 @@ def fewer_directions(w: jax.Array, directions: Any, n: int) -> jax.Array:
     fixed: the value stays exact (D̂W¹ᵀ = R, RᵀR = C), and so does the first derivative in W¹, since
     W¹D̂ᵀD̂W¹ᵀ and W¹DᵀDW¹ᵀ agree to first order whenever the rows of D̂ span those of A's.
     """
-    h = w.shape[0]
+    h, dtype = w.shape[0], w.dtype
+    if jnp.finfo(dtype).bits < 32:  # LAPACK factors float32 and float64 only
+        w = w.astype(jnp.float32)
     if directions is None:
         a, select = w.T, None
     elif isinstance(directions, tuple) or jnp.issubdtype(directions.dtype, jnp.integer):
         a, select = jnp.take(w, jnp.asarray(directions), axis=1).T, jnp.asarray(directions)
     else:
-        a, select = directions @ w.T, directions
+        select = directions.astype(w.dtype)
+        a = select @ w.T
 
     def spread(m):  # M (h₁, k) -> M D (h₁, n)
         if select is None:
@@ -304,7 +307,7 @@ def fewer_directions(w: jax.Array, directions: Any, n: int) -> jax.Array:
     def fixed():  # Qᵀ, A's orthonormal basis, constant
         return jax.lax.stop_gradient(jnp.linalg.qr(a)[0].T)
 
-    return spread(jax.lax.cond(full_rank, solved, fixed))
+    return spread(jax.lax.cond(full_rank, solved, fixed)).astype(dtype)
 
 
 def along(net: MLP, dims: tuple[int, ...] | None = None, per_tangent: bool = False):
