@@ -287,6 +287,17 @@ def _dense(product, params, data, max_bytes, where, what):
     return jax.lax.fori_loop(0, blocks, fill, jnp.zeros((size, size), flat.dtype))
 
 
+def _matrix(loss: Any, product: Callable, max_bytes: int, where: str, what: str) -> Callable:
+    """`(params, *data) -> (P, P)`: the matrix of `product` column by column, as one program."""
+    validate = functools.partial(_validate_data, loss, where=where)
+
+    def matrix(params, *data):
+        data = validate(params, *data)
+        return _like_flat_params(_dense(product, params, data, max_bytes, where, what), params)
+
+    return program(where, matrix, validate)
+
+
 @cached
 def weight_hessian(
     loss: Any,
@@ -316,15 +327,7 @@ def weight_hessian(
     road = _road(loss, method, where)
     check_size(max_bytes, "max_bytes", where)
     product = _hvp_fn(loss, road, _check_batch_size(loss, batch_size, where))
-    validate = functools.partial(_validate_data, loss, where=where)
-
-    def hessian(params, *data):
-        data = validate(params, *data)
-        return _like_flat_params(
-            _dense(product, params, data, max_bytes, where, "weight Hessian"), params
-        )
-
-    return program(where, hessian, validate)
+    return _matrix(loss, product, max_bytes, where, "weight Hessian")
 
 
 @cached
@@ -349,15 +352,7 @@ def gauss_newton(
     where = "jprop.gauss_newton"
     gvp = _gauss_newton_product(loss, method, batch_size, where)
     check_size(max_bytes, "max_bytes", where)
-    validate = functools.partial(_validate_data, loss, where=where)
-
-    def matrix(params, *data):  # (x, t)
-        data = validate(params, *data)
-        return _like_flat_params(
-            _dense(gvp, params, data, max_bytes, where, "Gauss-Newton matrix"), params
-        )
-
-    return program(where, matrix, validate)
+    return _matrix(loss, gvp, max_bytes, where, "Gauss-Newton matrix")
 
 
 @cached
