@@ -154,21 +154,24 @@ def test_the_operators_gradient_is_autodiffs():
         assert_close(a, b, 1e-11, "gradient")
 
 
-@pytest.mark.parametrize("sizes", [(3, 5, 1), (4, 6, 5, 2)])
+@pytest.mark.parametrize("sizes", [(3, 5, 1), (4, 6, 5, 2), (7, 3, 4, 2)])
 def test_the_operators_rule_against_float64_differences(sizes):
     """jax.grad of a loss on tr(σσᵀH) in the weights and in a per-example σ (the directions' own
-    term of the rule), and of a loss on a sparse estimate in the weights, against float64 central
-    differences, on two shapes."""
+    term of the rule), of a loss on a sparse estimate and of one on the exact Laplacian in the
+    weights, against float64 central differences, on three shapes (the last with more inputs than
+    first-layer units, where the Laplacian runs along the first layer's directions)."""
     net = jprop.MLP(sizes, activation="logsig", output="tansig")
     params = net.init(jax.random.key(0), jnp.float64)
     x = jax.random.normal(jax.random.key(1), (3, sizes[0]), jnp.float64)
     sigma = jax.random.normal(jax.random.key(2), (3, sizes[0], 2), jnp.float64)
     trace = jprop.hessian_trace(net)
     estimate = jprop.laplacian(net, estimator="sparse", probes=2)
+    laplacian = jprop.laplacian(net)
     w, unravel = jax.flatten_util.ravel_pytree(params)
     losses = [
         (lambda p, s: jnp.sum(jnp.sin(trace(p, x, s))), True),
         (lambda p, s: jnp.sum(estimate(p, x, jax.random.key(3)) ** 2), False),
+        (lambda p, s: jnp.sum(jnp.sin(laplacian(p, x))), False),
     ]
     for loss, in_sigma in losses:
         grads = jax.jit(jax.grad(loss, (0, 1)))(params, sigma)
