@@ -503,3 +503,25 @@ def test_more_inputs_than_first_units_run_along_as_many_directions(monkeypatch):
     lap = jprop.laplacian(net)(*half)
     assert lap.dtype == jnp.bfloat16
     assert_close(lap.astype(jnp.float64), jprop.laplacian(net)(params, x), 0.05, floor=1.0)
+
+
+def test_the_first_layers_directions_compile_once_and_stay_finite(compiles):
+    """The Laplacian of an MLP with more inputs than first-layer units: built twice and called
+    with new parameters, one compilation; jax.jvp in the parameters equals the autodiff road's;
+    saturated units (|x| = 1e4, float32) keep the value and the gradient finite."""
+    net = jprop.MLP((12, 5, 4, 2), activation=("tanh", "silu"))
+    params = net.init(jax.random.key(0), jnp.float32)
+    x = jax.random.normal(jax.random.key(1), (3, 12), jnp.float32)
+    before = compiles.count
+    for seed in range(3):
+        jprop.laplacian(net)(net.init(jax.random.key(seed), jnp.float32), x)
+    assert compiles.count - before == 1
+    tangent = jax.tree.map(jnp.ones_like, params)
+    ours = jax.jvp(lambda p: jprop.laplacian(net)(p, x), (params,), (tangent,))[1]
+    theirs = jax.jvp(
+        lambda p: jprop.laplacian(net, method="autodiff")(p, x), (params,), (tangent,)
+    )[1]
+    assert_close(ours, theirs, 1e-4, "jvp in the parameters")
+    huge = 1e4 * x
+    value, grads = jax.value_and_grad(lambda p: jnp.sum(jprop.laplacian(net)(p, huge) ** 2))(params)
+    assert np.isfinite(value) and np.all(np.isfinite(flat(grads)))
