@@ -71,8 +71,9 @@ def central_differences(fn, point, eps=1e-6):
 
 
 def pair(objective):
-    """`(value, grads)` of a jprop loss: the one line a user writes for the pair."""
-    return jax.value_and_grad(objective)
+    """`(value, grads)` of a jprop loss, jitted as a training step is (one program to compile;
+    tests/test_citizen.py takes the gradient of objectives eagerly too)."""
+    return jax.jit(jax.value_and_grad(objective))
 
 
 def swap_road(monkeypatch, quantity, **fields):
