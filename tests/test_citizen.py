@@ -315,14 +315,16 @@ def test_the_laplacian_rule_with_more_inputs_than_it_unrolls(sizes):
     params, x = params_and_input(net, jnp.float64, seed=13, batch=(3,))
     direction = jax.tree.map(jnp.cos, params)
     losses = [_trained_loss("laplacian", net, m) for m in ("closed", "autodiff")]
-    (got, got_x), (expected, expected_x) = (jax.grad(loss, (0, 1))(params, x) for loss in losses)
+    (got, got_x), (expected, expected_x) = (
+        jax.jit(jax.grad(loss, (0, 1)))(params, x) for loss in losses
+    )
     assert_close(flat(got), flat(expected), 1e-12, "grad in the weights")
     assert_close(got_x, expected_x, 1e-12, "grad in the input")
     got, expected = (jax.jvp(lambda p: loss(p, x), (params,), (direction,))[1] for loss in losses)  # noqa: B023
     assert_close(got, expected, 1e-12, "jvp")
     w, unravel = ravel_pytree(params)
     fd = central_differences(lambda w: losses[0](unravel(w), x), w)
-    assert_close(flat(jax.grad(losses[0])(params, x)), fd, 1e-7, "weights vs differences")
+    assert_close(flat(jax.jit(jax.grad(losses[0]))(params, x)), fd, 1e-7, "weights vs differences")
 
 
 @pytest.mark.parametrize(
@@ -415,7 +417,7 @@ def test_trained_rules_are_used(monkeypatch, quantity, module, name, wrong):
     def values_and_grads():
         _program.clear_caches()
         return [
-            jax.value_and_grad(_trained_loss(quantity, net, "closed"))(params, x)
+            jax.jit(jax.value_and_grad(_trained_loss(quantity, net, "closed")))(params, x)
             for net, (params, x) in zip(nets, data)
         ]
 
@@ -436,7 +438,7 @@ def test_the_diagonal_rule_follows_the_number_of_chosen_inputs(monkeypatch, dims
     def loss(method):
         return _pinn_loss(lambda f: jprop.hessian_diagonal(f, method=method, dims=dims), net)
 
-    ours, theirs = (jax.grad(loss(m), (0, 1))(params, x) for m in ("closed", "autodiff"))
+    ours, theirs = (jax.jit(jax.grad(loss(m), (0, 1)))(params, x) for m in ("closed", "autodiff"))
     assert_close(flat(ours), flat(theirs), 1e-12, f"grad in (params, x), dims {dims}")
     per_tangent = len(dims) <= _trained_curvature.PER_TANGENT_DIAGONAL_INPUTS
     module, wrong = (
@@ -444,7 +446,9 @@ def test_the_diagonal_rule_follows_the_number_of_chosen_inputs(monkeypatch, dims
     )
     monkeypatch.setattr(module, "_tangent", wrong(module._tangent))
     _program.clear_caches()
-    assert_close(flat(jax.grad(loss("closed"))(params, x)), 3 * flat(ours[0]), 1e-13, "rule used")
+    assert_close(
+        flat(jax.jit(jax.grad(loss("closed")))(params, x)), 3 * flat(ours[0]), 1e-13, "rule used"
+    )
 
 
 @pytest.mark.parametrize("net", [jprop.MLP((3, 6, 5, 2)), jprop.MLP((2, 4, 3), output="tansig")])
@@ -458,7 +462,7 @@ def test_hessian_vector_product_rule_in_its_weighting_and_direction(net):
         )
         for m in ("closed", "autodiff")
     ]
-    ours, theirs = (jax.grad(loss, (0, 1, 2, 3))(params, x, g, r) for loss in losses)
+    ours, theirs = (jax.jit(jax.grad(loss, (0, 1, 2, 3)))(params, x, g, r) for loss in losses)
     assert_close(flat(ours), flat(theirs), 1e-12, "grad in (params, x, g, r)")
     tangents = (jax.tree.map(jnp.cos, params), jnp.cos(x), jnp.sin(g), jnp.cos(r))
     ours, theirs = (jax.jvp(loss, (params, x, g, r), tangents)[1] for loss in losses)
@@ -473,10 +477,10 @@ def test_training_in_chunks_equals_the_whole_batch(quantity, sizes):
     net = jprop.MLP(sizes)
     params, x = params_and_input(net, jnp.float64, seed=3, batch=(11,))
     transform = getattr(jprop, quantity)
-    whole = jax.grad(_pinn_loss(lambda f: transform(f, method="closed"), net))(params, x)
-    chunked = jax.grad(_pinn_loss(lambda f: transform(f, method="closed", batch_size=4), net))(
-        params, x
-    )
+    whole = jax.jit(jax.grad(_pinn_loss(lambda f: transform(f, method="closed"), net)))(params, x)
+    chunked = jax.jit(
+        jax.grad(_pinn_loss(lambda f: transform(f, method="closed", batch_size=4), net))
+    )(params, x)
     assert_close(flat(chunked), flat(whole), 1e-13)
 
 
@@ -662,8 +666,8 @@ def test_each_composite_runs_the_primitive_road_names(sizes, monkeypatch):
 
         with pytest.MonkeyPatch.context() as patch:
             swap_road(patch, primitive, closed=doubled)
-            auto = flat(jax.grad(lambda p: call(p, {}))(params))
-            reference = flat(jax.grad(lambda p: call(p, {"method": "autodiff"}))(params))
+            auto = flat(jax.jit(jax.grad(lambda p: call(p, {})))(params))
+            reference = flat(jax.jit(jax.grad(lambda p: call(p, {"method": "autodiff"})))(params))
         _program.clear_caches()
         changed = not np.allclose(auto, reference, rtol=1e-9, atol=1e-12)
         assert changed == (chosen.road == "closed"), (name, chosen)

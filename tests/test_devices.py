@@ -78,7 +78,9 @@ def test_composite_objectives_in_chunks_equal_the_whole_batch(road="closed"):
         "jacobian_penalty probes": lambda **kw: pair(
             jprop.jacobian_penalty(net, method=road, num_probes=3, **kw)
         )(params, x, keys[3]),
-        "SpectralNorm": lambda **kw: jax.value_and_grad(sn(**kw), has_aux=True)(params, x, state),
+        "SpectralNorm": lambda **kw: jax.jit(jax.value_and_grad(sn(**kw), has_aux=True))(
+            params, x, state
+        ),
         "log_abs_det_jacobian": lambda **kw: pair(
             jprop.log_abs_det_jacobian(square, method=road, **kw)
         )(sq_params, sq_x),

@@ -82,7 +82,7 @@ def test_the_closed_road_computes_at_the_promoted_precision(params_dtype, x_dtyp
         def loss(p):  # the gradient through the Laplacian, in the params' dtype
             return jnp.sum(jprop.laplacian(net, method="closed")(p, x) ** 2)
 
-        grads, expected = jax.grad(loss)(params), jax.grad(loss)(exact)
+        grads, expected = jax.jit(jax.grad(loss))(params), jax.jit(jax.grad(loss))(exact)
         for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(expected)):
             assert a.dtype == params_dtype
             # rounded once to the params' dtype at the end: its own epsilon

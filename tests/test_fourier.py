@@ -72,7 +72,10 @@ def test_every_input_derivative_equals_the_plain_networks(quantity, options):
     # trained with B fixed, as the field does: the other layers' gradients are the plain net's
     frozen = lambda p: [jax.lax.stop_gradient(p[0]), *p[1:]]  # noqa: E731
     loss = lambda fn: lambda p: jnp.sum(jnp.sin(fn(frozen(p), x)))  # noqa: E731
-    ours_grad, theirs_grad = jax.grad(loss(ours))(params), jax.grad(loss(theirs))(params)
+    ours_grad, theirs_grad = (
+        jax.jit(jax.grad(loss(ours)))(params),
+        jax.jit(jax.grad(loss(theirs)))(params),
+    )
     assert_close(flat(ours_grad[1:]), flat(theirs_grad[1:]), 1e-11, f"{quantity}: grad")
     assert float(jnp.max(jnp.abs(flat(ours_grad[:1])))) == 0.0  # B fixed
 
@@ -89,8 +92,8 @@ def test_the_r_operator_hvp_and_jprop_objectives_equal_the_plain_networks(case):
     for ours, theirs, extra in pairs:
         assert_close(ours(params, x, *extra), theirs(params, x, *extra), 1e-12, "R / hvp")
     for objective, extra in ((jprop.jprop_v, (r, g)), (jprop.jprop_u, (g, r))):
-        ours = jax.value_and_grad(objective(net, method="closed"))(params, x, *extra)
-        theirs = jax.value_and_grad(objective(plain))(params, x, *extra)
+        ours = jax.jit(jax.value_and_grad(objective(net, method="closed")))(params, x, *extra)
+        theirs = jax.jit(jax.value_and_grad(objective(plain)))(params, x, *extra)
         assert_close(ours[0], theirs[0], 1e-12, objective.__name__)
         # with B free, the sine layer's W gradient is B's gradient through both its copies
         assert_close(flat(ours[1][1:]), flat(theirs[1][1:]), 1e-11, objective.__name__)

@@ -46,7 +46,7 @@ def reference_u(net, params, x, u, a):  # docs/math.md §3's autodiff reference,
         jtu = jax.vmap(lambda xi, ui: jax.vjp(lambda v: net(p, v), xi)[1](ui)[0])(x, u)
         return 0.5 * jnp.mean(jnp.sum((jtu - a) ** 2, -1))
 
-    return jax.value_and_grad(e)(params)
+    return jax.jit(jax.value_and_grad(e))(params)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -55,7 +55,7 @@ def reference_v(net, params, x, v, b):
         jv = jax.vmap(lambda xi, vi: jax.jvp(lambda z: net(p, z), (xi,), (vi,))[1])(x, v)
         return 0.5 * jnp.mean(jnp.sum((jv - b) ** 2, -1))
 
-    return jax.value_and_grad(e)(params)
+    return jax.jit(jax.value_and_grad(e))(params)
 
 
 def assert_result_close(result, reference, tol, what=""):
@@ -291,8 +291,10 @@ def test_objectives_compose_with_jit_and_grad():
     fn(jax.tree.map(lambda a: a * 1.1, params), x, args["v"], args["b"])  # no retrace
     # Summed with another loss, jax.grad adds the J-prop gradient to the other one's.
     other = lambda p: jnp.sum(p[0]["W"] ** 2)  # noqa: E731
-    total = jax.grad(lambda p: jprop.jprop_v(net)(p, x, args["v"], args["b"]) + other(p))(params)
-    expected = jax.tree.map(jnp.add, grads, jax.grad(other)(params))
+    total = jax.jit(jax.grad(lambda p: jprop.jprop_v(net)(p, x, args["v"], args["b"]) + other(p)))(
+        params
+    )
+    expected = jax.tree.map(jnp.add, grads, jax.jit(jax.grad(other))(params))
     assert_close(ravel_pytree(total)[0], ravel_pytree(expected)[0], 2e-5)
     # vmap over independent problems (e.g. several targets b).
     bs = jnp.stack([args["b"], 2 * args["b"]])

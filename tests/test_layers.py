@@ -238,11 +238,11 @@ def test_central_differences_in_x_and_in_the_parameters():
 
 def test_fixed_embeddings_do_not_train_and_trainable_ones_do():
     net, _, params, x = setup_case("fourier + modified MLP, factorised")
-    grads = jax.grad(lambda p: jnp.sum(jprop.laplacian(net)(p, x) ** 2))(params)
+    grads = jax.jit(jax.grad(lambda p: jnp.sum(jprop.laplacian(net)(p, x) ** 2)))(params)
     assert not np.any(np.asarray(grads[0]["B"]))
     assert np.all(np.isfinite(flat(grads))) and np.any(np.asarray(grads[1]["U"]["g"]))
     free = jprop.Network(2, [L.FourierFeatures(3, trainable=True), *net.layers[1:]])
-    grads = jax.grad(lambda p: jnp.sum(jprop.laplacian(free)(p, x) ** 2))(params)
+    grads = jax.jit(jax.grad(lambda p: jnp.sum(jprop.laplacian(free)(p, x) ** 2)))(params)
     assert np.any(np.asarray(grads[0]["B"]))
     # the same for a periodic embedding's ω
     net, _, params, x = setup_case("periodic + residual")
@@ -250,7 +250,7 @@ def test_fixed_embeddings_do_not_train_and_trainable_ones_do():
     for trainable in (False, True):
         layer = L.PeriodicEmbedding(periodic.axes, periodic.periods, trainable)
         changed = jprop.Network(2, [layer, *net.layers[1:]])
-        grads = jax.grad(lambda p: jnp.sum(jprop.laplacian(changed)(p, x) ** 2))(params)
+        grads = jax.jit(jax.grad(lambda p: jnp.sum(jprop.laplacian(changed)(p, x) ** 2)))(params)
         assert bool(np.any(np.asarray(grads[0]["omega"]))) == trainable
 
 
@@ -335,11 +335,14 @@ def test_jprop_objectives_on_a_network_are_the_compositions(case):
     @jax.jit
     def both(params):
         ours = {
-            q: jax.value_and_grad(getattr(jprop, q)(net, method="closed"))(params, x, *arguments[q])
+            q: jax.jit(jax.value_and_grad(getattr(jprop, q)(net, method="closed")))(
+                params, x, *arguments[q]
+            )
             for q in composed
         }
         oracle = {
-            q: jax.value_and_grad(lambda p: composed[q](p) / x.shape[0])(params) for q in composed
+            q: jax.jit(jax.value_and_grad(lambda p: composed[q](p) / x.shape[0]))(params)
+            for q in composed
         }
         return ours, oracle
 
@@ -462,15 +465,15 @@ def test_an_mlp_is_the_network_of_its_layers(net):
         def loss(p, f=None):
             return jnp.sum(jnp.sin(transform(f)(p, x)))
 
-        ours = jax.grad(functools.partial(loss, f=network))(params)
-        theirs = jax.grad(functools.partial(loss, f=net))(params)
+        ours = jax.jit(jax.grad(functools.partial(loss, f=network)))(params)
+        theirs = jax.jit(jax.grad(functools.partial(loss, f=net)))(params)
         assert_close(flat(ours), flat(theirs), 1e-11, f"grad of {name}")
     m = net.n_outputs
     v, b = r, jnp.ones((4, m), jnp.float64)
     for objective in (jprop.jprop_v, jprop.jprop_u):
         args = (v, b) if objective is jprop.jprop_v else (b, v)
-        ours = jax.value_and_grad(objective(network, method="closed"))(params, x, *args)
-        theirs = jax.value_and_grad(objective(net, method="closed"))(params, x, *args)
+        ours = jax.jit(jax.value_and_grad(objective(network, method="closed")))(params, x, *args)
+        theirs = jax.jit(jax.value_and_grad(objective(net, method="closed")))(params, x, *args)
         assert_close(flat(ours), flat(theirs), 1e-11, objective.__name__)
     assert_close(network(params, x), net(params, x), 1e-14, "value")
 

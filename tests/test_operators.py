@@ -130,8 +130,8 @@ def test_the_hessian_diagonal_in_chunks(name):
     whole = jprop.hessian_diagonal(f, dims=dims, outputs=outputs)
     loss = lambda fn: lambda p: jnp.sum(jnp.sin(fn(p, x)))  # noqa: E731
     for a, b in zip(
-        jax.tree.leaves(jax.grad(loss(chunked))(params)),
-        jax.tree.leaves(jax.grad(loss(whole))(params)),
+        jax.tree.leaves(jax.jit(jax.grad(loss(chunked)))(params)),
+        jax.tree.leaves(jax.jit(jax.grad(loss(whole)))(params)),
     ):
         assert_close(a, b, 1e-12, "gradient")
 
@@ -197,7 +197,9 @@ def test_saturated_units_give_finite_estimates_and_gradients(name):
         (jprop.jprop_v(f, method="closed"), (x / 1e4, jnp.ones((3, 2), jnp.float32))),
         (jprop.jprop_u(f, method="closed"), (jnp.ones((3, 2), jnp.float32), x / 1e4)),
     ]:
-        value, grads = jax.value_and_grad(lambda p: jnp.sum(transform(p, x, *args) ** 2))(params)
+        value, grads = jax.jit(jax.value_and_grad(lambda p: jnp.sum(transform(p, x, *args) ** 2)))(
+            params
+        )
         assert np.isfinite(float(value))
         assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
 
@@ -265,8 +267,8 @@ def test_the_dense_rule_is_the_gradient_of_nested_jvps_on_the_same_probes(name):
 
         return jnp.sum(jnp.tanh(jax.vmap(one)(x)))
 
-    ours = jax.grad(lambda p: jnp.sum(jnp.tanh(estimate(p, x, key))))(params)
-    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(jax.grad(nested)(params))):
+    ours = jax.jit(jax.grad(lambda p: jnp.sum(jnp.tanh(estimate(p, x, key)))))(params)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(jax.jit(jax.grad(nested))(params))):
         assert_close(a, b, 1e-12, "gradient")
 
 
@@ -523,5 +525,7 @@ def test_the_first_layers_directions_compile_once_and_stay_finite(compiles):
     )[1]
     assert_close(ours, theirs, 1e-4, "jvp in the parameters")
     huge = 1e4 * x
-    value, grads = jax.value_and_grad(lambda p: jnp.sum(jprop.laplacian(net)(p, huge) ** 2))(params)
+    value, grads = jax.jit(
+        jax.value_and_grad(lambda p: jnp.sum(jprop.laplacian(net)(p, huge) ** 2))
+    )(params)
     assert np.isfinite(value) and np.all(np.isfinite(flat(grads)))

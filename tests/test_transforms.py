@@ -377,15 +377,17 @@ def test_scalar_outputs_everywhere():
             for name in ("jacobian", "hessian", "laplacian", "hessian_diagonal")
         }
         through = [  # and through jax.grad, as a physics-informed loss on a scalar model
-            jax.grad(lambda p, g=g: jnp.mean(jprop.laplacian(g)(p, x).reshape(5) ** 2))(params)
+            jax.jit(jax.grad(lambda p, g=g: jnp.mean(jprop.laplacian(g)(p, x).reshape(5) ** 2)))(
+                params
+            )
             for g in (f, net)
         ]
         out["grad"] = tuple(through)
         hvp = jprop.hessian_vector_product
         out["hvp"] = (hvp(f)(params, x, y, v), hvp(net)(params, x, y[:, None], v))
         for objective, (scalar, vector) in objectives.items():
-            ours = jax.value_and_grad(objective(f))(params, x, *scalar)
-            theirs = jax.value_and_grad(objective(net))(params, x, *vector)
+            ours = jax.jit(jax.value_and_grad(objective(f)))(params, x, *scalar)
+            theirs = jax.jit(jax.value_and_grad(objective(net)))(params, x, *vector)
             out[objective.__name__] = (ours, theirs)
         return out
 
@@ -439,7 +441,7 @@ def test_an_empty_batch_gives_empty_results_on_both_roads(lead, batch_size):
         for method in ("closed", "autodiff"):
             got = getattr(jprop, name)(net, method=method, batch_size=batch_size)(params, x)
             assert got.shape == lead + tail, (name, method, got.shape)
-    grads = jax.grad(lambda p: jnp.sum(jprop.hessian(net, method="closed")(p, x)))(params)
+    grads = jax.jit(jax.grad(lambda p: jnp.sum(jprop.hessian(net, method="closed")(p, x))))(params)
     assert all(not bool(jnp.any(leaf)) for leaf in jax.tree.leaves(grads))
 
 

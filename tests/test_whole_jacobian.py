@@ -35,7 +35,7 @@ def spectral_pair(sn):
     """((value, grads), state) of a SpectralNorm: value_and_grad with the state as auxiliary."""
 
     def run(params, x, state):
-        (value, state), grads = jax.value_and_grad(sn, has_aux=True)(params, x, state)
+        (value, state), grads = jax.jit(jax.value_and_grad(sn, has_aux=True))(params, x, state)
         return (value, grads), state
 
     return run
