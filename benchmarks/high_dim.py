@@ -15,6 +15,9 @@ differ only in how they compute ΔN:
 - jet, sparse: STDE's form, second-order Taylor coefficients by `jax.experimental.jet`, on the same
   coordinates.
 
+A second table times the estimate alone, `jax.grad` of mean((ΔN estimate)²), without the residual's
+N and x·∇N, whose first layer reads all d inputs for every contender alike.
+
 Each row checks that the randomized contenders' gradients agree with jprop's on the same samples,
 and folx's with jprop exact, before it reports a time. The randomized steps race each other and
 the exact ones each other, in interleaved rounds; time is the median, memory XLA's account of
@@ -153,7 +156,23 @@ def row(dim: int, width: int, batch: int, repeats: int, folx_up_to: int):
     harness.agree(out, "jprop dense", ["nested jvp dense"], label, 1e-3)
     if "folx exact" in out:
         harness.agree(out, "jprop exact", ["folx exact"], label, 1e-3)
+    # the estimate alone: jax.grad of mean(ΔN²), without the residual's N and x·∇N, whose first
+    # layer reads all d inputs for every contender alike
+    alone = {
+        name: jax.grad(lambda p, v, fn=fn: jnp.mean(fn(p, v) ** 2))
+        for name, fn in {
+            "jprop sparse": lambda p, v: sparse(p, v, key),
+            "nested jvp sparse": lambda p, v: scale * nested_sparse(p, v),
+            "jprop dense": lambda p, v: dense(p, v, key),
+            "nested jvp dense": lambda p, v: nested_dense(p, v) / PROBES,
+        }.items()
+    }
+    estimate_alone = harness.race(alone, (params, x), 5 * repeats)
+    out = harness.outputs(estimate_alone)
+    harness.agree(out, "jprop sparse", ["nested jvp sparse"], f"{label} ΔN alone", 1e-3)
+    harness.agree(out, "jprop dense", ["nested jvp dense"], f"{label} ΔN alone", 1e-3)
     return {
+        "estimate_alone_ms": {k: r["ms"] for k, r in estimate_alone.items()},
         "dim": dim,
         "batch": batch,
         "sizes": net.sizes,
@@ -207,6 +226,22 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
             "first-layer Gram matrix."
         )
     table = harness.markdown_table(header, lines, footer)
+    alone = ["jprop sparse", "nested jvp sparse", "jprop dense", "nested jvp dense"]
+
+    def alone_cell(r, name):
+        ms = r["estimate_alone_ms"]
+        text = f"{ms[name]:.1f} ms"
+        if name.startswith("nested"):
+            text += f" ({ms[name] / ms['jprop ' + name.split()[-1]]:.2f}×)"
+        return text
+
+    table += "\n\n" + harness.markdown_table(
+        ["d", *alone],
+        [[str(r["dim"]), *(alone_cell(r, n) for n in alone)] for r in rows],
+        "The estimate alone: one step `jax.grad` of mean((ΔN estimate)²) on the same network, "
+        "points and samples, without the residual's N and x·∇N (whose first layer reads all d "
+        f"inputs, the same work for every contender); medians of {5 * repeats} interleaved rounds.",
+    )
     print(table)
     harness.publish(out or pathlib.Path(__file__).with_name("out"), "high_dim", table, rows)
     return rows

@@ -140,7 +140,15 @@ def test_high_dim_benchmark_quick(checks, tmp_path):
         ("jprop dense", ["nested jvp dense"]),
     ]
     assert [(ref, list(names)) for _, ref, names, _ in checks] == estimates_and_steps * 2 + [
-        ("jprop exact", ["folx exact"])
+        ("jprop exact", ["folx exact"]),
+        ("jprop sparse", ["nested jvp sparse"]),  # the estimate alone
+        ("jprop dense", ["nested jvp dense"]),
     ]
+    assert set(rows[0]["estimate_alone_ms"]) == {
+        "jprop sparse",
+        "nested jvp sparse",
+        "jprop dense",
+        "nested jvp dense",
+    }
     assert all(mib > 0 for mib in rows[0]["peak_mib"].values())
     assert "nested jvp" in (tmp_path / "high_dim.md").read_text()
