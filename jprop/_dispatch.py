@@ -147,6 +147,22 @@ def _fewer(f: MLP) -> str:
     )
 
 
+def _fewer_layers(f: Network) -> str:
+    """What the forward Laplacian of a Network does with more directions than a first `Dense`
+    layer's units."""
+    if not layer_passes.fewer_pay(f, f.n_inputs):
+        return ""
+    h = f.layers[0].width
+    return (
+        f"; more than {h} inputs or shared directions (the first Dense layer's units) run as {h} "
+        "directions with the same first-layer Gram matrix, exactly"
+    )
+
+
+def _through_layers(reason: str) -> Callable[[Network], tuple[bool, str]]:
+    return lambda f: (True, reason + _fewer_layers(f))
+
+
 def _laplacian_rule(f: MLP) -> tuple[bool, str]:
     return True, (
         "the forward Laplacian, trained through its hand-written tangent pass" + _fewer(f)
@@ -234,7 +250,7 @@ REGISTRY: dict[str, Quantity] = {
     ),
     "laplacian": Quantity(
         _with_softmax(_laplacian_rule, _SOFTMAX_CURVATURE),
-        _always(
+        _through_layers(
             "the forward Laplacian through each layer's own step, differentiated by jax.grad as "
             "plain matrix products and elementwise products"
         ),
@@ -276,7 +292,9 @@ REGISTRY: dict[str, Quantity] = {
     ),
     "hessian_trace": Quantity(
         _softmax_trace_rule,
-        _always("the forward Laplacian through each layer's own step, started from the directions"),
+        _through_layers(
+            "the forward Laplacian through each layer's own step, started from the directions"
+        ),
         engine="; folx's forward Laplacian of z ↦ f(x + Dᵀz) at z = 0 computes it",
     ),
     "R": Quantity(

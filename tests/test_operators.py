@@ -14,6 +14,7 @@ import pytest
 from helpers import assert_close, central_differences, flat
 
 import jprop
+from jprop import layers
 
 MLP = jprop.MLP((5, 7, 6, 2), activation=("tanh", "silu"))
 NETWORK = jprop.Network(
@@ -432,25 +433,36 @@ def test_bad_options_and_arguments_are_refused():
 
 def test_tangent_chunks_bound_the_compiled_programs_memory():
     """The equality tests would pass if tangent_chunk were ignored; this one would not: for
-    jax.grad of a loss on the Laplacian (on a Network's layer road) and on the MLP's Hessian
-    diagonal at n = 512 inputs, the temporaries of the compiled program (XLA's account) in chunks
-    of 32 tangents are under a quarter of the unchunked program's. The MLP's own Laplacian needs
-    no chunks there: it runs along its first layer's 64 directions, under a quarter too."""
+    jax.grad of a loss on the Laplacian of a modified MLP (its gates read the 512 inputs, so all
+    512 tangents run) and on an MLP's Hessian diagonal, the temporaries of the compiled program
+    (XLA's account) in chunks of 32 tangents are under a quarter of the unchunked program's. An
+    MLP's Laplacian, and that of the Network of its layers, need no chunks there: they run along
+    the first layer's 64 directions, under a quarter of tr(σσᵀH) with σ = I given per example
+    (which pushes all 512)."""
     net = jprop.MLP((512, 64, 64, 1))
-    network = net.as_network()
+    gated = jprop.modified_mlp(512, 1, width=32, depth=1)
     params = net.init(jax.random.key(0), jnp.float32)
     x = jax.random.normal(jax.random.key(1), (16, 512), jnp.float32)
 
-    def temporaries(transform, f, **options):
-        loss = lambda p: jnp.sum(transform(f, **options)(p, x) ** 2)  # noqa: E731
+    def temporaries(loss, params=params):
         compiled = jax.jit(jax.grad(loss)).lower(params).compile()
         return compiled.memory_analysis().temp_size_in_bytes
 
-    for transform, f in ((jprop.laplacian, network), (jprop.hessian_diagonal, net)):
-        whole, chunked = temporaries(transform, f), temporaries(transform, f, tangent_chunk=32)
+    def squared(transform, f, **options):
+        return lambda p: jnp.sum(transform(f, **options)(p, x) ** 2)
+
+    gated_params = gated.init(jax.random.key(2), jnp.float32)
+    for transform, f, p in (
+        (jprop.laplacian, gated, gated_params),
+        (jprop.hessian_diagonal, net, params),
+    ):
+        whole = temporaries(squared(transform, f), p)
+        chunked = temporaries(squared(transform, f, tangent_chunk=32), p)
         assert chunked < whole / 4, (transform.__name__, chunked, whole)
-    whole = temporaries(jprop.laplacian, network)
-    assert temporaries(jprop.laplacian, net) < whole / 4
+    eye = jnp.broadcast_to(jnp.eye(512, dtype=jnp.float32), (16, 512, 512))
+    pushed = temporaries(lambda p: jnp.sum(jprop.hessian_trace(net)(p, x, eye) ** 2))
+    for f in (net, net.as_network()):
+        assert temporaries(squared(jprop.laplacian, f)) < pushed / 4, f
 
 
 def test_more_inputs_than_first_units_run_along_as_many_directions(monkeypatch):
@@ -505,6 +517,56 @@ def test_more_inputs_than_first_units_run_along_as_many_directions(monkeypatch):
     lap = jprop.laplacian(net)(*half)
     assert lap.dtype == jnp.bfloat16
     assert_close(lap.astype(jnp.float64), jprop.laplacian(net)(params, x), 0.05, floor=1.0)
+
+
+def test_a_network_read_through_a_dense_layer_runs_along_its_units(monkeypatch):
+    """A Network whose first layer is Dense (factorised, here) has the MLP's structure at the
+    input: over more inputs or shared directions than that layer's units, its Laplacian, its
+    Laplacian over `dims`, in chunks and tr(σσᵀH) run along that many directions, exact in value
+    and in the gradient in (params, x, σ) against the autodiff road in float64; a counter shows
+    the path runs, and `road` says so. A Network read through Fourier features does not take it."""
+    from jprop.quantities import _forward_laplacian
+
+    calls = []
+    original = _forward_laplacian.fewer_directions
+    monkeypatch.setattr(
+        _forward_laplacian,
+        "fewer_directions",
+        lambda *args: calls.append(args[0].shape) or original(*args),
+    )
+    net = jprop.Network(
+        9, [layers.Dense(4, factorised=True), layers.Residual(), layers.Dense(2, "identity")]
+    )
+    params = net.init(jax.random.key(0), jnp.float64)
+    x = jax.random.normal(jax.random.key(1), (3, 9), jnp.float64)
+    sigma = jax.random.normal(jax.random.key(2), (9, 6), jnp.float64)
+    dims = (0, 2, 3, 5, 6, 8)
+    cases = {
+        "all": lambda m: lambda p, x, s: jprop.laplacian(net, method=m)(p, x),
+        "dims": lambda m: lambda p, x, s: jprop.laplacian(net, dims=dims, method=m)(p, x),
+        "chunks": lambda m: lambda p, x, s: jprop.laplacian(net, tangent_chunk=2, method=m)(p, x),
+        "sigma": lambda m: lambda p, x, s: jprop.hessian_trace(net, method=m)(p, x, s),
+    }
+
+    @jax.jit
+    def both(params, x, sigma):
+        loss = lambda case: lambda p, x, s: jnp.sum(jnp.sin(case(p, x, s)))  # noqa: E731
+        return {
+            name: [
+                (case(m)(params, x, sigma), jax.grad(loss(case(m)), (0, 1, 2))(params, x, sigma))
+                for m in ("closed", "autodiff")
+            ]
+            for name, case in cases.items()
+        }
+
+    for name, (ours, theirs) in both(params, x, sigma).items():
+        assert_close(ours[0], theirs[0], 1e-13, f"{name}: value")
+        assert_close(flat(ours[1]), flat(theirs[1]), 1e-12, f"{name}: gradient")
+    assert len(calls) >= len(cases) and set(calls) == {(4, 9)}, calls
+    assert "run as 4 directions" in jprop.road(net, "laplacian").reason
+    assert "run as 4 directions" in jprop.road(net, "hessian_trace").reason
+    fourier = jprop.Network(9, [layers.FourierFeatures(2), layers.Dense(2, "identity")])
+    assert "directions" not in jprop.road(fourier, "laplacian").reason
 
 
 def test_the_first_layers_directions_compile_once_and_stay_finite(compiles):

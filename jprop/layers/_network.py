@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from .._validation import check_input, check_size, computation_dtype, in_dtype
+from ..quantities import _forward_laplacian
 from . import _base, _jet
 from .dense import Dense
 
@@ -246,9 +247,30 @@ def _zeros_if_none(a, shape, dtype):
     return jnp.zeros(shape, dtype) if a is None else a
 
 
+def fewer_pay(net: Network, k: int) -> bool:
+    """Whether the network reads x through one `Dense` map a¹ = W¹x + b¹ with fewer units than
+    k shared input directions, and has layers after it: then `_forward_laplacian.fewer_directions`
+    gives as many directions as a¹ has units, with the same sum Σ_p d_pᵀ ∇²f d_p (every later
+    layer reads x only through a¹)."""
+    first = net.layers[0]
+    return isinstance(first, Dense) and len(net.layers) > 1 and k > first.width
+
+
+def fewer_directions(net: Network, params: Params, directions: Any) -> jax.Array:
+    """The first `Dense` layer's directions (h₁, n) for k > h₁ shared `directions` (None: all
+    inputs; coordinates; or vectors (k, n)), as `fewer_directions` gives them for an MLP."""
+    w = _base.dense_weight(params[0])
+    return _forward_laplacian.fewer_directions(w, directions, net.n_inputs)
+
+
 def laplacian(net: Network, params: Params, x: jax.Array, dims=None) -> jax.Array:
-    """Δf over the inputs `dims` (all when None), (B, m): the forward Laplacian through each layer."""
-    out = net.propagate(params, x, _jet.Identity(dims))
+    """Δf over the inputs `dims` (all when None), (B, m): the forward Laplacian through each layer;
+    over more inputs than a first `Dense` layer's units, along that many directions
+    (`fewer_pay`)."""
+    tangents = _jet.Identity(dims)
+    if fewer_pay(net, net.n_inputs if dims is None else len(dims)):
+        tangents = fewer_directions(net, params, dims)[None]
+    out = net.propagate(params, x, tangents)
     return _zeros_if_none(out.lap, out.value.shape, out.value.dtype)
 
 

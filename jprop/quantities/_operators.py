@@ -260,7 +260,7 @@ def operator_transform(
     along = Along(net, road, diagonal)
     # the sum over directions (not each term) on an MLP's own passes depends on them only
     # through the first layer's Gram matrix (`_forward_laplacian.fewer_directions`)
-    fewer = road == "closed" and isinstance(net, MLP) and not diagonal
+    fewer = road == "closed" and isinstance(net, (MLP, Network)) and not diagonal
     names = ("params", "x") + (("sigma",) if with_sigma else ()) + (("key",) if estimator else ())
 
     def validate(params, x, *others):
@@ -325,7 +325,9 @@ def operator_transform(
             if fewer and directions.ndim == (1 if directions.dtype.kind in "iu" else 2):
                 # shared by the batch and more than h₁ of them: h₁ directions give the same sum
                 k = directions.shape[0]
-                if _forward_laplacian.fewer_pay(net, k):
+                if isinstance(net, Network) and _network_passes.fewer_pay(net, k):
+                    directions = _network_passes.fewer_directions(net, params, directions)
+                elif isinstance(net, MLP) and _forward_laplacian.fewer_pay(net, k):
                     directions = _forward_laplacian.fewer_directions(
                         params[0]["W"], directions, xb.shape[-1]
                     )

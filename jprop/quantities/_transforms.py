@@ -328,7 +328,8 @@ def laplacian(
 
     - `dims`: the input coordinates to sum over, e.g. `dims=(1, 2)` for $\Delta_x u$ of
       $u(t, x_1, x_2)$; the closed road then pushes only those k tangents (default: all n), or
-      on an MLP with k above its first width h₁, h₁ directions giving the same sum.
+      on an MLP (or a Network whose first layer is `Dense`) with k above its first width h₁, h₁
+      directions giving the same sum.
     - `outputs`: the outputs to compute, e.g. `outputs=(0,)` (default: all m); the closed road
       then runs a network with only those output rows.
     - `tangent_chunk`: push the input tangents at most this many at a time, summing their
