@@ -519,12 +519,20 @@ def test_more_inputs_than_first_units_run_along_as_many_directions(monkeypatch):
     assert_close(lap.astype(jnp.float64), jprop.laplacian(net)(params, x), 0.05, floor=1.0)
 
 
-def test_a_network_read_through_a_dense_layer_runs_along_its_units(monkeypatch):
-    """A Network whose first layer is Dense (factorised, here) has the MLP's structure at the
-    input: over more inputs or shared directions than that layer's units, its Laplacian, its
-    Laplacian over `dims`, in chunks and tr(σσᵀH) run along that many directions, exact in value
-    and in the gradient in (params, x, σ) against the autodiff road in float64; a counter shows
-    the path runs, and `road` says so. A Network read through Fourier features does not take it."""
+DENSE_FIRST = {  # a factorised Dense then a residual block; a Dense then gates and a PirateNet block
+    "residual": [layers.Dense(4, factorised=True), layers.Residual(), layers.Dense(2, "identity")],
+    "pirate": [layers.Dense(4), layers.Gates(4), layers.PirateBlock(), layers.Dense(2, "identity")],
+}
+
+
+@pytest.mark.parametrize("name", list(DENSE_FIRST))
+def test_a_network_read_through_a_dense_layer_runs_along_its_units(monkeypatch, name):
+    """A Network whose first layer is Dense has the MLP's structure at the input: over more
+    inputs or shared directions than that layer's units, its Laplacian, its Laplacian over `dims`,
+    in chunks and tr(σσᵀH) run along that many directions, exact in value and in the gradient in
+    (params, x, σ) against the autodiff road in float64, and the weight gradient against float64
+    central differences; a counter shows the path runs, and `road` says so. A Network read through
+    Fourier features does not take it."""
     from jprop.quantities import _forward_laplacian
 
     calls = []
@@ -534,10 +542,9 @@ def test_a_network_read_through_a_dense_layer_runs_along_its_units(monkeypatch):
         "fewer_directions",
         lambda *args: calls.append(args[0].shape) or original(*args),
     )
-    net = jprop.Network(
-        9, [layers.Dense(4, factorised=True), layers.Residual(), layers.Dense(2, "identity")]
-    )
+    net = jprop.Network(9, DENSE_FIRST[name])
     params = net.init(jax.random.key(0), jnp.float64)
+    params = [{**p, "alpha": jnp.asarray(0.6)} if "alpha" in p else p for p in params]
     x = jax.random.normal(jax.random.key(1), (3, 9), jnp.float64)
     sigma = jax.random.normal(jax.random.key(2), (9, 6), jnp.float64)
     dims = (0, 2, 3, 5, 6, 8)
@@ -547,6 +554,8 @@ def test_a_network_read_through_a_dense_layer_runs_along_its_units(monkeypatch):
         "chunks": lambda m: lambda p, x, s: jprop.laplacian(net, tangent_chunk=2, method=m)(p, x),
         "sigma": lambda m: lambda p, x, s: jprop.hessian_trace(net, method=m)(p, x, s),
     }
+    if name == "pirate":  # the same code as above; the gates and the skip after the Dense layer
+        cases = {k: cases[k] for k in ("all", "sigma")}
 
     @jax.jit
     def both(params, x, sigma):
@@ -563,6 +572,10 @@ def test_a_network_read_through_a_dense_layer_runs_along_its_units(monkeypatch):
         assert_close(ours[0], theirs[0], 1e-13, f"{name}: value")
         assert_close(flat(ours[1]), flat(theirs[1]), 1e-12, f"{name}: gradient")
     assert len(calls) >= len(cases) and set(calls) == {(4, 9)}, calls
+    w, unravel = jax.flatten_util.ravel_pytree(params)
+    loss = lambda p: jnp.sum(jnp.sin(jprop.laplacian(net)(p, x)))  # noqa: E731
+    fd = central_differences(lambda v: loss(unravel(v)), w)
+    assert_close(flat(jax.jit(jax.grad(loss))(params)), fd, 1e-7, "weights vs differences")
     assert "run as 4 directions" in jprop.road(net, "laplacian").reason
     assert "run as 4 directions" in jprop.road(net, "hessian_trace").reason
     fourier = jprop.Network(9, [layers.FourierFeatures(2), layers.Dense(2, "identity")])
