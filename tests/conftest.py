@@ -2,10 +2,10 @@
 
 **This lane** (tests/): float64 available and strict dtype promotion, set once; oracles are
 checked with tolerances, never timed. It is dominated by XLA compiling hundreds of small programs,
-so it asks the CPU backend for its lowest LLVM optimisation level
-and for its older loop emitters in place of the MLIR fusion emitters (a further 30-35% on
-test_transforms/test_jprop), and runs its matrix products on one thread, leaving the second core
-to the user lane; each flag where this XLA knows it (XLA aborts on flags it does not know, so a
+so it asks the CPU backend for what compiles fastest: its lowest LLVM optimisation level, its older
+loop emitters in place of the MLIR fusion emitters, and each program compiled in one piece rather
+than split over threads; and it runs its matrix products on one thread, leaving the second core to
+the user lane. Each flag is set where this XLA knows it (XLA aborts on flags it does not know, so a
 child process tries it first).
 
 **The user lane** (user_lane/): the examples, the README's code and the benchmarks in quick mode,
@@ -29,6 +29,7 @@ import time
 _USER_XLA_FLAGS = os.environ.get("XLA_FLAGS")  # the lane's own, before this lane's speed flags
 _FAST_COMPILE = "--xla_cpu_use_fusion_emitters=false"
 _ONE_THREAD = "--xla_cpu_multi_thread_eigen=false"  # the other core runs the user lane
+_ONE_CODEGEN = "--xla_cpu_parallel_codegen_split_count=1"  # compile each program in one piece
 
 
 def _xla_accepts(flag: str) -> bool:
@@ -40,7 +41,7 @@ def _xla_accepts(flag: str) -> bool:
 
 
 _flags = (_USER_XLA_FLAGS or "") + " --xla_backend_optimization_level=0"
-for _flag in (_FAST_COMPILE, _ONE_THREAD):
+for _flag in (_FAST_COMPILE, _ONE_THREAD, _ONE_CODEGEN):
     if _xla_accepts(_flag):
         _flags += " " + _flag
 os.environ["XLA_FLAGS"] = _flags.strip()
