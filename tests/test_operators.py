@@ -526,13 +526,14 @@ DENSE_FIRST = {  # a factorised Dense then a residual block; a Dense then gates 
 
 
 @pytest.mark.parametrize("name", list(DENSE_FIRST))
-def test_a_network_read_through_a_dense_layer_runs_along_its_units(monkeypatch, name):
+def test_a_network_read_through_a_dense_layer_runs_along_its_units(monkeypatch, compiles, name):
     """A Network whose first layer is Dense has the MLP's structure at the input: over more
     inputs or shared directions than that layer's units, its Laplacian, its Laplacian over `dims`,
     in chunks and tr(σσᵀH) run along that many directions, exact in value and in the gradient in
     (params, x, σ) against the autodiff road in float64, and the weight gradient against float64
-    central differences; a counter shows the path runs, and `road` says so. A Network read through
-    Fourier features does not take it."""
+    central differences; a counter shows the path runs, and `road` says so; built again and called
+    with new parameters, it does not compile again. A Network read through Fourier features does
+    not take it."""
     from jprop.quantities import _forward_laplacian
 
     calls = []
@@ -576,6 +577,11 @@ def test_a_network_read_through_a_dense_layer_runs_along_its_units(monkeypatch, 
     loss = lambda p: jnp.sum(jnp.sin(jprop.laplacian(net)(p, x)))  # noqa: E731
     fd = central_differences(lambda v: loss(unravel(v)), w)
     assert_close(flat(jax.jit(jax.grad(loss))(params)), fd, 1e-7, "weights vs differences")
+    scaled = jax.tree.map(lambda a: 1.5 * a, params)
+    first = jprop.laplacian(net)(params, x)
+    compiled = compiles.count
+    again = jprop.laplacian(net)(scaled, x)
+    assert compiles.count == compiled and not np.allclose(again, first)
     assert "run as 4 directions" in jprop.road(net, "laplacian").reason
     assert "run as 4 directions" in jprop.road(net, "hessian_trace").reason
     fourier = jprop.Network(9, [layers.FourierFeatures(2), layers.Dense(2, "identity")])
