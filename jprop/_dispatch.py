@@ -136,15 +136,19 @@ def _network_rows_rule(f: Network) -> tuple[bool, str]:
     )
 
 
+def _fewer_text(h: int, units: str) -> str:
+    """The road's note on running more directions than a first layer's h units as h."""
+    return (
+        f"; more than {h} inputs or shared directions ({units}) run as {h} directions with the "
+        "same first-layer Gram matrix, exactly"
+    )
+
+
 def _fewer(f: MLP) -> str:
     """What the forward Laplacian of an MLP does with more directions than first-layer units."""
-    if f.depth == 1 or f.n_inputs <= f.sizes[1]:
+    if not _forward_laplacian.fewer_pay(f, f.n_inputs):
         return ""
-    h = f.sizes[1]
-    return (
-        f"; more than {h} inputs or shared directions (the first layer's units) run as {h} "
-        "directions with the same first-layer Gram matrix, exactly"
-    )
+    return _fewer_text(f.sizes[1], "the first layer's units")
 
 
 def _fewer_layers(f: Network) -> str:
@@ -152,11 +156,7 @@ def _fewer_layers(f: Network) -> str:
     layer's units."""
     if not layer_passes.fewer_pay(f, f.n_inputs):
         return ""
-    h = f.layers[0].width
-    return (
-        f"; more than {h} inputs or shared directions (the first Dense layer's units) run as {h} "
-        "directions with the same first-layer Gram matrix, exactly"
-    )
+    return _fewer_text(f.layers[0].width, "the first Dense layer's units")
 
 
 def _through_layers(reason: str) -> Callable[[Network], tuple[bool, str]]:

@@ -258,8 +258,9 @@ def operator_transform(
     if road != "closed" and outputs is not None:
         net = _picked_model(f, outputs)
     along = Along(net, road, diagonal)
-    # the sum over directions (not each term) on an MLP's own passes depends on them only
-    # through the first layer's Gram matrix (`_forward_laplacian.fewer_directions`)
+    # the sum over directions (not each term) on an MLP's own passes, or a Network's read through
+    # a Dense layer, depends on them only through the first layer's Gram matrix
+    # (`_forward_laplacian.fewer_directions`)
     fewer = road == "closed" and isinstance(net, (MLP, Network)) and not diagonal
     names = ("params", "x") + (("sigma",) if with_sigma else ()) + (("key",) if estimator else ())
 
