@@ -486,10 +486,15 @@ def test_more_inputs_than_first_units_run_along_as_many_directions(monkeypatch):
     x = jax.random.normal(jax.random.key(1), (3, n), jnp.float64)
     sigma = jax.random.normal(jax.random.key(2), (n, h + 3), jnp.float64)
     dims = tuple(range(0, n, 1))[1 : h + 3]
-    cases = {  # coordinates, in chunks, and vectors (a σ shared by the batch)
+    cases = {  # coordinates, in chunks, vectors (a σ shared by the batch) and probes
         "dims": lambda m: lambda p, x, s: jprop.laplacian(net, dims=dims, method=m)(p, x),
         "chunks": lambda m: lambda p, x, s: jprop.laplacian(net, tangent_chunk=2, method=m)(p, x),
         "sigma": lambda m: lambda p, x, s: jprop.hessian_trace(net, method=m)(p, x, s),
+        "probes": lambda m: (
+            lambda p, x, s: jprop.laplacian(  # h + 3 drawn once for the batch
+                net, estimator="rademacher", probes=h + 3, method=m
+            )(p, x, jax.random.key(4))
+        ),
     }
     zero_first = [{"W": jnp.zeros_like(params[0]["W"]), "b": params[0]["b"]}, *params[1:]]
     for name, case in cases.items():
@@ -531,9 +536,10 @@ def test_a_network_read_through_a_dense_layer_runs_along_its_units(monkeypatch, 
     inputs or shared directions than that layer's units, its Laplacian, its Laplacian over `dims`,
     in chunks and tr(σσᵀH) run along that many directions, exact in value and in the gradient in
     (params, x, σ) against the autodiff road in float64, and the weight gradient against float64
-    central differences; a counter shows the path runs, and `road` says so; built again and called
-    with new parameters, it does not compile again. A Network read through Fourier features does
-    not take it."""
+    central differences; shared probes too; a counter shows the path runs, and `road` says so;
+    built again and called with new parameters, it does not compile again; bfloat16 weights and
+    saturated units stay accurate and finite. A Network read through Fourier features does not
+    take it."""
     from jprop.quantities import _forward_laplacian
 
     calls = []
@@ -554,25 +560,34 @@ def test_a_network_read_through_a_dense_layer_runs_along_its_units(monkeypatch, 
         "dims": lambda m: lambda p, x, s: jprop.laplacian(net, dims=dims, method=m)(p, x),
         "chunks": lambda m: lambda p, x, s: jprop.laplacian(net, tangent_chunk=2, method=m)(p, x),
         "sigma": lambda m: lambda p, x, s: jprop.hessian_trace(net, method=m)(p, x, s),
+        "probes": lambda m: (
+            lambda p, x, s: jprop.laplacian(  # 6 drawn once for the batch
+                net, estimator="rademacher", probes=6, method=m
+            )(p, x, jax.random.key(4))
+        ),
     }
     if name == "pirate":  # the same code as above; the gates and the skip after the Dense layer
         cases = {k: cases[k] for k in ("all", "sigma")}
 
+    ran = {}  # (case, road) -> the first-layer directions built while tracing it
+
     @jax.jit
     def both(params, x, sigma):
         loss = lambda case: lambda p, x, s: jnp.sum(jnp.sin(case(p, x, s)))  # noqa: E731
-        return {
-            name: [
-                (case(m)(params, x, sigma), jax.grad(loss(case(m)), (0, 1, 2))(params, x, sigma))
-                for m in ("closed", "autodiff")
-            ]
-            for name, case in cases.items()
-        }
+        out = {}
+        for name, case in cases.items():
+            for m in ("closed", "autodiff"):
+                calls.clear()
+                grads = jax.grad(loss(case(m)), (0, 1, 2))(params, x, sigma)
+                out.setdefault(name, []).append((case(m)(params, x, sigma), grads))
+                ran[name, m] = list(calls)
+        return out
 
     for name, (ours, theirs) in both(params, x, sigma).items():
         assert_close(ours[0], theirs[0], 1e-13, f"{name}: value")
         assert_close(flat(ours[1]), flat(theirs[1]), 1e-12, f"{name}: gradient")
-    assert len(calls) >= len(cases) and set(calls) == {(4, 9)}, calls
+        assert ran[name, "closed"] and set(ran[name, "closed"]) == {(4, 9)}, (name, ran)
+        assert not ran[name, "autodiff"], (name, ran)
     w, unravel = jax.flatten_util.ravel_pytree(params)
     loss = lambda p: jnp.sum(jnp.sin(jprop.laplacian(net)(p, x)))  # noqa: E731
     fd = central_differences(lambda v: loss(unravel(v)), w)
@@ -582,6 +597,21 @@ def test_a_network_read_through_a_dense_layer_runs_along_its_units(monkeypatch, 
     compiled = compiles.count
     again = jprop.laplacian(net)(scaled, x)
     assert compiles.count == compiled and not np.allclose(again, first)
+    # bfloat16 weights with float32 inputs compute in float32 (the directions too); saturated
+    # units (|x| = 1e4, float32) keep the value and the gradient finite
+    half = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)
+    x32 = x.astype(jnp.float32)
+    reference = jprop.laplacian(net, method="autodiff")(
+        jax.tree.map(lambda a: a.astype(jnp.float64), half), x32.astype(jnp.float64)
+    )
+    lap = jprop.laplacian(net)(half, x32)
+    assert lap.dtype == jnp.float32
+    assert_close(lap.astype(jnp.float64), reference, 1e-5)
+    huge = 1e4 * jnp.sign(x32)
+    value, grads = jax.jit(
+        jax.value_and_grad(lambda p: jnp.sum(jprop.laplacian(net)(p, huge) ** 2))
+    )(jax.tree.map(lambda a: a.astype(jnp.float32), params))
+    assert np.isfinite(value) and np.all(np.isfinite(flat(grads)))
     assert "run as 4 directions" in jprop.road(net, "laplacian").reason
     assert "run as 4 directions" in jprop.road(net, "hessian_trace").reason
     fourier = jprop.Network(9, [layers.FourierFeatures(2), layers.Dense(2, "identity")])
