@@ -8,9 +8,11 @@ than split over threads; and it runs its matrix products on one thread, leaving 
 the user lane. Each flag is set where this XLA knows it (XLA aborts on flags it does not know, so a
 child process tries it first).
 
-**The user lane** (user_lane/): the examples, the README's code and the benchmarks in quick mode,
-run as a user runs them — JAX's default configuration (float32, x64 off, standard promotion) and
-XLA's default flags. When tests/test_lanes.py is selected, that lane starts as a child pytest
+**The user lane** (user_lane/): the examples, the README's and the docs' code, run as a user runs
+them — JAX's default configuration (float32, x64 off, standard promotion) and XLA's default flags.
+The benchmarks in quick mode (user_lane/test_benchmarks.py) check each script's contenders against
+jprop and its report, not its speed: they run in the same JAX configuration with this lane's
+compile-speed flags. When tests/test_lanes.py is selected, that lane starts as a child pytest
 process as soon as collection ends, so it runs on the second core beside this one;
 `test_the_user_lane_passes`, moved to the end of the run, waits for it and reports its outcome.
 The user lane ends sooner than this one, so the same child then runs the files of this lane named
@@ -40,11 +42,10 @@ def _xla_accepts(flag: str) -> bool:
     )
 
 
-_flags = (_USER_XLA_FLAGS or "") + " --xla_backend_optimization_level=0"
-for _flag in (_FAST_COMPILE, _ONE_THREAD, _ONE_CODEGEN):
-    if _xla_accepts(_flag):
-        _flags += " " + _flag
-os.environ["XLA_FLAGS"] = _flags.strip()
+_SPEED_FLAGS = " --xla_backend_optimization_level=0" + "".join(
+    " " + flag for flag in (_FAST_COMPILE, _ONE_THREAD, _ONE_CODEGEN) if _xla_accepts(flag)
+)
+os.environ["XLA_FLAGS"] = ((_USER_XLA_FLAGS or "") + _SPEED_FLAGS).strip()
 
 import jax  # noqa: E402  (after XLA_FLAGS, which XLA reads when its backend starts)
 
@@ -57,6 +58,7 @@ from jprop import _program  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 USER_LANE = "user_lane"
+QUICK_BENCHMARKS = "user_lane/test_benchmarks.py"
 
 
 # Files of this lane that the child process runs after the user lane, in this lane's configuration
@@ -65,27 +67,39 @@ HANDED_OVER = ("tests/test_layers.py", "tests/test_fourier.py")
 
 
 class UserLane:
-    """The user lane as a child pytest process, then the files `HANDED_OVER` as a second one; their
-    output in one temporary file."""
+    """The user lane as a child pytest process, then its quick benchmarks with this lane's
+    compile-speed flags, then the files `HANDED_OVER`; their output in one temporary file."""
 
     def __init__(self):
         env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
         if _USER_XLA_FLAGS is not None:
             env["XLA_FLAGS"] = _USER_XLA_FLAGS
+        quick = dict(env, XLA_FLAGS=os.environ["XLA_FLAGS"])
         self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
         options = ["-p", "no:cacheprovider"]
         self.commands = [
-            [sys.executable, "-m", "pytest", USER_LANE, *options],
-            [sys.executable, "-m", "pytest", *HANDED_OVER, *options],
+            (
+                [
+                    sys.executable,
+                    "-m",
+                    "pytest",
+                    USER_LANE,
+                    f"--ignore={QUICK_BENCHMARKS}",
+                    *options,
+                ],
+                env,
+            ),
+            ([sys.executable, "-m", "pytest", QUICK_BENCHMARKS, *options], quick),
+            ([sys.executable, "-m", "pytest", *HANDED_OVER, *options], env),
         ]
         self.started, self.seconds, self.codes = time.monotonic(), [], []
         self.waited_from = None
         self.process, self.closed = None, False
-        self.thread = threading.Thread(target=self._run, args=(env,), daemon=True)
+        self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
-    def _run(self, env):
-        for command in self.commands:
+    def _run(self):
+        for command, env in self.commands:
             if self.closed:
                 return
             self.process = subprocess.Popen(
