@@ -34,16 +34,24 @@ _ONE_THREAD = "--xla_cpu_multi_thread_eigen=false"  # the other core runs the us
 _ONE_CODEGEN = "--xla_cpu_parallel_codegen_split_count=1"  # compile each program in one piece
 
 
-def _xla_accepts(flag: str) -> bool:
+def _xla_accepted(flags: tuple[str, ...]) -> list[str]:
+    """The flags this XLA knows, each tried in its own child process, all at once."""
     probe = "import jax; jax.devices()"
-    env = dict(os.environ, XLA_FLAGS=flag, JAX_PLATFORMS="cpu")
-    return (
-        subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True).returncode == 0
-    )
+    runs = {
+        flag: subprocess.Popen(
+            [sys.executable, "-c", probe],
+            env=dict(os.environ, XLA_FLAGS=flag, JAX_PLATFORMS="cpu"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for flag in flags
+    }
+    return [flag for flag, run in runs.items() if run.wait() == 0]
 
 
-_SPEED_FLAGS = " --xla_backend_optimization_level=0" + "".join(
-    " " + flag for flag in (_FAST_COMPILE, _ONE_THREAD, _ONE_CODEGEN) if _xla_accepts(flag)
+# the child process that runs `HANDED_OVER` is told the flags, rather than trying them again
+_SPEED_FLAGS = os.environ.get("JPROP_TEST_SPEED_FLAGS") or " --xla_backend_optimization_level=0" + (
+    "".join(" " + flag for flag in _xla_accepted((_FAST_COMPILE, _ONE_THREAD, _ONE_CODEGEN)))
 )
 os.environ["XLA_FLAGS"] = ((_USER_XLA_FLAGS or "") + _SPEED_FLAGS).strip()
 
@@ -75,6 +83,7 @@ class UserLane:
         if _USER_XLA_FLAGS is not None:
             env["XLA_FLAGS"] = _USER_XLA_FLAGS
         quick = dict(env, XLA_FLAGS=os.environ["XLA_FLAGS"])
+        handed = dict(env, JPROP_TEST_SPEED_FLAGS=_SPEED_FLAGS)
         self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
         options = ["-p", "no:cacheprovider"]
         self.commands = [
@@ -90,7 +99,7 @@ class UserLane:
                 env,
             ),
             ([sys.executable, "-m", "pytest", QUICK_BENCHMARKS, *options], quick),
-            ([sys.executable, "-m", "pytest", *HANDED_OVER, *options], env),
+            ([sys.executable, "-m", "pytest", *HANDED_OVER, *options], handed),
         ]
         self.started, self.seconds, self.codes = time.monotonic(), [], []
         self.waited_from = None

@@ -24,9 +24,17 @@ QUANTITIES = ["jacobian", "hessian", "laplacian", "hessian_diagonal"]
 
 
 @pytest.mark.parametrize("net", NETS, ids=IDS)
-def test_closed_forms_of_every_activation(net):
+def test_closed_forms_and_training_through_every_activation(net):
+    """Every quantity on both roads, and jax.grad of a loss on the Laplacian and E_v through each
+    road's rule, in one compiled program; the Hessian against float64 central differences."""
     params, x = params_and_input(net, jnp.float64, seed=5, batch=(4,))
     g = jnp.ones((4, net.n_outputs), jnp.float64)
+
+    def loss(method):
+        lap = jprop.laplacian(net, method=method)
+        e_v = jprop.jprop_v(net, method=method)
+        v = jnp.ones_like(x)
+        return lambda p: jnp.mean(lap(p, x) ** 2) + e_v(p, x, v, jnp.zeros((4, net.n_outputs)))
 
     @jax.jit  # quantity -> (closed, autodiff), in one compiled program
     def both_roads(params, x):
@@ -38,28 +46,13 @@ def test_closed_forms_of_every_activation(net):
             jprop.hessian_vector_product(net, method=m)(params, x, g, x)
             for m in ("closed", "autodiff")
         ]
+        roads["grad"] = [ravel_pytree(jax.grad(loss(m))(params))[0] for m in ("closed", "autodiff")]
         return roads
 
     for name, (closed, autodiff) in both_roads(params, x).items():
         assert_close(closed, autodiff, 1e-11, name)
     # float64 central differences carry ~1e-6 truncation error in second derivatives (TOL_FD)
     assert jprop.check(jprop.hessian, net, params, x[:2], method="closed") < 1e-5
-
-
-@pytest.mark.parametrize("net", NETS, ids=IDS)
-def test_training_through_every_activation(net):
-    params, x = params_and_input(net, jnp.float64, seed=6, batch=(3,))
-
-    def loss(method):
-        lap = jprop.laplacian(net, method=method)
-        e_v = jprop.jprop_v(net, method="closed" if method == "closed" else "autodiff")
-        v = jnp.ones_like(x)
-        return lambda p: jnp.mean(lap(p, x) ** 2) + e_v(p, x, v, jnp.zeros((3, net.n_outputs)))
-
-    got, expected = jax.jit(
-        lambda p: [ravel_pytree(jax.grad(loss(m))(p))[0] for m in ("closed", "autodiff")]
-    )(params)
-    assert_close(got, expected, 1e-11, "grad")
 
 
 def test_mlp_init_follows_the_default_float_type():
