@@ -2,12 +2,14 @@
 randomized, against folx and the randomized estimators as a JAX user writes them.
 
 The step is `jax.grad` of mean(r²) with r = −2d N − 4 x·∇N + (1 − ‖x‖²) ΔN − g on a d-128⁴-1 tanh
-MLP N at B = 100 points (g, the source term, computed with the points as data), where contenders
-differ only in how they compute ΔN:
+MLP N at B = 100 points (g, the source term, computed with the points as data). jprop's
+contenders take N, x·∇N and ΔN from one transform (`drift="x"`), as the example does; the others
+take N and x·∇N from one `jax.jvp` along x and ΔN their own way:
 
-- jprop exact: `jprop.laplacian(net)` (over d > 128 inputs, along the first layer's 128
-  directions with the same Gram matrix);
-- jprop sparse / dense: `jprop.laplacian(net, estimator="sparse" | "rademacher", probes=16)`;
+- jprop exact: `jprop.laplacian(net, drift="x")` (over d > 128 inputs, along the first layer's
+  128 directions with the same Gram matrix);
+- jprop sparse / dense: `jprop.laplacian(net, estimator="sparse" | "rademacher", probes=16,
+  drift="x")`;
 - folx: folx's exact forward Laplacian (not run where it would not fit in memory);
 - nested jvp, sparse / dense: the same 16 coordinates or Rademacher probes (drawn from the same key
   as jprop's), each pushed by `jax.jvp` of `jax.jvp` under `jax.vmap`, as a JAX user writes an
@@ -91,12 +93,23 @@ def _example():
 
 def _step(net, dim, laplacian):
     """jax.grad of the example's mean squared residual at points x with source values g (data,
-    computed once with the points), ΔN from `laplacian(params, x)`."""
+    computed once with the points), N and x·∇N from one `jax.jvp`, ΔN from
+    `laplacian(params, x)`."""
+
+    def terms(params, x):
+        value, tangent = jax.jvp(lambda v: net(params, v), (x,), (x,))
+        return value, tangent, laplacian(params, x)
+
+    return _fused_step(dim, terms)
+
+
+def _fused_step(dim, terms):
+    """jax.grad of the same loss, (N, x·∇N, ΔN) from `terms(params, x)`."""
 
     def loss(params, x, g):
+        value, tangent, lap = terms(params, x)
         b = 1 - jnp.sum(x * x, -1, keepdims=True)
-        tangent = jax.jvp(lambda v: net(params, v), (x,), (x,))[1]
-        lap_u = -2 * dim * net(params, x) - 4 * tangent + b * laplacian(params, x)
+        lap_u = -2 * dim * value - 4 * tangent + b * lap
         return jnp.mean((lap_u[:, 0] - g) ** 2)
 
     return jax.grad(loss)
@@ -116,29 +129,32 @@ def row(dim: int, width: int, batch: int, repeats: int, folx_up_to: int):
     unit = jax.nn.one_hot(coordinates, dim, dtype=jnp.float32)
     scale = dim / PROBES
 
-    exact = jprop.laplacian(net)
-    sparse = jprop.laplacian(net, estimator="sparse", probes=PROBES)
-    dense = jprop.laplacian(net, estimator="rademacher", probes=PROBES)
+    exact = jprop.laplacian(net, drift="x")
+    sparse = jprop.laplacian(net, estimator="sparse", probes=PROBES, drift="x")
+    dense = jprop.laplacian(net, estimator="rademacher", probes=PROBES, drift="x")
+    # ΔN alone, for the estimates' check and the second table
+    sparse_alone = jprop.laplacian(net, estimator="sparse", probes=PROBES)
+    dense_alone = jprop.laplacian(net, estimator="rademacher", probes=PROBES)
     nested_sparse, nested_dense = _nested(plain, unit), _nested(plain, probes)
     jet_sparse = _jet(plain, unit)
     randomized = {
-        "jprop sparse": _step(net, dim, lambda p, v: sparse(p, v, key)),
-        "jprop dense": _step(net, dim, lambda p, v: dense(p, v, key)),
+        "jprop sparse": _fused_step(dim, lambda p, v: sparse(p, v, key)),
+        "jprop dense": _fused_step(dim, lambda p, v: dense(p, v, key)),
         "nested jvp sparse": _step(net, dim, lambda p, v: scale * nested_sparse(p, v)),
         "nested jvp dense": _step(net, dim, lambda p, v: nested_dense(p, v) / PROBES),
         "jet sparse": _step(net, dim, lambda p, v: scale * jet_sparse(p, v)),
     }
-    exact_steps = {"jprop exact": _step(net, dim, exact)}
+    exact_steps = {"jprop exact": _fused_step(dim, exact)}
     if dim <= folx_up_to:
         exact_steps["folx exact"] = _step(net, dim, harness.folx_laplacian(plain))
     # the same samples: the estimates of ΔN agree (a step's gradient alone would hide a wrong
     # sample, ΔN being one term of the residual)
     estimates = jax.jit(
         lambda p, v: {
-            "jprop sparse": sparse(p, v, key),
+            "jprop sparse": sparse_alone(p, v, key),
             "nested jvp sparse": scale * nested_sparse(p, v),
             "jet sparse": scale * jet_sparse(p, v),
-            "jprop dense": dense(p, v, key),
+            "jprop dense": dense_alone(p, v, key),
             "nested jvp dense": nested_dense(p, v) / PROBES,
         }
     )(params, x)
@@ -161,9 +177,9 @@ def row(dim: int, width: int, batch: int, repeats: int, folx_up_to: int):
     alone = {
         name: jax.grad(lambda p, v, fn=fn: jnp.mean(fn(p, v) ** 2))
         for name, fn in {
-            "jprop sparse": lambda p, v: sparse(p, v, key),
+            "jprop sparse": lambda p, v: sparse_alone(p, v, key),
             "nested jvp sparse": lambda p, v: scale * nested_sparse(p, v),
-            "jprop dense": lambda p, v: dense(p, v, key),
+            "jprop dense": lambda p, v: dense_alone(p, v, key),
             "nested jvp dense": lambda p, v: nested_dense(p, v) / PROBES,
         }.items()
     }

@@ -61,6 +61,7 @@ def test_exact_operators_equal_the_hessians_trace(name):
         trace = jprop.hessian_trace(f)
         return {
             "shared sigma": trace(params, x, sigma),
+            "shared sigma, outputs": jprop.hessian_trace(f, outputs=(1,))(params, x, sigma),
             "per-example sigma, chunked": jprop.hessian_trace(f, tangent_chunk=2)(
                 params, x, per_example
             ),
@@ -77,6 +78,7 @@ def test_exact_operators_equal_the_hessians_trace(name):
     expected = jnp.einsum("bnr,bmnq,bqr->bm", per_example, hessians, per_example)
     want = {
         "shared sigma": jnp.einsum("nr,bmnq,qr->bm", sigma, hessians, sigma),
+        "shared sigma, outputs": jnp.einsum("nr,bmnq,qr->bm", sigma, hessians, sigma)[:, 1:],
         "per-example sigma, chunked": expected,
         "one example": expected[0],
         "chunks of 2 of 5": _laplacian(hessians),
@@ -391,6 +393,8 @@ def test_the_diagonal_estimates_rule_is_autodiffs_on_the_same_probes():
 
 def test_bad_options_and_arguments_are_refused():
     f, params, x, _ = setup("mlp")
+    with pytest.raises(ValueError, match=r"`drift` must be None .* or \"x\".*got 'v'"):
+        jprop.hessian_trace(MLP, drift="v")
     with pytest.raises(ValueError, match="needs `probes`"):
         jprop.laplacian(f, estimator="sparse")
     with pytest.raises(ValueError, match="pass estimator="):
@@ -640,3 +644,83 @@ def test_the_first_layers_directions_compile_once_and_stay_finite(compiles):
         jax.value_and_grad(lambda p: jnp.sum(jprop.laplacian(net)(p, huge) ** 2))
     )(params)
     assert np.isfinite(value) and np.all(np.isfinite(flat(grads)))
+
+
+DRIFT_CASES = {
+    # more inputs (6) than first units (4), a tanh output: the first-layer directions and the
+    # pass's nonlinear last layer
+    "mlp": (jprop.MLP((6, 4, 5, 2), activation=("tanh", "silu"), output="tanh"), None),
+    "network": CASES["network"],
+    "function": CASES["function"],
+}
+
+
+@pytest.mark.parametrize("name", list(DRIFT_CASES))
+def test_drift_gives_the_value_and_the_derivative_along_x_in_the_same_pass(monkeypatch, name):
+    """`drift="x"` returns (f, x·∇f, the operator) for the exact Laplacian (with dims and
+    outputs), the sparse estimator with every coordinate sampled, tangent chunks and tr(σσᵀH) with
+    a per-example σ; values and gradients in params and x, and forward mode in params, against
+    f, jax.jvp along x and jax.hessian in float64. On an MLP the three come from its own pass
+    (counted inside it)."""
+    f, model = DRIFT_CASES[name]
+    model = f if model is None else model
+    n = model.n_inputs
+    params = model.init(jax.random.key(0), jnp.float64)
+    x = jax.random.normal(jax.random.key(1), (3, n), jnp.float64)
+    sigma = jax.random.normal(jax.random.key(2), (3, n, 2), jnp.float64)
+    fused = []
+    forward = jprop.quantities._forward_laplacian._forward
+
+    def counted(*args, **kwargs):
+        fused.append(bool(kwargs.get("drift", args[5] if len(args) > 5 else False)))
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(jprop.quantities._forward_laplacian, "_forward", counted)
+
+    def ours(p, v):
+        return {
+            "laplacian": jprop.laplacian(f, drift="x")(p, v),
+            "dims, outputs": jprop.laplacian(f, dims=(0, 2), outputs=(1,), drift="x")(p, v),
+            "sparse, k = n": jprop.laplacian(f, estimator="sparse", probes=n, drift="x")(
+                p, v, jax.random.key(4)
+            ),
+            "chunks": jprop.laplacian(f, tangent_chunk=2, drift="x")(p, v),
+            "sigma": jprop.hessian_trace(f, drift="x")(p, v, sigma),
+        }
+
+    def oracle(p, v):
+        g = lambda xi: model(p, xi)  # noqa: E731
+        value, slope = jax.vmap(lambda xi: jax.jvp(g, (xi,), (xi,)))(v)
+        h = jax.vmap(jax.hessian(g))(v)
+        lap, two = _laplacian(h), _laplacian(h, (0, 2))[:, 1:]
+        trace = jnp.einsum("bnr,bmnq,bqr->bm", sigma, h, sigma)
+        picked = (value[:, 1:], slope[:, 1:], two)
+        return {
+            "laplacian": (value, slope, lap),
+            "dims, outputs": picked,
+            "sparse, k = n": (value, slope, lap),
+            "chunks": (value, slope, lap),
+            "sigma": (value, slope, trace),
+        }
+
+    got, want = jax.jit(ours)(params, x), jax.jit(oracle)(params, x)
+    for label in want:
+        for part, a, b in zip(("f", "x·∇f", "operator"), got[label], want[label]):
+            assert_close(a, b, 1e-12, f"{label}: {part}")
+    assert any(fused) == isinstance(f, jprop.MLP)  # the MLP's pass carried f and x·∇f
+
+    def loss(results):
+        total = 0.0
+        for value, slope, operator in jax.tree.leaves(results, is_leaf=lambda r: type(r) is tuple):
+            total = total + jnp.sum(jnp.sin(value) * slope + operator * value + 0.5 * slope**2)
+        return total
+
+    mine = jax.jit(jax.grad(lambda p, v: loss(ours(p, v)), argnums=(0, 1)))(params, x)
+    theirs = jax.jit(jax.grad(lambda p, v: loss(oracle(p, v)), argnums=(0, 1)))(params, x)
+    for a, b in zip(jax.tree.leaves(mine), jax.tree.leaves(theirs)):
+        assert_close(a, b, 1e-11, "gradient")
+    tangent = jax.tree.map(jnp.ones_like, params)
+    pushed = jax.jit(lambda p: jax.jvp(lambda q: ours(q, x)["laplacian"], (p,), (tangent,))[1])
+    expected = jax.jvp(lambda q: oracle(q, x)["laplacian"], (params,), (tangent,))[1]
+    for a, b in zip(pushed(params), expected):
+        assert_close(a, b, 1e-11, "jvp")

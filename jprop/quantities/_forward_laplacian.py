@@ -121,66 +121,90 @@ def _squares(big_a: jax.Array, other: jax.Array, per_tangent: bool) -> jax.Array
     return big_a * other if per_tangent else sum_tangents(big_a * other)
 
 
-def _forward(net: MLP, params: Params, x: jax.Array, dims, per_tangent: bool = False):
+def _forward(net: MLP, params: Params, x: jax.Array, dims, per_tangent: bool = False, drift=False):
     """The forward Laplacian pass over a batch x (B, n); returns (Δf (B, m), residuals). With
-    `per_tangent`, λ keeps one row per tangent and the result is the Hessian diagonal (B, k, m)."""
-    y, t, lam, kept = x, None, None, []
+    `per_tangent`, λ keeps one row per tangent and the result is the Hessian diagonal (B, k, m).
+    With `drift`, the result is (f, x·∇f, Δf): the value and the derivative along x ride along,
+    the latter as one more tangent stream G^l = W^l g^{l-1}, g^l = s1 ∘ G^l, left out of q, which
+    starts from G^1 = W^1 x, the first layer's own product."""
+    y, t, lam, g, kept = x, None, None, None, []
     names = net.activations()
     for index, (layer, name) in enumerate(zip(params, names)):
         w = layer["W"]
-        a = y @ w.T + layer["b"]
+        product = y @ w.T
+        a = product + layer["b"]
         big_a = columns(w, dims) if t is None else times_wt(t, w)
         mu = None if lam is None else times_wt(lam, w)
+        big_g = None if not drift else product if g is None else g @ w.T
         last = index == net.depth - 1
         if last and is_linear(name):
-            kept.append((y, t, lam, None))
+            kept.append((y, t, lam, g, None))
             if mu is None:  # no hidden layer: every second derivative is 0
                 mu = jnp.zeros(a.shape[:1] + big_a.shape[1 if per_tangent else 2 :], a.dtype)
-            return mu, kept
+            return ((a, big_g, mu) if drift else mu), kept
         y_next = activation_function(name)(a)
         s1, s2, s3 = slopes(name, a, y_next, orders=3)
         q = _squares(big_a, big_a, per_tangent)
         lam_next = scale(s2, jnp.broadcast_to(q, (a.shape[0], *q.shape[1:])))
         if mu is not None:
             lam_next = lam_next + scale(s1, mu)
-        kept.append((y, t, lam, (big_a, mu, q, s1, s2, s3)))
+        kept.append((y, t, lam, g, (big_a, mu, q, s1, s2, s3, big_g)))
         y, t, lam = y_next, scale(s1, big_a), lam_next
-    return lam, kept
+        g = None if big_g is None else s1 * big_g
+    return ((y, g, lam) if drift else lam), kept
 
 
 def first_order_tangent(layer, d_layer, y, t, y_dot, t_dot, dims):
     """One layer's ȧ = dW y + W ẏ + db and Ȧ = dW T + W Ṫ (a None tangent is zero)."""
-    w, dw = layer["W"], d_layer["W"]
-    a_dot = times_few_wt(y, dw) + d_layer["b"]
-    if y_dot is not None:
-        a_dot = a_dot + y_dot @ w.T
-    big_a_dot = columns(dw, dims) if t is None else times_wt(t, dw)
-    if t_dot is not None:
-        big_a_dot = big_a_dot + times_wt(t_dot, w)
+    a_dot, big_a_dot, _ = _first_order(layer, d_layer, y, t, y_dot, t_dot, dims)
     return a_dot, big_a_dot
 
 
+def _first_order(layer, d_layer, y, t, y_dot, t_dot, dims):
+    """`first_order_tangent`, and ȧ - db, the tangent of the product W y."""
+    w, dw = layer["W"], d_layer["W"]
+    product_dot = times_few_wt(y, dw)
+    if y_dot is not None:
+        product_dot = product_dot + y_dot @ w.T
+    big_a_dot = columns(dw, dims) if t is None else times_wt(t, dw)
+    if t_dot is not None:
+        big_a_dot = big_a_dot + times_wt(t_dot, w)
+    return product_dot + d_layer["b"], big_a_dot, product_dot
+
+
 def _tangent(
-    net: MLP, params: Params, kept, dparams: Params, dx, dims, per_tangent=False, d_dims=None
+    net: MLP,
+    params: Params,
+    kept,
+    dparams: Params,
+    dx,
+    dims,
+    per_tangent=False,
+    d_dims=None,
+    drift=False,
 ):
     """The tangent-linear pass: d(Δf) for the parameter tangent `dparams`, input tangent `dx` and,
     for input directions given as vectors, their tangent `d_dims` (None for zero), reading the
-    residuals the forward pass kept."""
-    y_dot, t_dot, lam_dot = dx, None, None
-    for index, (layer, d_layer, (y, t, lam, curved)) in enumerate(zip(params, dparams, kept)):
+    residuals the forward pass kept; with `drift`, the tangents of (f, x·∇f, Δf)."""
+    y_dot, t_dot, lam_dot, g_dot = dx, None, None, None
+    for index, (layer, d_layer, (y, t, lam, g, curved)) in enumerate(zip(params, dparams, kept)):
         w, dw = layer["W"], d_layer["W"]
-        a_dot, big_a_dot = first_order_tangent(layer, d_layer, y, t, y_dot, t_dot, dims)
+        a_dot, big_a_dot, product_dot = _first_order(layer, d_layer, y, t, y_dot, t_dot, dims)
         if index == 0 and d_dims is not None:  # A^1 = D W^1ᵀ moves with D too
             big_a_dot = big_a_dot + columns(w, d_dims)
         mu_dot = None if lam is None else times_wt(lam, dw)
         if lam_dot is not None:
             mu_dot = times_wt(lam_dot, w) if mu_dot is None else mu_dot + times_wt(lam_dot, w)
+        # G^1 = W^1 x moves as the product does; G^l = W^l g^{l-1} as A's columns do
+        big_g_dot = None
+        if drift:
+            big_g_dot = product_dot if g is None else g @ dw.T + g_dot @ w.T
         if curved is None:  # the linear output layer: d(Δf) = dW λ + W λ̇
             if mu_dot is None:  # no hidden layer: Δf = 0 whatever the weights
                 rest = big_a_dot.shape[1 if per_tangent else 2 :]
-                return jnp.zeros(a_dot.shape[:1] + rest, a_dot.dtype)
-            return mu_dot
-        big_a, mu, q, s1, s2, s3 = curved
+                mu_dot = jnp.zeros(a_dot.shape[:1] + rest, a_dot.dtype)
+            return (a_dot, big_g_dot, mu_dot) if drift else mu_dot
+        big_a, mu, q, s1, s2, s3, big_g = curved
         s1_dot, s2_dot = s2 * a_dot, s3 * a_dot
         q_dot = 2 * _squares(big_a, big_a_dot, per_tangent)
         # ṡ ∘ v with v per tangent (the diagonal's q, μ) is written per tangent, as T's is below
@@ -189,8 +213,10 @@ def _tangent(
         if mu is not None:
             lam_dot = lam_dot + times_dot(s1_dot, mu) + scale(s1, mu_dot)
         t_dot = scale_tangents(s1_dot, big_a) + scale(s1, big_a_dot)
+        if drift:
+            g_dot = s1_dot * big_g + s1 * big_g_dot
         y_dot = s1 * a_dot
-    return lam_dot
+    return (y_dot, g_dot, lam_dot) if drift else lam_dot
 
 
 def instantiate(tree: Any, like: Any) -> Any:
@@ -202,11 +228,12 @@ def instantiate(tree: Any, like: Any) -> Any:
     )
 
 
-def _trained(value, net: MLP, dims, per_tangent: bool):
+def _trained(value, net: MLP, dims, per_tangent: bool, drift: bool = False):
     """`value(params, x, directions)` as a `jax.custom_jvp` whose rule runs the forward pass above
     and the tangent pass on top (each tangent's Hessian diagonal, swapped to (B, m, k), if
-    `per_tangent`). `directions` is None (the inputs `dims`) or an array of coordinates or
-    direction vectors (see `columns`), which the rule differentiates too when they are vectors."""
+    `per_tangent`; (f, x·∇f, Δf) if `drift`). `directions` is None (the inputs `dims`) or an array
+    of coordinates or direction vectors (see `columns`), which the rule differentiates too when
+    they are vectors."""
     finish = (lambda v: jnp.swapaxes(v, -1, -2)) if per_tangent else (lambda v: v)
 
     @jax.custom_jvp
@@ -217,7 +244,7 @@ def _trained(value, net: MLP, dims, per_tangent: bool):
         params, x, directions = primals
         dparams, dx, d_directions = tangents
         chosen = dims if directions is None else directions
-        out, kept = _forward(net, params, x, chosen, per_tangent)
+        out, kept = _forward(net, params, x, chosen, per_tangent, drift)
         dx = None if isinstance(dx, SymbolicZero) else dx
         moving = (
             directions is not None
@@ -233,6 +260,7 @@ def _trained(value, net: MLP, dims, per_tangent: bool):
             chosen,
             per_tangent,
             d_directions if moving else None,
+            drift,
         )
         return finish(out), finish(d_out)
 
@@ -310,17 +338,20 @@ def fewer_directions(w: jax.Array, directions: Any, n: int) -> jax.Array:
     return spread(jax.lax.cond(full_rank, solved, fixed)).astype(dtype)
 
 
-def along(net: MLP, dims: tuple[int, ...] | None = None, per_tangent: bool = False):
+def along(
+    net: MLP, dims: tuple[int, ...] | None = None, per_tangent: bool = False, drift: bool = False
+):
     """Σ_p d_pᵀ ∇²f d_p (B, m) over input directions d_p, as a function
     `(params, x (B, n), directions)`, `directions` as `columns` reads them (None: the inputs
-    `dims`); with `per_tangent`, each d_pᵀ ∇²f d_p kept apart, (B, m, k). Its derivatives run
-    the tangent pass above."""
+    `dims`); with `per_tangent`, each d_pᵀ ∇²f d_p kept apart, (B, m, k); with `drift`, the
+    triple (f, x·∇f, Σ_p d_pᵀ ∇²f d_p). Its derivatives run the tangent pass above."""
 
     def value(params, x, directions):
-        out = _forward(net, params, x, dims if directions is None else directions, per_tangent)[0]
+        chosen = dims if directions is None else directions
+        out = _forward(net, params, x, chosen, per_tangent, drift)[0]
         return jnp.swapaxes(out, -1, -2) if per_tangent else out
 
-    return _trained(value, net, dims, per_tangent)
+    return _trained(value, net, dims, per_tangent, drift)
 
 
 def diagonal(net: MLP, dims: tuple[int, ...] | None):

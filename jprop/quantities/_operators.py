@@ -66,6 +66,17 @@ def check_estimator(estimator: Any, probes: Any, where: str) -> tuple[str | None
     return estimator, optional_size(probes, "probes", where)
 
 
+def check_drift(drift: Any, where: str) -> bool:
+    """Whether the transform returns (f, x·∇f, the operator): `drift` is None or "x"."""
+    if drift is None or (isinstance(drift, str) and drift == "x"):
+        return drift is not None
+    raise ValueError(
+        f'{where}: `drift` must be None (the operator alone) or "x" (the triple f, x·∇f and '
+        f"the operator, from one pass); got {drift!r}. For another direction v, take "
+        "`jax.jvp(lambda x: f(params, x), (x,), (v,))` beside the operator."
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Along:
     """Σ_p d_pᵀ ∇²f d_p over a batch, on the road chosen for f: `(params, x (B, n), directions)
@@ -103,6 +114,11 @@ def _generic_along(f, params, x, directions, per_tangent=False):
         return lap.astype(jax.eval_shape(g, z).dtype)
 
     return jax.vmap(one, in_axes=(0, 0 if directions.ndim == 3 else None))(x, directions)
+
+
+def _on_batch(f, road: str, params, x):
+    """f on a batch x (B, n): a jprop model takes it whole, a user's f one example at a time."""
+    return f(params, x) if road == "closed" else jax.vmap(lambda xi: f(params, xi))(x)
 
 
 def summed_in_chunks(
@@ -235,9 +251,10 @@ def operator_transform(
     probes: int | None,
     tangent_chunk: int | None,
     diagonal: bool = False,
-) -> Callable[..., jax.Array]:
+    drift: bool = False,
+) -> Callable[..., Any]:
     """Build `(params, x[, sigma][, key]) -> (..., m)`: Σ_p d_pᵀ ∇²f d_p scaled, for the
-    directions the options choose (module docstring)."""
+    directions the options choose (module docstring); with `drift`, the triple (f, x·∇f, that)."""
     from ._transforms import (
         _check_outputs,
         _check_range,
@@ -263,6 +280,8 @@ def operator_transform(
     # (`_forward_laplacian.fewer_directions`)
     fewer = road == "closed" and isinstance(net, (MLP, Network)) and not diagonal
     names = ("params", "x") + (("sigma",) if with_sigma else ()) + (("key",) if estimator else ())
+    # the MLP's own pass carries f and x·∇f beside the sum when the directions run in one piece
+    fused = road == "closed" and isinstance(net, MLP) and tangent_chunk is None
 
     def validate(params, x, *others):
         x, out, _ = prepare_call(f, params, x, where)
@@ -332,15 +351,25 @@ def operator_transform(
                     directions = _forward_laplacian.fewer_directions(
                         params[0]["W"], directions, xb.shape[-1]
                     )
-            out = summed_in_chunks(
-                lambda d: along(params, xb, d), directions, tangent_chunk, diagonal
-            )
-            return out if scale == 1.0 else out * jnp.asarray(scale, out.dtype)
+            if drift and fused:  # f and x·∇f ride along the MLP's own pass
+                value, slope, out = _forward_laplacian.along(net, drift=True)(
+                    params, xb, directions
+                )
+            else:
+                out = summed_in_chunks(
+                    lambda d: along(params, xb, d), directions, tangent_chunk, diagonal
+                )
+            out = out if scale == 1.0 else out * jnp.asarray(scale, out.dtype)
+            if not drift:
+                return out
+            if not fused:
+                value, slope = jax.jvp(lambda v: _on_batch(net, road, params, v), (xb,), (xb,))
+            return value, slope, out
 
         per_example = ([] if shared_sigma else [sigma]) + ([] if shared_key else [key])
         out = map_batches(batch, x, *per_example, batch_size=batch_size)
         if outputs is not None and road == "closed" and not subnet:
-            out = _pick(out, outputs, quantity)
+            out = jax.tree.map(lambda o: _pick(o, outputs, quantity), out)
         return out
 
     def compute(params, x, *others):

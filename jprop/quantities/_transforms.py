@@ -32,7 +32,7 @@ from .._validation import (
 from ..layers import Network
 from ..models._mlp import MLP
 from ._forward_laplacian import supports
-from ._operators import check_estimator, diagonal_estimate, operator_transform
+from ._operators import check_drift, check_estimator, diagonal_estimate, operator_transform
 
 Function = Callable[[Any, jax.Array], jax.Array]
 
@@ -190,14 +190,15 @@ def _over_inputs(rule: Callable, dims: tuple[int, ...], f: Function, params: Any
 
 
 def _picked_model(f: Function, outputs: tuple[int, ...]) -> Function:
-    index = jnp.asarray(outputs)
+    # a NumPy index: a transform built while JAX traces (and cached) must hold no traced value
+    index = np.asarray(outputs)
     return lambda p, x: f(p, x)[index]
 
 
 def _pick(out: jax.Array, outputs: tuple[int, ...], quantity: str) -> jax.Array:
-    """Keep the chosen outputs of a result whose output axis is last (Laplacian) or next to last
-    (Hessian diagonal)."""
-    axis = -1 if quantity == "laplacian" else -2
+    """Keep the chosen outputs of a result whose output axis is last (Laplacian, the operator
+    tr(σσᵀ∇²f)) or next to last (Hessian diagonal)."""
+    axis = -2 if quantity == "hessian_diagonal" else -1
     return jnp.take(out, jnp.asarray(outputs), axis=axis)
 
 
@@ -224,8 +225,10 @@ def _vmap_is_the_batch(plain: Callable[..., jax.Array]) -> Callable[..., jax.Arr
                 0 if x_batched else None,
                 *(0 if b else None for b in others_batched),
             )
-            return jax.vmap(plain, in_axes=axes)(params, x, *others), True
-        return _join_the_batch(plain, axis_size, params, x, others, x_batched, others_batched), True
+            out = jax.vmap(plain, in_axes=axes)(params, x, *others)
+        else:
+            out = _join_the_batch(plain, axis_size, params, x, others, x_batched, others_batched)
+        return out, jax.tree.map(lambda _: True, out)  # every output mapped (a tuple for drift)
 
     @jax.custom_jvp
     def differentiable(params, x, *others):
@@ -315,7 +318,8 @@ def laplacian(
     tangent_chunk: int | None = None,
     estimator: str | None = None,
     probes: int | None = None,
-) -> Callable[..., jax.Array]:
+    drift: str | None = None,
+) -> Callable[..., Any]:
     r"""The Laplacian of every output, $\Delta f_k = \sum_i \partial^2 f_k / \partial x_i^2$.
 
     For a `jprop.MLP` it is the forward Laplacian — input-tangents and the Laplacian's running
@@ -341,6 +345,11 @@ def laplacian(
       `"gaussian"`, the mean of vᵀ∇²f v over k probes (Hutchinson). Both are unbiased; their
       variances and the unbiased squared residual (`jprop.unbiased_square`) are in
       docs/howto/high-dimensional.md.
+    - `drift`: `"x"` to return the triple `(f, x·∇f, L)` instead of `L`: the value and the
+      derivative along x itself, the first-order terms of a residual such as Black–Scholes'
+      r x·∇u or the Laplacian of (1 − ‖x‖²)·f. On an MLP all three come from one pass, whose
+      training rule gathers W¹'s gradient in one product; elsewhere f and x·∇f come from one
+      `jax.jvp`. Default `None`.
 
     **Returns:** a function `(params, x) -> L`, or `(params, x, key) -> L` with an estimator,
     where `key` is a `jax.random.key` (one draw shared by the batch) or keys with x's batch axes
@@ -360,9 +369,19 @@ def laplacian(
     where = "jprop.laplacian"
     dims, outputs = _indices(dims, "dims", where), _indices(outputs, "outputs", where)
     estimator, probes = check_estimator(estimator, probes, where)
-    if estimator is not None or tangent_chunk is not None:
+    drift = check_drift(drift, where)
+    if estimator is not None or tangent_chunk is not None or drift:
         return operator_transform(
-            f, method, batch_size, False, dims, outputs, estimator, probes, tangent_chunk
+            f,
+            method,
+            batch_size,
+            False,
+            dims,
+            outputs,
+            estimator,
+            probes,
+            tangent_chunk,
+            drift=drift,
         )
     return _input_transform("laplacian", f, method, batch_size, dims, outputs)
 
@@ -376,7 +395,8 @@ def hessian_trace(
     tangent_chunk: int | None = None,
     estimator: str | None = None,
     probes: int | None = None,
-) -> Callable[..., jax.Array]:
+    drift: str | None = None,
+) -> Callable[..., Any]:
     r"""The second-order operator $\operatorname{tr}(\sigma\sigma^\top \nabla^2 f_k) =
     \sum_c \sigma_c^\top \nabla^2 f_k\, \sigma_c$ of every output, for a diffusion matrix
     $A = \sigma\sigma^\top$ given by its factor σ (n × r).
@@ -390,7 +410,10 @@ def hessian_trace(
     **Arguments:** `f`, `method`, `batch_size`, `outputs`, `tangent_chunk` as for
     `jprop.laplacian`, and `estimator`, `probes` to estimate it from k random directions: `"sparse"`
     samples k of σ's r columns without replacement and scales by r/k; `"rademacher"` and
-    `"gaussian"` take the mean of $(\sigma v)^\top \nabla^2 f\, (\sigma v)$ over k probes v.
+    `"gaussian"` take the mean of $(\sigma v)^\top \nabla^2 f\, (\sigma v)$ over k probes v;
+    `drift="x"` to return `(f, x·∇f, T)`, as for `jprop.laplacian` (the generator
+    $r\,x\cdot\nabla u + \tfrac12 \operatorname{tr}(\sigma\sigma^\top \nabla^2 u)$ of a
+    Black–Scholes equation needs all three).
 
     **Returns:** a function `(params, x, sigma) -> T`, or `(params, x, sigma, key) -> T` with an
     estimator; `sigma` has shape `(n, r)` (shared by the batch) or x's batch axes in front,
@@ -409,7 +432,16 @@ def hessian_trace(
     outputs = _indices(outputs, "outputs", where)
     estimator, probes = check_estimator(estimator, probes, where)
     return operator_transform(
-        f, method, batch_size, True, None, outputs, estimator, probes, tangent_chunk
+        f,
+        method,
+        batch_size,
+        True,
+        None,
+        outputs,
+        estimator,
+        probes,
+        tangent_chunk,
+        drift=check_drift(drift, where),
     )
 
 
