@@ -224,7 +224,8 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
         f"One step `jax.grad` of the example's mean squared residual on a "
         f"d-{rows[0]['sizes'][1]}⁴-1 tanh MLP at B = {rows[0]['batch']}, float32; medians of "
         f"{repeats} interleaved rounds for the exact steps, {5 * repeats} for the randomized ones, "
-        "and XLA's memory account of each compiled step. Randomized "
+        "and XLA's memory account of each compiled step. jprop takes N, x·∇N and ΔN from one "
+        '`jprop.laplacian(..., drift="x")`, the others N and x·∇N from one `jax.jvp`. Randomized '
         f"rows use {PROBES} probes drawn from one key; × is a rival's time over jprop's on the "
         "same samples (folx against jprop exact)."
     )
@@ -255,8 +256,8 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
         ["d", *alone],
         [[str(r["dim"]), *(alone_cell(r, n) for n in alone)] for r in rows],
         "The estimate alone: one step `jax.grad` of mean((ΔN estimate)²) on the same network, "
-        "points and samples, without the residual's N and x·∇N (whose first layer reads all d "
-        f"inputs, the same work for every contender); medians of {5 * repeats} interleaved rounds.",
+        "points and samples, without the residual's N and x·∇N; medians of "
+        f"{5 * repeats} interleaved rounds.",
     )
     print(table)
     harness.publish(out or pathlib.Path(__file__).with_name("out"), "high_dim", table, rows)
