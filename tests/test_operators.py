@@ -651,8 +651,9 @@ DRIFT_CASES = {
     # pass's nonlinear last layer
     "mlp": (jprop.MLP((6, 4, 5, 2), activation=("tanh", "silu"), output="tanh"), None),
     "network": CASES["network"],
-    "function": CASES["function"],
-}
+    # a Dense first (6 inputs over its 4 units), then gates and a PirateNet block
+    "network, dense first": (jprop.Network(6, DENSE_FIRST["pirate"]), None),
+}  # (a plain function takes f and x·∇f from jax.jvp, as the MLP's chunks do)
 
 
 @pytest.mark.parametrize("name", list(DRIFT_CASES))
@@ -660,22 +661,28 @@ def test_drift_gives_the_value_and_the_derivative_along_x_in_the_same_pass(monke
     """`drift="x"` returns (f, x·∇f, the operator) for the exact Laplacian (with dims and
     outputs), the sparse estimator with every coordinate sampled, tangent chunks and tr(σσᵀH) with
     a per-example σ; values and gradients in params and x, and forward mode in params, against
-    f, jax.jvp along x and jax.hessian in float64. On an MLP the three come from its own pass
-    (counted inside it)."""
+    f, jax.jvp along x and jax.hessian in float64. On an MLP or a Network the three come from its
+    own pass (counted inside it)."""
     f, model = DRIFT_CASES[name]
     model = f if model is None else model
     n = model.n_inputs
     params = model.init(jax.random.key(0), jnp.float64)
     x = jax.random.normal(jax.random.key(1), (3, n), jnp.float64)
     sigma = jax.random.normal(jax.random.key(2), (3, n, 2), jnp.float64)
-    fused = []
+    fused = []  # whether a network's own pass was asked for x·∇f
     forward = jprop.quantities._forward_laplacian._forward
+    propagate = jprop.Network.propagate
 
     def counted(*args, **kwargs):
         fused.append(bool(kwargs.get("drift", args[5] if len(args) > 5 else False)))
         return forward(*args, **kwargs)
 
+    def counted_layers(*args, **kwargs):
+        fused.append(bool(kwargs.get("drift", False)))
+        return propagate(*args, **kwargs)
+
     monkeypatch.setattr(jprop.quantities._forward_laplacian, "_forward", counted)
+    monkeypatch.setattr(jprop.Network, "propagate", counted_layers)
 
     def ours(p, v):
         return {
@@ -707,7 +714,7 @@ def test_drift_gives_the_value_and_the_derivative_along_x_in_the_same_pass(monke
     for label in want:
         for part, a, b in zip(("f", "x·∇f", "operator"), got[label], want[label]):
             assert_close(a, b, 1e-12, f"{label}: {part}")
-    assert any(fused) == isinstance(f, jprop.MLP)  # the MLP's pass carried f and x·∇f
+    assert any(fused) == (f is model)  # the network's own pass carried f and x·∇f
 
     def loss(results):
         total = 0.0

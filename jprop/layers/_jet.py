@@ -8,6 +8,8 @@ A jet of a hidden quantity h(x) over a batch holds
                                      not depend on x
     lap      λ = Σ_p ∂²h/∂x_p²        (B or 1, w); with `per_tangent`, each ∂²h/∂x_p² kept apart,
                                      (B or 1, k, w) — the Hessian diagonal; None when zero
+    drift    g = x·∇h                (B, w), the derivative along x itself, when asked for: one
+                                     more tangent, left out of the Laplacian's sums
 
 and a pass asks for as much as it needs: the value alone (the network's output), value and
 tangents (the Jacobian's columns, a Jacobian-vector product) or all three (the Laplacian, the
@@ -19,8 +21,10 @@ Hessian diagonal). Every operation maps jets to jets by the chain and product ru
     multiply   u ∘ v:        T ↦ u ∘ T_v + v ∘ T_u,  λ ↦ u ∘ λ_v + v ∘ λ_u + 2 Σ_p T_u,p ∘ T_v,p
     add, scale, concatenate: linear, term by term.
 
-The input's tangents are the identity's columns: the first linear map turns them into the chosen
-columns of its weight, shared by the batch (shape (1, k, w)) and never copied per example.
+The drift g follows T's rules for one tangent. The input's tangents are the identity's columns: the
+first linear map turns them into the chosen columns of its weight, shared by the batch (shape
+(1, k, w)) and never copied per example; the input's drift is x itself, so the first linear map's
+drift is its own product W x, and `jax.grad` forms W's gradient from that one product.
 """
 
 from __future__ import annotations
@@ -51,9 +55,11 @@ class Jet:
     lap: jax.Array | None = None
     per_tangent: bool = False
     second: bool = True  # carry the Laplacian (False: value and tangents only)
+    drift: jax.Array | None = None  # x·∇h, when asked for (the input's is x itself)
 
-    def with_parts(self, value, tangents=None, lap=None) -> Jet:
-        return Jet(value, tangents, lap if self.second else None, self.per_tangent, self.second)
+    def with_parts(self, value, tangents=None, lap=None, drift=None) -> Jet:
+        lap = lap if self.second else None
+        return Jet(value, tangents, lap, self.per_tangent, self.second, drift)
 
 
 def _plus(a: jax.Array | None, b: jax.Array | None) -> jax.Array | None:
@@ -69,10 +75,11 @@ def _times(s: jax.Array, v: jax.Array | None) -> jax.Array | None:
 
 
 def linear(h: Jet, w: jax.Array, b: jax.Array | None = None) -> Jet:
-    """W h + b: the tangents and the Laplacian go through W alone."""
-    value = h.value @ w.T
-    if b is not None:
-        value = value + b
+    """W h + b: the tangents, the Laplacian and the drift go through W alone."""
+    product = h.value @ w.T
+    value = product if b is None else product + b
+    # the input's drift is x itself (the same array): W x is the product just formed
+    drift = None if h.drift is None else product if h.drift is h.value else h.drift @ w.T
     t = h.tangents
     if isinstance(t, Identity):
         t = columns(w, t.dims)
@@ -81,7 +88,7 @@ def linear(h: Jet, w: jax.Array, b: jax.Array | None = None) -> Jet:
     lap = None
     if h.lap is not None:
         lap = times_wt(h.lap, w) if h.per_tangent else h.lap @ w.T
-    return h.with_parts(value, t, lap)
+    return h.with_parts(value, t, lap, drift)
 
 
 def activate(h: Jet, name: str) -> Jet:
@@ -91,14 +98,21 @@ def activate(h: Jet, name: str) -> Jet:
         return h
     y = activation_function(name)(h.value)
     if h.tangents is None:
-        return h.with_parts(y)
+        return h.with_parts(
+            y, drift=None if h.drift is None else _first_slope(name, h, y) * h.drift
+        )
     t = h.tangents
     if not h.second:
-        return h.with_parts(y, scale(slopes(name, h.value, y, orders=1)[0], t))
+        s1 = _first_slope(name, h, y)
+        return h.with_parts(y, scale(s1, t), drift=_times(s1, h.drift))
     s1, s2 = slopes(name, h.value, y, orders=2)
     squares = t * t if h.per_tangent else sum_tangents(t * t)
     lap = _plus(_times(s1, h.lap), scale(s2, jnp.broadcast_to(squares, _batch(y, squares))))
-    return h.with_parts(y, scale(s1, t), lap)
+    return h.with_parts(y, scale(s1, t), lap, _times(s1, h.drift))
+
+
+def _first_slope(name: str, h: Jet, y: jax.Array) -> jax.Array:
+    return slopes(name, h.value, y, orders=1)[0]
 
 
 def _batch(value: jax.Array, v: jax.Array) -> tuple[int, ...]:
@@ -115,7 +129,8 @@ def multiply(u: Jet, v: Jet) -> Jet:
         cross = u.tangents * v.tangents
         cross = cross if u.per_tangent else sum_tangents(cross)
         lap = _plus(lap, 2 * jnp.broadcast_to(cross, _batch(value, cross)))
-    return u.with_parts(value, tangents, lap)
+    drift = _plus(_times(u.value, v.drift), _times(v.value, u.drift))
+    return u.with_parts(value, tangents, lap, drift)
 
 
 def add(u: Jet, v: Jet, alpha: Any = None) -> Jet:
@@ -125,8 +140,14 @@ def add(u: Jet, v: Jet, alpha: Any = None) -> Jet:
             alpha * v.value,
             None if v.tangents is None else alpha * v.tangents,
             None if v.lap is None else alpha * v.lap,
+            None if v.drift is None else alpha * v.drift,
         )
-    return u.with_parts(u.value + v.value, _plus(u.tangents, v.tangents), _plus(u.lap, v.lap))
+    return u.with_parts(
+        u.value + v.value,
+        _plus(u.tangents, v.tangents),
+        _plus(u.lap, v.lap),
+        _plus(u.drift, v.drift),
+    )
 
 
 def subtract(u: Jet, v: Jet) -> Jet:
@@ -155,10 +176,12 @@ def concatenate(parts: list[Jet]) -> Jet:
             axis=-1,
         )
 
-    return first.with_parts(value, joined(lambda p: p.tangents), joined(lambda p: p.lap))
+    return first.with_parts(
+        value, joined(lambda p: p.tangents), joined(lambda p: p.lap), joined(lambda p: p.drift)
+    )
 
 
 def columns_of(h: Jet, index: jax.Array | slice) -> Jet:
     """The units `index` of h."""
     pick = lambda a: None if a is None else a[..., index]  # noqa: E731
-    return h.with_parts(h.value[..., index], pick(h.tangents), pick(h.lap))
+    return h.with_parts(h.value[..., index], pick(h.tangents), pick(h.lap), pick(h.drift))

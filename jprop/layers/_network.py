@@ -125,16 +125,18 @@ class Network:
         tangents: Any = None,
         per_tangent: bool = False,
         second: bool = True,
+        drift: bool = False,
     ) -> _jet.Jet:
         """Run every layer's step on x (B, n): the output's value and, given input `tangents` (the
         identity's columns for chosen inputs, or an array (B or 1, k, n)), its tangents and, if
-        `second`, its Laplacian (each tangent's apart with `per_tangent`). The passes of the
-        closed road call this; users call the network or jprop's transforms."""
+        `second`, its Laplacian (each tangent's apart with `per_tangent`); with `drift`, its
+        derivative along x too. The passes of the closed road call this; users call the network
+        or jprop's transforms."""
         # one precision throughout: the params in x's dtype, which the caller has promoted
         params = in_dtype(params, x.dtype)
         if isinstance(tangents, jax.Array):
             tangents = tangents.astype(x.dtype)
-        streams = {"h": _jet.Jet(x, tangents, None, per_tangent, second)}
+        streams = {"h": _jet.Jet(x, tangents, None, per_tangent, second, x if drift else None)}
         for layer, layer_params in zip(self.layers, params):
             streams = layer.jet(layer_params, streams)
         return streams["h"]
@@ -304,20 +306,28 @@ def jacobian_vector_product(net: Network, params: Params, x: jax.Array, r: jax.A
 
 
 def along(
-    net: Network, params: Params, x: jax.Array, directions: jax.Array, per_tangent: bool = False
-) -> jax.Array:
+    net: Network,
+    params: Params,
+    x: jax.Array,
+    directions: jax.Array,
+    per_tangent: bool = False,
+    drift: bool = False,
+) -> Any:
     """Σ_p d_pᵀ ∇²f d_p (B, m) over input directions: coordinates (an integer array (k,) or
     (B, k)) or vectors (a float array (k, n) or (B, k, n)); with `per_tangent` each term kept
-    apart, (B, m, k). The forward Laplacian through each layer, started from those directions."""
+    apart, (B, m, k); with `drift`, the triple (f, x·∇f, the sum). The forward Laplacian through
+    each layer, started from those directions."""
     if jnp.issubdtype(directions.dtype, jnp.integer):
         tangents = _jet.Identity(directions)
     else:
         tangents = directions[None] if directions.ndim == 2 else directions
-    out = net.propagate(params, x, tangents, per_tangent=per_tangent)
+    out = net.propagate(params, x, tangents, per_tangent=per_tangent, drift=drift)
     k = directions.shape[-1] if jnp.issubdtype(directions.dtype, jnp.integer) else None
     k = directions.shape[-2] if k is None else k
     shape = (x.shape[0], k, net.n_outputs) if per_tangent else out.value.shape
     lap = _zeros_if_none(out.lap, shape, out.value.dtype)
     if per_tangent:
         return jnp.swapaxes(jnp.broadcast_to(lap, (x.shape[0], *lap.shape[1:])), -1, -2)
+    if drift:
+        return out.value, _zeros_if_none(out.drift, out.value.shape, out.value.dtype), lap
     return lap

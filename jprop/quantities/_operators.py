@@ -280,8 +280,8 @@ def operator_transform(
     # (`_forward_laplacian.fewer_directions`)
     fewer = road == "closed" and isinstance(net, (MLP, Network)) and not diagonal
     names = ("params", "x") + (("sigma",) if with_sigma else ()) + (("key",) if estimator else ())
-    # the MLP's own pass carries f and x·∇f beside the sum when the directions run in one piece
-    fused = road == "closed" and isinstance(net, MLP) and tangent_chunk is None
+    # the network's own pass carries f and x·∇f beside the sum when the directions run in one piece
+    fused = road == "closed" and isinstance(net, (MLP, Network)) and tangent_chunk is None
 
     def validate(params, x, *others):
         x, out, _ = prepare_call(f, params, x, where)
@@ -351,10 +351,15 @@ def operator_transform(
                     directions = _forward_laplacian.fewer_directions(
                         params[0]["W"], directions, xb.shape[-1]
                     )
-            if drift and fused:  # f and x·∇f ride along the MLP's own pass
-                value, slope, out = _forward_laplacian.along(net, drift=True)(
-                    params, xb, directions
-                )
+            if drift and fused:  # f and x·∇f ride along the network's own pass
+                if isinstance(net, Network):
+                    value, slope, out = _network_passes.along(
+                        net, params, xb, directions, drift=True
+                    )
+                else:
+                    value, slope, out = _forward_laplacian.along(net, drift=True)(
+                        params, xb, directions
+                    )
             else:
                 out = summed_in_chunks(
                     lambda d: along(params, xb, d), directions, tangent_chunk, diagonal

@@ -347,9 +347,10 @@ def laplacian(
       docs/howto/high-dimensional.md.
     - `drift`: `"x"` to return the triple `(f, x·∇f, L)` instead of `L`: the value and the
       derivative along x itself, the first-order terms of a residual such as Black–Scholes'
-      r x·∇u or the Laplacian of (1 − ‖x‖²)·f. On an MLP all three come from one pass, whose
-      training rule gathers W¹'s gradient in one product; elsewhere f and x·∇f come from one
-      `jax.jvp`. Default `None`.
+      r x·∇u or the Laplacian of (1 − ‖x‖²)·f. On a `jprop.MLP` or `jprop.Network` all three
+      come from one pass, whose derivative forms the first layer's weight gradient once; for
+      other functions (or with `tangent_chunk`) f and x·∇f come from one `jax.jvp`. Default
+      `None`.
 
     **Returns:** a function `(params, x) -> L`, or `(params, x, key) -> L` with an estimator,
     where `key` is a `jax.random.key` (one draw shared by the batch) or keys with x's batch axes
