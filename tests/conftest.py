@@ -71,7 +71,7 @@ QUICK_BENCHMARKS = "user_lane/test_benchmarks.py"
 
 # Files of this lane that the child process runs after the user lane, in this lane's configuration
 # (tests/conftest.py sets it up there too): the user lane ends sooner, and its core would idle.
-HANDED_OVER = ("tests/test_layers.py", "tests/test_fourier.py")
+HANDED_OVER = ("tests/test_layers.py", "tests/test_fourier.py", "tests/test_pinn_networks.py")
 
 
 class UserLane:
@@ -82,8 +82,9 @@ class UserLane:
         env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
         if _USER_XLA_FLAGS is not None:
             env["XLA_FLAGS"] = _USER_XLA_FLAGS
+        # the flags, for the files handed over and the user lane's own child process (sharding)
+        env["JPROP_TEST_SPEED_FLAGS"] = _SPEED_FLAGS
         quick = dict(env, XLA_FLAGS=os.environ["XLA_FLAGS"])
-        handed = dict(env, JPROP_TEST_SPEED_FLAGS=_SPEED_FLAGS)
         self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
         options = ["-p", "no:cacheprovider"]
         self.commands = [
@@ -99,7 +100,7 @@ class UserLane:
                 env,
             ),
             ([sys.executable, "-m", "pytest", QUICK_BENCHMARKS, *options], quick),
-            ([sys.executable, "-m", "pytest", *HANDED_OVER, *options], handed),
+            ([sys.executable, "-m", "pytest", *HANDED_OVER, *options], env),
         ]
         self.started, self.seconds, self.codes = time.monotonic(), [], []
         self.waited_from = None

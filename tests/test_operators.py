@@ -659,10 +659,9 @@ DRIFT_CASES = {
 @pytest.mark.parametrize("name", list(DRIFT_CASES))
 def test_drift_gives_the_value_and_the_derivative_along_x_in_the_same_pass(monkeypatch, name):
     """`drift="x"` returns (f, x·∇f, the operator) for the exact Laplacian (with dims and
-    outputs), the sparse estimator with every coordinate sampled, tangent chunks and tr(σσᵀH) with
-    a per-example σ; values and gradients in params and x, and forward mode in params, against
-    f, jax.jvp along x and jax.hessian in float64. On an MLP or a Network the three come from its
-    own pass (counted inside it)."""
+    outputs), tangent chunks and tr(σσᵀH) with a per-example σ; values and gradients in params and
+    x, and forward mode in params, against f, jax.jvp along x and jax.hessian in float64. On an
+    MLP or a Network the three come from its own pass (counted inside it)."""
     f, model = DRIFT_CASES[name]
     model = f if model is None else model
     n = model.n_inputs
@@ -688,9 +687,6 @@ def test_drift_gives_the_value_and_the_derivative_along_x_in_the_same_pass(monke
         return {
             "laplacian": jprop.laplacian(f, drift="x")(p, v),
             "dims, outputs": jprop.laplacian(f, dims=(0, 2), outputs=(1,), drift="x")(p, v),
-            "sparse, k = n": jprop.laplacian(f, estimator="sparse", probes=n, drift="x")(
-                p, v, jax.random.key(4)
-            ),
             "chunks": jprop.laplacian(f, tangent_chunk=2, drift="x")(p, v),
             "sigma": jprop.hessian_trace(f, drift="x")(p, v, sigma),
         }
@@ -705,7 +701,6 @@ def test_drift_gives_the_value_and_the_derivative_along_x_in_the_same_pass(monke
         return {
             "laplacian": (value, slope, lap),
             "dims, outputs": picked,
-            "sparse, k = n": (value, slope, lap),
             "chunks": (value, slope, lap),
             "sigma": (value, slope, trace),
         }

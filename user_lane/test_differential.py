@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 DTYPES = [jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64]
 
 
-@settings(max_examples=24, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@settings(max_examples=16, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(cases(DTYPES))
 def test_the_closed_road_equals_the_autodiff_road(case):
     check(case)
