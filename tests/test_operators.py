@@ -507,10 +507,16 @@ def test_more_inputs_than_first_units_run_along_as_many_directions(monkeypatch):
         def loss(method, case=case):
             return lambda p, x, s: jnp.sum(jnp.sin(case(method)(p, x, s)))
 
-        assert_close(case("closed")(params, x, sigma), case("autodiff")(params, x, sigma), 1e-13)
+        @jax.jit  # both roads' values and gradients in one program
+        def both(params, x, sigma, case=case, loss=loss):
+            return [
+                (case(m)(params, x, sigma), jax.grad(loss(m), (0, 1, 2))(params, x, sigma))
+                for m in ("closed", "autodiff")
+            ]
+
+        (value, ours), (expected, theirs) = both(params, x, sigma)
+        assert_close(value, expected, 1e-13, f"{name}: value")
         assert calls, f"{name}: the h₁ directions did not run"
-        ours = jax.jit(jax.grad(loss("closed"), (0, 1, 2)))(params, x, sigma)
-        theirs = jax.jit(jax.grad(loss("autodiff"), (0, 1, 2)))(params, x, sigma)
         assert_close(flat(ours), flat(theirs), 1e-12, f"{name}: gradient")
         if name == "dims":  # second order, through the Cholesky factor's derivative
             ours = jax.jit(jax.hessian(loss("closed")))(params, x, sigma)
@@ -537,10 +543,11 @@ DENSE_FIRST = {  # a factorised Dense then a residual block; a Dense then gates 
 @pytest.mark.parametrize("name", list(DENSE_FIRST))
 def test_a_network_read_through_a_dense_layer_runs_along_its_units(monkeypatch, compiles, name):
     """A Network whose first layer is Dense has the MLP's structure at the input: over more
-    inputs or shared directions than that layer's units, its Laplacian, its Laplacian over `dims`,
-    in chunks and tr(σσᵀH) run along that many directions, exact in value and in the gradient in
+    inputs or shared directions than that layer's units, its Laplacian, its Laplacian over `dims`
+    and tr(σσᵀH) run along that many directions, exact in value and in the gradient in
     (params, x, σ) against the autodiff road in float64, and the weight gradient against float64
-    central differences; shared probes too; a counter shows the path runs, and `road` says so;
+    central differences (chunks and shared probes reach the same code as the MLP's, tested with
+    it); a counter shows the path runs, and `road` says so;
     built again and called with new parameters, it does not compile again; bfloat16 weights and
     saturated units stay accurate and finite. A Network read through Fourier features does not
     take it."""
@@ -570,8 +577,11 @@ def test_a_network_read_through_a_dense_layer_runs_along_its_units(monkeypatch, 
             )(p, x, jax.random.key(4))
         ),
     }
-    if name == "pirate":  # the same code as above; the gates and the skip after the Dense layer
-        cases = {k: cases[k] for k in ("all", "sigma")}
+    # chunks and shared probes take the MLP's code for the directions (tested with it); the
+    # PirateNet adds gates and a skip after the Dense layer
+    cases = {
+        k: cases[k] for k in (("all", "dims", "sigma") if name == "residual" else ("all", "sigma"))
+    }
 
     ran = {}  # (case, road) -> the first-layer directions built while tracing it
 
@@ -683,27 +693,31 @@ def test_drift_gives_the_value_and_the_derivative_along_x_in_the_same_pass(monke
     monkeypatch.setattr(jprop.quantities._forward_laplacian, "_forward", counted)
     monkeypatch.setattr(jprop.Network, "propagate", counted_layers)
 
-    def ours(p, v):
-        return {
-            "laplacian": jprop.laplacian(f, drift="x")(p, v),
-            "dims, outputs": jprop.laplacian(f, dims=(0, 2), outputs=(1,), drift="x")(p, v),
-            "chunks": jprop.laplacian(f, tangent_chunk=2, drift="x")(p, v),
-            "sigma": jprop.hessian_trace(f, drift="x")(p, v, sigma),
-        }
+    transforms = {
+        "laplacian": lambda p, v: jprop.laplacian(f, drift="x")(p, v),
+        "dims, outputs": lambda p, v: jprop.laplacian(f, dims=(0, 2), outputs=(1,), drift="x")(
+            p, v
+        ),
+        "chunks": lambda p, v: jprop.laplacian(f, tangent_chunk=2, drift="x")(p, v),
+        "sigma": lambda p, v: jprop.hessian_trace(f, drift="x")(p, v, sigma),
+    }
 
-    def oracle(p, v):
+    def ours(p, v, labels=tuple(transforms)):
+        return {label: transforms[label](p, v) for label in labels}
+
+    def oracle(p, v, labels=tuple(transforms)):
         g = lambda xi: model(p, xi)  # noqa: E731
         value, slope = jax.vmap(lambda xi: jax.jvp(g, (xi,), (xi,)))(v)
         h = jax.vmap(jax.hessian(g))(v)
         lap, two = _laplacian(h), _laplacian(h, (0, 2))[:, 1:]
         trace = jnp.einsum("bnr,bmnq,bqr->bm", sigma, h, sigma)
-        picked = (value[:, 1:], slope[:, 1:], two)
-        return {
+        every = {
             "laplacian": (value, slope, lap),
-            "dims, outputs": picked,
+            "dims, outputs": (value[:, 1:], slope[:, 1:], two),
             "chunks": (value, slope, lap),
             "sigma": (value, slope, trace),
         }
+        return {label: every[label] for label in labels}
 
     got, want = jax.jit(ours)(params, x), jax.jit(oracle)(params, x)
     for label in want:
@@ -713,16 +727,20 @@ def test_drift_gives_the_value_and_the_derivative_along_x_in_the_same_pass(monke
 
     def loss(results):
         total = 0.0
-        for value, slope, operator in jax.tree.leaves(results, is_leaf=lambda r: type(r) is tuple):
+        for value, slope, operator in results.values():
             total = total + jnp.sum(jnp.sin(value) * slope + operator * value + 0.5 * slope**2)
         return total
 
-    mine = jax.jit(jax.grad(lambda p, v: loss(ours(p, v)), argnums=(0, 1)))(params, x)
-    theirs = jax.jit(jax.grad(lambda p, v: loss(oracle(p, v)), argnums=(0, 1)))(params, x)
+    # the training rule, with directions shared (the inputs) and per example (σ)
+    trained = ("laplacian", "sigma")
+    mine = jax.jit(jax.grad(lambda p, v: loss(ours(p, v, trained)), argnums=(0, 1)))(params, x)
+    theirs = jax.jit(jax.grad(lambda p, v: loss(oracle(p, v, trained)), argnums=(0, 1)))(params, x)
     for a, b in zip(jax.tree.leaves(mine), jax.tree.leaves(theirs)):
         assert_close(a, b, 1e-11, "gradient")
     tangent = jax.tree.map(jnp.ones_like, params)
-    pushed = jax.jit(lambda p: jax.jvp(lambda q: ours(q, x)["laplacian"], (p,), (tangent,))[1])
-    expected = jax.jvp(lambda q: oracle(q, x)["laplacian"], (params,), (tangent,))[1]
-    for a, b in zip(pushed(params), expected):
+
+    def pushed(fn):
+        return jax.jit(lambda p: jax.jvp(lambda q: fn(q, x, ("laplacian",)), (p,), (tangent,))[1])
+
+    for a, b in zip(pushed(ours)(params)["laplacian"], pushed(oracle)(params)["laplacian"]):
         assert_close(a, b, 1e-11, "jvp")
