@@ -135,7 +135,11 @@ def test_every_input_quantity_is_the_plain_networks(case):
 
     @jax.jit
     def ours(params, x):
+        value, slope, lap = jprop.laplacian(net, drift="x")(params, x)
         return {
+            "drift: value": value,
+            "drift: x·∇f": slope,
+            "drift: laplacian": lap,
             "value": net(params, x),
             "laplacian": jprop.laplacian(net)(params, x),
             "laplacian dims": jprop.laplacian(net, dims=dims)(params, x),
@@ -155,6 +159,9 @@ def test_every_input_quantity_is_the_plain_networks(case):
         diagonal = jnp.diagonal(h, axis1=-2, axis2=-1)
         jac = jax.vmap(lambda xi: jax.jacfwd(lambda v: plain(params, v))(xi))(x)
         return {
+            "drift: value": per_example(plain, params, x),
+            "drift: x·∇f": jnp.einsum("bkn,bn->bk", jac, x),
+            "drift: laplacian": jnp.trace(h, axis1=-2, axis2=-1),
             "value": per_example(plain, params, x),
             "laplacian": jnp.trace(h, axis1=-2, axis2=-1),
             "laplacian dims": diagonal[..., list(dims)].sum(-1),

@@ -188,8 +188,8 @@ def test_the_operators_rule_against_float64_differences(sizes):
 @pytest.mark.parametrize("name", ["mlp", "network"])
 def test_saturated_units_give_finite_estimates_and_gradients(name):
     """At |x| = 1e4 every tanh unit saturates: the estimates, the operator, the diagonal's
-    estimate, J-prop's E_v and E_u on the closed road and their gradients stay finite, in float32
-    as users run them."""
+    estimate, J-prop's E_v and E_u on the closed road, the Laplacian with its drift term, and
+    their gradients stay finite, in float32 as users run them."""
     f, _ = CASES[name]
     params = f.init(jax.random.key(0), jnp.float32)
     x = 1e4 * jnp.sign(jax.random.normal(jax.random.key(1), (3, 5), jnp.float32))
@@ -199,6 +199,7 @@ def test_saturated_units_give_finite_estimates_and_gradients(name):
         (jprop.hessian_diagonal(f, estimator="rademacher", probes=2), (jax.random.key(3),)),
         (jprop.jprop_v(f, method="closed"), (x / 1e4, jnp.ones((3, 2), jnp.float32))),
         (jprop.jprop_u(f, method="closed"), (jnp.ones((3, 2), jnp.float32), x / 1e4)),
+        (lambda p, x: jnp.stack(jprop.laplacian(f, drift="x")(p, x)), ()),  # f, x·∇f, Δf
     ]:
         value, grads = jax.jit(jax.value_and_grad(lambda p: jnp.sum(transform(p, x, *args) ** 2)))(
             params
@@ -742,5 +743,9 @@ def test_drift_gives_the_value_and_the_derivative_along_x_in_the_same_pass(monke
     def pushed(fn):
         return jax.jit(lambda p: jax.jvp(lambda q: fn(q, x, ("laplacian",)), (p,), (tangent,))[1])
 
+    if isinstance(f, jprop.MLP):  # the hand-written tangent pass, against float64 differences
+        w, unravel = jax.flatten_util.ravel_pytree(params)
+        fd = central_differences(lambda v: loss(ours(unravel(v), x, trained)), w)
+        assert_close(flat(mine[0]), fd, 1e-7, "weights vs differences")
     for a, b in zip(pushed(ours)(params)["laplacian"], pushed(oracle)(params)["laplacian"]):
         assert_close(a, b, 1e-11, "jvp")
