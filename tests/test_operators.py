@@ -668,11 +668,14 @@ DRIFT_CASES = {
 
 
 @pytest.mark.parametrize("name", list(DRIFT_CASES))
-def test_drift_gives_the_value_and_the_derivative_along_x_in_the_same_pass(monkeypatch, name):
+def test_drift_gives_the_value_and_the_derivative_along_x_in_the_same_pass(
+    monkeypatch, compiles, name
+):
     """`drift="x"` returns (f, x·∇f, the operator) for the exact Laplacian (with dims and
     outputs), tangent chunks and tr(σσᵀH) with a per-example σ; values and gradients in params and
     x, and forward mode in params, against f, jax.jvp along x and jax.hessian in float64. On an
-    MLP or a Network the three come from its own pass (counted inside it)."""
+    MLP or a Network the three come from its own pass (counted inside it). A user's vmap, and a
+    second build called with new parameters (no new compilation)."""
     f, model = DRIFT_CASES[name]
     model = f if model is None else model
     n = model.n_inputs
@@ -749,3 +752,13 @@ def test_drift_gives_the_value_and_the_derivative_along_x_in_the_same_pass(monke
         assert_close(flat(mine[0]), fd, 1e-7, "weights vs differences")
     for a, b in zip(pushed(ours)(params)["laplacian"], pushed(oracle)(params)["laplacian"]):
         assert_close(a, b, 1e-11, "jvp")
+    # a user's vmap over the examples joins the batch; built again with new parameters, and
+    # called eagerly, the transform compiles nothing new
+    mapped = jax.vmap(lambda xi: jprop.laplacian(f, drift="x")(params, xi))(x)
+    for part, a, b in zip(("f", "x·∇f", "operator"), mapped, got["laplacian"]):
+        assert_close(a, b, 1e-13, f"vmap: {part}")
+    jprop.laplacian(f, drift="x")(params, x)
+    scaled = jax.tree.map(lambda a: 1.5 * a, params)
+    before = compiles.count
+    again = jprop.laplacian(f, drift="x")(scaled, x)
+    assert compiles.count == before and not np.allclose(again[2], got["laplacian"][2])
