@@ -661,6 +661,8 @@ DRIFT_CASES = {
     # more inputs (6) than first units (4), a tanh output: the first-layer directions and the
     # pass's nonlinear last layer
     "mlp": (jprop.MLP((6, 4, 5, 2), activation=("tanh", "silu"), output="tanh"), None),
+    # fewer inputs than first units, a linear output: the PINN's usual shape
+    "mlp, few inputs": (jprop.MLP((3, 6, 5, 2)), None),
     "network": CASES["network"],
     # a Dense first (6 inputs over its 4 units), then gates and a PirateNet block
     "network, dense first": (jprop.Network(6, DENSE_FIRST["pirate"]), None),
