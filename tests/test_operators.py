@@ -754,6 +754,13 @@ def test_drift_gives_the_value_and_the_derivative_along_x_in_the_same_pass(
         assert_close(flat(mine[0]), fd, 1e-7, "weights vs differences")
     for a, b in zip(pushed(ours)(params)["laplacian"], pushed(oracle)(params)["laplacian"]):
         assert_close(a, b, 1e-11, "jvp")
+    if isinstance(f, jprop.MLP):  # the triple in chunks of examples, and per-example keys
+        chunked = jprop.laplacian(f, drift="x", batch_size=2)(params, x)  # 3 = 2 + 1
+        keys = jax.random.split(jax.random.key(5), x.shape[0])
+        sampled = jprop.laplacian(f, estimator="sparse", probes=n, drift="x")(params, x, keys)
+        for label, triple in (("batch_size", chunked), ("per-example keys, k = n", sampled)):
+            for part, a, b in zip(("f", "x·∇f", "operator"), triple, got["laplacian"]):
+                assert_close(a, b, 1e-12, f"{label}: {part}")
     # a user's vmap over the examples joins the batch; built again with new parameters, and
     # called eagerly, the transform compiles nothing new
     mapped = jax.vmap(lambda xi: jprop.laplacian(f, drift="x")(params, xi))(x)
