@@ -10,7 +10,9 @@ the forward Laplacian alone, raced in one run (`benchmarks.harness.race`):
 
 Rows: Fourier features (128 frequencies, s = 1) + modified MLP 4×256 tanh, 2 inputs; PirateNet
 3 blocks × 256 with 128 Fourier frequencies, 3 inputs; Fourier features (64) + tanh MLP 3×128,
-3 inputs; residual tanh 3-128×4-1 — all at B = 512, float32. PirateNet blocks get α = 0.5 (at
+3 inputs; residual tanh 3-128×4-1; and, beside the PirateNet, the same embedding and eleven
+dense tanh layers of width 256 without its gates and skips (its step against its own forward is
+the reference for the PirateNet's) — all at B = 512, float32. PirateNet blocks get α = 0.5 (at
 α = 0 a block is the identity and its work would be wasted). Each row asserts that every
 gradient and Laplacian agrees with jprop's.
 
@@ -36,6 +38,7 @@ def networks(quick: bool):
         return [("PirateNet 1 × 16, n = 3", jprop.pirate_net(3, 1, width=16, blocks=1), 32)]
     mlp = [layers.FourierFeatures(64), *[layers.Dense(128) for _ in range(3)]]
     residual = [layers.Dense(128), *[layers.Residual() for _ in range(4)]]
+    pirate_dense = [layers.FourierFeatures(128), *[layers.Dense(256) for _ in range(11)]]
     return [
         (
             "Fourier 128 + modified MLP 4×256, n = 2",
@@ -55,6 +58,11 @@ def networks(quick: bool):
         (
             "residual tanh 3-128×4-1",
             jprop.Network(3, [*residual, layers.Dense(1, "identity")]),
+            512,
+        ),
+        (  # the PirateNet's embedding and eleven dense layers, without its gates and skips
+            "Fourier 128 + tanh MLP 11×256, n = 3",
+            jprop.Network(3, [*pirate_dense, layers.Dense(1, "identity")]),
             512,
         ),
     ]
@@ -96,7 +104,8 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
             harness.agree(outs, f"jprop {kind}", others, f"{name} {kind}", 1e-3)
         ms = {k: r["ms"] for k, r in results.items()}
         mib = {k: (r["peak_bytes"] or 0) / 2**20 for k, r in results.items()}
-        rows.append({"network": name, "batch": batch, "ms": ms, "peak_mib": mib})
+        gflop = {k: (harness.flops(r["compiled"]) or 0) / 1e9 for k, r in results.items()}
+        rows.append({"network": name, "batch": batch, "ms": ms, "peak_mib": mib, "gflop": gflop})
         print(
             f"{name:42s} step: jprop {ms['jprop step']:.2f} ms, folx "
             f"{ms['folx step'] / ms['jprop step']:.2f}×, trace(hessian) "
@@ -117,6 +126,7 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
         "folx + jax.grad",
         "trace(jax.hessian) + jax.grad",
         "jprop step / its forward",
+        "the same in XLA's operation count",
         "jprop forward",
         "folx forward",
         "trace(jax.hessian) forward",
@@ -129,6 +139,7 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
             cell(r, "folx step", "jprop step"),
             cell(r, "trace(jax.hessian) step", "jprop step"),
             f"{r['ms']['jprop step'] / r['ms']['jprop forward']:.2f}",
+            flop_ratio(r),
             f"{r['ms']['jprop forward']:.2f} ms",
             cell(r, "folx forward", "jprop forward"),
             cell(r, "trace(jax.hessian) forward", "jprop forward"),
@@ -138,7 +149,8 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
     footer = (
         f"Medians of {repeats} interleaved rounds, float32; a step is `jax.grad` of mean(Δu²) with "
         "respect to every parameter (B and ω fixed); × is the rival's time over jprop's. XLA's "
-        "peak memory per program is in the JSON file beside this table."
+        "operation count is the compiled programs' floating-point work, not their speed; its peak memory "
+        "per program is in the JSON file beside this table."
     )
     table = harness.markdown_table(header, lines, footer) + "\n\n" + objectives_table(objectives)
     print(table)
@@ -149,6 +161,13 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
         {"laplacian": rows, "objectives": objectives},
     )
     return rows
+
+
+def flop_ratio(row: dict) -> str:
+    """The step's floating-point operations over its forward's, as XLA counts them ("n/a" where
+    the backend gives no count)."""
+    step, forward = row["gflop"]["jprop step"], row["gflop"]["jprop forward"]
+    return f"{step / forward:.2f}" if step and forward else "n/a"
 
 
 def objective_rows(quick: bool, repeats: int) -> list[dict]:

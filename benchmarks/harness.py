@@ -38,6 +38,17 @@ def peak_bytes(compiled) -> int | None:
         return None
 
 
+def flops(compiled) -> float | None:
+    """XLA's count of the compiled program's floating-point operations (None where the backend
+    gives no count): the work a program does, whatever the machine it runs on."""
+    try:
+        analysis = compiled.cost_analysis()
+        analysis = analysis[0] if isinstance(analysis, list) else analysis
+        return float(analysis["flops"]) if analysis and "flops" in analysis else None
+    except (AttributeError, NotImplementedError, TypeError):  # pragma: no cover - backend-specific
+        return None
+
+
 def race(contenders: dict[str, Callable], args: tuple, repeats: int) -> dict[str, dict]:
     """Compile each contender, then time them in interleaved rounds; medians in milliseconds."""
     compiled, results = {}, {}

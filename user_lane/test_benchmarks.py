@@ -122,6 +122,8 @@ def test_architectures_benchmark_quick(checks, tmp_path):
     ] + [(f"{e} closed", [f"{e} autodiff"]) for e in ("E_v", "E_u")]
     published = (tmp_path / "architectures.md").read_text()
     assert "folx + jax.grad" in published and "E_u: JAX composition" in published
+    gflop = rows[0]["gflop"]  # XLA's count: a step (forward + reverse) does more than its forward
+    assert gflop["jprop step"] > gflop["jprop forward"] > 0
 
 
 def test_high_dim_benchmark_quick(checks, tmp_path):
