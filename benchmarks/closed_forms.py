@@ -99,9 +99,23 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
 
 
 def _markdown(rows: list[dict], repeats: int) -> str:
-    header = "quantity|sizes|batch|jprop (ms)|best JAX composition (ms)|speed-up|compile jprop / baseline (s)"
-    footer = f"Medians of {repeats} interleaved runs, float32; the closed road forced."
-    return markdown_table(header.split("|"), [summary_cells(r) for r in rows], footer)
+    header = (
+        "quantity|sizes|batch|jprop (ms)|best JAX composition (ms)|speed-up|"
+        "compile jprop / baseline (s)|operations: baseline / jprop"
+    )
+    footer = (
+        f"Medians of {repeats} interleaved runs, float32; the closed road forced. The last column "
+        "is XLA's count of each compiled program's floating-point operations: the work each does, "
+        "which a CPU turns into time at its own rate for each shape of matrix product."
+    )
+    lines = [[*summary_cells(r), operations(r)] for r in rows]
+    return markdown_table(header.split("|"), lines, footer)
+
+
+def operations(row: dict) -> str:
+    """The baseline's floating-point operations over jprop's ("n/a" without XLA's count)."""
+    ours, theirs = row["jprop_gflop"], row["baseline_gflop"]
+    return f"{theirs / ours:.2f}×" if ours and theirs else "n/a"
 
 
 if __name__ == "__main__":

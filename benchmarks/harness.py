@@ -97,9 +97,10 @@ def outputs(results: dict) -> dict:
 
 def summary_row(results: dict, baselines, quantity: str, sizes, batch: int) -> dict:
     """One table row from a race: jprop against the fastest of `baselines` (speed-up > 1: jprop
-    faster), with compile times and XLA's memory account of both."""
+    faster), with compile times and XLA's memory and operation accounts of both."""
     best = min(baselines, key=lambda name: results[name]["ms"])
     ours, theirs = results["jprop"], results[best]
+    gflop = [(flops(r["compiled"]) or 0) / 1e9 for r in (ours, theirs)]
     return {
         "quantity": quantity,
         "sizes": sizes,
@@ -112,6 +113,8 @@ def summary_row(results: dict, baselines, quantity: str, sizes, batch: int) -> d
         "baseline_compile_s": theirs["compile_s"],
         "jprop_peak_mib": (ours["peak_bytes"] or 0) / 2**20,
         "baseline_peak_mib": (theirs["peak_bytes"] or 0) / 2**20,
+        "jprop_gflop": gflop[0],
+        "baseline_gflop": gflop[1],
     }
 
 

@@ -40,7 +40,8 @@ def test_closed_forms_benchmark_quick(tmp_path, checks):
         assert reference == "jprop" and row["baseline"] in names  # the reported rival was checked
     hessian = next(names for label, _, names, _ in checks if label.startswith("hessian "))
     assert "jprop under jax.vmap" in hessian
-    assert "speed-up" in table.read_text()
+    assert "speed-up" in table.read_text() and "operations: baseline / jprop" in table.read_text()
+    assert all(r["jprop_gflop"] > 0 and r["baseline_gflop"] > 0 for r in rows)  # XLA's counts
 
 
 def test_jprop_gradients_benchmark_quick(checks, tmp_path):
