@@ -13,7 +13,9 @@ them — JAX's default configuration (float32, x64 off, standard promotion) and 
 The benchmarks in quick mode (user_lane/test_benchmarks.py) check each script's contenders against
 jprop and its report, not its speed: they run in the same JAX configuration with this lane's
 compile-speed flags. When tests/test_lanes.py is selected, that lane starts as a child pytest
-process as soon as collection ends, so it runs on the second core beside this one;
+process as soon as collection ends, so it runs on the second core beside this one (each lane
+pinned to its own cores where the system allows: this lane to one, the child to the others, whose
+thread pool XLA sizes to them, so that it does not take time from this lane);
 `test_the_user_lane_passes`, moved to the end of the run, waits for it and reports its outcome.
 The user lane ends sooner than this one, so the same child then runs the files of this lane named
 in `HANDED_OVER`, in this lane's configuration (their items are deselected here); the terminal
@@ -73,7 +75,6 @@ QUICK_BENCHMARKS = "user_lane/test_benchmarks.py"
 # (tests/conftest.py sets it up there too): the user lane ends sooner, and its core would idle.
 HANDED_OVER = (
     "tests/test_layers.py",
-    "tests/test_fourier.py",
     "tests/test_pinn_networks.py",
     "tests/test_dtypes.py",
 )
@@ -107,6 +108,7 @@ class UserLane:
             ([sys.executable, "-m", "pytest", QUICK_BENCHMARKS, *options], quick),
             ([sys.executable, "-m", "pytest", *HANDED_OVER, *options], env),
         ]
+        self.cores = _split_cores()
         self.started, self.seconds, self.codes = time.monotonic(), [], []
         self.waited_from = None
         self.process, self.closed = None, False
@@ -118,8 +120,15 @@ class UserLane:
             if self.closed:
                 return
             self.process = subprocess.Popen(
-                command, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, text=True
+                command,
+                cwd=ROOT,
+                env=env,
+                stdout=self.log,
+                stderr=subprocess.STDOUT,
+                text=True,
             )
+            if self.cores is not None:  # before its XLA starts and sizes its thread pool
+                os.sched_setaffinity(self.process.pid, self.cores[1])
             self.codes.append(self.process.wait())
             self.seconds.append(time.monotonic() - self.started)
 
@@ -140,6 +149,20 @@ class UserLane:
 
 
 _lane: list[UserLane] = []
+
+
+def _split_cores() -> tuple[int, set[int]] | None:
+    """A core for this lane and the rest for the child (None: fewer than two, or no way to pin).
+    Each lane then keeps its own: the child's thread pool, which XLA sizes to the cores it may
+    use, does not compete with this lane for its core."""
+    try:
+        cores = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return None
+    if len(cores) < 2:
+        return None
+    os.sched_setaffinity(0, {cores[0]})
+    return cores[0], set(cores[1:])
 
 
 def pytest_collection_modifyitems(config, items):
