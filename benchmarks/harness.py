@@ -182,8 +182,20 @@ def summary_cells(row: dict) -> list[str]:
     ]
 
 
+HUGE_PAGES = "glibc.malloc.hugetlb=1"
+
+
+def huge_pages() -> bool:
+    """Whether this process started with glibc's tunable that backs large allocations with
+    transparent huge pages (`--huge-pages`; glibc reads it only when a process starts)."""
+    import os
+
+    return HUGE_PAGES in os.environ.get("GLIBC_TUNABLES", "").split(":")
+
+
 def machine() -> dict:
-    """What a result was measured on: CPU model, cores, devices, JAX and jaxlib versions, date."""
+    """What a result was measured on: CPU model, cores, devices, JAX and jaxlib versions, date,
+    and glibc's tunables when set."""
     import datetime
     import importlib.metadata
     import os
@@ -207,22 +219,26 @@ def machine() -> dict:
         "jaxlib": importlib.metadata.version("jaxlib"),
         "python": platform.python_version(),
         "date": datetime.date.today().isoformat(),
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
     }
 
 
 def publish(out_dir, name: str, markdown: str, data) -> None:
     """Write `<name>.md` (the table, under a line saying what it was measured on) and `<name>.json`
-    (the rows and the machine) to `out_dir`."""
+    (the rows and the machine) to `out_dir`; `<name>_huge_pages` when run with `--huge-pages`."""
     import json
     import pathlib
 
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     where = machine()
+    if huge_pages():
+        name += "_huge_pages"
+    tunables = f", GLIBC_TUNABLES={where['glibc_tunables']}" if where["glibc_tunables"] else ""
     said = (
         f"*Measured {where['date']} on {where['cpu']} ({where['cores']} cores; "
         f"{where['devices']}), jax {where['jax']}, jaxlib {where['jaxlib']}, "
-        f"Python {where['python']}.*\n\n"
+        f"Python {where['python']}{tunables}.*\n\n"
     )
     (out_dir / f"{name}.md").write_text(said + markdown.rstrip() + "\n")
     (out_dir / f"{name}.json").write_text(
@@ -231,9 +247,13 @@ def publish(out_dir, name: str, markdown: str, data) -> None:
 
 
 def command_line(doc: str, **extra) -> dict:
-    """The benchmark scripts' shared options (`--quick`, `--repeats`, `--out`) plus `extra`
-    (name -> (default, help)), parsed from the command line into keyword arguments for `main`."""
+    """The benchmark scripts' shared options (`--quick`, `--repeats`, `--out`, `--huge-pages`)
+    plus `extra` (name -> (default, help)), parsed from the command line into keyword arguments
+    for `main`. `--huge-pages` starts the script again with glibc's tunable set (see
+    `huge_pages`), unless it already is."""
     import argparse
+    import os
+    import sys
 
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small shapes, few repeats")
@@ -241,6 +261,17 @@ def command_line(doc: str, **extra) -> dict:
     parser.add_argument(
         "--out", default=None, help="folder for the results (default: benchmarks/out, untracked)"
     )
+    parser.add_argument(
+        "--huge-pages",
+        action="store_true",
+        help=f"run with GLIBC_TUNABLES={HUGE_PAGES} (glibc 2.35 or later): large temporaries on "
+        "transparent huge pages; results go to <name>_huge_pages",
+    )
     for name, (default, text) in extra.items():
         parser.add_argument(f"--{name}", default=default, help=text)
-    return vars(parser.parse_args())
+    options = vars(parser.parse_args())
+    if options.pop("huge_pages") and not huge_pages():
+        tunables = ":".join(filter(None, [os.environ.get("GLIBC_TUNABLES"), HUGE_PAGES]))
+        env = dict(os.environ, GLIBC_TUNABLES=tunables)
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+    return options

@@ -22,6 +22,33 @@ def checks(monkeypatch):
     return seen
 
 
+def test_huge_pages_start_the_script_again_and_publish_apart(monkeypatch, tmp_path):
+    """`--huge-pages` starts the script again with glibc's tunable added to the environment (and
+    does not when it is there already); results measured so are published under their own name,
+    saying so."""
+    import os
+    import sys
+
+    harness = load_script("benchmarks/harness.py")
+    started = []
+    monkeypatch.setattr(os, "execve", lambda path, args, env: started.append((args, env)))
+    monkeypatch.setattr(sys, "orig_argv", ["python", "-m", "benchmarks.x", "--huge-pages"])
+    monkeypatch.setattr(sys, "argv", ["x", "--huge-pages", "--repeats", "2"])
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")
+    options = harness.command_line("A benchmark.")
+    assert options["repeats"] == 2 and "huge_pages" not in options
+    [(args, env)] = started
+    assert args[1:] == ["-m", "benchmarks.x", "--huge-pages"]
+    assert env["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+    monkeypatch.setenv("GLIBC_TUNABLES", env["GLIBC_TUNABLES"])  # as the new process sees it
+    harness.command_line("A benchmark.")
+    assert len(started) == 1
+    harness.publish(tmp_path, "table", "| a |", [])
+    said = (tmp_path / "table_huge_pages.md").read_text()
+    assert "GLIBC_TUNABLES=glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1" in said
+    assert not (tmp_path / "table.md").exists()
+
+
 def test_a_contender_that_differs_fails_the_check():
     harness = load_script("benchmarks/harness.py")
     good = {"jprop": {"w": jnp.ones(3)}, "jax": {"w": jnp.ones(3) * (1 + 1e-6)}}
