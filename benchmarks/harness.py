@@ -193,6 +193,16 @@ def huge_pages() -> bool:
     return HUGE_PAGES in os.environ.get("GLIBC_TUNABLES", "").split(":")
 
 
+def glibc_has_huge_pages() -> bool:
+    """Whether this is Linux with glibc 2.35 or later, which knows the tunable `HUGE_PAGES`."""
+    import platform
+    import sys
+
+    library, version = platform.libc_ver()
+    numbers = tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+    return sys.platform == "linux" and library == "glibc" and numbers >= (2, 35)
+
+
 def machine() -> dict:
     """What a result was measured on: CPU model, cores, devices, JAX and jaxlib versions, date,
     and glibc's tunables when set."""
@@ -253,6 +263,7 @@ def command_line(doc: str, **extra) -> dict:
     `huge_pages`), unless it already is."""
     import argparse
     import os
+    import platform
     import sys
 
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
@@ -270,6 +281,12 @@ def command_line(doc: str, **extra) -> dict:
     for name, (default, text) in extra.items():
         parser.add_argument(f"--{name}", default=default, help=text)
     options = vars(parser.parse_args())
+    if options["huge_pages"] and not glibc_has_huge_pages():
+        library, version = platform.libc_ver()
+        parser.error(
+            f"--huge-pages needs Linux with glibc 2.35 or later (its tunable {HUGE_PAGES}); this "
+            f"is {sys.platform} with {library or 'no glibc'} {version}".rstrip()
+        )
     if options.pop("huge_pages") and not huge_pages():
         tunables = ":".join(filter(None, [os.environ.get("GLIBC_TUNABLES"), HUGE_PAGES]))
         env = dict(os.environ, GLIBC_TUNABLES=tunables)

@@ -22,10 +22,10 @@ def checks(monkeypatch):
     return seen
 
 
-def test_huge_pages_start_the_script_again_and_publish_apart(monkeypatch, tmp_path):
+def test_huge_pages_start_the_script_again_and_publish_apart(monkeypatch, tmp_path, capsys):
     """`--huge-pages` starts the script again with glibc's tunable added to the environment (and
     does not when it is there already); results measured so are published under their own name,
-    saying so."""
+    saying so; where glibc is older than 2.35 it refuses, saying why."""
     import os
     import sys
 
@@ -47,6 +47,14 @@ def test_huge_pages_start_the_script_again_and_publish_apart(monkeypatch, tmp_pa
     said = (tmp_path / "table_huge_pages.md").read_text()
     assert "GLIBC_TUNABLES=glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1" in said
     assert not (tmp_path / "table.md").exists()
+    # a system whose C library does not know the tunable is told so, before anything runs
+    import platform
+
+    monkeypatch.delenv("GLIBC_TUNABLES")
+    monkeypatch.setattr(platform, "libc_ver", lambda: ("glibc", "2.31"))
+    with pytest.raises(SystemExit):
+        harness.command_line("A benchmark.")
+    assert len(started) == 1 and "glibc 2.35 or later" in capsys.readouterr().err
 
 
 def test_a_contender_that_differs_fails_the_check():
