@@ -57,7 +57,7 @@ kinds = {
 per_example = {"jacobian", "hessian", "hessian_autodiff"}
 for name, kind in kinds.items():
     chunked = name not in ("jacobian", "tangent_prop")  # chunked as hessian, jprop_v are
-    plain = ravel_pytree(kind(x, v, b, keys))[0]  # one device, whole batch: the reference for both
+    plain = ravel_pytree(jax.jit(kind)(x, v, b, keys))[0]  # one device, whole batch: the reference
     for options in ({}, {"batch_size": 16}) if chunked else ({},):
         job = lambda x, v, b, k: kind(x, v, b, k, **options)
         label = f"{name} {options}"
