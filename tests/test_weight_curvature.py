@@ -100,7 +100,7 @@ def test_full_hessian_layout_symmetry_and_curvature_along():
     def of_w2(w):
         return loss([params[0], {"W": w.reshape(W2.shape), "b": params[1]["b"]}, params[2]], x, t)
 
-    assert_close(block, jax.hessian(of_w2)(W2.ravel()), 1e-12, "layer-2 block")
+    assert_close(block, jax.jit(jax.hessian(of_w2))(W2.ravel()), 1e-12, "layer-2 block")
     along = jprop.curvature_along(loss)(params, v, x, t)
     assert_close(along, flat(v) @ reference @ flat(v) / (flat(v) @ flat(v)), 1e-12, "vᵀHv/vᵀv")
 
@@ -290,21 +290,26 @@ def test_a_model_is_called_one_example_at_a_time():
             out = jax.vmap(lambda xi: jnp.atleast_1d(f(p, xi)))(x)
             return 0.5 * jnp.mean(jnp.sum((out - t.reshape(3, -1)) ** 2, axis=-1))
 
+        @jax.jit  # the oracles, JAX's derivatives of the explicit loss, in one program
+        def oracles(params, v, f=f, explicit=explicit):
+            hv = jax.jvp(jax.grad(explicit), (params,), (v,))[1]
+            w, unravel = ravel_pytree(params)
+            hessian = jax.hessian(lambda w: explicit(unravel(w)))(w)
+            jac = jax.vmap(lambda xi: jax.jacobian(lambda p: jnp.atleast_1d(f(p, xi)))(params))(x)
+            rows = jnp.stack(
+                [ravel_pytree(jax.tree.map(lambda a: a[b, 0], jac))[0] for b in range(3)]
+            )
+            return explicit(params), hv, hessian, rows.T @ rows / 3  # Jᵀ J / B: squared error
+
+        value, hv, hessian, gn = oracles(params, v)
         loss = jprop.SquaredError(f)
-        assert_close(loss(params, x, t), explicit(params), 1e-6, "value")
-        hv = jax.jvp(jax.grad(explicit), (params,), (v,))[1]
+        assert_close(loss(params, x, t), value, 1e-6, "value")
         assert_close(
             ravel_pytree(jprop.weight_hessian_vector_product(loss)(params, v, x, t))[0],
             ravel_pytree(hv)[0],
             1e-5,
         )
-        hessian = jax.hessian(lambda w: explicit(ravel_pytree(params)[1](w)))(
-            ravel_pytree(params)[0]
-        )
         assert_close(jprop.weight_hessian(loss)(params, x, t), hessian, 1e-5, "weight_hessian")
-        jac = jax.vmap(lambda xi: jax.jacobian(lambda p: jnp.atleast_1d(f(p, xi)))(params))(x)
-        rows = jnp.stack([ravel_pytree(jax.tree.map(lambda a: a[b, 0], jac))[0] for b in range(3)])
-        gn = rows.T @ rows / 3  # Jᵀ J / B for a squared error
         assert_close(jprop.gauss_newton(loss)(params, x, t), gn, 1e-5, "gauss_newton")
         gnv = ravel_pytree(jprop.gauss_newton_vector_product(loss)(params, v, x, t))[0]
         assert_close(gnv, gn @ ravel_pytree(v)[0], 1e-5, "gauss_newton_vector_product")
