@@ -161,7 +161,13 @@ def _split_cores() -> tuple[int, set[int]] | None:
         return None
     if len(cores) < 2:
         return None
-    os.sched_setaffinity(0, {cores[0]})
+    # every thread of this process, XLA's pools (started before collection ends) included
+    threads = os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else ["0"]
+    for thread in threads:
+        try:
+            os.sched_setaffinity(int(thread), {cores[0]})
+        except OSError:  # a thread that ended meanwhile
+            pass
     return cores[0], set(cores[1:])
 
 
