@@ -40,7 +40,7 @@ def peak_bytes(compiled) -> int | None:
 
 def flops(compiled) -> float | None:
     """XLA's count of the compiled program's floating-point operations (None where the backend
-    gives no count): the work a program does, whatever the machine it runs on."""
+    gives no count): the work the program does, which another CPU runs at its own speed."""
     try:
         analysis = compiled.cost_analysis()
         analysis = analysis[0] if isinstance(analysis, list) else analysis
