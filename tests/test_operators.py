@@ -15,6 +15,7 @@ from helpers import assert_close, central_differences, flat
 
 import jprop
 from jprop import layers
+from jprop.quantities._operators import _draw
 
 MLP = jprop.MLP((5, 7, 6, 2), activation=("tanh", "silu"))
 NETWORK = jprop.Network(
@@ -236,6 +237,33 @@ def test_estimators_are_unbiased(name, estimator):
         assert float(jnp.max(gap)) < 5, (estimator, mean, exact, spread)
 
 
+def test_rademacher_probes_are_independent_fair_signs():
+    """The dense estimator's probes, 32 signs from each random word: exactly ±1 in the asked
+    dtype, a count that is not a multiple of 32 cut to length, reproducible from the key and new
+    for another; over 4,096 draws of 70 signs each sign's mean and the correlation of each pair
+    (neighbours, across a word's boundary and 32 apart: the same bit of the next word) lie within
+    5 standard errors (1/√4096) of 0."""
+    draws = np.asarray(_draw("rademacher", jax.random.key(0), 4096, 70, jnp.float32))
+    assert draws.shape == (4096, 70) and draws.dtype == np.float32
+    assert set(np.unique(draws)) == {-1.0, 1.0}
+    bound = 5 / np.sqrt(4096)
+    assert np.max(np.abs(draws.mean(0))) < bound, "a sign is not fair"
+    correlation = draws.T @ draws / 4096
+    off = correlation[~np.eye(70, dtype=bool)]
+    assert np.max(np.abs(off)) < bound, "signs are correlated"
+    for i, j in ((0, 1), (31, 32), (0, 32), (5, 37), (63, 64)):
+        assert abs(correlation[i, j]) < bound, (i, j)
+    again = _draw("rademacher", jax.random.key(0), 4096, 70, jnp.float32)
+    np.testing.assert_array_equal(draws, again)
+    assert (
+        np.mean(draws != np.asarray(_draw("rademacher", jax.random.key(1), 4096, 70, jnp.float32)))
+        > 0.45
+    )
+    half = _draw("rademacher", jax.random.key(0), 3, 33, jnp.bfloat16)
+    assert half.dtype == jnp.bfloat16 and half.shape == (3, 33)
+    assert set(np.unique(np.asarray(half, np.float32))) == {-1.0, 1.0}
+
+
 def test_the_sparse_variance_is_the_diagonals_spread():
     """Sampling k of n coordinates without replacement: Var = n² σ_d²/k · (n − k)/(n − 1), with
     σ_d² the (population) variance of the Hessian's diagonal: the sample variance of 4000
@@ -260,7 +288,7 @@ def test_the_dense_rule_is_the_gradient_of_nested_jvps_on_the_same_probes(name):
     a JAX user writes, with the probes the key draws."""
     f, params, x, _ = setup(name)
     key = jax.random.key(7)
-    probes = jax.random.rademacher(key, (3, 5), jnp.float64)  # what the estimator draws
+    probes = _draw("rademacher", key, 3, 5, jnp.float64)  # what the estimator draws
     estimate = jprop.laplacian(f, estimator="rademacher", probes=3)
 
     def nested(p):
@@ -373,7 +401,7 @@ def test_the_diagonal_estimates_rule_is_autodiffs_on_the_same_probes():
             f, method=method, estimator="rademacher", probes=k, dims=dims, outputs=outputs
         )
 
-    probes = jax.vmap(lambda key: jax.random.rademacher(key, (k, len(dims)), jnp.float64))(keys)
+    probes = jax.vmap(lambda key: _draw("rademacher", key, k, len(dims), jnp.float64))(keys)
     h = hessians[:, 1][:, :, list(dims)][:, list(dims)]  # (B, 3, 3): output 1 over dims
     expected = jnp.mean(probes * jnp.einsum("bij,bpj->bpi", h, probes), axis=1)[:, None]
     assert_close(estimate("closed")(params, x, keys), expected, 1e-12, "v ⊙ Hv")
