@@ -211,9 +211,10 @@ def _signs(key: jax.Array, k: int, count: int, dtype) -> jax.Array:
     """k × count independent fair signs ±1, each one bit of a random 32-bit word (32 signs per
     word, where `jax.random.rademacher` draws a word for each sign): at thousands of inputs and
     more, drawing the probes is then a small part of an estimate's cost."""
-    words = jax.random.bits(key, (k, -(-count // 32)), jnp.uint32)
+    width = -(-count // 32)
+    words = jax.random.bits(key, (k, width), jnp.uint32)
     bits = (words[..., None] >> jnp.arange(32, dtype=jnp.uint32)) & 1
-    return (1 - 2 * bits.astype(dtype)).reshape(k, -1)[:, :count]
+    return (1 - 2 * bits.astype(dtype)).reshape(k, 32 * width)[:, :count]
 
 
 def _directions(estimator, sample, sigma, dims, n: int):
