@@ -182,19 +182,30 @@ def summary_cells(row: dict) -> list[str]:
     ]
 
 
-HUGE_PAGES = "glibc.malloc.hugetlb=1"
+# glibc's tunables that keep a step's large temporaries mapped from one call to the next, on huge
+# pages: large blocks come from the heap rather than fresh mappings (mmap_max), freed memory stays
+# there (trim_threshold), every thread allocates from the main heap, which may grow past the 64 MiB
+# a thread's own heap is limited to (arena_max), and that heap sits on transparent huge pages
+# (hugetlb, glibc 2.35 or later).
+TUNED_MALLOC = (
+    "glibc.malloc.mmap_max=0",
+    "glibc.malloc.trim_threshold=1099511627776",
+    "glibc.malloc.arena_max=1",
+    "glibc.malloc.hugetlb=1",
+)
 
 
-def huge_pages() -> bool:
-    """Whether this process started with glibc's tunable that backs large allocations with
-    transparent huge pages (`--huge-pages`; glibc reads it only when a process starts)."""
+def tuned_malloc() -> bool:
+    """Whether this process started with every tunable of `TUNED_MALLOC` (`--tuned-malloc`;
+    glibc reads them only when a process starts)."""
     import os
 
-    return HUGE_PAGES in os.environ.get("GLIBC_TUNABLES", "").split(":")
+    return set(TUNED_MALLOC) <= set(os.environ.get("GLIBC_TUNABLES", "").split(":"))
 
 
-def glibc_has_huge_pages() -> bool:
-    """Whether this is Linux with glibc 2.35 or later, which knows the tunable `HUGE_PAGES`."""
+def glibc_is_recent() -> bool:
+    """Whether this is Linux with glibc 2.35 or later, which knows every tunable of
+    `TUNED_MALLOC`."""
     import platform
     import sys
 
@@ -235,15 +246,15 @@ def machine() -> dict:
 
 def publish(out_dir, name: str, markdown: str, data) -> None:
     """Write `<name>.md` (the table, under a line saying what it was measured on) and `<name>.json`
-    (the rows and the machine) to `out_dir`; `<name>_huge_pages` when run with `--huge-pages`."""
+    (the rows and the machine) to `out_dir`; `<name>_tuned_malloc` when run with `--tuned-malloc`."""
     import json
     import pathlib
 
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     where = machine()
-    if huge_pages():
-        name += "_huge_pages"
+    if tuned_malloc():
+        name += "_tuned_malloc"
     tunables = f", GLIBC_TUNABLES={where['glibc_tunables']}" if where["glibc_tunables"] else ""
     said = (
         f"*Measured {where['date']} on {where['cpu']} ({where['cores']} cores; "
@@ -257,10 +268,10 @@ def publish(out_dir, name: str, markdown: str, data) -> None:
 
 
 def command_line(doc: str, **extra) -> dict:
-    """The benchmark scripts' shared options (`--quick`, `--repeats`, `--out`, `--huge-pages`)
+    """The benchmark scripts' shared options (`--quick`, `--repeats`, `--out`, `--tuned-malloc`)
     plus `extra` (name -> (default, help)), parsed from the command line into keyword arguments
-    for `main`. `--huge-pages` starts the script again with glibc's tunable set (see
-    `huge_pages`), unless it already is."""
+    for `main`. `--tuned-malloc` starts the script again with glibc's tunables `TUNED_MALLOC`
+    added to the environment, unless they already are there."""
     import argparse
     import os
     import platform
@@ -273,22 +284,24 @@ def command_line(doc: str, **extra) -> dict:
         "--out", default=None, help="folder for the results (default: benchmarks/out, untracked)"
     )
     parser.add_argument(
-        "--huge-pages",
+        "--tuned-malloc",
         action="store_true",
-        help=f"run with GLIBC_TUNABLES={HUGE_PAGES} (glibc 2.35 or later): large temporaries on "
-        "transparent huge pages; results go to <name>_huge_pages",
+        help=f"run with GLIBC_TUNABLES={':'.join(TUNED_MALLOC)} (glibc 2.35 or later): large "
+        "temporaries kept mapped from call to call, on huge pages; results go to "
+        "<name>_tuned_malloc",
     )
     for name, (default, text) in extra.items():
         parser.add_argument(f"--{name}", default=default, help=text)
     options = vars(parser.parse_args())
-    if options["huge_pages"] and not glibc_has_huge_pages():
+    if options["tuned_malloc"] and not glibc_is_recent():
         library, version = platform.libc_ver()
         parser.error(
-            f"--huge-pages needs Linux with glibc 2.35 or later (its tunable {HUGE_PAGES}); this "
-            f"is {sys.platform} with {library or 'no glibc'} {version}".rstrip()
+            "--tuned-malloc needs Linux with glibc 2.35 or later (its tunables "
+            f"{', '.join(TUNED_MALLOC)}); this is {sys.platform} with "
+            f"{library or 'no glibc'} {version}".rstrip()
         )
-    if options.pop("huge_pages") and not huge_pages():
-        tunables = ":".join(filter(None, [os.environ.get("GLIBC_TUNABLES"), HUGE_PAGES]))
+    if options.pop("tuned_malloc") and not tuned_malloc():
+        tunables = ":".join(filter(None, [os.environ.get("GLIBC_TUNABLES"), *TUNED_MALLOC]))
         env = dict(os.environ, GLIBC_TUNABLES=tunables)
         os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
     return options
