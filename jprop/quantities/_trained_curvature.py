@@ -15,7 +15,7 @@ columns pass, with ṡ1 = s2 ∘ ȧ and ṡ2 = s3 ∘ ȧ; the backward line give
     Ċ^l = Ḋ^l ∘ s2^l + D^l ∘ ṡ2^l,
 
 and the Hessian's tangent is Σ_l Σ_j [Ċ_kj A_j A_jᵀ + C_kj (A_j Ȧ_jᵀ + Ȧ_j A_jᵀ)], computed per
-example as M + Mᵀ with M = ½ (Ċ∘A) Aᵀ + (C∘A) Ȧᵀ. The diagonal keeps the squares only:
+example as M + Mᵀ with M = (½ Ċ∘A + C∘Ȧ) Aᵀ, one product. The diagonal keeps the squares only:
 Σ_j Ċ_kj A_pj² + 2 C_kj A_pj Ȧ_pj, no n × n matrix formed. (For up to
 `PER_TANGENT_DIAGONAL_INPUTS` below chosen inputs the diagonal trains through the forward
 Laplacian's pass kept per tangent instead, `_forward_laplacian.diagonal`: faster there.)
@@ -208,11 +208,15 @@ def hessian(net: MLP):
 
         def one(chunk):  # per example: c (m, N), a (n, N)
             c_dot, c, a, a_dot = chunk
-            weighted = c[:, None, :] * a[None]
-            # ½ Ċ A Aᵀ + C A Ȧᵀ (two products: JAX's transpose needs each one linear in the
-            # tangent), and the tangent is it plus its transpose
-            half = (0.5 * c_dot[:, None, :] * a[None]) @ a.T + weighted @ a_dot.T
-            return symmetric_gram(weighted, a), half + jnp.swapaxes(half, 1, 2)
+            # The tangent Σ_j Ċ_kj a_j a_jᵀ + C_kj (a_j ȧ_jᵀ + ȧ_j a_jᵀ) is M + Mᵀ with
+            # M = (½ Ċ ∘ A + C ∘ Ȧ) Aᵀ: one product, whose left factor is linear in the tangents
+            # and whose right is a alone, so the reverse pass keeps c and a (not the (m, n, N)
+            # weighted rows of every chunk) and forms one product too. The left factor's outer
+            # products are einsums, so its transposes are contractions (over the outputs and over
+            # the inputs) rather than broadcast products reduced afterwards.
+            left = 0.5 * jnp.einsum("kj,pj->kpj", c_dot, a) + jnp.einsum("kj,pj->kpj", c, a_dot)
+            half = left @ a.T
+            return symmetric_gram(c[:, None, :] * a[None], a), half + jnp.swapaxes(half, 1, 2)
 
         grams = contract_in_chunks(one, (c_dot, c, a, a_dot), batch)
         return value + grams[0], d_value + grams[1]
