@@ -199,7 +199,13 @@ def hessian(net: MLP):
             half = (w[:, :, None] * dw[:, None, :]).reshape(-1, n, n)
             d_outer = (half + jnp.swapaxes(half, 1, 2)).reshape(-1, n * n)
             value = (c @ outer).reshape(zero.shape)
-            d_value = (c_dot @ outer + c @ d_outer).reshape(zero.shape)
+            # C @ [sym. outer products] written as its transpose's transpose: the reverse pass
+            # then contracts the result's cotangent with C without a transposed copy of the
+            # (B·m × n²) cotangent, which XLA otherwise makes for the product Cᵀ @ H̄
+            flat_c = c.reshape(-1, c.shape[-1])
+            d_value = (c_dot @ outer).reshape(zero.shape) + (d_outer.T @ flat_c.T).T.reshape(
+                zero.shape
+            )
         if not parts:  # nothing (else) curved
             return value, d_value
         c_dot, c, a, a_dot = (
