@@ -219,9 +219,10 @@ def hessian(net: MLP):
             # and whose right is a alone, so the reverse pass keeps c and a (not the (m, n, N)
             # weighted rows of every chunk) and forms one product too. The left factor's outer
             # products are einsums, so its transposes are contractions (over the outputs and over
-            # the inputs) rather than broadcast products reduced afterwards.
-            left = 0.5 * jnp.einsum("kj,pj->kpj", c_dot, a) + jnp.einsum("kj,pj->kpj", c, a_dot)
-            half = left @ a.T
+            # the inputs) rather than broadcast products reduced afterwards; it is laid out units
+            # first, (N, m, n), the layout those contractions read.
+            left = 0.5 * jnp.einsum("kj,pj->jkp", c_dot, a) + jnp.einsum("kj,pj->jkp", c, a_dot)
+            half = jnp.einsum("jkp,qj->kpq", left, a)
             return symmetric_gram(c[:, None, :] * a[None], a), half + jnp.swapaxes(half, 1, 2)
 
         grams = contract_in_chunks(one, (c_dot, c, a, a_dot), batch)
