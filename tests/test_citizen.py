@@ -307,6 +307,49 @@ def test_trained_rules_against_autodiff(net):
         assert_close(got_jvp, expected_jvp, 1e-12, f"{quantity}: jvp")
 
 
+@pytest.mark.parametrize(
+    "sizes, batch, wide_first",
+    [
+        ((5, 6, 4, 3), 16, False),  # strided chunks of 8, the first layer's outer products
+        ((5, 6, 4, 3), 13, True),  # a prime batch (contiguous chunks), W¹'s rows per example
+        ((4, 7, 2), 24, False),  # one hidden layer, a curved output, three strided chunks
+    ],
+)
+def test_the_hessian_rule_in_chunks(monkeypatch, sizes, batch, wide_first):
+    """The Hessian's rule over batches its contraction splits into chunks (strided, or contiguous
+    when the batch has no even split), with the first layer's part formed batch-wide or, past
+    `MAX_FIRST_LAYER_PRODUCTS`, among every example's rows: jax.grad in (params, x) and jax.jvp
+    against the autodiff road, and the weight gradient against float64 central differences."""
+    from jprop.quantities import _closed
+
+    if wide_first:
+        monkeypatch.setattr(_closed, "MAX_FIRST_LAYER_PRODUCTS", 0)
+    net = jprop.MLP(sizes, output="tansig" if len(sizes) == 3 else "purelin")
+    params, x = params_and_input(net, jnp.float64, seed=14, batch=(batch,))
+    steps = {16: 2, 13: None, 24: 3}[batch]  # the chunking each case reaches
+    assert _closed.strided_steps(batch, _closed.CONTRACTION_CHUNK) == steps
+    direction = jax.tree.map(jnp.cos, params)
+    losses = [_trained_loss("hessian", net, m) for m in ("closed", "autodiff")]
+
+    @jax.jit
+    def both(params, x):
+        return [
+            (
+                jax.grad(loss, (0, 1))(params, x),
+                jax.jvp(lambda p: loss(p, x), (params,), (direction,))[1],  # noqa: B023
+            )
+            for loss in losses
+        ]
+
+    (got, got_jvp), (expected, expected_jvp) = both(params, x)
+    assert_close(flat(got[0]), flat(expected[0]), 1e-12, "grad in the weights")
+    assert_close(got[1], expected[1], 1e-12, "grad in the input")
+    assert_close(got_jvp, expected_jvp, 1e-12, "jvp")
+    w, unravel = ravel_pytree(params)
+    loss = jax.jit(lambda w: losses[0](unravel(w), x))
+    assert_close(flat(got[0]), central_differences(loss, w), 1e-7, "weights vs differences")
+
+
 @pytest.mark.parametrize("sizes", [(10, 6, 5, 1)])
 def test_the_laplacian_rule_with_more_inputs_than_it_unrolls(sizes):
     # Above UNROLLED_TANGENTS inputs the tangent sums are reductions and the per-tangent scaling a
