@@ -126,17 +126,19 @@ class Network:
         per_tangent: bool = False,
         second: bool = True,
         drift: bool = False,
+        b: jax.Array | None = None,
     ) -> _jet.Jet:
         """Run every layer's step on x (B, n): the output's value and, given input `tangents` (the
         identity's columns for chosen inputs, or an array (B or 1, k, n)), its tangents and, if
         `second`, its Laplacian (each tangent's apart with `per_tangent`); with `drift`, its
-        derivative along x too. The passes of the closed road call this; users call the network
-        or jprop's transforms."""
+        derivative along b (B, n) too, along x itself when b is None. The passes of the closed
+        road call this; users call the network or jprop's transforms."""
         # one precision throughout: the params in x's dtype, which the caller has promoted
         params = in_dtype(params, x.dtype)
         if isinstance(tangents, jax.Array):
             tangents = tangents.astype(x.dtype)
-        streams = {"h": _jet.Jet(x, tangents, None, per_tangent, second, x if drift else None)}
+        start = None if not drift else x if b is None else b.astype(x.dtype)
+        streams = {"h": _jet.Jet(x, tangents, None, per_tangent, second, start)}
         for layer, layer_params in zip(self.layers, params):
             streams = layer.jet(layer_params, streams)
         return streams["h"]
@@ -312,16 +314,17 @@ def along(
     directions: jax.Array,
     per_tangent: bool = False,
     drift: bool = False,
+    b: jax.Array | None = None,
 ) -> Any:
     """Σ_p d_pᵀ ∇²f d_p (B, m) over input directions: coordinates (an integer array (k,) or
     (B, k)) or vectors (a float array (k, n) or (B, k, n)); with `per_tangent` each term kept
-    apart, (B, m, k); with `drift`, the triple (f, x·∇f, the sum). The forward Laplacian through
-    each layer, started from those directions."""
+    apart, (B, m, k); with `drift`, the triple (f, b·∇f, the sum) for a direction b (B, n), x
+    itself when None. The forward Laplacian through each layer, started from those directions."""
     if jnp.issubdtype(directions.dtype, jnp.integer):
         tangents = _jet.Identity(directions)
     else:
         tangents = directions[None] if directions.ndim == 2 else directions
-    out = net.propagate(params, x, tangents, per_tangent=per_tangent, drift=drift)
+    out = net.propagate(params, x, tangents, per_tangent=per_tangent, drift=drift, b=b)
     k = directions.shape[-1] if jnp.issubdtype(directions.dtype, jnp.integer) else None
     k = directions.shape[-2] if k is None else k
     shape = (x.shape[0], k, net.n_outputs) if per_tangent else out.value.shape

@@ -121,12 +121,21 @@ def _squares(big_a: jax.Array, other: jax.Array, per_tangent: bool) -> jax.Array
     return big_a * other if per_tangent else sum_tangents(big_a * other)
 
 
-def _forward(net: MLP, params: Params, x: jax.Array, dims, per_tangent: bool = False, drift=False):
+def _forward(
+    net: MLP,
+    params: Params,
+    x: jax.Array,
+    dims,
+    per_tangent: bool = False,
+    drift=False,
+    b: jax.Array | None = None,
+):
     """The forward Laplacian pass over a batch x (B, n); returns (Δf (B, m), residuals). With
     `per_tangent`, λ keeps one row per tangent and the result is the Hessian diagonal (B, k, m).
-    With `drift`, the result is (f, x·∇f, Δf): the value and the derivative along x ride along,
-    the latter as one more tangent stream G^l = W^l g^{l-1}, g^l = s1 ∘ G^l, left out of q, which
-    starts from G^1 = W^1 x, the first layer's own product."""
+    With `drift`, the result is (f, b·∇f, Δf): the value and the derivative along b (x itself when
+    b is None) ride along, the latter as one more tangent stream G^l = W^l g^{l-1},
+    g^l = s1 ∘ G^l, left out of q, which starts from G^1 = W^1 b — for b = x, the first layer's
+    own product."""
     y, t, lam, g, kept = x, None, None, None, []
     names = net.activations()
     for index, (layer, name) in enumerate(zip(params, names)):
@@ -135,7 +144,9 @@ def _forward(net: MLP, params: Params, x: jax.Array, dims, per_tangent: bool = F
         a = product + layer["b"]
         big_a = columns(w, dims) if t is None else times_wt(t, w)
         mu = None if lam is None else times_wt(lam, w)
-        big_g = None if not drift else product if g is None else g @ w.T
+        big_g = None
+        if drift:
+            big_g = g @ w.T if g is not None else product if b is None else b @ w.T
         last = index == net.depth - 1
         if last and is_linear(name):
             kept.append((y, t, lam, g, None))
@@ -182,10 +193,13 @@ def _tangent(
     per_tangent=False,
     d_dims=None,
     drift=False,
+    b=None,
+    db=None,
 ):
     """The tangent-linear pass: d(Δf) for the parameter tangent `dparams`, input tangent `dx` and,
     for input directions given as vectors, their tangent `d_dims` (None for zero), reading the
-    residuals the forward pass kept; with `drift`, the tangents of (f, x·∇f, Δf)."""
+    residuals the forward pass kept; with `drift`, the tangents of (f, b·∇f, Δf), b's tangent
+    `db` (None for zero; b = None is x itself, whose tangent is dx)."""
     y_dot, t_dot, lam_dot, g_dot = dx, None, None, None
     for index, (layer, d_layer, (y, t, lam, g, curved)) in enumerate(zip(params, dparams, kept)):
         w, dw = layer["W"], d_layer["W"]
@@ -195,10 +209,15 @@ def _tangent(
         mu_dot = None if lam is None else times_wt(lam, dw)
         if lam_dot is not None:
             mu_dot = times_wt(lam_dot, w) if mu_dot is None else mu_dot + times_wt(lam_dot, w)
-        # G^1 = W^1 x moves as the product does; G^l = W^l g^{l-1} as A's columns do
+        # G^1 = W^1 x moves as the product does (W^1 b with W^1 and b); G^l = W^l g^{l-1} as
+        # A's columns do
         big_g_dot = None
-        if drift:
-            big_g_dot = product_dot if g is None else g @ dw.T + g_dot @ w.T
+        if drift and g is not None:
+            big_g_dot = g @ dw.T + g_dot @ w.T
+        elif drift and b is None:
+            big_g_dot = product_dot
+        elif drift:
+            big_g_dot = b @ dw.T if db is None else b @ dw.T + db @ w.T
         if curved is None:  # the linear output layer: d(Δf) = dW λ + W λ̇
             if mu_dot is None:  # no hidden layer: Δf = 0 whatever the weights
                 rest = big_a_dot.shape[1 if per_tangent else 2 :]
@@ -229,23 +248,24 @@ def instantiate(tree: Any, like: Any) -> Any:
 
 
 def _trained(value, net: MLP, dims, per_tangent: bool, drift: bool = False):
-    """`value(params, x, directions)` as a `jax.custom_jvp` whose rule runs the forward pass above
-    and the tangent pass on top (each tangent's Hessian diagonal, swapped to (B, m, k), if
-    `per_tangent`; (f, x·∇f, Δf) if `drift`). `directions` is None (the inputs `dims`) or an array
-    of coordinates or direction vectors (see `columns`), which the rule differentiates too when
-    they are vectors."""
+    """`value(params, x, directions, b)` as a `jax.custom_jvp` whose rule runs the forward pass
+    above and the tangent pass on top (each tangent's Hessian diagonal, swapped to (B, m, k), if
+    `per_tangent`; (f, b·∇f, Δf) if `drift`, b = None standing for x). `directions` is None (the
+    inputs `dims`) or an array of coordinates or direction vectors (see `columns`), which the rule
+    differentiates too when they are vectors; it differentiates b too."""
     finish = (lambda v: jnp.swapaxes(v, -1, -2)) if per_tangent else (lambda v: v)
 
     @jax.custom_jvp
-    def quantity(params, x, directions):
-        return value(params, x, directions)
+    def quantity(params, x, directions, b):
+        return value(params, x, directions, b)
 
     def rule(primals, tangents):
-        params, x, directions = primals
-        dparams, dx, d_directions = tangents
+        params, x, directions, b = primals
+        dparams, dx, d_directions, db = tangents
         chosen = dims if directions is None else directions
-        out, kept = _forward(net, params, x, chosen, per_tangent, drift)
+        out, kept = _forward(net, params, x, chosen, per_tangent, drift, b)
         dx = None if isinstance(dx, SymbolicZero) else dx
+        db = None if b is None or isinstance(db, SymbolicZero) else db
         moving = (
             directions is not None
             and jnp.issubdtype(directions.dtype, jnp.floating)
@@ -261,6 +281,8 @@ def _trained(value, net: MLP, dims, per_tangent: bool, drift: bool = False):
             per_tangent,
             d_directions if moving else None,
             drift,
+            b,
+            db,
         )
         return finish(out), finish(d_out)
 
@@ -276,9 +298,9 @@ def laplacian(net: MLP, dims: tuple[int, ...] | None):
     trained = along(net, dims)
     if fewer_pay(net, net.n_inputs if dims is None else len(dims)):
         return lambda params, x: trained(
-            params, x, fewer_directions(params[0]["W"], dims, net.n_inputs)
+            params, x, fewer_directions(params[0]["W"], dims, net.n_inputs), None
         )
-    return lambda params, x: trained(params, x, None)
+    return lambda params, x: trained(params, x, None, None)
 
 
 def fewer_pay(net: MLP, k: int) -> bool:
@@ -342,16 +364,18 @@ def along(
     net: MLP, dims: tuple[int, ...] | None = None, per_tangent: bool = False, drift: bool = False
 ):
     """Σ_p d_pᵀ ∇²f d_p (B, m) over input directions d_p, as a function
-    `(params, x (B, n), directions)`, `directions` as `columns` reads them (None: the inputs
-    `dims`); with `per_tangent`, each d_pᵀ ∇²f d_p kept apart, (B, m, k); with `drift`, the
-    triple (f, x·∇f, Σ_p d_pᵀ ∇²f d_p). Its derivatives run the tangent pass above."""
+    `(params, x (B, n), directions, b=None)`, `directions` as `columns` reads them (None: the
+    inputs `dims`); with `per_tangent`, each d_pᵀ ∇²f d_p kept apart, (B, m, k); with `drift`, the
+    triple (f, b·∇f, Σ_p d_pᵀ ∇²f d_p) for a direction b (B, n), x itself when None. Its
+    derivatives run the tangent pass above."""
 
-    def value(params, x, directions):
+    def value(params, x, directions, b):
         chosen = dims if directions is None else directions
-        out = _forward(net, params, x, chosen, per_tangent, drift)[0]
+        out = _forward(net, params, x, chosen, per_tangent, drift, b)[0]
         return jnp.swapaxes(out, -1, -2) if per_tangent else out
 
-    return _trained(value, net, dims, per_tangent, drift)
+    trained = _trained(value, net, dims, per_tangent, drift)
+    return lambda params, x, directions, b=None: trained(params, x, directions, b)
 
 
 def diagonal(net: MLP, dims: tuple[int, ...] | None):
@@ -359,6 +383,6 @@ def diagonal(net: MLP, dims: tuple[int, ...] | None):
     whose value is the closed form's sum over units (the faster forward) and whose derivatives run
     the tangent pass above with each tangent's λ kept apart."""
     trained = _trained(
-        lambda params, x, _: _closed.hessian_diagonal(net, params, x, dims), net, dims, True
+        lambda params, x, _, __: _closed.hessian_diagonal(net, params, x, dims), net, dims, True
     )
-    return lambda params, x: trained(params, x, None)
+    return lambda params, x: trained(params, x, None, None)

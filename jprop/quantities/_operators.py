@@ -66,14 +66,22 @@ def check_estimator(estimator: Any, probes: Any, where: str) -> tuple[str | None
     return estimator, optional_size(probes, "probes", where)
 
 
-def check_drift(drift: Any, where: str) -> bool:
-    """Whether the transform returns (f, x·∇f, the operator): `drift` is None or "x"."""
-    if drift is None or (isinstance(drift, str) and drift == "x"):
-        return drift is not None
+def check_drift(drift: Any, where: str) -> str | None:
+    """The first-order term the transform returns beside the operator: None (none), "x" (the
+    derivative along x itself) or "given" (along a direction b passed at each call)."""
+    if drift is None or (isinstance(drift, str) and drift in ("x", "given")):
+        return drift
+    if hasattr(drift, "shape"):
+        shown = (
+            f"an array of shape {tuple(drift.shape)}; a field b is passed at each call, after x, "
+            'to the transform built with drift="given"'
+        )
+    else:
+        shown = repr(drift) if isinstance(drift, (str, int, float, bool)) else type(drift).__name__
     raise ValueError(
-        f'{where}: `drift` must be None (the operator alone) or "x" (the triple f, x·∇f and '
-        f"the operator, from one pass); got {drift!r}. For another direction v, take "
-        "`jax.jvp(lambda x: f(params, x), (x,), (v,))` beside the operator."
+        f'{where}: `drift` must be None (the operator alone), "x" (the triple f, x·∇f and the '
+        'operator, from one pass) or "given" (f, b·∇f and the operator for a direction b passed '
+        f"after x at each call, e.g. an advection velocity b(x)); got {shown}."
     )
 
 
@@ -261,10 +269,11 @@ def operator_transform(
     probes: int | None,
     tangent_chunk: int | None,
     diagonal: bool = False,
-    drift: bool = False,
+    drift: str | None = None,
 ) -> Callable[..., Any]:
     """Build `(params, x[, sigma][, key]) -> (..., m)`: Σ_p d_pᵀ ∇²f d_p scaled, for the
-    directions the options choose (module docstring); with `drift`, the triple (f, x·∇f, that)."""
+    directions the options choose (module docstring); with `drift`, the triple (f, b·∇f, that),
+    b = x itself ("x") or a direction given after x and σ ("given")."""
     from ._transforms import (
         _check_outputs,
         _check_range,
@@ -289,7 +298,9 @@ def operator_transform(
     # a Dense layer, depends on them only through the first layer's Gram matrix
     # (`_forward_laplacian.fewer_directions`)
     fewer = road == "closed" and isinstance(net, (MLP, Network)) and not diagonal
-    names = ("params", "x") + (("sigma",) if with_sigma else ()) + (("key",) if estimator else ())
+    given = drift == "given"
+    names = ("params", "x") + (("sigma",) if with_sigma else ()) + (("b",) if given else ())
+    names += ("key",) if estimator else ()
     # the network's own pass carries f and x·∇f beside the sum when the directions run in one piece
     fused = road == "closed" and isinstance(net, (MLP, Network)) and tangent_chunk is None
 
@@ -310,6 +321,14 @@ def operator_transform(
             if sigma.shape[-1] == 0:
                 raise ValueError(f"{where}: `sigma` has no columns (r = 0); pass at least one.")
             checked.append(sigma.astype(x.dtype))
+        if given:
+            b = as_float_array(others[len(checked)], "b", where)
+            if b.shape not in ((n,), lead + (n,)):
+                raise ValueError(
+                    f"{where}: `b`, the direction of the drift term b·∇f, must have shape (n,) = "
+                    f"({n},), shared by the batch, or x's shape {lead + (n,)}; got {b.shape}."
+                )
+            checked.append(b.astype(x.dtype))
         count = sigma.shape[-1] if with_sigma else (n if dims is None else len(dims))
         if estimator is not None:
             checked.append(_as_keys(others[-1], lead, where))
@@ -324,6 +343,7 @@ def operator_transform(
 
     def plain(params, x, *others):
         sigma = others[0] if with_sigma else None
+        b = others[1 if with_sigma else 0] if given else None
         key = others[-1] if estimator else None
         count = sigma.shape[-1] if with_sigma else (x.shape[-1] if dims is None else len(dims))
         # under a user's jax.vmap the mapped axis leads x's batch axes, and a key or σ given for
@@ -333,7 +353,10 @@ def operator_transform(
             sigma = _broadcast_leading(sigma, lead, 2)
         if key is not None and key.ndim > 0:
             key = _broadcast_leading(key, lead, 0)
+        if b is not None and b.ndim > 1:
+            b = _broadcast_leading(b, lead, 1)
         shared_sigma = sigma is None or sigma.ndim == 2
+        shared_b = b is None or b.ndim == 1
         shared_key = key is None or key.ndim == 0
         scale = {None: 1.0, "sparse": count / (probes or 1)}.get(estimator, 1.0 / (probes or 1))
         if road == "closed":
@@ -347,6 +370,7 @@ def operator_transform(
         def batch(xb, *per):
             per = list(per)
             sig = sigma if shared_sigma else per.pop(0)
+            bb = None if b is None else jnp.broadcast_to(b, xb.shape) if shared_b else per.pop(0)
             sample = jax.vmap(draw)(per.pop(0)) if estimator and not shared_key else shared_sample
             if estimator is None and sigma is None:  # the exact Laplacian in chunks of inputs
                 directions = jnp.asarray(range(xb.shape[-1]) if dims is None else dims)
@@ -361,14 +385,14 @@ def operator_transform(
                     directions = _forward_laplacian.fewer_directions(
                         params[0]["W"], directions, xb.shape[-1]
                     )
-            if drift and fused:  # f and x·∇f ride along the network's own pass
+            if drift and fused:  # f and b·∇f ride along the network's own pass
                 if isinstance(net, Network):
                     value, slope, out = _network_passes.along(
-                        net, params, xb, directions, drift=True
+                        net, params, xb, directions, drift=True, b=bb
                     )
                 else:
                     value, slope, out = _forward_laplacian.along(net, drift=True)(
-                        params, xb, directions
+                        params, xb, directions, bb
                     )
             else:
                 out = summed_in_chunks(
@@ -378,10 +402,12 @@ def operator_transform(
             if not drift:
                 return out
             if not fused:
-                value, slope = jax.jvp(lambda v: _on_batch(net, road, params, v), (xb,), (xb,))
+                along_b = xb if bb is None else bb
+                value, slope = jax.jvp(lambda v: _on_batch(net, road, params, v), (xb,), (along_b,))
             return value, slope, out
 
-        per_example = ([] if shared_sigma else [sigma]) + ([] if shared_key else [key])
+        per_example = [a for a, shared in ((sigma, shared_sigma), (b, shared_b)) if not shared]
+        per_example += [] if shared_key else [key]
         out = map_batches(batch, x, *per_example, batch_size=batch_size)
         if outputs is not None and road == "closed" and not subnet:
             out = jax.tree.map(lambda o: _pick(o, outputs, quantity), out)

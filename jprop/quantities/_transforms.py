@@ -349,14 +349,17 @@ def laplacian(
       derivative along x itself, the first-order terms of a residual such as Black–Scholes'
       r x·∇u or the Laplacian of (1 − ‖x‖²)·f. On a `jprop.MLP` or `jprop.Network` all three
       come from one pass, whose derivative forms the first layer's weight gradient once; for
-      other functions (or with `tangent_chunk`) f and x·∇f come from one `jax.jvp`. Default
-      `None`.
+      other functions (or with `tangent_chunk`) f and x·∇f come from one `jax.jvp`.
+      `"given"` returns `(f, b·∇f, L)` for a field b passed at each call after x — an advection
+      velocity, a Fokker–Planck drift — of x's shape (per example) or `(n,)` (shared), the same
+      way; `jax.grad` differentiates b too. Default `None`.
 
     **Returns:** a function `(params, x) -> L`, or `(params, x, key) -> L` with an estimator,
     where `key` is a `jax.random.key` (one draw shared by the batch) or keys with x's batch axes
-    (a draw per example). If `f(params, x)` has shape `(m,)` for `x` of shape `(n,)`, `L` has
-    shape `(m,)` (or `(len(outputs),)`); `x` of shape `(..., n)` gives `(..., m)`. An `f` with a
-    scalar output per example gives `()` per example.
+    (a draw per example); with `drift="given"`, b comes after x: `(params, x, b[, key])`. If
+    `f(params, x)` has shape `(m,)` for `x` of shape `(n,)`, `L` has shape `(m,)` (or
+    `(len(outputs),)`); `x` of shape `(..., n)` gives `(..., m)`. An `f` with a scalar output per
+    example gives `()` per example.
 
     Examples:
         >>> import jax, jprop
@@ -414,12 +417,15 @@ def hessian_trace(
     `"gaussian"` take the mean of $(\sigma v)^\top \nabla^2 f\, (\sigma v)$ over k probes v;
     `drift="x"` to return `(f, x·∇f, T)`, as for `jprop.laplacian` (the generator
     $r\,x\cdot\nabla u + \tfrac12 \operatorname{tr}(\sigma\sigma^\top \nabla^2 u)$ of a
-    Black–Scholes equation needs all three).
+    Black–Scholes equation needs all three), or `drift="given"` for `(f, b·∇f, T)` with a field b
+    passed after σ (the generator $b\cdot\nabla u + \tfrac12 \operatorname{tr}(\sigma\sigma^\top
+    \nabla^2 u)$ of any diffusion).
 
     **Returns:** a function `(params, x, sigma) -> T`, or `(params, x, sigma, key) -> T` with an
-    estimator; `sigma` has shape `(n, r)` (shared by the batch) or x's batch axes in front,
-    `(..., n, r)` (e.g. $\sigma(x) = \operatorname{diag}(s \odot x)$ for Black–Scholes); `T` is
-    shaped as `jprop.laplacian`'s result.
+    estimator (`(params, x, sigma, b[, key])` with `drift="given"`); `sigma` has shape
+    `(n, r)` (shared by the batch) or x's batch axes in front, `(..., n, r)` (e.g.
+    $\sigma(x) = \operatorname{diag}(s \odot x)$ for Black–Scholes); `T` is shaped as
+    `jprop.laplacian`'s result.
 
     Examples:
         >>> import jax, jax.numpy as jnp, jprop
