@@ -1,0 +1,110 @@
+"""A drift field given at each call (`drift="given"`): the triple (f, b·∇f, the operator) from the
+network's own pass, against jax.jvp along b and jax.hessian in float64."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import assert_close
+from test_operators import CASES, DRIFT_CASES, _laplacian, _triple_loss
+
+import jprop
+
+# more inputs than first units (an MLP), Fourier features then gates (a Network), a plain function
+GIVEN_CASES = {name: DRIFT_CASES[name] for name in ("mlp", "network")}
+GIVEN_CASES["function"] = CASES["function"]
+
+
+@pytest.mark.parametrize("name", list(GIVEN_CASES))
+def test_a_given_drift_field_rides_the_same_pass(monkeypatch, compiles, name):
+    """`drift="given"` returns (f, b·∇f, the operator) for a field b passed at each call: per
+    example (x's shape) or shared ((n,)), with the exact Laplacian, tr(σσᵀH), tangent chunks and
+    an estimator at k = n (exact), on an example-chunked batch and under a user's vmap; values,
+    gradients in params, x and b, and forward mode in params and b against jax.jvp along b and
+    jax.hessian in float64. On an MLP or a Network the three come from its own pass, started
+    from b (counted inside it); new params and a new b compile nothing new."""
+    f, model = GIVEN_CASES[name]
+    model = f if model is None else model
+    n = model.n_inputs
+    params = model.init(jax.random.key(0), jnp.float64)
+    x = jax.random.normal(jax.random.key(1), (3, n), jnp.float64)
+    b = jax.random.normal(jax.random.key(2), (3, n), jnp.float64)
+    sigma = jax.random.normal(jax.random.key(3), (n, 2), jnp.float64)
+    started = []  # the drift each network pass started from
+    forward, propagate = jprop.quantities._forward_laplacian._forward, jprop.Network.propagate
+
+    def counted(*args, **kwargs):
+        started.append(args[6] if len(args) > 6 else kwargs.get("b"))
+        return forward(*args, **kwargs)
+
+    def counted_layers(*args, **kwargs):
+        started.append(kwargs.get("b"))
+        return propagate(*args, **kwargs)
+
+    monkeypatch.setattr(jprop.quantities._forward_laplacian, "_forward", counted)
+    monkeypatch.setattr(jprop.Network, "propagate", counted_layers)
+    key = jax.random.key(4)
+    transforms = {
+        "laplacian": lambda p, v, c: jprop.laplacian(f, drift="given")(p, v, c),
+        "sigma": lambda p, v, c: jprop.hessian_trace(f, drift="given")(p, v, sigma, c),
+        "chunks": lambda p, v, c: jprop.laplacian(f, tangent_chunk=2, drift="given")(p, v, c),
+        "sparse, k = n": lambda p, v, c: jprop.laplacian(
+            f, estimator="sparse", probes=n, drift="given"
+        )(p, v, c, key),
+        "batch_size": lambda p, v, c: jprop.laplacian(f, drift="given", batch_size=2)(p, v, c),
+    }
+
+    def ours(p, v, c, labels=tuple(transforms)):
+        return {label: transforms[label](p, v, c) for label in labels}
+
+    def oracle(p, v, c, labels=tuple(transforms)):
+        g = lambda xi: model(p, xi)  # noqa: E731
+        c = jnp.broadcast_to(c, v.shape)
+        value, slope = jax.vmap(lambda xi, ci: jax.jvp(g, (xi,), (ci,)))(v, c)
+        h = jax.vmap(jax.hessian(g))(v)
+        trace = jnp.einsum("nr,bmnq,qr->bm", sigma, h, sigma)
+        every = {label: (value, slope, _laplacian(h)) for label in transforms}
+        every["sigma"] = (value, slope, trace)
+        return {label: every[label] for label in labels}
+
+    for field in (b, b[1]):  # per example, and shared by the batch
+        got, want = jax.jit(ours)(params, x, field), oracle(params, x, field)
+        for label in want:
+            for part, a, c in zip(("f", "b·∇f", "operator"), got[label], want[label]):
+                assert_close(a, c, 1e-12, f"{label}: {part}")
+    fused = [s for s in started if s is not None]
+    assert (len(fused) > 0) == (f is model)  # the network's own pass started from b
+
+    trained = ("laplacian", "sigma")
+    mine = jax.jit(jax.grad(lambda *a: _triple_loss(ours(*a, trained)), argnums=(0, 1, 2)))(
+        params, x, b
+    )
+    theirs = jax.jit(jax.grad(lambda *a: _triple_loss(oracle(*a, trained)), argnums=(0, 1, 2)))(
+        params, x, b
+    )
+    for a, c in zip(jax.tree.leaves(mine), jax.tree.leaves(theirs)):
+        assert_close(a, c, 1e-11, "gradient")
+    assert float(jnp.max(jnp.abs(mine[2]))) > 1e-3  # b's gradient is not vacuous
+    tangents = (jax.tree.map(jnp.ones_like, params), jnp.cos(b))
+
+    def pushed(fn):
+        return jax.jit(
+            lambda p, c: jax.jvp(lambda q, e: fn(q, x, e, ("laplacian",)), (p, c), tangents)[1]
+        )
+
+    for a, c in zip(pushed(ours)(params, b)["laplacian"], pushed(oracle)(params, b)["laplacian"]):
+        assert_close(a, c, 1e-11, "jvp")
+    mapped = jax.vmap(lambda xi, ci: jprop.laplacian(f, drift="given")(params, xi, ci))(x, b)
+    shared = jax.vmap(lambda xi: jprop.laplacian(f, drift="given")(params, xi, b[1]))(x)
+    for label, triple, field in (("vmap", mapped, b), ("vmap, shared b", shared, b[1])):
+        for part, a, c in zip(
+            ("f", "b·∇f", "operator"), triple, oracle(params, x, field)["laplacian"]
+        ):
+            assert_close(a, c, 1e-13, f"{label}: {part}")
+    jprop.laplacian(f, drift="given")(params, x, b)
+    scaled, doubled = jax.tree.map(lambda a: 1.5 * a, params), 2 * b
+    before = compiles.count
+    again = jprop.laplacian(f, drift="given")(scaled, x, doubled)
+    assert compiles.count == before and not np.allclose(again[1], want["laplacian"][1])
