@@ -333,3 +333,15 @@ def test_running_out_of_memory_points_at_batch_size():
             lambda *a: (_ for _ in ()).throw(jax.errors.JaxRuntimeError("INTERNAL: other")),
             "jprop.hessian",
         )
+
+
+def test_devices_that_are_not_devices():
+    """An array (a batch passed where the devices go) or a list of other things is refused by
+    name, before JAX's mesh would complain about its dimensions."""
+    with pytest.raises(TypeError, match=r"list of JAX devices .* got ArrayImpl.*shard_batch"):
+        jprop.batch_sharding(jnp.ones((4, 3)))
+    with pytest.raises(TypeError, match="must hold JAX devices.*got str"):
+        jprop.shard_batch(jnp.ones((4, 3)), devices=["cpu:0"])
+    with pytest.raises(ValueError, match="`devices` is empty"):
+        jprop.batch_sharding([])
+    assert jprop.batch_sharding(jax.devices()[:1]).device_set == {jax.devices()[0]}

@@ -53,6 +53,9 @@ kinds = {
     "sparse_estimate_training": lambda x, v, b, k, **kw: jax.grad(
         lambda p: jnp.mean(jprop.laplacian(net, estimator="sparse", probes=2, **kw)(p, x, k) ** 2)
     )(params),
+    "given_drift_training": lambda x, v, b, k, **kw: jax.grad(  # a drift field per example
+        lambda p: sum(jnp.mean(t**2) for t in jprop.laplacian(net, drift="given", **kw)(p, x, v))
+    )(params),
 }
 per_example = {"jacobian", "hessian", "hessian_autodiff"}
 for name, kind in kinds.items():

@@ -31,7 +31,21 @@ def batch_sharding(devices: Sequence[Any] | None = None) -> NamedSharding:
 
 
 def _sharding(devices: Sequence[Any] | None, where: str) -> NamedSharding:
+    if isinstance(devices, (jax.Array, np.ndarray)) or (
+        devices is not None and not isinstance(devices, Sequence)
+    ):
+        raise TypeError(
+            f"{where}: `devices` must be a list of JAX devices such as jax.devices(), or None for "
+            f"all of them; got {type(devices).__name__}. To place arrays, pass them to "
+            "jprop.shard_batch(x, ...) or to jax.device_put(x, jprop.batch_sharding())."
+        )
     devices = list(jax.devices() if devices is None else devices)
+    strangers = [d for d in devices if not isinstance(d, jax.Device)]
+    if strangers:
+        raise TypeError(
+            f"{where}: `devices` must hold JAX devices, as jax.devices() lists them; got "
+            f"{type(strangers[0]).__name__} among them."
+        )
     if not devices:
         raise ValueError(
             f"{where}: `devices` is empty; pass at least one device, or None for all of "
