@@ -139,23 +139,41 @@ def test_derivatives_finite_when_saturated(fn):
 
 def test_custom_rule_is_used(monkeypatch):
     x = jnp.asarray([0.3, -1.2], jnp.float64)
-    right = jax.vmap(jax.grad(jprop.tansig))(x)
+    right = jax.vmap(jax.grad(jprop.silu))(x)
 
     def wrong(primals, tangents):  # deliberately 2× the true derivative
         (v,), (dv,) = primals, tangents
-        t = jnp.tanh(v)
-        return t, 2 * (1 - t * t) * dv
+        s = jax.nn.sigmoid(v)
+        return v * s, 2 * (s + v * s * (1 - s)) * dv
 
-    monkeypatch.setattr(jprop.tansig, "jvp", wrong)
-    doubled = jax.vmap(jax.grad(jprop.tansig))(x)
+    monkeypatch.setattr(jprop.silu, "jvp", wrong)
+    doubled = jax.vmap(jax.grad(jprop.silu))(x)
     np.testing.assert_allclose(doubled, 2 * right, rtol=1e-14)
     # The autodiff road differentiates the MLP through the same object, so its Jacobian changes too
     # (the closed road reads σ' from the derivative table instead, tested against autodiff above).
-    net = jprop.MLP((2, 1), output="tansig")
-    params = [{"W": jnp.eye(1, 2, dtype=jnp.float64), "b": jnp.zeros(1, jnp.float64)}]
+    net = jprop.MLP((2, 1, 1), activation="silu")
+    params = [
+        {"W": jnp.eye(1, 2, dtype=jnp.float64), "b": jnp.zeros(1, jnp.float64)},
+        {"W": jnp.ones((1, 1), jnp.float64), "b": jnp.zeros(1, jnp.float64)},
+    ]
     np.testing.assert_allclose(
         jprop.jacobian(net, method="autodiff")(params, x)[0, 0], 2 * right[0], rtol=1e-14
     )
+
+
+def test_tanh_sigmoid_identity_and_sine_stay_primitives_folx_reads_elementwise():
+    """Those four are JAX's own functions (no custom rule), so folx's forward Laplacian of a
+    network built of them takes its elementwise rules: its Laplacian of a jprop.MLP equals the
+    Hessian's trace, and its jaxpr holds no custom_jvp call."""
+    import folx
+
+    net = jprop.MLP((3, 5, 4, 1), activation=("tanh", "sin"), output="logsig")
+    params = net.init(jax.random.key(0), jnp.float64)
+    x = jnp.asarray([0.2, -0.7, 1.1], jnp.float64)
+    assert "custom_jvp_call" not in str(jax.make_jaxpr(lambda v: net(params, v))(x))
+    lap = folx.forward_laplacian(lambda v: net(params, v), sparsity_threshold=0)(x).laplacian
+    hessian = jax.hessian(lambda v: net(params, v)[0])(x)
+    np.testing.assert_allclose(lap[0], jnp.trace(hessian), rtol=1e-12)
 
 
 def test_unknown_derivative_table_name():
