@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 import jprop
+from jprop.models._activations import primitive_activations
 
 
 def compile_timed(fn: Callable, *args) -> tuple[Callable, float]:
@@ -153,11 +154,14 @@ def composition_baselines(net, quantity):
 
 def folx_laplacian(model: Callable) -> Callable:
     """The Laplacian of `model(params, x)` over a batch x (B, n) by folx's forward Laplacian, as a
-    folx user writes it."""
+    folx user writes it: a jprop network traced with JAX's primitive activations, as that user
+    would write its units (folx reads them as elementwise; jprop's own, each a custom_jvp call,
+    it would take for general functions)."""
 
     def laplacian(p, x):
         one = folx.forward_laplacian(lambda v: model(p, v), sparsity_threshold=0)
-        return jax.vmap(lambda xi: one(xi).laplacian)(x)
+        with primitive_activations():
+            return jax.vmap(lambda xi: one(xi).laplacian)(x)
 
     return laplacian
 

@@ -139,41 +139,23 @@ def test_derivatives_finite_when_saturated(fn):
 
 def test_custom_rule_is_used(monkeypatch):
     x = jnp.asarray([0.3, -1.2], jnp.float64)
-    right = jax.vmap(jax.grad(jprop.silu))(x)
+    right = jax.vmap(jax.grad(jprop.tansig))(x)
 
     def wrong(primals, tangents):  # deliberately 2× the true derivative
         (v,), (dv,) = primals, tangents
-        s = jax.nn.sigmoid(v)
-        return v * s, 2 * (s + v * s * (1 - s)) * dv
+        t = jnp.tanh(v)
+        return t, 2 * (1 - t * t) * dv
 
-    monkeypatch.setattr(jprop.silu, "jvp", wrong)
-    doubled = jax.vmap(jax.grad(jprop.silu))(x)
+    monkeypatch.setattr(jprop.tansig, "jvp", wrong)
+    doubled = jax.vmap(jax.grad(jprop.tansig))(x)
     np.testing.assert_allclose(doubled, 2 * right, rtol=1e-14)
     # The autodiff road differentiates the MLP through the same object, so its Jacobian changes too
     # (the closed road reads σ' from the derivative table instead, tested against autodiff above).
-    net = jprop.MLP((2, 1, 1), activation="silu")
-    params = [
-        {"W": jnp.eye(1, 2, dtype=jnp.float64), "b": jnp.zeros(1, jnp.float64)},
-        {"W": jnp.ones((1, 1), jnp.float64), "b": jnp.zeros(1, jnp.float64)},
-    ]
+    net = jprop.MLP((2, 1), output="tansig")
+    params = [{"W": jnp.eye(1, 2, dtype=jnp.float64), "b": jnp.zeros(1, jnp.float64)}]
     np.testing.assert_allclose(
         jprop.jacobian(net, method="autodiff")(params, x)[0, 0], 2 * right[0], rtol=1e-14
     )
-
-
-def test_tanh_sigmoid_identity_and_sine_stay_primitives_folx_reads_elementwise():
-    """Those four are JAX's own functions (no custom rule), so folx's forward Laplacian of a
-    network built of them takes its elementwise rules: its Laplacian of a jprop.MLP equals the
-    Hessian's trace, and its jaxpr holds no custom_jvp call."""
-    import folx
-
-    net = jprop.MLP((3, 5, 4, 1), activation=("tanh", "sin"), output="logsig")
-    params = net.init(jax.random.key(0), jnp.float64)
-    x = jnp.asarray([0.2, -0.7, 1.1], jnp.float64)
-    assert "custom_jvp_call" not in str(jax.make_jaxpr(lambda v: net(params, v))(x))
-    lap = folx.forward_laplacian(lambda v: net(params, v), sparsity_threshold=0)(x).laplacian
-    hessian = jax.hessian(lambda v: net(params, v)[0])(x)
-    np.testing.assert_allclose(lap[0], jnp.trace(hessian), rtol=1e-12)
 
 
 def test_unknown_derivative_table_name():
@@ -229,3 +211,39 @@ def test_every_derivative_table_is_finite_where_autodiff_is_at_each_dtypes_extre
             assert np.all(np.isfinite(ours[finite])), (name, order, z[~np.isfinite(ours) & finite])
             error = np.abs(ours - exact)[finite] / np.maximum(1, np.abs(exact[finite]))
             assert error.max() <= tolerance[dtype], (name, order, error.max())
+
+
+def test_folx_reads_jprops_units_as_elementwise():
+    """The generic road traces jprop's networks with JAX's primitive tanh, sigmoid, identity and
+    sine (outside it they keep jprop's derivative rules), which folx's forward Laplacian reads as
+    elementwise: its program for a jprop.MLP needs the temporaries of the same network in plain jnp,
+    not those folx's general rule for a custom_jvp call needs, and gives the Hessian's trace."""
+    import folx
+
+    from jprop.models._activations import primitive_activations
+
+    net = jprop.MLP((50, 64, 64, 2), activation=("tanh", "sin"), output="logsig")
+    params = net.init(jax.random.key(0), jnp.float64)
+    x = jax.random.normal(jax.random.key(1), (4, 50), jnp.float64)
+
+    def plain(p, v):
+        h = jnp.tanh(v @ p[0]["W"].T + p[0]["b"])
+        h = jnp.sin(h @ p[1]["W"].T + p[1]["b"])
+        return jax.nn.sigmoid(h @ p[2]["W"].T + p[2]["b"])
+
+    def folx_of(f):
+        one = lambda p, v: folx.forward_laplacian(lambda u: f(p, u), sparsity_threshold=0)(v)  # noqa: E731
+        return lambda p, x: jax.vmap(lambda v: one(p, v).laplacian)(x)
+
+    def temporaries(fn):
+        return jax.jit(fn).lower(params, x).compile().memory_analysis().temp_size_in_bytes
+
+    ours = jprop.laplacian(net, method="autodiff")
+    mine, theirs = temporaries(ours), temporaries(folx_of(plain))
+    assert mine <= 1.05 * theirs and 1.3 * mine < temporaries(folx_of(net)), (mine, theirs)
+    hessians = jax.vmap(jax.hessian(lambda v: net(params, v)))(x)
+    np.testing.assert_allclose(ours(params, x), jnp.trace(hessians, axis1=-2, axis2=-1), rtol=1e-12)
+    traced = lambda: str(jax.make_jaxpr(lambda v: net(params, v))(x[0]))  # noqa: E731
+    with primitive_activations():
+        assert "custom_jvp_call" not in traced()
+    assert "custom_jvp_call" in traced()  # jprop's rules, for JAX's own transforms

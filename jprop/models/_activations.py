@@ -1,17 +1,15 @@
-"""Activation functions, their derivative rules, and their derivative table.
+"""Activation functions with hand-derived `custom_jvp` rules, and their derivative table.
 
-tanh, the logistic sigmoid, the identity and the sine are JAX's own functions, whose derivative
-rules are exact and finite for any input (tanh's and the sigmoid's are written in the output,
-docs/math.md §1): as JAX's primitives they stay elementwise operations that tracing interpreters
-such as folx recognise. Softplus, SiLU, GELU and softmax carry hand-derived `custom_jvp` rules,
-written so that they stay finite at every dtype's extremes (|x| = 1e4 included) and are
-themselves differentiable, so second and third derivatives come out right. The closed-form passes
-(`_passes.py`) read σ', σ'', σ''' from `derivatives`, so one place defines each activation's
-calculus.
+Every rule here is written in terms of the activation's *output* (docs/math.md §1). That makes it exact,
+cheap, finite for any input (|x| = 1e4 included), and itself differentiable, so second and third
+derivatives through `jax.custom_jvp` come out right. The closed-form passes (`_passes.py`) read
+σ', σ'', σ''' from `derivatives`, so one place defines each activation's calculus.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -21,12 +19,12 @@ import jax.numpy as jnp
 __all__ = ["tansig", "logsig", "purelin", "softmax", "derivatives"]
 
 
+@jax.custom_jvp
 def tansig(x: jax.Array) -> jax.Array:
     r"""MATLAB's hyperbolic tangent sigmoid, $\mathrm{tansig}(x) = 2/(1+e^{-2x}) - 1 = \tanh x$.
 
     Evaluated with `jnp.tanh`: the literal formula overflows for large negative `x` and cancels
-    near 0. Its derivative (JAX's rule for tanh) is written in the output $t$: $t' = 1 - t^2$, 0
-    where t saturates.
+    near 0. Its derivative rule is written in the output $t$: $t' = 1 - t^2$.
 
     **Arguments:** `x`: an array of any shape (the *input*, not the output).
 
@@ -40,11 +38,21 @@ def tansig(x: jax.Array) -> jax.Array:
     return jnp.tanh(x)
 
 
+# d tansig = 1 - t²: exact, finite for any |x| (t → ±1 gives 0, never inf - inf), and
+# differentiable again through this same rule, giving t'' = -2t(1-t²) and t''' = -2(1-t²)(1-3t²).
+@tansig.defjvp
+def _tansig_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    t = tansig(x)
+    return t, (1 - t * t) * dx
+
+
+@jax.custom_jvp
 def logsig(x: jax.Array) -> jax.Array:
     r"""Logistic sigmoid, $\mathrm{logsig}(x) = 1/(1+e^{-x})$, with values in $(0, 1)$.
 
-    Evaluated with `jax.nn.sigmoid` (stable for any sign of `x`); its derivative (JAX's rule)
-    is written in the output $\sigma$: $\sigma' = \sigma(1-\sigma)$.
+    Evaluated with `jax.nn.sigmoid` (stable for any sign of `x`); derivative rule
+    $\sigma' = \sigma(1-\sigma)$ in the output $\sigma$.
 
     **Arguments:** `x`: an array of any shape (the input).
 
@@ -58,6 +66,15 @@ def logsig(x: jax.Array) -> jax.Array:
     return jax.nn.sigmoid(x)
 
 
+# d logsig = σ(1-σ): in the output, so it is 0 (not NaN) when σ saturates at 0 or 1.
+@logsig.defjvp
+def _logsig_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    s = logsig(x)
+    return s, s * (1 - s) * dx
+
+
+@jax.custom_jvp
 def purelin(x: jax.Array) -> jax.Array:
     """The identity (MATLAB's `purelin`), the default output activation ("linear").
 
@@ -66,7 +83,13 @@ def purelin(x: jax.Array) -> jax.Array:
         >>> float(jprop.purelin(3.0))
         3.0
     """
-    return jnp.asarray(x)
+    return x
+
+
+@purelin.defjvp
+def _purelin_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    return purelin(x), dx
 
 
 @jax.custom_jvp
@@ -120,6 +143,7 @@ def _normal_pdf(x):
     return jnp.exp(-0.5 * x * x) / jnp.sqrt(jnp.asarray(2 * jnp.pi, x.dtype))
 
 
+@jax.custom_jvp
 def sin(x: jax.Array) -> jax.Array:
     r"""The sine activation of SIREN-style networks, $\sin x$; its derivatives $\cos x$,
     $-\sin x$, $-\cos x$ are written in the input.
@@ -130,6 +154,12 @@ def sin(x: jax.Array) -> jax.Array:
         0.0
     """
     return jnp.sin(x)
+
+
+@sin.defjvp
+def _sin_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    return sin(x), jnp.cos(x) * dx
 
 
 @jax.custom_jvp
@@ -324,8 +354,41 @@ def is_linear(name: str) -> bool:
 
 
 def activation_function(name: str) -> Callable[[jax.Array], jax.Array]:
-    """The function for an activation name (validated by the caller)."""
+    """The function for an activation name (validated by the caller): JAX's own primitive inside
+    `primitive_activations`, where one has rules as exact as ours, and ours otherwise."""
+    if _primitives_only.get() and name in _PRIMITIVES:
+        return _PRIMITIVES[name]
     return softmax if name == "softmax" else _ELEMENTWISE[name][0]
+
+
+# JAX's own functions for the activations with derivative rules as exact and as finite as ours
+# (tanh's and the sigmoid's written in the output). A tracing interpreter reads these primitives
+# as elementwise, where it wraps a custom_jvp call as a general function of its whole input
+# (folx forms that function's dense Jacobian and Hessian); JAX's own transforms of higher order
+# run faster through our rules (the jax.hessian contenders of benchmarks.pinn_step), so networks
+# keep ours outside that context.
+_PRIMITIVES: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "tanh": jnp.tanh,
+    "sigmoid": jax.nn.sigmoid,
+    "identity": jnp.asarray,
+    "linear": jnp.asarray,
+    "sin": jnp.sin,
+}
+_primitives_only: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "jprop_primitive_activations", default=False
+)
+
+
+@contextlib.contextmanager
+def primitive_activations():
+    """Within this context, networks traced build tanh, sigmoid, identity and sine units from
+    JAX's primitives (`activation_function`): for folx's forward Laplacian, which reads those as
+    elementwise operations."""
+    token = _primitives_only.set(True)
+    try:
+        yield
+    finally:
+        _primitives_only.reset(token)
 
 
 # Activations whose slopes XLA's fusion pass takes for cheap although they are not: it recomputes

@@ -11,6 +11,8 @@ import folx
 import jax
 import jax.numpy as jnp
 
+from ..models._activations import primitive_activations
+
 Function = Callable[[Any, jax.Array], jax.Array]
 
 
@@ -25,16 +27,23 @@ def hessian(f: Function, params: Any, x: jax.Array) -> jax.Array:
 
 
 def laplacian(f: Function, params: Any, x: jax.Array) -> jax.Array:
-    # The generic engine is folx's forward Laplacian (Li et al. 2024), the field's maintained
-    # library for it: one sweep over f's operations carrying the n input tangents and the running
-    # Laplacian, instead of the n × n Hessian that the trace would need. jax.grad, jax.jvp and
-    # jax.vmap go through it as through any JAX code. Its rules create some zeros in JAX's default
-    # float, float64 when x64 is on, so it runs under standard promotion (a user's strict setting
-    # would refuse folx's own mixing) and the result is cast back to the dtype f computes in.
-    g = lambda x: f(params, x)  # noqa: E731
-    with jax.numpy_dtype_promotion("standard"):
+    return folx_laplacian(lambda x: f(params, x), x)
+
+
+def folx_laplacian(g: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Array:
+    """The Laplacian of g at one example x (n,), by folx's forward Laplacian.
+
+    folx (Li et al. 2024) is the field's maintained library for it: one sweep over g's operations
+    carrying the n input tangents and the running Laplacian, instead of the n × n Hessian that the
+    trace would need; jax.grad, jax.jvp and jax.vmap go through it as through any JAX code. jprop's
+    own networks are traced with JAX's primitive activations, which folx reads as elementwise.
+    folx's rules create some zeros in JAX's default float, float64 when x64 is on, so it runs under
+    standard promotion (a user's strict setting would refuse folx's own mixing) and the result is
+    cast back to the dtype g computes in."""
+    with jax.numpy_dtype_promotion("standard"), primitive_activations():
         result = folx.forward_laplacian(g, sparsity_threshold=0)(x)
-    return result.laplacian.astype(jax.eval_shape(g, x).dtype)
+        dtype = jax.eval_shape(g, x).dtype
+    return result.laplacian.astype(dtype)
 
 
 def hessian_diagonal(f: Function, params: Any, x: jax.Array) -> jax.Array:

@@ -28,7 +28,6 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-import folx
 import jax
 import jax.numpy as jnp
 
@@ -46,6 +45,7 @@ from ..layers import Network
 from ..layers import _network as _network_passes
 from ..models._mlp import MLP
 from . import _forward_laplacian
+from ._autodiff import folx_laplacian
 
 
 def check_estimator(estimator: Any, probes: Any, where: str) -> tuple[str | None, int | None]:
@@ -117,9 +117,7 @@ def _generic_along(f, params, x, directions, per_tangent=False):
         z = jnp.zeros(d.shape[0], xi.dtype)
         if per_tangent:
             return jnp.diagonal(jax.hessian(g)(z), axis1=-2, axis2=-1)
-        with jax.numpy_dtype_promotion("standard"):  # folx's own zeros (see _transforms)
-            lap = folx.forward_laplacian(g, sparsity_threshold=0)(z).laplacian
-        return lap.astype(jax.eval_shape(g, z).dtype)
+        return folx_laplacian(g, z)
 
     return jax.vmap(one, in_axes=(0, 0 if directions.ndim == 3 else None))(x, directions)
 
