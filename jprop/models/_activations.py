@@ -363,10 +363,10 @@ def activation_function(name: str) -> Callable[[jax.Array], jax.Array]:
 
 # JAX's own functions for the activations with derivative rules as exact and as finite as ours
 # (tanh's and the sigmoid's written in the output). A tracing interpreter reads these primitives
-# as elementwise, where it wraps a custom_jvp call as a general function of its whole input
-# (folx forms that function's dense Jacobian and Hessian); JAX's own transforms of higher order
-# run faster through our rules (the jax.hessian contenders of benchmarks.pinn_step), so networks
-# keep ours outside that context.
+# as elementwise, where folx takes a custom_jvp call for a general function of its whole input,
+# whose second-order terms cost it more work and memory; JAX's own transforms of higher order run
+# faster through our rules (the jax.hessian contenders of benchmarks.pinn_step), so networks keep
+# ours outside that context.
 _PRIMITIVES: dict[str, Callable[[jax.Array], jax.Array]] = {
     "tanh": jnp.tanh,
     "sigmoid": jax.nn.sigmoid,
