@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_close
+from helpers import assert_close, central_differences
 from test_operators import CASES, DRIFT_CASES, _laplacian, _triple_loss
 
 import jprop
@@ -87,6 +87,19 @@ def test_a_given_drift_field_rides_the_same_pass(monkeypatch, compiles, name):
     for a, c in zip(jax.tree.leaves(mine), jax.tree.leaves(theirs)):
         assert_close(a, c, 1e-11, "gradient")
     assert float(jnp.max(jnp.abs(mine[2]))) > 1e-3  # b's gradient is not vacuous
+    if isinstance(f, jprop.MLP):  # its hand-written tangent pass in b, against float64 differences
+        fd = central_differences(
+            lambda c: _triple_loss(ours(params, x, c.reshape(b.shape), trained)), b.ravel()
+        )
+        assert_close(mine[2].ravel(), fd, 1e-7, "b vs differences")
+        # saturated units in float32: the triple and its gradients stay finite
+        low = jax.tree.map(lambda a: a.astype(jnp.float32), params)
+        huge, field = 1e4 * x.astype(jnp.float32), b.astype(jnp.float32)
+        lap = jprop.laplacian(f, drift="given")
+        value, grads = jax.value_and_grad(
+            lambda p, c: _triple_loss({"": lap(p, huge, c)}), argnums=(0, 1)
+        )(low, field)
+        assert np.isfinite(value) and all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
     tangents = (jax.tree.map(jnp.ones_like, params), jnp.cos(b))
 
     def pushed(fn):
