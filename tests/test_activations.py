@@ -146,7 +146,9 @@ def test_custom_rule_is_used(monkeypatch):
         t = jnp.tanh(v)
         return t, 2 * (1 - t * t) * dv
 
-    monkeypatch.setattr(jprop.tansig, "jvp", wrong)
+    from jprop.models import _activations
+
+    monkeypatch.setattr(_activations._tansig, "jvp", wrong)  # the rule jprop.tansig applies
     doubled = jax.vmap(jax.grad(jprop.tansig))(x)
     np.testing.assert_allclose(doubled, 2 * right, rtol=1e-14)
     # The autodiff road differentiates the MLP through the same object, so its Jacobian changes too
@@ -214,8 +216,9 @@ def test_every_derivative_table_is_finite_where_autodiff_is_at_each_dtypes_extre
 
 
 def test_folx_reads_jprops_units_as_elementwise():
-    """The generic road traces jprop's networks with JAX's primitive tanh, sigmoid, identity and
-    sine (outside it they keep jprop's derivative rules), which folx's forward Laplacian reads as
+    """The generic road traces jprop's tanh, sigmoid, identity and sine units (in its networks or
+    in a user's f) as JAX's primitives (outside it they keep jprop's derivative rules), which
+    folx's forward Laplacian reads as
     elementwise: its program for a jprop.MLP needs the temporaries of the same network in plain jnp,
     not those folx's general rule for a custom_jvp call needs, and gives the Hessian's trace."""
     import folx
@@ -244,6 +247,8 @@ def test_folx_reads_jprops_units_as_elementwise():
     hessians = jax.vmap(jax.hessian(lambda v: net(params, v)))(x)
     np.testing.assert_allclose(ours(params, x), jnp.trace(hessians, axis1=-2, axis2=-1), rtol=1e-12)
     traced = lambda: str(jax.make_jaxpr(lambda v: net(params, v))(x[0]))  # noqa: E731
+    units = lambda v: jprop.tansig(v) * jprop.sin(v) + jprop.logsig(jprop.purelin(v))  # noqa: E731
     with primitive_activations():
         assert "custom_jvp_call" not in traced()
+        assert "custom_jvp_call" not in str(jax.make_jaxpr(units)(x[0]))  # in a user's own f
     assert "custom_jvp_call" in traced()  # jprop's rules, for JAX's own transforms

@@ -18,8 +18,30 @@ import jax.numpy as jnp
 
 __all__ = ["tansig", "logsig", "purelin", "softmax", "derivatives"]
 
+# tanh, the sigmoid, the identity and the sine have JAX primitives whose derivative rules are as
+# exact and as finite as ours (tanh's and the sigmoid's written in the output too). folx's forward
+# Laplacian reads those primitives as elementwise, and takes a custom_jvp call for a general
+# function of its whole input, whose second-order terms cost it more work and memory; JAX's own
+# transforms of higher order run faster through our rules (the jax.hessian contenders of
+# benchmarks.pinn_step). So these four take ours, except inside `primitive_activations`, which
+# the generic road enters around folx.
+_primitives_only: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "jprop_primitive_activations", default=False
+)
 
-@jax.custom_jvp
+
+@contextlib.contextmanager
+def primitive_activations():
+    """Within this context, `tansig`, `logsig`, `purelin` and `sin` traced are JAX's primitives,
+    without jprop's derivative rules: for folx's forward Laplacian, which reads those as
+    elementwise operations."""
+    token = _primitives_only.set(True)
+    try:
+        yield
+    finally:
+        _primitives_only.reset(token)
+
+
 def tansig(x: jax.Array) -> jax.Array:
     r"""MATLAB's hyperbolic tangent sigmoid, $\mathrm{tansig}(x) = 2/(1+e^{-2x}) - 1 = \tanh x$.
 
@@ -35,19 +57,23 @@ def tansig(x: jax.Array) -> jax.Array:
         >>> float(jprop.tansig(jnp.arctanh(0.5)))
         0.5
     """
+    return jnp.tanh(x) if _primitives_only.get() else _tansig(x)
+
+
+@jax.custom_jvp
+def _tansig(x: jax.Array) -> jax.Array:
     return jnp.tanh(x)
 
 
 # d tansig = 1 - t²: exact, finite for any |x| (t → ±1 gives 0, never inf - inf), and
 # differentiable again through this same rule, giving t'' = -2t(1-t²) and t''' = -2(1-t²)(1-3t²).
-@tansig.defjvp
+@_tansig.defjvp
 def _tansig_jvp(primals, tangents):
     (x,), (dx,) = primals, tangents
     t = tansig(x)
     return t, (1 - t * t) * dx
 
 
-@jax.custom_jvp
 def logsig(x: jax.Array) -> jax.Array:
     r"""Logistic sigmoid, $\mathrm{logsig}(x) = 1/(1+e^{-x})$, with values in $(0, 1)$.
 
@@ -63,18 +89,22 @@ def logsig(x: jax.Array) -> jax.Array:
         >>> float(jprop.logsig(0.0))
         0.5
     """
+    return jax.nn.sigmoid(x) if _primitives_only.get() else _logsig(x)
+
+
+@jax.custom_jvp
+def _logsig(x: jax.Array) -> jax.Array:
     return jax.nn.sigmoid(x)
 
 
 # d logsig = σ(1-σ): in the output, so it is 0 (not NaN) when σ saturates at 0 or 1.
-@logsig.defjvp
+@_logsig.defjvp
 def _logsig_jvp(primals, tangents):
     (x,), (dx,) = primals, tangents
     s = logsig(x)
     return s, s * (1 - s) * dx
 
 
-@jax.custom_jvp
 def purelin(x: jax.Array) -> jax.Array:
     """The identity (MATLAB's `purelin`), the default output activation ("linear").
 
@@ -83,10 +113,15 @@ def purelin(x: jax.Array) -> jax.Array:
         >>> float(jprop.purelin(3.0))
         3.0
     """
+    return jnp.asarray(x) if _primitives_only.get() else _purelin(x)
+
+
+@jax.custom_jvp
+def _purelin(x: jax.Array) -> jax.Array:
     return x
 
 
-@purelin.defjvp
+@_purelin.defjvp
 def _purelin_jvp(primals, tangents):
     (x,), (dx,) = primals, tangents
     return purelin(x), dx
@@ -143,7 +178,6 @@ def _normal_pdf(x):
     return jnp.exp(-0.5 * x * x) / jnp.sqrt(jnp.asarray(2 * jnp.pi, x.dtype))
 
 
-@jax.custom_jvp
 def sin(x: jax.Array) -> jax.Array:
     r"""The sine activation of SIREN-style networks, $\sin x$; its derivatives $\cos x$,
     $-\sin x$, $-\cos x$ are written in the input.
@@ -153,10 +187,15 @@ def sin(x: jax.Array) -> jax.Array:
         >>> float(jprop.sin(0.0))
         0.0
     """
+    return jnp.sin(x) if _primitives_only.get() else _sin(x)
+
+
+@jax.custom_jvp
+def _sin(x: jax.Array) -> jax.Array:
     return jnp.sin(x)
 
 
-@sin.defjvp
+@_sin.defjvp
 def _sin_jvp(primals, tangents):
     (x,), (dx,) = primals, tangents
     return sin(x), jnp.cos(x) * dx
@@ -354,41 +393,8 @@ def is_linear(name: str) -> bool:
 
 
 def activation_function(name: str) -> Callable[[jax.Array], jax.Array]:
-    """The function for an activation name (validated by the caller): JAX's own primitive inside
-    `primitive_activations`, where one has rules as exact as ours, and ours otherwise."""
-    if _primitives_only.get() and name in _PRIMITIVES:
-        return _PRIMITIVES[name]
+    """The function for an activation name (validated by the caller)."""
     return softmax if name == "softmax" else _ELEMENTWISE[name][0]
-
-
-# JAX's own functions for the activations with derivative rules as exact and as finite as ours
-# (tanh's and the sigmoid's written in the output). A tracing interpreter reads these primitives
-# as elementwise, where folx takes a custom_jvp call for a general function of its whole input,
-# whose second-order terms cost it more work and memory; JAX's own transforms of higher order run
-# faster through our rules (the jax.hessian contenders of benchmarks.pinn_step), so networks keep
-# ours outside that context.
-_PRIMITIVES: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "tanh": jnp.tanh,
-    "sigmoid": jax.nn.sigmoid,
-    "identity": jnp.asarray,
-    "linear": jnp.asarray,
-    "sin": jnp.sin,
-}
-_primitives_only: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "jprop_primitive_activations", default=False
-)
-
-
-@contextlib.contextmanager
-def primitive_activations():
-    """Within this context, networks traced build tanh, sigmoid, identity and sine units from
-    JAX's primitives (`activation_function`): for folx's forward Laplacian, which reads those as
-    elementwise operations."""
-    token = _primitives_only.set(True)
-    try:
-        yield
-    finally:
-        _primitives_only.reset(token)
 
 
 # Activations whose slopes XLA's fusion pass takes for cheap although they are not: it recomputes
