@@ -20,8 +20,9 @@ GIVEN_CASES = {name: DRIFT_CASES[name] for name in ("mlp", "network")}
 @pytest.mark.parametrize("name", list(GIVEN_CASES))
 def test_a_given_drift_field_rides_the_same_pass(monkeypatch, compiles, name):
     """`drift="given"` returns (f, b·∇f, the operator) for a field b passed at each call: per
-    example (x's shape) or shared ((n,)), with the exact Laplacian, tr(σσᵀH), tangent chunks and
-    an estimator at k = n (exact), on an example-chunked batch and under a user's vmap; values,
+    example (x's shape) or shared ((n,)), with the exact Laplacian, tr(σσᵀH) for a σ per example,
+    tangent chunks and estimators at k = n (exact) with a key per example, on an example-chunked
+    batch (σ, b and keys all per example) and under a user's vmap; values,
     gradients in params, x and b, and forward mode in params and b against jax.jvp along b and
     jax.hessian in float64. On an MLP or a Network the three come from its own pass, started
     from b (counted inside it); new params and a new b compile nothing new."""
@@ -31,7 +32,7 @@ def test_a_given_drift_field_rides_the_same_pass(monkeypatch, compiles, name):
     params = model.init(jax.random.key(0), jnp.float64)
     x = jax.random.normal(jax.random.key(1), (3, n), jnp.float64)
     b = jax.random.normal(jax.random.key(2), (3, n), jnp.float64)
-    sigma = jax.random.normal(jax.random.key(3), (n, 2), jnp.float64)
+    sigma = jax.random.normal(jax.random.key(3), (3, n, 2), jnp.float64)  # per example
     started = []  # the drift each network pass started from
     forward, propagate = jprop.quantities._forward_laplacian._forward, jprop.Network.propagate
 
@@ -45,15 +46,18 @@ def test_a_given_drift_field_rides_the_same_pass(monkeypatch, compiles, name):
 
     monkeypatch.setattr(jprop.quantities._forward_laplacian, "_forward", counted)
     monkeypatch.setattr(jprop.Network, "propagate", counted_layers)
-    key = jax.random.key(4)
+    keys = jax.random.split(jax.random.key(4), 3)  # a draw per example
     transforms = {
         "laplacian": lambda p, v, c: jprop.laplacian(f, drift="given")(p, v, c),
         "sigma": lambda p, v, c: jprop.hessian_trace(f, drift="given")(p, v, sigma, c),
         "chunks": lambda p, v, c: jprop.laplacian(f, tangent_chunk=2, drift="given")(p, v, c),
         "sparse, k = n": lambda p, v, c: jprop.laplacian(
             f, estimator="sparse", probes=n, drift="given"
-        )(p, v, c, key),
-        "batch_size": lambda p, v, c: jprop.laplacian(f, drift="given", batch_size=2)(p, v, c),
+        )(p, v, c, keys),
+        # σ, b and keys all per example, in chunks of 2 examples (k = r: exact)
+        "batch_size": lambda p, v, c: jprop.hessian_trace(
+            f, drift="given", estimator="sparse", probes=2, batch_size=2
+        )(p, v, sigma, c, keys),
     }
 
     def ours(p, v, c, labels=tuple(transforms)):
@@ -64,9 +68,9 @@ def test_a_given_drift_field_rides_the_same_pass(monkeypatch, compiles, name):
         c = jnp.broadcast_to(c, v.shape)
         value, slope = jax.vmap(lambda xi, ci: jax.jvp(g, (xi,), (ci,)))(v, c)
         h = jax.vmap(jax.hessian(g))(v)
-        trace = jnp.einsum("nr,bmnq,qr->bm", sigma, h, sigma)
+        trace = jnp.einsum("bnr,bmnq,bqr->bm", sigma, h, sigma)
         every = {label: (value, slope, _laplacian(h)) for label in transforms}
-        every["sigma"] = (value, slope, trace)
+        every["sigma"] = every["batch_size"] = (value, slope, trace)
         return {label: every[label] for label in labels}
 
     for field in (b, b[1]):  # per example, and shared by the batch
