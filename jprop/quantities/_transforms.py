@@ -266,8 +266,9 @@ def jacobian(
       (its rule does fewer products than JAX's derivative of `jacfwd`) and `jax.jacrev` otherwise (its derivative
       compiles to the same products as the backwards rule).
     - `batch_size`: map over the batch in chunks of at most this many examples (strided when the
-      batch splits evenly, so a sharded batch stays split) to bound memory; `None` (default) maps
-      the whole batch at once.
+      batch splits evenly, so a sharded batch stays split) to bound memory, under `jax.grad`
+      too (each chunk's forward runs again in the backward pass); `None` (default) maps the
+      whole batch at once.
 
     **Returns:** a function `(params, x) -> J`. If `f(params, x)` has shape `(m,)` for `x` of shape
     `(n,)`, `J` has shape `(m, n)`; `x` of shape `(..., n)` gives `(..., m, n)`. Both roads propagate
