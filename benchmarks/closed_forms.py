@@ -5,6 +5,10 @@ median is reported with the ratio baseline / jprop, where the baseline is the fa
 measured in this same run (> 1: jprop faster).
 Each row also asserts that jprop agrees with the composition.
 
+A second table races the Hessian row again on one core and on every core this process may use,
+each in a child process pinned to those cores before it imports jax: how the closed Hessian's
+lead depends on the number of cores (Linux CPUs only).
+
 Run from the repository root: python -m benchmarks.closed_forms [--quick] [--repeats N] [--out DIR]
 (default DIR: benchmarks/out, untracked; `--out benchmarks/results` updates the published results)
 [--markdown FILE]
@@ -12,7 +16,11 @@ Run from the repository root: python -m benchmarks.closed_forms [--quick] [--rep
 
 from __future__ import annotations
 
+import json
+import os
 import pathlib
+import subprocess
+import sys
 
 import jax
 
@@ -70,21 +78,56 @@ def cases(quick: bool):
         )
 
 
+def _race_row(quantity, sizes, batch, ours, baselines, repeats: int) -> dict:
+    """One row: jprop against `baselines` (and, for the Hessian, jprop under the user's own
+    jax.vmap, whose batching rule joins the batch), each checked against jprop."""
+    _, params, x = net_and_data(sizes, batch)
+    mapped = {"jprop under jax.vmap": per_example(ours)} if quantity == "hessian" else {}
+    results = race({"jprop": ours, **mapped, **baselines}, (params, x), repeats)
+    harness.agree(
+        harness.outputs(results), "jprop", (*mapped, *baselines), f"{quantity} {sizes}", 1e-4
+    )
+    row = summary_row(results, baselines, quantity, sizes, batch)
+    row["others"] = {k: results[k]["ms"] for k in (*mapped, *baselines) if k != row["baseline"]}
+    return row
+
+
+def hessian_row(quick: bool, repeats: int) -> None:
+    """The Hessian row alone, printed as JSON on the last line: what each child process of
+    `by_cores` runs."""
+    row = _race_row(*next(cases(quick)), repeats)
+    print(json.dumps({k: row[k] for k in ("jprop_ms", "baseline", "baseline_ms", "speedup")}))
+
+
+def by_cores(quick: bool, repeats: int) -> list[dict]:
+    """The Hessian row on one core and on every core this process may use, each in a child
+    process pinned to them before XLA starts; [] where the backend is not a CPU or the system
+    cannot pin a process (not Linux)."""
+    if jax.default_backend() != "cpu" or not hasattr(os, "sched_setaffinity"):
+        return []
+    allowed = sorted(os.sched_getaffinity(0))
+    root = pathlib.Path(__file__).resolve().parent.parent
+    rows = []
+    for count in sorted({1, len(allowed)}):
+        code = (  # pinned before jax is imported
+            f"import os; os.sched_setaffinity(0, {allowed[:count]}); "
+            f"from benchmarks.closed_forms import hessian_row; hessian_row({quick}, {repeats})"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+        )
+        rows.append({"cores": count, **json.loads(done.stdout.strip().splitlines()[-1])})
+        print(f"hessian on {count} core(s): {rows[-1]['speedup']:.2f}x", flush=True)
+    return rows
+
+
 def main(quick: bool = False, repeats: int | None = None, out: str | None = None) -> list[dict]:
     repeats = repeats or (3 if quick else 30)
     rows = []
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), float32")
     for quantity, sizes, batch, ours, baselines in cases(quick):
-        _, params, x = net_and_data(sizes, batch)
-        # The same transform under the user's own jax.vmap (its batching rule joins the batch).
-        mapped = {"jprop under jax.vmap": per_example(ours)} if quantity == "hessian" else {}
-        results = race({"jprop": ours, **mapped, **baselines}, (params, x), repeats)
-        harness.agree(
-            harness.outputs(results), "jprop", (*mapped, *baselines), f"{quantity} {sizes}", 1e-4
-        )
-        row = summary_row(results, baselines, quantity, sizes, batch)
+        row = _race_row(quantity, sizes, batch, ours, baselines, repeats)
         best = row["baseline"]
-        row["others"] = {k: results[k]["ms"] for k in (*mapped, *baselines) if k != best}
         rows.append(row)
         others = ", ".join(f"{k} {v:.2f} ms" for k, v in row["others"].items())
         print(
@@ -92,9 +135,15 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
             f"{best} {row['baseline_ms']:8.2f} ms | {row['speedup']:5.2f}x"
             + (f" | {others}" if others else "")
         )
-    table = _markdown(rows, repeats)
+    cores = by_cores(quick, repeats)
+    table = _markdown(rows, repeats) + _cores_markdown(cores, rows[0])
     print(table)
-    harness.publish(out or pathlib.Path(__file__).with_name("out"), "closed_forms", table, rows)
+    harness.publish(
+        out or pathlib.Path(__file__).with_name("out"),
+        "closed_forms",
+        table,
+        {"rows": rows, "hessian_by_cores": cores},
+    )
     return rows
 
 
@@ -110,6 +159,29 @@ def _markdown(rows: list[dict], repeats: int) -> str:
     )
     lines = [[*summary_cells(r), operations(r)] for r in rows]
     return markdown_table(header.split("|"), lines, footer)
+
+
+def _cores_markdown(cores: list[dict], hessian: dict) -> str:
+    """The Hessian row by number of cores ("" when `by_cores` could not run it)."""
+    if not cores:
+        return ""
+    header = ["cores", "jprop (ms)", "best JAX composition (ms)", "speed-up"]
+    lines = [
+        [
+            str(r["cores"]),
+            f"{r['jprop_ms']:.2f}",
+            f"{r['baseline_ms']:.2f} ({r['baseline']})",
+            f"{r['speedup']:.2f}×",
+        ]
+        for r in cores
+    ]
+    footer = (
+        f"The Hessian of {'-'.join(map(str, hessian['sizes']))} at batch {hessian['batch']} "
+        "again, in a process pinned to one core and in one pinned to every core this one may "
+        "use, each its own race. `jax.hessian`'s products are thousands of rows tall and spread "
+        "over the cores; the closed form's are one example's each, and gain less from more cores."
+    )
+    return "\n\n" + markdown_table(header, lines, footer)
 
 
 def operations(row: dict) -> str:

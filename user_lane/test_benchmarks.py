@@ -88,6 +88,15 @@ def test_closed_forms_benchmark_quick(tmp_path, checks):
     assert "jprop under jax.vmap" in hessian
     assert "speed-up" in table.read_text() and "operations: baseline / jprop" in table.read_text()
     assert all(r["jprop_gflop"] > 0 and r["baseline_gflop"] > 0 for r in rows)  # XLA's counts
+    # the Hessian row again on one core and on all (child processes, each checking its race)
+    import json
+    import os
+
+    cores = json.loads((tmp_path / "closed_forms.json").read_text())["data"]["hessian_by_cores"]
+    if hasattr(os, "sched_setaffinity"):
+        assert [r["cores"] for r in cores] == sorted({1, len(os.sched_getaffinity(0))})
+        assert all(r["baseline"] == "vmap(jax.hessian)" and r["speedup"] > 0 for r in cores)
+        assert "| cores |" in table.read_text()
 
 
 def test_jprop_gradients_benchmark_quick(checks, tmp_path):
