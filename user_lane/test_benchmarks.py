@@ -174,7 +174,8 @@ def test_architectures_benchmark_quick(checks, tmp_path):
     assert len(rows) == 1
     rivals = ["folx", "trace(jax.hessian)"]
     assert [(ref, list(names)) for _, ref, names, _ in checks] == [
-        (f"jprop {kind}", [f"{r} {kind}" for r in rivals]) for kind in ("step", "forward")
+        ("jprop step", [f"{r} step" for r in rivals] + ["jprop step, accumulated"]),
+        ("jprop forward", [f"{r} forward" for r in rivals]),
     ] + [(f"{e} closed", [f"{e} autodiff"]) for e in ("E_v", "E_u")]
     published = (tmp_path / "architectures.md").read_text()
     assert "folx + jax.grad" in published and "E_u: JAX composition" in published
