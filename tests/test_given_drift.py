@@ -24,7 +24,8 @@ def test_a_given_drift_field_rides_the_same_pass(monkeypatch, compiles, name):
     tangent chunks and estimators at k = n (exact) with a key per example, on an example-chunked
     batch (σ, b and keys all per example) and under a user's vmap; values,
     gradients in params, x and b, and forward mode in params and b against jax.jvp along b and
-    jax.hessian in float64. On an MLP or a Network the three come from its own pass, started
+    jax.hessian in float64, the gradient in b against float64 differences too, and finite in
+    float32 with saturated units. On an MLP or a Network the three come from its own pass, started
     from b (counted inside it); new params and a new b compile nothing new."""
     f, model = GIVEN_CASES[name]
     model = f if model is None else model
@@ -91,19 +92,20 @@ def test_a_given_drift_field_rides_the_same_pass(monkeypatch, compiles, name):
     for a, c in zip(jax.tree.leaves(mine), jax.tree.leaves(theirs)):
         assert_close(a, c, 1e-11, "gradient")
     assert float(jnp.max(jnp.abs(mine[2]))) > 1e-3  # b's gradient is not vacuous
-    if isinstance(f, jprop.MLP):  # its hand-written tangent pass in b, against float64 differences
-        fd = central_differences(
-            lambda c: _triple_loss(ours(params, x, c.reshape(b.shape), trained)), b.ravel()
-        )
-        assert_close(mine[2].ravel(), fd, 1e-7, "b vs differences")
-        # saturated units in float32: the triple and its gradients stay finite
-        low = jax.tree.map(lambda a: a.astype(jnp.float32), params)
-        huge, field = 1e4 * x.astype(jnp.float32), b.astype(jnp.float32)
-        lap = jprop.laplacian(f, drift="given")
-        value, grads = jax.value_and_grad(
-            lambda p, c: _triple_loss({"": lap(p, huge, c)}), argnums=(0, 1)
-        )(low, field)
-        assert np.isfinite(value) and all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+    # the pass's derivative in b (the MLP's hand-written tangent pass, the Network's jet rules),
+    # against float64 differences rather than another autodiff
+    fd = central_differences(
+        lambda c: _triple_loss(ours(params, x, c.reshape(b.shape), trained)), b.ravel()
+    )
+    assert_close(mine[2].ravel(), fd, 1e-7, "b vs differences")
+    # saturated units in float32: the triple and its gradients stay finite
+    low = jax.tree.map(lambda a: a.astype(jnp.float32), params)
+    huge, field = 1e4 * x.astype(jnp.float32), b.astype(jnp.float32)
+    lap = jprop.laplacian(f, drift="given")
+    value, grads = jax.value_and_grad(
+        lambda p, c: _triple_loss({"": lap(p, huge, c)}), argnums=(0, 1)
+    )(low, field)
+    assert np.isfinite(value) and all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
     tangents = (jax.tree.map(jnp.ones_like, params), jnp.cos(b))
 
     def pushed(fn):
