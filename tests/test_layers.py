@@ -60,10 +60,11 @@ def plain_pirate_net(params, x, act="tanh"):
     return dense(params[-1], h)
 
 
-def plain_periodic_residual(params, x):
+def plain_periodic_residual(params, x, trainable=False):
     """x_1 ↦ [cos ω x_1, sin ω x_1] (x_0 passed through), σ(W h + b) softplus, h + silu(W h + b),
     a linear output."""
-    omega = jax.lax.stop_gradient(params[0]["omega"][0])  # fixed unless trainable
+    omega = params[0]["omega"][0]
+    omega = omega if trainable else jax.lax.stop_gradient(omega)  # fixed unless trainable
     h = jnp.stack([jnp.cos(omega * x[1]), jnp.sin(omega * x[1]), x[0]])
     h = jax.nn.softplus(dense(params[1], h))
     h = h + jax.nn.silu(dense(params[2], h))
@@ -251,14 +252,19 @@ def test_fixed_embeddings_do_not_train_and_trainable_ones_do():
     free = jprop.Network(2, [L.FourierFeatures(3, trainable=True), *net.layers[1:]])
     grads = jax.jit(jax.grad(lambda p: jnp.sum(jprop.laplacian(free)(p, x) ** 2)))(params)
     assert np.any(np.asarray(grads[0]["B"]))
-    # the same for a periodic embedding's ω
-    net, _, params, x = setup_case("periodic + residual")
+    # the same for a periodic embedding's ω, whose gradient when trained is the plain network's
+    net, plain, params, x = setup_case("periodic + residual")
     periodic = net.layers[0]
     for trainable in (False, True):
         layer = L.PeriodicEmbedding(periodic.axes, periodic.periods, trainable)
         changed = jprop.Network(2, [layer, *net.layers[1:]])
         grads = jax.jit(jax.grad(lambda p: jnp.sum(jprop.laplacian(changed)(p, x) ** 2)))(params)
         assert bool(np.any(np.asarray(grads[0]["omega"]))) == trainable
+    free = functools.partial(plain, trainable=True)
+    oracle = jax.jit(
+        jax.grad(lambda p: jnp.sum(jnp.trace(hessians(free, p, x), axis1=-2, axis2=-1) ** 2))
+    )(params)
+    assert_close(grads[0]["omega"], oracle[0]["omega"], 1e-12, "a trained ω's gradient")
 
 
 @pytest.mark.parametrize("case", CASES)
