@@ -77,7 +77,6 @@ HANDED_OVER = (
     "tests/test_layers.py",
     "tests/test_pinn_networks.py",
     "tests/test_dtypes.py",
-    "tests/test_given_drift.py",
 )
 
 
