@@ -218,9 +218,9 @@ def test_every_derivative_table_is_finite_where_autodiff_is_at_each_dtypes_extre
 def test_folx_reads_jprops_units_as_elementwise():
     """The generic road traces jprop's tanh, sigmoid, identity and sine units (in its networks or
     in a user's f) as JAX's primitives (outside it they keep jprop's derivative rules), which
-    folx's forward Laplacian reads as
-    elementwise: its program for a jprop.MLP needs the temporaries of the same network in plain jnp,
-    not those folx's general rule for a custom_jvp call needs, and gives the Hessian's trace."""
+    folx's forward Laplacian reads as elementwise: its program for a jprop.MLP needs the
+    temporaries of the same network in plain jnp, not those folx's general rule for a custom_jvp
+    call needs, and gives the Hessian's trace."""
     import folx
 
     from jprop.models._activations import primitive_activations

@@ -38,6 +38,7 @@ def folx_laplacian(g: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Arr
     trace would need; jax.grad, jax.jvp and jax.vmap go through it as through any JAX code. jprop's
     tanh, sigmoid, identity and sine units are traced as JAX's primitives, which folx reads as
     elementwise.
+
     folx's rules create some zeros in JAX's default float, float64 when x64 is on, so it runs under
     standard promotion (a user's strict setting would refuse folx's own mixing) and the result is
     cast back to the dtype g computes in."""
