@@ -136,7 +136,8 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
             + (f" | {others}" if others else "")
         )
     cores = by_cores(quick, repeats)
-    table = _markdown(rows, repeats) + _cores_markdown(cores, rows[0])
+    hessian = next(r for r in rows if r["quantity"] == "hessian")
+    table = _markdown(rows, repeats) + _cores_markdown(cores, hessian)
     print(table)
     harness.publish(
         out or pathlib.Path(__file__).with_name("out"),
