@@ -13,3 +13,23 @@ def test_the_user_lane_passes(user_lane):
     passed = [int(n) for n in re.findall(r"(\d+) passed", output)]
     assert len(passed) == 3 and min(passed) >= 9, f"too few tests ran:\n{tail}"
     assert not re.search(r"\d+ (skipped|xfailed|deselected)", output), tail
+
+
+def test_no_test_module_defines_a_module_setup_or_teardown():
+    """pytest at this project's floor (8.0) calls a test module's own `setup()`/`teardown()`
+    before and after its tests, as nose did: a helper so named runs with no arguments and fails
+    every test of its module there."""
+    import ast
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    files = sorted((root / "tests").glob("test_*.py")) + sorted((root / "user_lane").glob("*.py"))
+    assert len(files) > 20
+    reserved = {"setup", "teardown", "setup_module", "teardown_module"}
+    found = [
+        f"{path.name}: {node.name}"
+        for path in files
+        for node in ast.parse(path.read_text()).body
+        if isinstance(node, ast.FunctionDef) and node.name in reserved
+    ]
+    assert not found, f"rename these module-level functions: {found}"

@@ -36,7 +36,7 @@ def _plain(p, x):  # the MLP written as a plain function: the generic road
 CASES = {"mlp": (MLP, MLP), "network": (NETWORK, NETWORK), "function": (_plain, MLP)}
 
 
-def setup(name, batch=4):
+def operator_case(name, batch=4):
     f, model = CASES[name]
     params = model.init(jax.random.key(0), jnp.float64)
     x = jax.random.normal(jax.random.key(1), (batch, 5), jnp.float64)
@@ -53,7 +53,7 @@ def _laplacian(hessians, dims=None):
 def test_exact_operators_equal_the_hessians_trace(name):
     """tr(σσᵀH) for σ shared and per example, the Laplacian in chunks (with dims, with outputs),
     and the sparse estimator with every coordinate sampled, against jax.hessian in float64."""
-    f, params, x, hessians = setup(name)
+    f, params, x, hessians = operator_case(name)
     sigma = jax.random.normal(jax.random.key(2), (5, 3), jnp.float64)
     per_example = jax.random.normal(jax.random.key(3), (4, 5, 3), jnp.float64)
 
@@ -95,7 +95,7 @@ def test_exact_operators_equal_the_hessians_trace(name):
 def test_chunks_train_as_the_whole(name):
     """jax.grad in params and x of a loss on the chunked Laplacian and on tr(σσᵀH) (also in σ)
     equals the unchunked one's."""
-    f, params, x, _ = setup(name)
+    f, params, x, _ = operator_case(name)
     sigma = jax.random.normal(jax.random.key(3), (4, 5, 3), jnp.float64)
 
     @functools.partial(jax.jit, static_argnames="tangent_chunk")
@@ -126,7 +126,7 @@ def test_chunks_train_as_the_whole(name):
 def test_the_hessian_diagonal_in_chunks(name):
     """hessian_diagonal with tangent_chunk (chunks of 2 of 3 chosen inputs, with outputs) equals
     jax.hessian's diagonal, and trains as the unchunked one does."""
-    f, params, x, hessians = setup(name)
+    f, params, x, hessians = operator_case(name)
     dims, outputs = (0, 2, 3), (1,)
     expected = jnp.diagonal(hessians, axis1=-2, axis2=-1)[:, 1:, list(dims)]
     chunked = jprop.hessian_diagonal(f, tangent_chunk=2, dims=dims, outputs=outputs)
@@ -143,7 +143,7 @@ def test_the_hessian_diagonal_in_chunks(name):
 def test_the_operators_gradient_is_autodiffs():
     """The MLP's hand-written rule for tr(σσᵀH) differentiated in params, x and a per-example σ
     against jax.grad of the jax.hessian oracle."""
-    f, params, x, _ = setup("mlp")
+    f, params, x, _ = operator_case("mlp")
     sigma = jax.random.normal(jax.random.key(3), (4, 5, 3), jnp.float64)
 
     def oracle(p, v, s):
@@ -219,7 +219,7 @@ ESTIMATES = 3000
 def test_estimators_are_unbiased(name, estimator):
     """The mean of 3000 estimates (2 probes each, keys split from one) is within 5 standard errors
     of the exact Laplacian, and of tr(σσᵀH); the sample spread is that of the estimator."""
-    f, params, x, hessians = setup(name, batch=2)
+    f, params, x, hessians = operator_case(name, batch=2)
     sigma = jax.random.normal(jax.random.key(2), (5, 3), jnp.float64)
     keys = jax.random.split(jax.random.key(5), ESTIMATES)
     for transform, args, exact in [
@@ -268,7 +268,7 @@ def test_the_sparse_variance_is_the_diagonals_spread():
     """Sampling k of n coordinates without replacement: Var = n² σ_d²/k · (n − k)/(n − 1), with
     σ_d² the (population) variance of the Hessian's diagonal: the sample variance of 4000
     estimates within 15% of it; the Rademacher estimator's is 2 Σ_{a≠b} H_ab² / k."""
-    f, params, x, hessians = setup("mlp", batch=1)
+    f, params, x, hessians = operator_case("mlp", batch=1)
     keys = jax.random.split(jax.random.key(6), 4000)
     n, k = 5, 2
     diagonal = jnp.diagonal(hessians[0], axis1=-2, axis2=-1)  # (m, n)
@@ -286,7 +286,7 @@ def test_the_sparse_variance_is_the_diagonals_spread():
 def test_the_dense_rule_is_the_gradient_of_nested_jvps_on_the_same_probes(name):
     """jax.grad of a loss on the Rademacher estimate equals jax.grad of the nested-jvp estimator
     a JAX user writes, with the probes the key draws."""
-    f, params, x, _ = setup(name)
+    f, params, x, _ = operator_case(name)
     key = jax.random.key(7)
     probes = _draw("rademacher", key, 3, 5, jnp.float64)  # what the estimator draws
     estimate = jprop.laplacian(f, estimator="rademacher", probes=3)
@@ -308,7 +308,7 @@ def test_keys_shared_or_per_example_and_no_recompiles(compiles):
     """A key of shape () draws once for the batch; keys with x's batch axes draw per example (the
     same as calling on each example with its key); a user's vmap over keys maps the draws; new
     keys, and a second build of the same transform, compile nothing new."""
-    f, params, x, _ = setup("mlp", batch=3)
+    f, params, x, _ = operator_case("mlp", batch=3)
     before = compiles.count
     estimate = jprop.laplacian(f, estimator="sparse", probes=2)
     first = estimate(params, x, jax.random.key(0))
@@ -339,7 +339,7 @@ def test_keys_shared_or_per_example_and_no_recompiles(compiles):
 
 def test_unbiased_square_is_unbiased_where_the_square_is_not():
     """E[(L̂₁ − g)(L̂₂ − g)] = (L − g)², while E[(L̂ − g)²] exceeds it by Var L̂."""
-    f, params, x, hessians = setup("mlp", batch=1)
+    f, params, x, hessians = operator_case("mlp", batch=1)
     target = _laplacian(hessians) + 0.05
     estimate = jprop.laplacian(f, estimator="rademacher", probes=1)
     keys = jax.random.split(jax.random.key(9), 6000)
@@ -374,7 +374,7 @@ def test_the_diagonal_estimate_is_unbiased_with_the_stated_variance(name, estima
     """E[v ⊙ ∇²f v] is the Hessian's diagonal: the mean of 3000 estimates (2 probes each) within
     5 standard errors of it; the sample variance within 15% of Σ_{j≠i} H_ij²/k (Rademacher), or
     (2 H_ii² + Σ_{j≠i} H_ij²)/k (Gaussian)."""
-    f, params, x, hessians = setup(name, batch=2)
+    f, params, x, hessians = operator_case(name, batch=2)
     k = 2
     transform = jprop.hessian_diagonal(f, estimator=estimator, probes=k)
     keys = jax.random.split(jax.random.key(7), ESTIMATES)
@@ -392,7 +392,7 @@ def test_the_diagonal_estimates_rule_is_autodiffs_on_the_same_probes():
     """With dims, outputs and a key per example: the estimate is the mean of v ⊙ H v over the
     Rademacher probes its key draws, and jax.grad in params and x of a loss on it runs the
     Hessian-vector product's hand-written rule, equal to the autodiff road's on the same key."""
-    f, params, x, hessians = setup("mlp")
+    f, params, x, hessians = operator_case("mlp")
     dims, outputs, k = (0, 2, 3), (1,), 3
     keys = jax.random.split(jax.random.key(8), x.shape[0])
 
@@ -421,7 +421,7 @@ def test_the_diagonal_estimates_rule_is_autodiffs_on_the_same_probes():
 
 
 def test_bad_options_and_arguments_are_refused():
-    f, params, x, _ = setup("mlp")
+    f, params, x, _ = operator_case("mlp")
     with pytest.raises(ValueError, match=r"`drift` must be None .* or \"given\".*got 'v'"):
         jprop.hessian_trace(MLP, drift="v")
     with pytest.raises(
