@@ -308,22 +308,26 @@ def test_trained_rules_against_autodiff(net):
 
 
 @pytest.mark.parametrize(
-    "sizes, batch, wide_first",
+    "sizes, batch, wide_first, loops",
     [
-        ((5, 6, 4, 3), 16, False),  # strided chunks of 8, the first layer's outer products
-        ((5, 6, 4, 3), 13, True),  # a prime batch (contiguous chunks), W¹'s rows per example
-        ((4, 7, 2), 24, False),  # one hidden layer, a curved output, three strided chunks
+        ((5, 6, 4, 3), 16, False, True),  # strided chunks of 8, the first layer's outer products
+        ((5, 6, 4, 3), 13, True, True),  # a prime batch (contiguous chunks), W¹'s rows per example
+        ((4, 7, 2), 24, False, True),  # one hidden layer, a curved output, three strided chunks
+        ((5, 6, 4, 3), 16, False, False),  # the whole batch at once, as on JAX before 0.10
     ],
 )
-def test_the_hessian_rule_in_chunks(monkeypatch, sizes, batch, wide_first):
+def test_the_hessian_rule_in_chunks(monkeypatch, sizes, batch, wide_first, loops):
     """The Hessian's rule over batches its contraction splits into chunks (strided, or contiguous
-    when the batch has no even split), with the first layer's part formed batch-wide or, past
+    when the batch has no even split), or over the whole batch where JAX cannot transpose a loop
+    in a rule, with the first layer's part formed batch-wide or, past
     `MAX_FIRST_LAYER_PRODUCTS`, among every example's rows: jax.grad in (params, x) and jax.jvp
     against the autodiff road, and the weight gradient against float64 central differences."""
     from jprop.quantities import _closed
 
     if wide_first:
         monkeypatch.setattr(_closed, "MAX_FIRST_LAYER_PRODUCTS", 0)
+    if not loops:
+        monkeypatch.setattr(_closed, "RULES_MAY_LOOP", False)
     net = jprop.MLP(sizes, output="tansig" if len(sizes) == 3 else "purelin")
     params, x = params_and_input(net, jnp.float64, seed=14, batch=(batch,))
     steps = {16: 2, 13: None, 24: 3}[batch]  # the chunking each case reaches

@@ -185,10 +185,18 @@ def hessian(net: MLP, params: Params, x: jax.Array) -> jax.Array:
     return contract_in_chunks(one, per_example, batch)
 
 
-def contract_in_chunks(one, per_example, batch: int):
+# JAX before 0.10 fails to transpose a loop written inside a `jax.custom_jvp` rule, as reverse
+# mode through a rule does; there a rule contracts its whole batch at once (`in_rule=True`).
+RULES_MAY_LOOP = jax.__version_info__ >= (0, 10)
+
+
+def contract_in_chunks(one, per_example, batch: int, in_rule: bool = False):
     """`one` (an example's contraction) over the batch, CONTRACTION_CHUNK examples at a time in
     strided chunks (`_batch.strided_map`: a batch sharded over devices stays split), or
-    contiguous ones (`jax.lax.map`) when the batch has no even split."""
+    contiguous ones (`jax.lax.map`) when the batch has no even split. `in_rule`: the call is
+    inside a `jax.custom_jvp` rule, mapped whole where JAX cannot transpose the loop."""
+    if in_rule and not RULES_MAY_LOOP:
+        return jax.vmap(one)(per_example)
     steps = strided_steps(batch, CONTRACTION_CHUNK)
     if steps is None:
         return jax.lax.map(one, per_example, batch_size=CONTRACTION_CHUNK)

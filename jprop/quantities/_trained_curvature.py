@@ -225,7 +225,7 @@ def hessian(net: MLP):
             half = jnp.einsum("jkp,qj->kpq", left, a)
             return symmetric_gram(c[:, None, :] * a[None], a), half + jnp.swapaxes(half, 1, 2)
 
-        grams = contract_in_chunks(one, (c_dot, c, a, a_dot), batch)
+        grams = contract_in_chunks(one, (c_dot, c, a, a_dot), batch, in_rule=True)
         return value + grams[0], d_value + grams[1]
 
     quantity.defjvp(rule, symbolic_zeros=True)
