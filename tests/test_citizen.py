@@ -319,9 +319,9 @@ def test_trained_rules_against_autodiff(net):
 def test_the_hessian_rule_in_chunks(monkeypatch, sizes, batch, wide_first, loops):
     """The Hessian's rule over batches its contraction splits into chunks (strided, or contiguous
     when the batch has no even split), or over the whole batch where JAX cannot transpose a loop
-    in a rule, with the first layer's part formed batch-wide or, past
-    `MAX_FIRST_LAYER_PRODUCTS`, among every example's rows: jax.grad in (params, x) and jax.jvp
-    against the autodiff road, and the weight gradient against float64 central differences."""
+    in a rule, with the first layer's part formed batch-wide or, past `MAX_FIRST_LAYER_PRODUCTS`,
+    among every example's rows: jax.grad in (params, x) and jax.jvp against the autodiff road, and
+    the weight gradient against float64 central differences."""
     from jprop.quantities import _closed
 
     if wide_first:

@@ -3,6 +3,8 @@ configuration and XLA's default flags, and its quick benchmarks in the same JAX 
 tests/conftest.py runs it beside this lane, followed by the files of this lane it hands over
 (`HANDED_OVER`), which pass too."""
 
+import ast
+import pathlib
 import re
 
 
@@ -19,9 +21,6 @@ def test_no_test_module_defines_a_module_setup_or_teardown():
     """pytest at this project's floor (8.0) calls a test module's own `setup()`/`teardown()`
     before and after its tests, as nose did: a helper so named runs with no arguments and fails
     every test of its module there."""
-    import ast
-    import pathlib
-
     root = pathlib.Path(__file__).resolve().parent.parent
     files = sorted((root / "tests").glob("test_*.py")) + sorted((root / "user_lane").glob("*.py"))
     assert len(files) > 20
