@@ -337,6 +337,22 @@ def test_keys_shared_or_per_example_and_no_recompiles(compiles):
     assert_close(mapped[1], diagonal(params, x, keys[1]), 1e-14, "diagonal: vmap over keys")
 
 
+def test_raw_keys_of_the_configured_prng_implementation():
+    """Raw key data (`jax.random.PRNGKey`) is read with the PRNG implementation JAX is configured
+    with: 4 words under "rbg", the same draws as its typed key, one or one per example; raw data
+    of another length is refused with the length expected."""
+    f, params, x, _ = operator_case("mlp", batch=3)
+    with jax.default_prng_impl("rbg"):
+        estimate = jprop.laplacian(f, estimator="sparse", probes=2)
+        raw, typed = jax.random.PRNGKey(5), jax.random.key(5)
+        assert raw.shape == (4,)
+        assert_close(estimate(params, x, raw), estimate(params, x, typed), 0.0, "rbg raw key")
+        per_example = jax.random.split(raw, 3)
+        assert estimate(params, x, per_example).shape == (3, 2)
+        with pytest.raises(TypeError, match=r"ending in shape \(4,\); got .* shape \(2,\)"):
+            estimate(params, x, jnp.zeros(2, jnp.uint32))
+
+
 def test_unbiased_square_is_unbiased_where_the_square_is_not():
     """E[(L̂₁ − g)(L̂₂ − g)] = (L − g)², while E[(L̂ − g)²] exceeds it by Var L̂."""
     f, params, x, hessians = operator_case("mlp", batch=1)

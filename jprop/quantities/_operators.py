@@ -166,16 +166,19 @@ def summed_in_chunks(
 
 def _as_keys(key: Any, lead: tuple[int, ...], where: str) -> jax.Array:
     """A typed PRNG key array of shape () or x's batch axes `lead`, from a `jax.random.key` or a
-    raw uint32 key (`jax.random.PRNGKey`)."""
+    raw uint32 key (`jax.random.PRNGKey`) of the PRNG implementation JAX is configured with
+    (its key data's last axis: 2 words for the default threefry, 4 for "rbg")."""
     if not isinstance(key, jax.Array):
         raise TypeError(
             f"{where}: `key` must be a JAX PRNG key, e.g. jax.random.key(0) (split it for new "
             f"samples each step); got {type(key).__name__}."
         )
     if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        if key.dtype != jnp.uint32 or key.ndim == 0 or key.shape[-1] != 2:
+        words = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))).shape
+        if key.dtype != jnp.uint32 or key.shape[key.ndim - len(words) :] != words:
             raise TypeError(
-                f"{where}: `key` must be a JAX PRNG key, e.g. jax.random.key(0); got an array of "
+                f"{where}: `key` must be a JAX PRNG key, e.g. jax.random.key(0), or raw key data "
+                f"(jax.random.PRNGKey) of dtype uint32 ending in shape {words}; got an array of "
                 f"dtype {key.dtype} and shape {key.shape}."
             )
         key = jax.random.wrap_key_data(key)
