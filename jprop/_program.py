@@ -133,6 +133,22 @@ def _holding(built: Any, owner: Any) -> Any:
     return transform
 
 
+def broadcasting(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn` run (and traced) with NumPy's rank promotion allowed, whatever the user's
+    `jax_numpy_rank_promotion` says: jprop's code adds a bias to a batch and scales a batch of
+    tangents by a batch of slopes by broadcasting, which "raise" would refuse. Every entry point
+    wears it — a model's call, each program and each hand-derived rule, traced when
+    differentiated — so jprop runs under a user's "raise" or "warn" setting; a user's `f` traced
+    inside a jprop program is then traced with promotion allowed too."""
+
+    @functools.wraps(fn)
+    def allowed(*args: Any, **kwargs: Any) -> Any:
+        with jax.numpy_rank_promotion("allow"):
+            return fn(*args, **kwargs)
+
+    return allowed
+
+
 def all_arrays(*trees: Any) -> bool:
     """True when every leaf is already an array or a Python/NumPy number, so `jax.jit` takes the
     arguments as they are and validation can run at trace time; otherwise the caller validates
@@ -160,14 +176,14 @@ def program(
     out-of-memory error into one that says how to bound memory. Built inside a `cached` builder,
     the program is traced once per argument shapes however often the transform is rebuilt.
     """
-    compiled = jax.jit(compute)
+    compiled = jax.jit(broadcasting(compute))
 
     @functools.wraps(compute)
     def call(*args: Any) -> Any:
         if names is not None and len(args) != len(names):
             raise TypeError(f"{where}: expected arguments ({', '.join(names)}); got {len(args)}.")
         if not all_arrays(*args):
-            validate(*args)
+            broadcasting(validate)(*args)
         return run_compiled(compiled, where, *args)
 
     return call

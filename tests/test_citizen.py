@@ -724,3 +724,59 @@ def test_each_composite_runs_the_primitive_road_names(sizes, monkeypatch):
         _program.clear_caches()
         changed = not np.allclose(auto, reference, rtol=1e-9, atol=1e-12)
         assert changed == (chosen.road == "closed"), (name, chosen)
+
+
+# ----------------------------------------------------------------------------------------------
+# A user's JAX configuration
+
+
+def test_jprop_runs_under_a_users_strict_rank_promotion():
+    """Under `jax_numpy_rank_promotion="raise"` (a user's setting that refuses implicit
+    broadcasting) models, transforms, estimators, objectives and weight-curvature products run,
+    each traced afresh under it, and so do the hand-derived rules when an eager `jax.grad` traces
+    them outside any jprop program: jprop allows its own broadcasting where it traces."""
+    key = jax.random.key(0)
+    mlp = jprop.MLP((3, 6, 6, 2))
+    pirate, rbf = jprop.pirate_net(3, 1, width=6, blocks=1), jprop.RBFNetwork(3, 5, 1)
+    x, y = jax.random.normal(jax.random.key(1), (4, 3), jnp.float32), jnp.ones((4, 2), jnp.float32)
+
+    def programs(params, net):
+        ones = jnp.ones((x.shape[0], net(params, x).shape[-1]), x.dtype)
+        out = [
+            net(params, x[0]),
+            jprop.laplacian(net)(params, x),
+            jax.grad(jprop.jprop_v(net))(params, x, jnp.ones_like(x), ones),
+        ]
+        if net is mlp:
+            out += [
+                jprop.laplacian(net, estimator="rademacher", probes=2, drift="x")(params, x, key),
+                jprop.jacobian(net)(params, x),
+                jprop.hessian_diagonal(net)(params, x),
+            ]
+        return out
+
+    def rules(params):  # the MLP's Laplacian, estimate, Hessian diagonal and Hessian rules
+        estimate = jprop.laplacian(mlp, estimator="sparse", probes=2)(params, x, key)
+        diagonal = jprop.hessian_diagonal(mlp)(params, x)
+        hessian = jprop.hessian(mlp)(params, x)
+        lap = jprop.laplacian(mlp)(params, x)
+        return jnp.sum(jnp.sin(lap) + estimate) + jnp.sum(diagonal**2) + jnp.sum(jnp.cos(hessian))
+
+    @jax.jit
+    def curvature(params):
+        loss = jprop.SquaredError(mlp)
+        return [
+            jprop.weight_hessian_vector_product(loss)(params, params, x, y),
+            jprop.gauss_newton_vector_product(loss)(params, params, x, y),
+        ]
+
+    with jax.numpy_rank_promotion("raise"):
+        for net in (mlp, pirate):
+            out = jax.jit(programs, static_argnums=1)(net.init(key, jnp.float32), net)
+            assert np.all(np.isfinite(flat(out)))
+        assert np.all(np.isfinite(rbf(rbf.init(key, jnp.float32), x)))
+        params = mlp.init(key, jnp.float32)
+        assert np.all(np.isfinite(flat(jax.grad(rules)(params))))
+        assert np.all(np.isfinite(flat(curvature(params))))
+        pairs = jprop.top_eigenpairs(jprop.SquaredError(mlp), k=1)(params, x, y)
+        assert np.all(np.isfinite(pairs.eigenvalues))

@@ -32,7 +32,7 @@ from jax.flatten_util import ravel_pytree
 
 from .._batch import mean_over_batch
 from .._dispatch import REGISTRY, choose
-from .._program import cached, program
+from .._program import broadcasting, cached, program
 from .._validation import check_size
 from ..models._mlp import MLP
 from . import _rules
@@ -493,7 +493,7 @@ def top_eigenpairs(
         values, vectors, residuals = lanczos(matvec, start, steps, k)
         return values, jax.vmap(unravel)(vectors), residuals
 
-    run = jax.jit(run, static_argnums=3)
+    run = jax.jit(broadcasting(run), static_argnums=3)
 
     def eigenpairs(params, *data, key=None):
         data = _validate_data(loss, params, *data, where=where)
@@ -509,4 +509,4 @@ def top_eigenpairs(
         start = jax.random.normal(key, (size,), flat.dtype)
         return Eigenpairs(*run(params, tuple(data), start, steps), steps)
 
-    return eigenpairs
+    return broadcasting(eigenpairs)

@@ -9,6 +9,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from .._program import broadcasting
 from .._validation import check_input, check_size, computation_dtype, in_dtype
 from ..quantities import _forward_laplacian
 from . import _base, _jet
@@ -83,6 +84,7 @@ class Network:
     def n_outputs(self) -> int:
         return self.layers[-1].width
 
+    @broadcasting
     def init(self, key: jax.Array, dtype: Any = None) -> Params:
         """Parameters with the field's defaults: Glorot-normal weights, zero biases, B ~ N(0, s²)
         for Fourier features, g ~ N(1, 0.1) for factorised weights, α = 0 for PirateNet blocks.
@@ -143,6 +145,7 @@ class Network:
             streams = layer.jet(layer_params, streams)
         return streams["h"]
 
+    @broadcasting
     def __call__(self, params: Params, x: jax.Array) -> jax.Array:
         """Evaluate the network: `x` of shape `(n,)` or `(..., n)` gives `(m,)` or `(..., m)`."""
         params = self.check_params(params)

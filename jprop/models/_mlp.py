@@ -9,6 +9,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from .._program import broadcasting
 from .._validation import as_float_array, check_input, check_size, computation_dtype, in_dtype
 from ._activations import HIDDEN_ALIASES, OUTPUT_ALIASES, activation_function
 
@@ -154,6 +155,7 @@ class MLP:
 
         return Network(self.n_inputs, self.layers)
 
+    @broadcasting
     def init(self, key: jax.Array, dtype: Any = None) -> Params:
         r"""Random parameters: $W^l, b^l \sim U(-1/\sqrt{n_{l-1}}, 1/\sqrt{n_{l-1}})$.
 
@@ -206,6 +208,7 @@ class MLP:
                     )
         return list(params)
 
+    @broadcasting
     def __call__(self, params: Params, x: jax.Array) -> jax.Array:
         """Evaluate the network: `x` of shape `(n,)` or `(..., n)` gives `(m,)` or `(..., m)`."""
         params = self.check_params(params)

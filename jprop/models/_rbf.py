@@ -8,6 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from .._program import broadcasting
 from .._validation import as_float_array, check_input, check_size
 
 
@@ -41,6 +42,7 @@ class RBFNetwork:
         n, k, m = self.n_inputs, self.n_centers, self.n_outputs
         return {"centers": (k, n), "log_widths": (k,), "W": (m, k), "b": (m,)}
 
+    @broadcasting
     def init(self, key: jax.Array, dtype: Any = jnp.float32) -> dict[str, jax.Array]:
         """Centres uniform in [-1, 1]^n, widths 1, output weights N(0, 1/k), bias 0."""
         kc, kw = jax.random.split(key)
@@ -67,6 +69,7 @@ class RBFNetwork:
                 )
         return params
 
+    @broadcasting
     def __call__(self, params: dict[str, jax.Array], x: jax.Array) -> jax.Array:
         """`x` of shape `(n,)` or `(..., n)` gives `(m,)` or `(..., m)`."""
         params = self.check_params(params)

@@ -25,7 +25,7 @@ from jax.custom_derivatives import SymbolicZero
 
 from .._batch import mean_over_batch
 from .._dispatch import REGISTRY, choose
-from .._program import cached, program
+from .._program import broadcasting, cached, program
 from .._validation import (
     as_float_array,
     check_extra,
@@ -115,7 +115,7 @@ def mean_loss(
             )[1].astype(value.dtype)
         return value, tangent
 
-    loss.defjvp(rule, symbolic_zeros=True)
+    loss.defjvp(broadcasting(rule), symbolic_zeros=True)
     return loss
 
 

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from .._batch import map_batches
 from .._dispatch import METHODS
-from .._program import cached, program
+from .._program import broadcasting, cached, program
 from .._validation import (
     check_batch_objective,
     check_method,
@@ -211,6 +211,7 @@ def _log_abs_det_jacobian(f: Any, method: str, batch_size: Any) -> Callable[...,
         return jnp.mean(jnp.linalg.slogdet(jac(params, x))[1])
 
     @loss.defjvp
+    @broadcasting
     def _rule(primals, tangents):
         return loss(*primals), jax.jvp(traced(*primals), primals, tangents)[1]
 

@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
+from .._program import broadcasting
 from ..models._activations import activation_function, is_linear, slopes
 from ..models._mlp import MLP, Params
 from . import _closed
@@ -286,7 +287,7 @@ def _trained(value, net: MLP, dims, per_tangent: bool, drift: bool = False):
         )
         return finish(out), finish(d_out)
 
-    quantity.defjvp(rule, symbolic_zeros=True)
+    quantity.defjvp(broadcasting(rule), symbolic_zeros=True)
     return quantity
 
 

@@ -48,6 +48,7 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
+from .._program import broadcasting
 from ..models._activations import activation_function, is_linear, slopes
 from ..models._mlp import MLP, Params
 from ..models._passes import Forward, backward, r_backward, r_forward
@@ -168,7 +169,7 @@ def diagonal(net: MLP, dims: tuple[int, ...] | None = None):
         )
         return value, d_value
 
-    quantity.defjvp(rule, symbolic_zeros=True)
+    quantity.defjvp(broadcasting(rule), symbolic_zeros=True)
     return quantity
 
 
@@ -228,7 +229,7 @@ def hessian(net: MLP):
         grams = contract_in_chunks(one, (c_dot, c, a, a_dot), batch, in_rule=True)
         return value + grams[0], d_value + grams[1]
 
-    quantity.defjvp(rule, symbolic_zeros=True)
+    quantity.defjvp(broadcasting(rule), symbolic_zeros=True)
     return quantity
 
 
@@ -312,7 +313,7 @@ def hessian_vector_product(net: MLP):
         d_hvp = _hvp_tangent(params, dparams, fwd, s3s, kept, dx, dg, dr)
         return hvp, jnp.zeros_like(hvp) if d_hvp is None else d_hvp
 
-    quantity.defjvp(rule, symbolic_zeros=True)
+    quantity.defjvp(broadcasting(rule), symbolic_zeros=True)
     return quantity
 
 

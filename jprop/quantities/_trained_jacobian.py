@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
+from .._program import broadcasting
 from ..models._activations import activation_function, is_linear, slopes
 from ..models._mlp import MLP, Params
 from . import _closed
@@ -162,5 +163,5 @@ def jacobian(net: MLP, dims: tuple[int, ...] | None = None):
         d_jac = _columns_tangent(params, kept, dparams, dx, dims, x.shape[0])
         return jac, jnp.swapaxes(d_jac, 1, 2)
 
-    quantity.defjvp(rule, symbolic_zeros=True)
+    quantity.defjvp(broadcasting(rule), symbolic_zeros=True)
     return quantity

@@ -20,7 +20,7 @@ import numpy as np
 
 from .._batch import map_batches, map_examples
 from .._dispatch import REGISTRY, choose
-from .._program import cached, program
+from .._program import broadcasting, cached, program
 from .._validation import (
     check_extra,
     check_input,
@@ -235,6 +235,7 @@ def _vmap_is_the_batch(plain: Callable[..., jax.Array]) -> Callable[..., jax.Arr
         return batched(params, x, *others)
 
     @differentiable.defjvp
+    @broadcasting
     def _jvp(primals, tangents):
         return jax.jvp(plain, primals, tangents)
 
