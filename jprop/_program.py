@@ -137,9 +137,10 @@ def broadcasting(fn: Callable[..., Any]) -> Callable[..., Any]:
     """`fn` run (and traced) with NumPy's rank promotion allowed, whatever the user's
     `jax_numpy_rank_promotion` says: jprop's code adds a bias to a batch and scales a batch of
     tangents by a batch of slopes by broadcasting, which "raise" would refuse. Every entry point
-    wears it — a model's call, each program and each hand-derived rule, traced when
-    differentiated — so jprop runs under a user's "raise" or "warn" setting; a user's `f` traced
-    inside a jprop program is then traced with promotion allowed too."""
+    that traces such code wears it — a model's call, each program, `top_eigenpairs` and each
+    hand-derived training rule (traced when differentiated, possibly outside any program) — so
+    jprop runs under a user's "raise" or "warn" setting; a user's `f` traced inside a jprop
+    program is then traced with promotion allowed too."""
 
     @functools.wraps(fn)
     def allowed(*args: Any, **kwargs: Any) -> Any:

@@ -493,7 +493,7 @@ def top_eigenpairs(
         values, vectors, residuals = lanczos(matvec, start, steps, k)
         return values, jax.vmap(unravel)(vectors), residuals
 
-    run = jax.jit(broadcasting(run), static_argnums=3)
+    run = jax.jit(run, static_argnums=3)
 
     def eigenpairs(params, *data, key=None):
         data = _validate_data(loss, params, *data, where=where)

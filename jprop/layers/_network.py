@@ -84,7 +84,6 @@ class Network:
     def n_outputs(self) -> int:
         return self.layers[-1].width
 
-    @broadcasting
     def init(self, key: jax.Array, dtype: Any = None) -> Params:
         """Parameters with the field's defaults: Glorot-normal weights, zero biases, B ~ N(0, s²)
         for Fourier features, g ~ N(1, 0.1) for factorised weights, α = 0 for PirateNet blocks.

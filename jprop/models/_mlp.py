@@ -155,7 +155,6 @@ class MLP:
 
         return Network(self.n_inputs, self.layers)
 
-    @broadcasting
     def init(self, key: jax.Array, dtype: Any = None) -> Params:
         r"""Random parameters: $W^l, b^l \sim U(-1/\sqrt{n_{l-1}}, 1/\sqrt{n_{l-1}})$.
 

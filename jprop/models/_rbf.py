@@ -42,7 +42,6 @@ class RBFNetwork:
         n, k, m = self.n_inputs, self.n_centers, self.n_outputs
         return {"centers": (k, n), "log_widths": (k,), "W": (m, k), "b": (m,)}
 
-    @broadcasting
     def init(self, key: jax.Array, dtype: Any = jnp.float32) -> dict[str, jax.Array]:
         """Centres uniform in [-1, 1]^n, widths 1, output weights N(0, 1/k), bias 0."""
         kc, kw = jax.random.split(key)
