@@ -7,7 +7,6 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 import jprop
 
@@ -40,15 +39,21 @@ FD_FLOOR = 1e-2
 
 def params_and_input(net, dtype, seed=0, batch=()):
     """Random parameters (biases non-zero) and an input of shape batch + (n,)."""
-    key_p, key_x = jax.random.split(jax.random.key(seed))
-    params = net.init(key_p, dtype)
-    x = jax.random.normal(key_x, tuple(batch) + (net.sizes[0],), dtype)
-    return params, x
+    params = net.init(jax.random.key(seed), dtype)
+    return params, normal(seed, tuple(batch) + (net.sizes[0],), dtype)
+
+
+def normal(seed, shape, dtype=jnp.float64):
+    """Standard normal numbers drawn by NumPy, put on the device: a test's inputs cost no compiled
+    program (each new shape drawn eagerly by `jax.random`, or copied by `jnp.asarray`, compiles
+    one)."""
+    return jax.device_put(np.random.default_rng(seed).standard_normal(shape).astype(dtype))
 
 
 def flat(tree):
-    """Every leaf of a pytree, raveled into one vector (the order of ravel_pytree)."""
-    return ravel_pytree(tree)[0]
+    """Every leaf of a pytree, raveled into one NumPy vector (the order of ravel_pytree)."""
+    leaves = [np.ravel(np.asarray(leaf)) for leaf in jax.tree.leaves(tree)]
+    return np.concatenate(leaves) if leaves else np.zeros(0)
 
 
 def dense_jacobian(f, params, x):
@@ -65,9 +70,12 @@ def assert_close(a, b, tol, what="", floor=0.0):
 
 def central_differences(fn, point, eps=1e-6):
     """float64 central differences of the scalar fn at the flat point, one compiled program."""
-    steps = eps * jnp.eye(point.size, dtype=point.dtype)
-    values = jax.jit(lambda w: jax.lax.map(fn, w))(jnp.concatenate([point + steps, point - steps]))
-    return np.asarray(values[: point.size] - values[point.size :]) / (2 * eps)
+    point = np.asarray(point)
+    steps = eps * np.eye(point.size, dtype=point.dtype)
+    values = np.asarray(
+        jax.jit(lambda w: jax.lax.map(fn, w))(np.concatenate([point + steps, point - steps]))
+    )
+    return (values[: point.size] - values[point.size :]) / (2 * eps)
 
 
 def pair(objective):

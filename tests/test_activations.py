@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import normal
 from jax.test_util import check_grads
 
 import jprop
@@ -15,7 +16,7 @@ X = jnp.linspace(-3.0, 3.0, 13, dtype=jnp.float64)
 def nth_derivative(fn, order):
     for _ in range(order):
         fn = jax.grad(fn)
-    return jax.vmap(fn)
+    return jax.jit(jax.vmap(fn))  # one program (eagerly, each operation would compile one)
 
 
 def test_tansig_reference_values():
@@ -72,7 +73,7 @@ def test_rules_against_autodiff_of_naive_formula(fn, naive):
         a, b = fn, naive
         for _ in range(order):
             a, b = ours(a), ours(b)
-        np.testing.assert_allclose(a(X[:5]), b(X[:5]), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(jax.jit(a)(X[:5]), jax.jit(b)(X[:5]), rtol=1e-12, atol=1e-12)
 
 
 # The new activations, with an independent naive formula (plain jnp, differentiated by JAX).
@@ -227,7 +228,7 @@ def test_folx_reads_jprops_units_as_elementwise():
 
     net = jprop.MLP((50, 64, 64, 2), activation=("tanh", "sin"), output="logsig")
     params = net.init(jax.random.key(0), jnp.float64)
-    x = jax.random.normal(jax.random.key(1), (4, 50), jnp.float64)
+    x = normal(1, (4, 50), jnp.float64)
 
     def plain(p, v):
         h = jnp.tanh(v @ p[0]["W"].T + p[0]["b"])

@@ -22,6 +22,7 @@ from helpers import (
     assert_close,
     central_differences,
     flat,
+    normal,
     pair,
     params_and_input,
     swap_road,
@@ -140,7 +141,7 @@ def test_transforms_built_alike_are_the_same_function():
 def test_objectives_are_scalar_losses_that_add_and_train_with_optax():
     net = WIDER_IN
     params, x = params_and_input(net, jnp.float64, seed=2, batch=(6,))
-    v = jax.random.normal(jax.random.key(3), x.shape, jnp.float64)
+    v = normal(3, x.shape, jnp.float64)
     t = jnp.zeros((6, net.n_outputs), jnp.float64)
     e_v = jprop.jprop_v(net, method="closed")
     penalty = jprop.jacobian_penalty(net)
@@ -201,7 +202,7 @@ def test_forward_mode_and_second_order_through_objectives(name):
     # stacked parameters: the closed road gives the autodiff road's numbers.
     net = jprop.MLP((3, 4, 2))
     params, x = params_and_input(net, jnp.float64, seed=7, batch=(3,))
-    m_side = jax.random.normal(jax.random.key(8), (3, 2), jnp.float64)
+    m_side = normal(8, (3, 2), jnp.float64)
     args = {
         "jprop_u": (m_side, x),
         "jprop_v": (x, m_side),
@@ -246,9 +247,9 @@ HVP = "hessian_vector_product"
 def _hvp_arguments(net, x):
     """A fixed output weighting g and direction r for x's batch (constants of the loss)."""
     batch = x.shape[0]
-    g = jnp.cos(1.0 + jnp.arange(batch * net.n_outputs, dtype=x.dtype)).reshape(batch, -1)
-    r = jnp.sin(2.0 + jnp.arange(x.size, dtype=x.dtype)).reshape(x.shape)
-    return g, r
+    g = np.cos(1.0 + np.arange(batch * net.n_outputs)).reshape(batch, -1).astype(x.dtype)
+    r = np.sin(2.0 + np.arange(x.size)).reshape(x.shape).astype(x.dtype)
+    return jax.device_put(g), jax.device_put(r)
 
 
 def _pinn_loss(transform, net, quantity=None):
@@ -284,7 +285,7 @@ def test_trained_rules_against_autodiff(net):
     # The Jacobian's nets cover both of its passes: rows (m < n) and columns (n <= m). Every rule
     # on this net and both roads run in one jitted program (one compile per net).
     params, x = params_and_input(net, jnp.float64, seed=11, batch=(5,))
-    direction = jax.tree.map(jnp.sin, params)
+    direction = jax.tree.map(np.sin, params)
 
     @jax.jit
     def grad_and_jvp(params, x):
@@ -332,7 +333,7 @@ def test_the_hessian_rule_in_chunks(monkeypatch, sizes, batch, wide_first, loops
     params, x = params_and_input(net, jnp.float64, seed=14, batch=(batch,))
     steps = {16: 2, 13: None, 24: 3}[batch]  # the chunking each case reaches
     assert _closed.strided_steps(batch, _closed.CONTRACTION_CHUNK) == steps
-    direction = jax.tree.map(jnp.cos, params)
+    direction = jax.tree.map(np.cos, params)
     losses = [_trained_loss("hessian", net, m) for m in ("closed", "autodiff")]
 
     @jax.jit
@@ -362,7 +363,7 @@ def test_the_laplacian_rule_with_more_inputs_than_it_unrolls(sizes):
     net = jprop.MLP(sizes, output="tansig" if len(sizes) == 3 else "purelin")
     assert net.sizes[0] > _forward_laplacian.UNROLLED_TANGENTS
     params, x = params_and_input(net, jnp.float64, seed=13, batch=(3,))
-    direction = jax.tree.map(jnp.cos, params)
+    direction = jax.tree.map(np.cos, params)
     losses = [_trained_loss("laplacian", net, m) for m in ("closed", "autodiff")]
     (got, got_x), (expected, expected_x) = (
         jax.jit(jax.grad(loss, (0, 1)))(params, x) for loss in losses
@@ -407,7 +408,7 @@ def test_trained_rules_against_float64_differences(quantity, sizes):
 def test_trained_rules_second_order_vmap_and_nesting(quantity):
     net = jprop.MLP((2, 3, 3, 1))
     params, x = params_and_input(net, jnp.float64, seed=13, batch=(3,))
-    stacked = jax.tree.map(lambda p: jnp.stack([p, 0.5 * p, -p]), params)  # an ensemble
+    stacked = jax.tree.map(lambda p: np.stack([p, 0.5 * p, -p]), params)  # an ensemble
 
     @jax.jit
     def hessian_and_ensemble(params, x):
@@ -514,7 +515,7 @@ def test_hessian_vector_product_rule_in_its_weighting_and_direction(net):
     ]
     ours, theirs = (jax.jit(jax.grad(loss, (0, 1, 2, 3)))(params, x, g, r) for loss in losses)
     assert_close(flat(ours), flat(theirs), 1e-12, "grad in (params, x, g, r)")
-    tangents = (jax.tree.map(jnp.cos, params), jnp.cos(x), jnp.sin(g), jnp.cos(r))
+    tangents = (jax.tree.map(np.cos, params), np.cos(x), np.sin(g), np.cos(r))
     ours, theirs = (
         jax.jit(lambda *a, loss=loss: jax.jvp(loss, a, tangents)[1])(params, x, g, r)
         for loss in losses
@@ -553,7 +554,7 @@ def test_a_users_vmap_runs_the_batched_closed_form(monkeypatch):
     join_the_batch = _transforms._join_the_batch
     net = jprop.MLP((3, 6, 5, 2))
     params, x = params_and_input(net, jnp.float64, seed=4, batch=(4, 5))
-    g = jax.random.normal(jax.random.key(5), (4, 5, 2), jnp.float64)
+    g = normal(5, (4, 5, 2), jnp.float64)
     for name in ("hessian", "laplacian", "jacobian", "hessian_diagonal"):
         transform = getattr(jprop, name)(net, method="closed")
         joined = []
@@ -738,7 +739,7 @@ def test_jprop_runs_under_a_users_strict_rank_promotion():
     key = jax.random.key(0)
     mlp = jprop.MLP((3, 6, 6, 2))
     pirate, rbf = jprop.pirate_net(3, 1, width=6, blocks=1), jprop.RBFNetwork(3, 5, 1)
-    x, y = jax.random.normal(jax.random.key(1), (4, 3), jnp.float32), jnp.ones((4, 2), jnp.float32)
+    x, y = normal(1, (4, 3), jnp.float32), jnp.ones((4, 2), jnp.float32)
 
     def programs(params, net):
         ones = jnp.ones((x.shape[0], net(params, x).shape[-1]), x.dtype)

@@ -6,6 +6,7 @@ have x's dtype."""
 import jax
 import jax.numpy as jnp
 import pytest
+from helpers import normal
 
 import jprop
 
@@ -19,7 +20,7 @@ def users_configuration():
 def test_bfloat16_inputs_with_float32_weights_give_float32_everywhere(users_configuration):
     net = jprop.MLP((3, 5, 2))
     params = net.init(jax.random.key(0), jnp.float32)
-    x32 = jax.random.normal(jax.random.key(1), (4, 3), jnp.float32)
+    x32 = normal(1, (4, 3), jnp.float32)
     x = x32.astype(jnp.bfloat16)
     g, r = jnp.ones((4, 2), jnp.bfloat16), jnp.ones((4, 3), jnp.bfloat16)
     for method in ("closed", "autodiff"):
@@ -71,7 +72,7 @@ def test_the_closed_road_computes_at_the_promoted_precision(params_dtype, x_dtyp
     net = jprop.MLP((3, 8, 8, 2))
     with jax.enable_x64(True), jax.numpy_dtype_promotion("standard"):
         params = net.init(jax.random.key(0), params_dtype)
-        x = jax.random.normal(jax.random.key(1), (5, 3), x_dtype)
+        x = normal(1, (5, 3), x_dtype)
         exact = jax.tree.map(lambda a: a.astype(jnp.float64), params)  # the same weights, exactly
         for name in ("laplacian", "hessian", "hessian_diagonal"):
             reference = getattr(jprop, name)(net, method="autodiff")(exact, x.astype(jnp.float64))

@@ -6,7 +6,7 @@ B fixed and free, and against float64 central differences."""
 import jax
 import jax.numpy as jnp
 import pytest
-from helpers import assert_close, flat
+from helpers import assert_close, flat, normal
 
 import jprop
 
@@ -26,7 +26,7 @@ def fourier_network(case, scale=1.5):
     params[0] = jprop.fourier_features(
         jax.random.key(1), n, features, scale=scale, dtype=jnp.float64
     )
-    x = jax.random.normal(jax.random.key(2), (5, n), jnp.float64)
+    x = normal(2, (5, n), jnp.float64)
     return net, features, params, x
 
 
@@ -129,7 +129,7 @@ def test_in_float32_the_sine_layer_is_as_accurate_as_cos_and_sin(size, case="3-8
     plain = plain_network(net, features)
     params32 = jax.tree.map(lambda a: a.astype(jnp.float32), params)
     params64 = jax.tree.map(lambda a: a.astype(jnp.float64), params32)
-    x = size * jax.random.normal(jax.random.key(4), (5, net.n_inputs), jnp.float32)
+    x = size * normal(4, (5, net.n_inputs), jnp.float32)
     for quantity in ("laplacian", "hessian_diagonal", "jacobian"):
         reference = getattr(jprop, quantity)(plain)(params64, x.astype(jnp.float64))
         ours = getattr(jprop, quantity)(net, method="closed")(params32, x)

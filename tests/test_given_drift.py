@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_close, central_differences
+from helpers import assert_close, central_differences, normal
 from test_operators import DRIFT_CASES, _laplacian, _triple_loss
 
 import jprop
@@ -31,9 +31,9 @@ def test_a_given_drift_field_rides_the_same_pass(monkeypatch, compiles, name):
     model = f if model is None else model
     n = model.n_inputs
     params = model.init(jax.random.key(0), jnp.float64)
-    x = jax.random.normal(jax.random.key(1), (3, n), jnp.float64)
-    b = jax.random.normal(jax.random.key(2), (3, n), jnp.float64)
-    sigma = jax.random.normal(jax.random.key(3), (3, n, 2), jnp.float64)  # per example
+    x = normal(1, (3, n), jnp.float64)
+    b = normal(2, (3, n), jnp.float64)
+    sigma = normal(3, (3, n, 2), jnp.float64)  # per example
     started = []  # the drift each network pass started from
     forward, propagate = jprop.quantities._forward_laplacian._forward, jprop.Network.propagate
 

@@ -11,7 +11,7 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_close, central_differences, flat
+from helpers import assert_close, central_differences, flat, normal
 
 import jprop
 from jprop import layers
@@ -39,7 +39,7 @@ CASES = {"mlp": (MLP, MLP), "network": (NETWORK, NETWORK), "function": (_plain, 
 def operator_case(name, batch=4):
     f, model = CASES[name]
     params = model.init(jax.random.key(0), jnp.float64)
-    x = jax.random.normal(jax.random.key(1), (batch, 5), jnp.float64)
+    x = normal(1, (batch, 5), jnp.float64)
     hessians = jax.jit(jax.vmap(jax.hessian(lambda xi: model(params, xi))))(x)  # (B, m, n, n)
     return f, params, x, hessians
 
@@ -54,8 +54,8 @@ def test_exact_operators_equal_the_hessians_trace(name):
     """tr(σσᵀH) for σ shared and per example, the Laplacian in chunks (with dims, with outputs),
     and the sparse estimator with every coordinate sampled, against jax.hessian in float64."""
     f, params, x, hessians = operator_case(name)
-    sigma = jax.random.normal(jax.random.key(2), (5, 3), jnp.float64)
-    per_example = jax.random.normal(jax.random.key(3), (4, 5, 3), jnp.float64)
+    sigma = normal(2, (5, 3), jnp.float64)
+    per_example = normal(3, (4, 5, 3), jnp.float64)
 
     @jax.jit  # one program for all of them
     def ours(params, x, sigma, per_example):
@@ -96,7 +96,7 @@ def test_chunks_train_as_the_whole(name):
     """jax.grad in params and x of a loss on the chunked Laplacian and on tr(σσᵀH) (also in σ)
     equals the unchunked one's."""
     f, params, x, _ = operator_case(name)
-    sigma = jax.random.normal(jax.random.key(3), (4, 5, 3), jnp.float64)
+    sigma = normal(3, (4, 5, 3), jnp.float64)
 
     @functools.partial(jax.jit, static_argnames="tangent_chunk")
     def grads(tangent_chunk=None):
@@ -144,7 +144,7 @@ def test_the_operators_gradient_is_autodiffs():
     """The MLP's hand-written rule for tr(σσᵀH) differentiated in params, x and a per-example σ
     against jax.grad of the jax.hessian oracle."""
     f, params, x, _ = operator_case("mlp")
-    sigma = jax.random.normal(jax.random.key(3), (4, 5, 3), jnp.float64)
+    sigma = normal(3, (4, 5, 3), jnp.float64)
 
     def oracle(p, v, s):
         h = jax.vmap(jax.hessian(lambda xi: MLP(p, xi)))(v)
@@ -166,8 +166,8 @@ def test_the_operators_rule_against_float64_differences(sizes):
     first-layer units, where the Laplacian runs along the first layer's directions)."""
     net = jprop.MLP(sizes, activation="logsig", output="tansig")
     params = net.init(jax.random.key(0), jnp.float64)
-    x = jax.random.normal(jax.random.key(1), (3, sizes[0]), jnp.float64)
-    sigma = jax.random.normal(jax.random.key(2), (3, sizes[0], 2), jnp.float64)
+    x = normal(1, (3, sizes[0]), jnp.float64)
+    sigma = normal(2, (3, sizes[0], 2), jnp.float64)
     trace = jprop.hessian_trace(net)
     estimate = jprop.laplacian(net, estimator="sparse", probes=2)
     laplacian = jprop.laplacian(net)
@@ -180,7 +180,7 @@ def test_the_operators_rule_against_float64_differences(sizes):
     for loss, in_sigma in losses:
         grads = jax.jit(jax.grad(loss, (0, 1)))(params, sigma)
         fd = central_differences(lambda v: loss(unravel(v), sigma), w)
-        assert_close(jax.flatten_util.ravel_pytree(grads[0])[0], fd, 1e-7, "weights")
+        assert_close(flat(grads[0]), fd, 1e-7, "weights")
         if in_sigma:
             fds = central_differences(lambda v: loss(params, v.reshape(sigma.shape)), sigma.ravel())
             assert_close(grads[1].ravel(), fds, 1e-7, "sigma")
@@ -193,7 +193,7 @@ def test_saturated_units_give_finite_estimates_and_gradients(name):
     their gradients stay finite, in float32 as users run them."""
     f, _ = CASES[name]
     params = f.init(jax.random.key(0), jnp.float32)
-    x = 1e4 * jnp.sign(jax.random.normal(jax.random.key(1), (3, 5), jnp.float32))
+    x = 1e4 * jnp.sign(normal(1, (3, 5), jnp.float32))
     for transform, args in [
         (jprop.laplacian(f, estimator="rademacher", probes=3), (jax.random.key(2),)),
         (jprop.hessian_trace(f, tangent_chunk=2), (jnp.ones((5, 3), jnp.float32),)),
@@ -220,7 +220,7 @@ def test_estimators_are_unbiased(name, estimator):
     """The mean of 3000 estimates (2 probes each, keys split from one) is within 5 standard errors
     of the exact Laplacian, and of tr(σσᵀH); the sample spread is that of the estimator."""
     f, params, x, hessians = operator_case(name, batch=2)
-    sigma = jax.random.normal(jax.random.key(2), (5, 3), jnp.float64)
+    sigma = normal(2, (5, 3), jnp.float64)
     keys = jax.random.split(jax.random.key(5), ESTIMATES)
     for transform, args, exact in [
         (jprop.laplacian(f, estimator=estimator, probes=2), (), _laplacian(hessians)),
@@ -501,7 +501,7 @@ def test_tangent_chunks_bound_the_compiled_programs_memory():
     net = jprop.MLP((512, 64, 64, 1))
     gated = jprop.modified_mlp(512, 1, width=32, depth=1)
     params = net.init(jax.random.key(0), jnp.float32)
-    x = jax.random.normal(jax.random.key(1), (16, 512), jnp.float32)
+    x = normal(1, (16, 512), jnp.float32)
 
     def temporaries(loss, params=params):
         compiled = jax.jit(jax.grad(loss)).lower(params).compile()
@@ -542,8 +542,8 @@ def test_more_inputs_than_first_units_run_along_as_many_directions(monkeypatch):
     net = jprop.MLP((12, 5, 4, 2), activation=("tanh", "silu"))
     n, h = 12, 5
     params = net.init(jax.random.key(0), jnp.float64)
-    x = jax.random.normal(jax.random.key(1), (3, n), jnp.float64)
-    sigma = jax.random.normal(jax.random.key(2), (n, h + 3), jnp.float64)
+    x = normal(1, (3, n), jnp.float64)
+    sigma = normal(2, (n, h + 3), jnp.float64)
     dims = tuple(range(0, n, 1))[1 : h + 3]
     cases = {  # coordinates, in chunks, vectors (a σ shared by the batch) and probes
         "dims": lambda m: lambda p, x, s: jprop.laplacian(net, dims=dims, method=m)(p, x),
@@ -618,8 +618,8 @@ def test_a_network_read_through_a_dense_layer_runs_along_its_units(monkeypatch, 
     net = jprop.Network(9, DENSE_FIRST[name])
     params = net.init(jax.random.key(0), jnp.float64)
     params = [{**p, "alpha": jnp.asarray(0.6)} if "alpha" in p else p for p in params]
-    x = jax.random.normal(jax.random.key(1), (3, 9), jnp.float64)
-    sigma = jax.random.normal(jax.random.key(2), (9, 6), jnp.float64)
+    x = normal(1, (3, 9), jnp.float64)
+    sigma = normal(2, (9, 6), jnp.float64)
     dims = (0, 2, 3, 5, 6, 8)
     cases = {
         "all": lambda m: lambda p, x, s: jprop.laplacian(net, method=m)(p, x),
@@ -693,7 +693,7 @@ def test_the_first_layers_directions_compile_once_and_stay_finite(compiles):
     saturated units (|x| = 1e4, float32) keep the value and the gradient finite."""
     net = jprop.MLP((12, 5, 4, 2), activation=("tanh", "silu"))
     params = net.init(jax.random.key(0), jnp.float32)
-    x = jax.random.normal(jax.random.key(1), (3, 12), jnp.float32)
+    x = normal(1, (3, 12), jnp.float32)
     before = compiles.count
     for seed in range(3):
         jprop.laplacian(net)(net.init(jax.random.key(seed), jnp.float32), x)
@@ -744,8 +744,8 @@ def test_drift_gives_the_value_and_the_derivative_along_x_in_the_same_pass(
     model = f if model is None else model
     n = model.n_inputs
     params = model.init(jax.random.key(0), jnp.float64)
-    x = jax.random.normal(jax.random.key(1), (3, n), jnp.float64)
-    sigma = jax.random.normal(jax.random.key(2), (3, n, 2), jnp.float64)
+    x = normal(1, (3, n), jnp.float64)
+    sigma = normal(2, (3, n, 2), jnp.float64)
     fused = []  # whether a network's own pass was asked for x·∇f
     forward = jprop.quantities._forward_laplacian._forward
     propagate = jprop.Network.propagate

@@ -22,11 +22,12 @@ from helpers import (
     TOL_FD,
     WIDER_IN,
     assert_close,
+    flat,
+    normal,
     pair,
     params_and_input,
     swap_road,
 )
-from jax.flatten_util import ravel_pytree
 
 import jprop
 
@@ -107,8 +108,8 @@ def test_batch_axes_are_mapped(batch):
 )
 def test_input_hessian_vector_product(net, dtype):
     params, x = params_and_input(net, dtype, seed=8, batch=(3,))
-    g = jax.random.normal(jax.random.key(10), (3, net.sizes[-1]), dtype)
-    r = jax.random.normal(jax.random.key(11), x.shape, dtype)
+    g = normal(10, (3, net.sizes[-1]), dtype)
+    r = normal(11, x.shape, dtype)
     # Oracle (docs/math.md §7.6): jax.jvp(jax.grad(lambda x: g @ f(x)), (x,), (r,)).
     oracle = jax.jit(
         jax.vmap(
@@ -195,7 +196,7 @@ def test_chunked_batches_equal_plain(method, batch_size):
 def test_generic_road_on_rbf_network():
     rbf = jprop.RBFNetwork(3, 6, 2)
     params = rbf.init(jax.random.key(4), jnp.float64)
-    x = jax.random.normal(jax.random.key(5), (4, 3), jnp.float64)
+    x = normal(5, (4, 3), jnp.float64)
     assert_close(jprop.jacobian(rbf)(params, x), jprop.fd_jacobian(rbf)(params, x), 1e-8, "J")
     assert_close(jprop.hessian(rbf)(params, x), jprop.fd_hessian(rbf)(params, x), 1e-6, "H")
     assert jprop.check(jprop.laplacian, rbf, params, x) < 1e-6
@@ -225,7 +226,7 @@ def test_scalar_output_function():
 @pytest.mark.parametrize("net", ARCHITECTURES[:5], ids=ARCH_IDS[:5])
 def test_R_is_jacobian_vector_product(net):
     params, x = params_and_input(net, jnp.float64, seed=2, batch=(3,))
-    r = jax.random.normal(jax.random.key(9), x.shape, jnp.float64)
+    r = normal(9, x.shape, jnp.float64)
     Jr = jprop.R(net)(params, x, r)
     J = jprop.jacobian(net)(params, x)
     assert_close(Jr, jnp.einsum("bmn,bn->bm", J, r), 1e-12)
@@ -392,7 +393,7 @@ def test_scalar_outputs_everywhere():
         return out
 
     for what, (ours, theirs) in pairs(params).items():
-        assert_close(ravel_pytree(ours)[0], ravel_pytree(theirs)[0], 1e-12, what)
+        assert_close(flat(ours), flat(theirs), 1e-12, what)
     square = jprop.MLP((1, 4, 1))  # log|det J| and the spectral norm of a 1 × 1 Jacobian
     p1, x1 = params_and_input(square, jnp.float64, seed=6, batch=(4,))
     g = lambda p, xi: square(p, xi)[0]  # noqa: E731

@@ -13,6 +13,7 @@ from helpers import (
     assert_close,
     dense_jacobian,
     flat,
+    normal,
     pair,
     params_and_input,
 )
@@ -111,7 +112,7 @@ def test_spectral_state_carried_over_calls_equals_more_iterations():
 def test_spectral_norm_on_the_generic_road_and_of_a_zero_jacobian():
     rbf = jprop.RBFNetwork(3, 5, 2)
     params = rbf.init(jax.random.key(0), jnp.float64)
-    x = jax.random.normal(jax.random.key(1), (BATCH, 3), jnp.float64)
+    x = normal(1, (BATCH, 3), jnp.float64)
     sn = jprop.SpectralNorm(rbf, num_iterations=300)
     (value, grads), state = spectral_pair(sn)(params, x, sn.init(params, x, jax.random.key(2)))
     ref_value, ref_grads = dense_reference(rbf, top_singular_value)(params, x)
@@ -186,7 +187,7 @@ def test_log_abs_det_matches_slogdet_and_its_gradient(net, road, dtype):
 def test_log_abs_det_generic_road_and_singular_jacobian():
     rbf = jprop.RBFNetwork(2, 6, 2)
     params = rbf.init(jax.random.key(0), jnp.float64)
-    x = jax.random.normal(jax.random.key(1), (BATCH, 2), jnp.float64)
+    x = normal(1, (BATCH, 2), jnp.float64)
     value, grads = pair(jprop.log_abs_det_jacobian(rbf))(params, x)
     ref_value, ref_grads = dense_reference(rbf, log_abs_det)(params, x)
     assert_close(value, ref_value, 1e-10, "rbf value")
