@@ -50,6 +50,14 @@ def normal(seed, shape, dtype=jnp.float64):
     return jax.device_put(np.random.default_rng(seed).standard_normal(shape).astype(dtype))
 
 
+def cosines_like(tree):
+    """cos(0), cos(1), ... in each leaf's shape and dtype: a fixed direction (NumPy, no compiled
+    program)."""
+    return jax.tree.map(
+        lambda a: jax.device_put(np.cos(np.arange(a.size)).reshape(a.shape).astype(a.dtype)), tree
+    )
+
+
 def flat(tree):
     """Every leaf of a pytree, raveled into one NumPy vector (the order of ravel_pytree)."""
     leaves = [np.ravel(np.asarray(leaf)) for leaf in jax.tree.leaves(tree)]

@@ -245,7 +245,7 @@ def test_folx_reads_jprops_units_as_elementwise():
     ours = jprop.laplacian(net, method="autodiff")
     mine, theirs = temporaries(ours), temporaries(folx_of(plain))
     assert mine <= 1.05 * theirs and 1.3 * mine < temporaries(folx_of(net)), (mine, theirs)
-    hessians = jax.vmap(jax.hessian(lambda v: net(params, v)))(x)
+    hessians = jax.jit(jax.vmap(jax.hessian(lambda v: net(params, v))))(x)
     np.testing.assert_allclose(ours(params, x), jnp.trace(hessians, axis1=-2, axis2=-1), rtol=1e-12)
     traced = lambda: str(jax.make_jaxpr(lambda v: net(params, v))(x[0]))  # noqa: E731
     units = lambda v: jprop.tansig(v) * jprop.sin(v) + jprop.logsig(jprop.purelin(v))  # noqa: E731

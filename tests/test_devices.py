@@ -7,7 +7,17 @@ import functools
 import jax
 import jax.numpy as jnp
 import pytest
-from helpers import DEEP, SCALAR_OUT, SOFTMAX, assert_close, flat, normal, pair, params_and_input
+from helpers import (
+    DEEP,
+    SCALAR_OUT,
+    SOFTMAX,
+    assert_close,
+    cosines_like,
+    flat,
+    normal,
+    pair,
+    params_and_input,
+)
 
 import jprop
 from jprop._batch import strided_steps
@@ -101,7 +111,7 @@ def test_weight_curvature_in_chunks_equals_the_whole_batch(road):
     params, x = params_and_input(net, jnp.float64, seed=6, batch=(11,))
     t = jax.nn.softmax(normal(7, (11, net.n_outputs)))
     loss = jprop.CrossEntropy(net) if road == "closed" else jprop.SquaredError(net)
-    v = jax.tree.map(lambda p: jnp.cos(jnp.arange(p.size, dtype=p.dtype)).reshape(p.shape), params)
+    v = cosines_like(params)
     ops = {
         "weight_hessian_vector_product": lambda **kw: jprop.weight_hessian_vector_product(
             loss, method=road, **kw

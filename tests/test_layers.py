@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_close, central_differences, flat, normal
+from helpers import assert_close, central_differences, cosines_like, flat, normal
 
 import jprop
 from jprop import layers as L
@@ -188,9 +188,7 @@ def test_training_through_each_quantity_is_the_plain_networks(case):
     Laplacian, the Hessian diagonal over chosen inputs and the Jacobian's columns."""
     net, plain, params, x = setup_case(case)
     dims = (0,)
-    direction = jax.tree.map(
-        lambda a: jnp.cos(jnp.arange(a.size, dtype=a.dtype)).reshape(a.shape), params
-    )
+    direction = cosines_like(params)
 
     def losses(lap, diag, jac):
         return lambda p, x: (
@@ -302,7 +300,7 @@ def test_jprop_objectives_on_a_network_are_the_compositions(case):
     net, plain, params, x = setup_case(case)
     m = net.n_outputs
     v = jnp.flip(x, axis=-1)
-    u = jnp.cos(jnp.arange(x.shape[0] * m, dtype=x.dtype)).reshape(-1, m)
+    u = cosines_like(np.zeros((x.shape[0], m), x.dtype))
     a, b = 0.3 * x, jnp.ones((x.shape[0], m), x.dtype)
 
     def jvp(p, xi, vi):
@@ -328,9 +326,7 @@ def test_jprop_objectives_on_a_network_are_the_compositions(case):
         "double_backprop": (b, 0.7),
     }
 
-    direction = jax.tree.map(
-        lambda a: jnp.cos(jnp.arange(a.size, dtype=a.dtype)).reshape(a.shape), params
-    )
+    direction = cosines_like(params)
 
     @jax.jit
     def pushed(params):  # forward mode in the parameters through the layer road's loss

@@ -75,16 +75,16 @@ def test_against_jax_and_finite_differences(net, dtype, method):
     m, n = net.sizes[-1], net.sizes[0]
     chex.assert_shape([J, H, L, D], [(3, m, n), (3, m, n, n), (3, m), (3, m, n)])
     assert J.dtype == H.dtype == L.dtype == D.dtype == dtype
-    diagonal = jnp.diagonal(oracle_H, axis1=-2, axis2=-1)
+    diagonal = np.diagonal(oracle_H, axis1=-2, axis2=-1)
     assert_close(D, diagonal, TOL_EXACT[dtype], "diag vs jax.hessian")
     assert_close(J, oracle_J, TOL_EXACT[dtype], "J vs jacfwd")
     assert_close(H, oracle_H, TOL_EXACT[dtype], "H vs jax.hessian")
-    assert_close(L, jnp.trace(oracle_H, axis1=-2, axis2=-1), TOL_EXACT[dtype], "L")
+    assert_close(L, np.trace(oracle_H, axis1=-2, axis2=-1), TOL_EXACT[dtype], "L")
     if with_fd:
         assert_close(J, fd[0], TOL_FD[dtype], "J vs fd", FD_FLOOR)
         assert_close(H, fd[1], TOL_FD[dtype], "H vs fd", FD_FLOOR)
     np.testing.assert_allclose(
-        H, jnp.swapaxes(H, -1, -2), rtol=0, atol=1e-6 if dtype == jnp.float32 else 1e-14
+        H, np.swapaxes(H, -1, -2), rtol=0, atol=1e-6 if dtype == jnp.float32 else 1e-14
     )
 
 
@@ -120,7 +120,8 @@ def test_input_hessian_vector_product(net, dtype):
         v = jprop.hessian_vector_product(net, method=method)(params, x, g, r)
         assert_close(v, oracle, TOL_EXACT[dtype], method)
     H = jprop.hessian(net)(params, x)
-    assert_close(v, jnp.einsum("bk,bkij,bj->bi", g, H, r), TOL_EXACT[dtype], "vs dense H")
+    dense = np.einsum("bk,bkij,bj->bi", *(np.asarray(a, np.float64) for a in (g, H, r)))
+    assert_close(v, dense, TOL_EXACT[dtype], "vs dense H")
 
 
 @pytest.mark.parametrize("transform", [jprop.jacobian, jprop.jprop_v], ids=lambda t: t.__name__)
@@ -278,7 +279,7 @@ def test_composition_jit_vmap_grad(transform, wrap, method):
     loss = lambda p: jnp.sum(jnp.sin(fn(p, x)))  # noqa: E731
     reference = lambda p: jnp.sum(jnp.sin(ORACLES[transform](net, p, x)))  # noqa: E731
     chex.assert_trees_all_close(
-        wrap(jax.grad(loss))(params), jax.grad(reference)(params), rtol=1e-11
+        wrap(jax.grad(loss))(params), jax.jit(jax.grad(reference))(params), rtol=1e-11
     )
 
 

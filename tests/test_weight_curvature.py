@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import TOL_EXACT, assert_close, flat, normal, params_and_input
+from helpers import TOL_EXACT, assert_close, cosines_like, flat, normal, params_and_input
 from jax.flatten_util import ravel_pytree
 
 import jprop
@@ -34,7 +34,7 @@ def problem(net, kind, dtype, seed=0):
     m = net.n_outputs
     key = jax.random.key(seed + 100)
     if kind == "squared":
-        loss, t = jprop.SquaredError(net), jax.random.normal(key, (BATCH, m), dtype)
+        loss, t = jprop.SquaredError(net), normal(seed + 100, (BATCH, m), dtype)
     elif net.output == "softmax":
         loss, t = jprop.CrossEntropy(net), jax.nn.one_hot(jnp.arange(BATCH) % m, m, dtype=dtype)
     else:
@@ -370,7 +370,7 @@ def test_softmax_cross_entropy_curvature_holds_for_targets_that_do_not_sum_to_on
     loss = jprop.CrossEntropy(net)
     dense = jnp.asarray(t) if targets != "labels" else jax.nn.one_hot(t, 4, dtype=jnp.float64)
     assert_close(loss(params, x, t), loss(params, x, dense), 1e-15, "loss")
-    v = jax.tree.map(lambda a: jnp.cos(jnp.arange(a.size, dtype=a.dtype)).reshape(a.shape), params)
+    v = cosines_like(params)
     flat_loss = lambda w: loss(unravel(w), x, dense)  # noqa: E731
     w, unravel = ravel_pytree(params)
     exact_hvp = jax.jit(lambda w, d: jax.jvp(jax.grad(flat_loss), (w,), (d,))[1])(w, flat(v))
