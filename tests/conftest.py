@@ -76,7 +76,6 @@ QUICK_BENCHMARKS = "user_lane/test_benchmarks.py"
 HANDED_OVER = (
     "tests/test_layers.py",
     "tests/test_pinn_networks.py",
-    "tests/test_dtypes.py",
 )
 
 
