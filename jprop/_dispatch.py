@@ -351,6 +351,10 @@ _NETWORK_ELSEWHERE = (
     "a jprop.Network: the sum over hidden units does not extend through gates and skips, and "
     "JAX's own transforms compute this as fast as a pass written for it"
 )
+_PLAIN_NETWORK = (
+    "; this network's layers are all plain Dense ones: net.as_mlp() is the same network as a "
+    "jprop.MLP, which has the closed form"
+)
 
 # What an estimator samples (`jprop.laplacian(..., estimator=...)`, `jprop.hessian_trace`).
 ESTIMATORS = {
@@ -419,7 +423,8 @@ def choose(f: Any, quantity: str, method: str = "auto", where: str | None = None
         return Road("autodiff", "forced by method='autodiff'" + engine)
     if not closed_ok:
         if network:
-            return Road("autodiff", _NETWORK_ELSEWHERE + engine)
+            hint = "" if f._not_an_mlp() else _PLAIN_NETWORK
+            return Road("autodiff", _NETWORK_ELSEWHERE + engine + hint)
         return Road("autodiff", f"jprop knows no closed form for a {type(f).__name__}" + engine)
     if network:
         takes_closed, reason = record.network(f)

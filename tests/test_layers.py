@@ -417,10 +417,20 @@ def test_params_that_do_not_fit_name_the_layer_and_entry():
         jprop.hessian(net, method="closed")
 
 
-def test_to_equinox_refuses_a_network_saying_why():
+def test_to_equinox_takes_a_network_of_dense_layers_and_refuses_others_saying_why():
+    dense = jprop.Network(3, [L.Dense(5, "silu"), L.Dense(5, "silu"), L.Dense(2, "identity")])
+    params = dense.init(jax.random.key(0), jnp.float64)
+    x = normal(1, (4, 3), jnp.float64)
+    model = jprop.to_equinox(dense, params)  # through Network.as_mlp
+    assert_close(jax.vmap(model)(x), dense(params, x), 1e-14, "eqx.nn.MLP")
     net, _, params, _ = setup_case("pirate net")
-    with pytest.raises(TypeError, match="no eqx.nn counterpart"):
+    with pytest.raises(
+        TypeError, match=r"layers\[0\] is a FourierFeatures .*no eqx.nn counterpart"
+    ):
         jprop.to_equinox(net, params)
+    factorised = jprop.Network(3, [L.Dense(4, factorised=True), L.Dense(1, "identity")])
+    with pytest.raises(TypeError, match=r"layers\[0\] is a factorised Dense"):
+        jprop.to_equinox(factorised, factorised.init(jax.random.key(0)))
 
 
 def test_mixed_dtypes_compute_in_their_promotion_and_extremes_stay_finite():
@@ -482,8 +492,28 @@ def test_an_mlp_is_the_network_of_its_layers(net):
         theirs = jax.jit(jax.value_and_grad(objective(net, method="closed")))(params, x, *args)
         assert_close(flat(ours), flat(theirs), 1e-11, objective.__name__)
     assert_close(network(params, x), net(params, x), 1e-14, "value")
+    assert network.as_mlp() == net  # and back: the same MLP, whose programs it shares
+    # the Hessian, which a Network leaves to JAX, points to the MLP it is
+    assert "net.as_mlp()" in jprop.road(network, "hessian").reason
 
 
 def test_a_softmax_mlp_has_no_layers_and_says_why():
     with pytest.raises(ValueError, match="softmax output couples the outputs"):
         jprop.MLP((3, 4, 2), output="softmax").as_network()
+
+
+@pytest.mark.parametrize(
+    "layer_list, why",
+    [
+        ([L.FourierFeatures(4), L.Dense(1, "identity")], r"layers\[0\] is a FourierFeatures"),
+        ([L.Dense(4), L.Residual(), L.Dense(1, "identity")], r"layers\[1\] is a Residual"),
+        ([L.Dense(4, factorised=True), L.Dense(1, "identity")], r"layers\[0\] is a factorised"),
+        ([L.Dense(4), L.Dense(1, "softplus")], r"layers\[1\] is a 'softplus' output layer"),
+    ],
+    ids=["fourier", "residual", "factorised", "softplus output"],
+)
+def test_a_network_with_other_layers_is_no_mlp_and_says_which(layer_list, why):
+    net = jprop.Network(3, layer_list)
+    with pytest.raises(ValueError, match=why + ".*only a network of plain Dense layers"):
+        net.as_mlp()
+    assert "as_mlp" not in jprop.road(net, "hessian").reason

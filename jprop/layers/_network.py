@@ -11,6 +11,8 @@ import jax.numpy as jnp
 
 from .._program import broadcasting
 from .._validation import check_input, check_size, computation_dtype, in_dtype
+from ..models._activations import OUTPUT_ALIASES
+from ..models._mlp import MLP
 from ..quantities import _forward_laplacian
 from . import _base, _jet
 from .dense import Dense
@@ -101,6 +103,54 @@ class Network:
             layer.init(k, width, gates, dtype)
             for k, layer, (width, gates) in zip(keys, self.layers, self.widths())
         ]
+
+    def as_mlp(self) -> MLP:
+        """This network as the `jprop.MLP` that computes the same function with the same
+        parameters, the inverse of `MLP.as_network()`: for a network whose every layer is a plain
+        `jprop.layers.Dense` (not factorised), with an identity, tanh or sigmoid output layer.
+        The MLP adds the passes written for its one structure: the closed Hessian, the
+        Hessian-vector product and `jprop.to_equinox`.
+
+        Raises `ValueError` naming the first layer an MLP cannot hold.
+
+        Examples:
+            >>> import jax, jax.numpy as jnp, jprop
+            >>> from jprop import layers
+            >>> net = jprop.Network(2, [layers.Dense(8), layers.Dense(1, "identity")])
+            >>> net.as_mlp()
+            MLP(sizes=(2, 8, 1), activation='tanh', output='linear')
+            >>> params = net.init(jax.random.key(0)); x = jnp.ones((3, 2))
+            >>> bool(jnp.allclose(net.as_mlp()(params, x), net(params, x)))
+            True
+        """
+        obstacle = self._not_an_mlp()
+        if obstacle:
+            raise ValueError(
+                f"jprop.Network.as_mlp: {obstacle}, which a jprop.MLP does not hold; only a "
+                "network of plain Dense layers is an MLP."
+            )
+        sizes = (self.n_inputs, *(layer.width for layer in self.layers))
+        hidden = tuple(layer.activation for layer in self.layers[:-1])
+        activation = hidden if hidden else "tanh"  # no hidden layer: the activation is unused
+        return MLP(sizes, activation=activation, output=self.layers[-1].activation)
+
+    def _not_an_mlp(self) -> str:
+        """Why `as_mlp` cannot hold this network ("layers[i] is ..."), or "" if it can."""
+        for index, layer in enumerate(self.layers):
+            plain = isinstance(layer, Dense) and not layer.factorised
+            if plain and (index < len(self.layers) - 1 or layer.activation in OUTPUT_ALIASES):
+                continue
+            if plain:
+                what = (
+                    f"a {layer.activation!r} output layer (an MLP's output is identity, tanh or "
+                    "sigmoid)"
+                )
+            elif isinstance(layer, Dense):
+                what = "a factorised Dense layer"
+            else:
+                what = f"a {type(layer).__name__} layer"
+            return f"layers[{index}] is {what}"
+        return ""
 
     def check_params(self, params: Any, where: str = "jprop.Network") -> Params:
         """Check that `params` match the layers, naming the first entry that does not."""

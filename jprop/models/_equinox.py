@@ -141,7 +141,8 @@ def from_equinox(model: eqx.nn.MLP) -> tuple[MLP, Params]:
 
 
 def to_equinox(net: MLP, params: Params) -> eqx.nn.MLP:
-    """Convert a `jprop.MLP` and its params into an `eqx.nn.MLP` computing the same function.
+    """Convert a `jprop.MLP` (or a `jprop.Network` of plain Dense layers, through
+    `Network.as_mlp()`) and its params into an `eqx.nn.MLP` computing the same function.
 
     `eqx.nn.MLP` has one hidden width, so every hidden layer of `net` must have the same size, and
     it applies its final activation elementwise, so a softmax output has no equivalent.
@@ -154,14 +155,17 @@ def to_equinox(net: MLP, params: Params) -> eqx.nn.MLP:
         >>> bool(jnp.allclose(model(jnp.ones(2)), net(p, jnp.ones(2))))
         True
     """
+    if type(net).__name__ == "Network":  # a network of plain Dense layers is an MLP
+        obstacle = net._not_an_mlp()
+        if obstacle:
+            raise TypeError(
+                f"jprop.to_equinox: this jprop.Network's {obstacle}; a network with layers "
+                "other than plain Dense ones has no eqx.nn counterpart: keep it and its params, "
+                "a plain pytree, as they are."
+            )
+        net = net.as_mlp()
     if not isinstance(net, MLP):
-        hint = (
-            " A jprop.Network (gates, skips, embeddings) has no eqx.nn counterpart: keep it and "
-            "its params, a plain pytree, as they are."
-            if type(net).__name__ == "Network"
-            else ""
-        )
-        raise TypeError(f"jprop.to_equinox: expected a jprop.MLP; got {type(net).__name__}.{hint}")
+        raise TypeError(f"jprop.to_equinox: expected a jprop.MLP; got {type(net).__name__}.")
     if net.output == "softmax":
         raise ValueError(
             "jprop.to_equinox: eqx.nn.MLP applies its final activation to each output alone, so "
