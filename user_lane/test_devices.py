@@ -26,6 +26,12 @@ xs, vs, bs, ks = jprop.shard_batch(x, v, b, keys)
 assert len(xs.sharding.device_set) == 8 and len(ks.sharding.device_set) == 8
 pirate = jprop.pirate_net(3, 2, width=8, blocks=1)  # a network of layers: gates and a skip
 pirate_params = pirate.init(jax.random.key(5), jnp.float64)
+L = jprop.layers  # and every other layer kind: a trained periodic embedding, factorised weights,
+mixed = jprop.Network(3, [  # gated layers, a residual block
+    L.PeriodicEmbedding(axes=(0,), trainable=True), L.Dense(8, factorised=True), L.Gates(8),
+    L.GatedDense(), L.Residual(), L.Dense(2, "identity"),
+])
+mixed_params = mixed.init(jax.random.key(6), jnp.float64)
 loss = jprop.SquaredError(net)
 direction = jax.tree.map(jnp.ones_like, params)
 # One transform of each kind of program: closed and autodiff input derivatives, the Laplacian's
@@ -44,9 +50,10 @@ kinds = {
     "weight_hessian_vector_product": lambda x, v, b, k, **kw: jprop.weight_hessian_vector_product(
         loss, **kw
     )(params, direction, x, b),
-    "network_laplacian_training": lambda x, v, b, k, **kw: jax.grad(
-        lambda p: jnp.mean(jprop.laplacian(pirate, **kw)(p, x) ** 2)
-    )(pirate_params),
+    "network_laplacian_training": lambda x, v, b, k, **kw: [
+        jax.grad(lambda p: jnp.mean(jprop.laplacian(f, **kw)(p, x) ** 2))(p)
+        for f, p in ((pirate, pirate_params), (mixed, mixed_params))
+    ],
     "network_jprop_u": lambda x, v, b, k, **kw: pair(jprop.jprop_u(pirate, **kw))(
         pirate_params, x, b, v
     ),
