@@ -351,10 +351,7 @@ _NETWORK_ELSEWHERE = (
     "a jprop.Network: the sum over hidden units does not extend through gates and skips, and "
     "JAX's own transforms compute this as fast as a pass written for it"
 )
-_PLAIN_NETWORK = (
-    "; this network's layers are all plain Dense ones: net.as_mlp() is the same network as a "
-    "jprop.MLP, which has the closed form"
-)
+_PLAIN_NETWORK = "a jprop.Network of plain Dense layers, run as its jprop.MLP (net.as_mlp()): "
 
 # What an estimator samples (`jprop.laplacian(..., estimator=...)`, `jprop.hessian_trace`).
 ESTIMATORS = {
@@ -399,6 +396,10 @@ def choose(f: Any, quantity: str, method: str = "auto", where: str | None = None
         return Road(inner.road, f"{what}, through jprop.{name}: {inner.reason}")
     network = isinstance(f, Network)
     record = REGISTRY[quantity]
+    if network and record.network is None:
+        if not f._not_an_mlp():  # the quantities only an MLP's passes give, as its MLP
+            inner = choose(f.as_mlp(), quantity, method, where)
+            return Road(inner.road, _PLAIN_NETWORK + inner.reason)
     if quantity == "weight_curvature":
         closed_ok = _is_closed_loss(f)
     else:
@@ -423,8 +424,7 @@ def choose(f: Any, quantity: str, method: str = "auto", where: str | None = None
         return Road("autodiff", "forced by method='autodiff'" + engine)
     if not closed_ok:
         if network:
-            hint = "" if f._not_an_mlp() else _PLAIN_NETWORK
-            return Road("autodiff", _NETWORK_ELSEWHERE + engine + hint)
+            return Road("autodiff", _NETWORK_ELSEWHERE + engine)
         return Road("autodiff", f"jprop knows no closed form for a {type(f).__name__}" + engine)
     if network:
         takes_closed, reason = record.network(f)

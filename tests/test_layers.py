@@ -493,8 +493,26 @@ def test_an_mlp_is_the_network_of_its_layers(net):
         assert_close(flat(ours), flat(theirs), 1e-11, objective.__name__)
     assert_close(network(params, x), net(params, x), 1e-14, "value")
     assert network.as_mlp() == net  # and back: the same MLP, whose programs it shares
-    # the Hessian, which a Network leaves to JAX, points to the MLP it is
-    assert "net.as_mlp()" in jprop.road(network, "hessian").reason
+    # The Hessian and its products, which a Network with other layers leaves to JAX, run the
+    # MLP's passes (method="closed" is refused to any other Network), against JAX's transforms.
+    g = normal(3, (4, m), jnp.float64)
+    products = {
+        "hessian": lambda f, method: jprop.hessian(f, method=method),
+        "hessian_vector_product": lambda f, method: (
+            lambda p, x: jprop.hessian_vector_product(f, method=method)(p, x, g, r)
+        ),
+    }
+    for name, transform in products.items():
+        assert jprop.road(network, name).reason.startswith("a jprop.Network of plain Dense layers")
+        ours = transform(network, "closed")
+        theirs = transform(network, "autodiff")
+        assert_close(ours(params, x), theirs(params, x), 1e-12, name)
+
+        def loss(p, fn=None):
+            return jnp.sum(jnp.sin(fn(p, x)))
+
+        grads = [jax.jit(jax.grad(functools.partial(loss, fn=fn)))(params) for fn in (ours, theirs)]
+        assert_close(flat(grads[0]), flat(grads[1]), 1e-11, f"grad of {name}")
 
 
 def test_a_softmax_mlp_has_no_layers_and_says_why():

@@ -142,6 +142,8 @@ def _input_transform(
     record = REGISTRY[quantity]
     extra = tuple(name for name, _ in record.arguments)
     closed, autodiff = record.closed, record.autodiff
+    if road == "closed" and isinstance(f, Network) and record.network is None:
+        f = f.as_mlp()  # plain Dense layers: the MLP's passes (`choose` said so), same params
     # Output selection on the closed road: a sub-network computing only those outputs, unless a
     # softmax couples them (then all are computed and the chosen ones kept).
     subnet = (
