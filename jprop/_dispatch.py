@@ -396,8 +396,8 @@ def choose(f: Any, quantity: str, method: str = "auto", where: str | None = None
         return Road(inner.road, f"{what}, through jprop.{name}: {inner.reason}")
     network = isinstance(f, Network)
     record = REGISTRY[quantity]
-    if network and record.network is None:
-        if not f._not_an_mlp():  # the quantities only an MLP's passes give, as its MLP
+    if network and record.network is None and quantity != "weight_curvature":
+        if not f._not_an_mlp():  # the input Hessian and its products, as its MLP
             inner = choose(f.as_mlp(), quantity, method, where)
             return Road(inner.road, _PLAIN_NETWORK + inner.reason)
     if quantity == "weight_curvature":
