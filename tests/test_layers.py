@@ -515,6 +515,27 @@ def test_an_mlp_is_the_network_of_its_layers(net):
         assert_close(flat(grads[0]), flat(grads[1]), 1e-11, f"grad of {name}")
 
 
+def test_a_network_of_dense_layers_runs_its_mlps_hessian_as_a_citizen(compiles):
+    """The Hessian a Network of plain Dense layers takes from its MLP: its weight gradient against
+    float64 central differences, wrong params named by the Network's own layers, and built again
+    with new parameters it compiles nothing new."""
+    network = jprop.MLP((3, 8, 5, 2), activation=("sin", "softplus"), output="logsig").as_network()
+    params = network.init(jax.random.key(0), jnp.float64)
+    x = normal(1, (2, 3), jnp.float64)
+    hessian = jprop.hessian(network, method="closed")
+    w, unravel = jax.flatten_util.ravel_pytree(params)
+    loss = lambda p: jnp.sum(jnp.sin(hessian(p, x)))  # noqa: E731
+    fd = central_differences(lambda v: loss(unravel(v)), w)
+    assert_close(flat(jax.jit(jax.grad(loss))(params)), fd, 1e-7, "weights vs differences")
+    wrong = [dict(params[0], W=params[0]["W"][:, :2]), *params[1:]]
+    with pytest.raises(ValueError, match=r"params\[0\] \(Dense\)\['W'\] must have shape"):
+        hessian(wrong, x)
+    first, scaled = hessian(params, x), jax.tree.map(lambda a: 1.5 * a, params)
+    before = compiles.count
+    again = jprop.hessian(network, method="closed")(scaled, x)
+    assert compiles.count == before and not np.allclose(again, first)
+
+
 def test_a_softmax_mlp_has_no_layers_and_says_why():
     with pytest.raises(ValueError, match="softmax output couples the outputs"):
         jprop.MLP((3, 4, 2), output="softmax").as_network()

@@ -142,18 +142,25 @@ def _input_transform(
     record = REGISTRY[quantity]
     extra = tuple(name for name, _ in record.arguments)
     closed, autodiff = record.closed, record.autodiff
+    # What computes on the closed road: f itself, or for a Network of plain Dense layers and a
+    # quantity only an MLP's passes give, its MLP (`choose` said so; the same params). `f` keeps
+    # validating the arguments, so errors name the Network's own layers.
+    computing = f
     if road == "closed" and isinstance(f, Network) and record.network is None:
-        f = f.as_mlp()  # plain Dense layers: the MLP's passes (`choose` said so), same params
+        computing = f.as_mlp()
     # Output selection on the closed road: a sub-network computing only those outputs, unless a
     # softmax couples them (then all are computed and the chosen ones kept).
     subnet = (
-        road == "closed" and isinstance(f, MLP) and outputs is not None and f.output != "softmax"
+        road == "closed"
+        and isinstance(computing, MLP)
+        and outputs is not None
+        and computing.output != "softmax"
     )
-    net = _subnet(f, outputs) if subnet else f
+    net = _subnet(computing, outputs) if subnet else computing
     if dims is not None:
         closed = functools.partial(closed, dims=dims)
         autodiff = functools.partial(_over_inputs, autodiff, dims)
-    if road == "closed" and isinstance(f, Network):  # each layer's own step (layers/)
+    if road == "closed" and isinstance(computing, Network):  # each layer's own step (layers/)
         closed = record.layers
         if dims is not None:
             closed = functools.partial(closed, dims=dims)
