@@ -73,7 +73,10 @@ QUICK_BENCHMARKS = "user_lane/test_benchmarks.py"
 
 # Files of this lane that the child process runs after the user lane, in this lane's configuration
 # (tests/conftest.py sets it up there too): the user lane ends sooner, and its core would idle.
-HANDED_OVER = ("tests/test_layers.py",)
+HANDED_OVER = (
+    "tests/test_layers.py",
+    "tests/test_pinn_networks.py",
+)
 
 
 class UserLane:
