@@ -17,7 +17,11 @@ take N and x·∇N from one `jax.jvp` along x and ΔN their own way:
   SDGD or Hutchinson estimate, through the MLP's own evaluation (its tanh's derivative rule,
   written in the output, makes JAX's nested jvp faster than `jnp.tanh`'s does);
 - jet, sparse: STDE's form, second-order Taylor coefficients by `jax.experimental.jet`, on the same
-  coordinates, through the MLP in plain jnp (jet does not take a custom derivative rule).
+  coordinates, through the MLP in plain jnp (jet does not take a custom derivative rule);
+- products alone (`products`): the (B·k × h) @ (h × h) matrix products between hidden layers
+  that jprop's exact step runs along k = min(d, h₁) tangents, and the two of each in the backward
+  pass, with nothing else: what those products take by themselves on this machine, beside the
+  whole step (folx's step runs its products along all d tangents).
 
 A second table times the estimate alone, `jax.grad` of mean((ΔN estimate)²), without the residual's
 N and x·∇N, whose first layer reads all d inputs for every contender alike.
@@ -80,6 +84,29 @@ def _jet(net, directions):
         return jnp.sum(jax.vmap(second)(directions), 0)
 
     return lambda p, x: jax.vmap(lambda xi: one(p, xi))(x)
+
+
+def products(net: jprop.MLP, k: int):
+    """The matrix products of jprop's exact step along k tangents, alone, as a function of
+    (params, x, g): forward, T ← T Wᵀ through each hidden-to-hidden layer from T (B·k × h₁) (the
+    first layer's columns, scaled per example); backward, for each layer the weight's product
+    Cᵀ T and the sensitivity's C W, from C = the last T. Its output is every weight product's
+    sum, so that none of them is dead code."""
+
+    def run(params, x, g):
+        first = params[0]["W"][:, :k].T  # (k, h₁)
+        t = (x[:, :1, None] * first[None]).reshape(-1, first.shape[-1])
+        kept = []
+        for layer in params[1:-1]:
+            kept.append(t)
+            t = t @ layer["W"].T
+        total, c = 0.0, t
+        for layer, t_in in zip(reversed(params[1:-1]), reversed(kept)):
+            total = total + jnp.sum(c.T @ t_in)
+            c = c @ layer["W"]
+        return total + jnp.sum(c)
+
+    return run
 
 
 def _example():
@@ -149,6 +176,7 @@ def row(dim: int, width: int, batch: int, repeats: int, folx_up_to: int):
     exact_steps = {"jprop exact": _fused_step(dim, exact)}
     if dim <= folx_up_to:
         exact_steps["folx exact"] = _step(net, dim, harness.folx_laplacian(plain))
+    exact_steps["products alone"] = products(net, min(dim, width))
     # the same samples: the estimates of ΔN agree (a step's gradient alone would hide a wrong
     # sample, ΔN being one term of the residual)
     estimates = jax.jit(
@@ -206,14 +234,14 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
         rows = [row(50, 16, 8, repeats, 50)]
     else:
         rows = [row(dim, 128, 100, repeats, 1000) for dim in (100, 1000, 10_000)]
-    names = ["jprop exact", "folx exact", "jprop sparse", "nested jvp sparse", "jet sparse"]
-    names += ["jprop dense", "nested jvp dense"]
+    names = ["jprop exact", "folx exact", "products alone", "jprop sparse", "nested jvp sparse"]
+    names += ["jet sparse", "jprop dense", "nested jvp dense"]
 
     def cell(r, name):
         if name not in r["ms"]:
             return "not run"
         text = f"{r['ms'][name]:.1f} ms, {r['peak_mib'][name]:.0f} MiB"
-        rival = {"folx exact": "jprop exact", "jprop exact": None}.get(name)
+        rival = {"folx exact": "jprop exact", "products alone": "jprop exact"}.get(name)
         if name.startswith(("nested", "jet")):
             rival = "jprop " + name.split()[-1]
         if rival:
@@ -229,8 +257,11 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
         "and XLA's memory account of each compiled step. jprop takes N, x·∇N and ΔN from one "
         '`jprop.laplacian(..., drift="x")`, the others N and x·∇N from one `jax.jvp`. Randomized '
         f"rows use {PROBES} probes drawn from one key; × is a rival's time over jprop's on the "
-        "same samples (folx against jprop exact). Nested jvp runs through the MLP's own "
-        "evaluation, whose tanh rule suits it; folx and jet through the MLP in plain jnp."
+        "same samples (folx and the products alone against jprop exact). Nested jvp runs through the MLP's own "
+        "evaluation, whose tanh rule suits it; folx and jet through the MLP in plain jnp. "
+        "Products alone: the (B·k × h) @ (h × h) matrix products jprop's exact step runs between "
+        "hidden layers along k = min(d, h₁) tangents, forward and backward, by themselves (folx's "
+        "step runs its products along all d tangents)."
     )
     skipped = [str(r["dim"]) for r in rows if "folx exact" not in r["ms"]]
     if skipped:

@@ -193,6 +193,7 @@ def test_high_dim_benchmark_quick(checks, tmp_path):
         "nested jvp dense",
         "jet sparse",
         "folx exact",
+        "products alone",
     }
     estimates_and_steps = [
         ("jprop sparse", ["nested jvp sparse", "jet sparse"]),
