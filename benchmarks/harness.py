@@ -199,6 +199,22 @@ TUNED_MALLOC = (
 )
 
 
+# On a CPU, JAX runs its factorizations and triangular solves (`jnp.linalg.cholesky`,
+# `jax.scipy.linalg.solve_triangular`, ...) in the OpenBLAS that SciPy bundles, whose worker
+# threads keep spinning for a while after each call and take cores from the XLA matrix products
+# that follow; sized to one thread, it starts none.
+ONE_BLAS_THREAD = ("OPENBLAS_NUM_THREADS", "1")
+
+
+def one_blas_thread() -> bool:
+    """Whether this process started with OpenBLAS sized to one thread (`--one-blas-thread`;
+    OpenBLAS reads the setting only when it loads)."""
+    import os
+
+    name, value = ONE_BLAS_THREAD
+    return os.environ.get(name) == value
+
+
 def tuned_malloc() -> bool:
     """Whether this process started with every tunable of `TUNED_MALLOC` (`--tuned-malloc`;
     glibc reads them only when a process starts)."""
@@ -245,12 +261,14 @@ def machine() -> dict:
         "python": platform.python_version(),
         "date": datetime.date.today().isoformat(),
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
+        "openblas_num_threads": os.environ.get(ONE_BLAS_THREAD[0]),
     }
 
 
 def publish(out_dir, name: str, markdown: str, data) -> None:
     """Write `<name>.md` (the table, under a line saying what it was measured on) and `<name>.json`
-    (the rows and the machine) to `out_dir`; `<name>_tuned_malloc` when run with `--tuned-malloc`."""
+    (the rows and the machine) to `out_dir`; `<name>_tuned_malloc` when run with `--tuned-malloc`,
+    `<name>_one_blas_thread` with `--one-blas-thread`."""
     import json
     import pathlib
 
@@ -259,7 +277,11 @@ def publish(out_dir, name: str, markdown: str, data) -> None:
     where = machine()
     if tuned_malloc():
         name += "_tuned_malloc"
+    if one_blas_thread():
+        name += "_one_blas_thread"
     tunables = f", GLIBC_TUNABLES={where['glibc_tunables']}" if where["glibc_tunables"] else ""
+    if where["openblas_num_threads"]:
+        tunables += f", {ONE_BLAS_THREAD[0]}={where['openblas_num_threads']}"
     said = (
         f"*Measured {where['date']} on {where['cpu']} ({where['cores']} cores; "
         f"{where['devices']}), jax {where['jax']}, jaxlib {where['jaxlib']}, "
@@ -272,10 +294,11 @@ def publish(out_dir, name: str, markdown: str, data) -> None:
 
 
 def command_line(doc: str, **extra) -> dict:
-    """The benchmark scripts' shared options (`--quick`, `--repeats`, `--out`, `--tuned-malloc`)
-    plus `extra` (name -> (default, help)), parsed from the command line into keyword arguments
-    for `main`. `--tuned-malloc` starts the script again with glibc's tunables `TUNED_MALLOC`
-    added to the environment, unless they already are there."""
+    """The benchmark scripts' shared options (`--quick`, `--repeats`, `--out`, `--tuned-malloc`,
+    `--one-blas-thread`) plus `extra` (name -> (default, help)), parsed from the command line into
+    keyword arguments for `main`. `--tuned-malloc` and `--one-blas-thread` start the script again
+    with glibc's tunables `TUNED_MALLOC` added to the environment, or `ONE_BLAS_THREAD` set in it,
+    unless they already are there."""
     import argparse
     import os
     import platform
@@ -294,6 +317,12 @@ def command_line(doc: str, **extra) -> dict:
         "temporaries kept mapped from call to call, on huge pages; results go to "
         "<name>_tuned_malloc",
     )
+    parser.add_argument(
+        "--one-blas-thread",
+        action="store_true",
+        help=f"run with {'='.join(ONE_BLAS_THREAD)}: the OpenBLAS that runs JAX's factorizations "
+        "on a CPU starts no threads to spin beside XLA's; results go to <name>_one_blas_thread",
+    )
     for name, (default, text) in extra.items():
         parser.add_argument(f"--{name}", default=default, help=text)
     options = vars(parser.parse_args())
@@ -304,8 +333,11 @@ def command_line(doc: str, **extra) -> dict:
             f"{', '.join(TUNED_MALLOC)}); this is {sys.platform} with "
             f"{library or 'no glibc'} {version}".rstrip()
         )
+    env = dict(os.environ)
     if options.pop("tuned_malloc") and not tuned_malloc():
-        tunables = ":".join(filter(None, [os.environ.get("GLIBC_TUNABLES"), *TUNED_MALLOC]))
-        env = dict(os.environ, GLIBC_TUNABLES=tunables)
+        env["GLIBC_TUNABLES"] = ":".join(filter(None, [env.get("GLIBC_TUNABLES"), *TUNED_MALLOC]))
+    if options.pop("one_blas_thread") and not one_blas_thread():
+        env[ONE_BLAS_THREAD[0]] = ONE_BLAS_THREAD[1]
+    if env != dict(os.environ):
         os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
     return options
