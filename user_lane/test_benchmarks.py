@@ -230,7 +230,7 @@ def test_high_dim_benchmark_quick(checks, tmp_path):
         "nested jvp dense",
         "jet sparse",
         "folx exact",
-        "products alone",
+        "products alone",  # the step's matrix products timed alone: a reference, not a rival
     }
     estimates_and_steps = [
         ("jprop sparse", ["nested jvp sparse", "jet sparse"]),
