@@ -8,11 +8,12 @@ than split over threads; and it runs its matrix products on one thread, leaving 
 the user lane. Each flag is set where this XLA knows it (XLA aborts on flags it does not know, so a
 child process tries it first).
 
-**The user lane** (user_lane/): the examples, the README's and the docs' code, run as a user runs
-them — JAX's default configuration (float32, x64 off, standard promotion) and XLA's default flags.
-The benchmarks in quick mode (user_lane/test_benchmarks.py) check each script's contenders against
-jprop and its report, not its speed: they run in the same JAX configuration with this lane's
-compile-speed flags. When tests/test_lanes.py is selected, that lane starts as a child pytest
+**The user lane** (user_lane/): the examples, the README's code, the differential test and the
+sharded runs, run as a user runs them — JAX's default configuration (float32, x64 off, standard
+promotion) and XLA's default flags. The docs' code blocks (user_lane/test_docs.py), many short
+programs each compiled once, and the benchmarks in quick mode (user_lane/test_benchmarks.py), which
+check each script's contenders against jprop and its report, not its speed, run in the same JAX
+configuration with this lane's compile-speed flags. When tests/test_lanes.py is selected, that lane starts as a child pytest
 process as soon as collection ends, so it runs on the second core beside this one (each lane
 pinned to its own cores where the system allows: this lane to one, the child to the others, whose
 thread pool XLA sizes to them, so that it does not take time from this lane);
@@ -68,7 +69,8 @@ from jprop import _program  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 USER_LANE = "user_lane"
-QUICK_BENCHMARKS = "user_lane/test_benchmarks.py"
+# the user lane's files run in JAX's default configuration with this lane's compile-speed flags
+COMPILE_BOUND = ("user_lane/test_docs.py", "user_lane/test_benchmarks.py")
 
 
 # Files of this lane that the child process runs after the user lane, in this lane's configuration
@@ -80,8 +82,9 @@ HANDED_OVER = (
 
 
 class UserLane:
-    """The user lane as a child pytest process, then its quick benchmarks with this lane's
-    compile-speed flags, then the files `HANDED_OVER`; their output in one temporary file."""
+    """The user lane as a child pytest process, then its `COMPILE_BOUND` files (docs blocks, quick
+    benchmarks) with this lane's compile-speed flags, then the files `HANDED_OVER`; their output
+    in one temporary file."""
 
     def __init__(self):
         env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
@@ -99,12 +102,12 @@ class UserLane:
                     "-m",
                     "pytest",
                     USER_LANE,
-                    f"--ignore={QUICK_BENCHMARKS}",
+                    *(f"--ignore={path}" for path in COMPILE_BOUND),
                     *options,
                 ],
                 env,
             ),
-            ([sys.executable, "-m", "pytest", QUICK_BENCHMARKS, *options], quick),
+            ([sys.executable, "-m", "pytest", *COMPILE_BOUND, *options], quick),
             ([sys.executable, "-m", "pytest", *HANDED_OVER, *options], env),
         ]
         self.cores = _split_cores()

@@ -1,5 +1,6 @@
-"""The user lane (user_lane/: examples, README and docs code) passes under JAX's default
-configuration and XLA's default flags, and its quick benchmarks in the same JAX configuration;
+"""The user lane (user_lane/: examples, README code, the differential test) passes under JAX's
+default configuration and XLA's default flags, and its docs blocks and quick benchmarks in the same
+JAX configuration (tests/conftest.py, `COMPILE_BOUND`);
 tests/conftest.py runs it beside this lane, followed by the files of this lane it hands over
 (`HANDED_OVER`), which pass too."""
 

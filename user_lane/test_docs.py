@@ -1,6 +1,7 @@
 """The documentation site (docs/): every Python block on every page runs, as a user copies it;
 the site builds with `mkdocs build --strict`, and every API entry renders with its signature and a
-highlighted example (read from the built HTML)."""
+highlighted example (read from the built HTML). The blocks run in JAX's default configuration;
+the full suite gives this file XLA's compile-speed flags (tests/conftest.py, `COMPILE_BOUND`)."""
 
 import pathlib
 import re
