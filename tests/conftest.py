@@ -38,17 +38,20 @@ _ONE_CODEGEN = "--xla_cpu_parallel_codegen_split_count=1"  # compile each progra
 
 
 def _xla_accepted(flags: tuple[str, ...]) -> list[str]:
-    """The flags this XLA knows, each tried in its own child process, all at once."""
-    probe = "import jax; jax.devices()"
-    runs = {
-        flag: subprocess.Popen(
-            [sys.executable, "-c", probe],
-            env=dict(os.environ, XLA_FLAGS=flag, JAX_PLATFORMS="cpu"),
+    """The flags this XLA knows: all of them if a child process starts with them together, else
+    each tried in its own child process, in parallel."""
+
+    def start(tried: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-c", "import jax; jax.devices()"],
+            env=dict(os.environ, XLA_FLAGS=tried, JAX_PLATFORMS="cpu"),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        for flag in flags
-    }
+
+    if start(" ".join(flags)).wait() == 0:
+        return list(flags)
+    runs = {flag: start(flag) for flag in flags}
     return [flag for flag, run in runs.items() if run.wait() == 0]
 
 
