@@ -13,10 +13,10 @@ sharded runs, run as a user runs them — JAX's default configuration (float32, 
 promotion) and XLA's default flags. The docs' code blocks (user_lane/test_docs.py), many short
 programs each compiled once, and the benchmarks in quick mode (user_lane/test_benchmarks.py), which
 check each script's contenders against jprop and its report, not its speed, run in the same JAX
-configuration with this lane's compile-speed flags. When tests/test_lanes.py is selected, that lane starts as a child pytest
-process as soon as collection ends, so it runs on the second core beside this one (each lane
-pinned to its own cores where the system allows: this lane to one, the child to the others, whose
-thread pool XLA sizes to them, so that it does not take time from this lane);
+configuration with this lane's compile-speed flags. When tests/test_lanes.py is selected, that lane
+starts as a child pytest process as soon as collection ends, so it runs on the second core beside
+this one (each lane pinned to its own cores where the system allows: this lane to one, the child
+to the others, whose thread pool XLA sizes to them, so that it does not take time from this lane);
 `test_the_user_lane_passes`, moved to the end of the run, waits for it and reports its outcome.
 The user lane ends sooner than this one, so the same child then runs the files of this lane named
 in `HANDED_OVER`, in this lane's configuration (their items are deselected here); the terminal
