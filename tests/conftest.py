@@ -84,35 +84,33 @@ HANDED_OVER = (
 )
 
 
+def child_commands() -> list[tuple[list[str], dict[str, str]]]:
+    """The child process's pytest runs, each (command, environment): the user lane at XLA's
+    default flags, its `COMPILE_BOUND` files with this lane's, then the files `HANDED_OVER`."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    if _USER_XLA_FLAGS is not None:
+        env["XLA_FLAGS"] = _USER_XLA_FLAGS
+    # the flags, for the files handed over and the user lane's own child process (sharding)
+    env["JPROP_TEST_SPEED_FLAGS"] = _SPEED_FLAGS
+    quick = dict(env, XLA_FLAGS=os.environ["XLA_FLAGS"])
+    run = [sys.executable, "-m", "pytest"]
+    options = ["-p", "no:cacheprovider"]
+    ignored = [f"--ignore={path}" for path in COMPILE_BOUND]
+    return [
+        ([*run, USER_LANE, *ignored, *options], env),
+        ([*run, *COMPILE_BOUND, *options], quick),
+        ([*run, *HANDED_OVER, *options], env),
+    ]
+
+
 class UserLane:
     """The user lane as a child pytest process, then its `COMPILE_BOUND` files (docs blocks, quick
     benchmarks) with this lane's compile-speed flags, then the files `HANDED_OVER`; their output
     in one temporary file."""
 
     def __init__(self):
-        env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-        if _USER_XLA_FLAGS is not None:
-            env["XLA_FLAGS"] = _USER_XLA_FLAGS
-        # the flags, for the files handed over and the user lane's own child process (sharding)
-        env["JPROP_TEST_SPEED_FLAGS"] = _SPEED_FLAGS
-        quick = dict(env, XLA_FLAGS=os.environ["XLA_FLAGS"])
         self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
-        options = ["-p", "no:cacheprovider"]
-        self.commands = [
-            (
-                [
-                    sys.executable,
-                    "-m",
-                    "pytest",
-                    USER_LANE,
-                    *(f"--ignore={path}" for path in COMPILE_BOUND),
-                    *options,
-                ],
-                env,
-            ),
-            ([sys.executable, "-m", "pytest", *COMPILE_BOUND, *options], quick),
-            ([sys.executable, "-m", "pytest", *HANDED_OVER, *options], env),
-        ]
+        self.commands = child_commands()
         self.cores = _split_cores()
         self.started, self.seconds, self.codes = time.monotonic(), [], []
         self.waited_from = None

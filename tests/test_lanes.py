@@ -5,8 +5,12 @@ tests/conftest.py runs it beside this lane, followed by the files of this lane i
 (`HANDED_OVER`), which pass too."""
 
 import ast
+import collections
+import os
 import pathlib
 import re
+
+from conftest import _USER_XLA_FLAGS, USER_LANE, child_commands
 
 
 def test_the_user_lane_passes(user_lane):
@@ -33,3 +37,25 @@ def test_no_test_module_defines_a_module_setup_or_teardown():
         if isinstance(node, ast.FunctionDef) and node.name in reserved
     ]
     assert not found, f"rename these module-level functions: {found}"
+
+
+def test_the_child_runs_every_user_lane_file_once_and_the_user_lane_at_default_flags():
+    """Each user_lane/test_*.py runs in exactly one of the child's pytest runs (a file moved
+    between them is neither lost nor run twice), and the user lane's own run has the user's XLA
+    flags, not this lane's."""
+    root = pathlib.Path(__file__).resolve().parent.parent
+    files = sorted(p.relative_to(root).as_posix() for p in (root / USER_LANE).glob("test_*.py"))
+    runs = collections.Counter()
+    commands = child_commands()
+    for command, _ in commands:
+        args = command[command.index("pytest") + 1 :]
+        ignored = {a.removeprefix("--ignore=") for a in args if a.startswith("--ignore=")}
+        for arg in args:
+            if arg == USER_LANE:
+                runs.update(f for f in files if f not in ignored)
+            elif arg.startswith(f"{USER_LANE}/"):
+                runs[arg] += 1
+    assert len(files) >= 6 and runs == collections.Counter(files), runs
+    user_env = commands[0][1]
+    assert user_env.get("XLA_FLAGS") == _USER_XLA_FLAGS
+    assert commands[1][1]["XLA_FLAGS"] == os.environ["XLA_FLAGS"]  # the compile-speed flags
