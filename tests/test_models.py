@@ -19,6 +19,26 @@ def test_init_shapes_and_dtype(net):
             assert layer["W"].dtype == dtype and layer["b"].dtype == dtype
 
 
+def test_init_is_one_compiled_program_per_network_and_dtype(compiles):
+    """MLP.init and Network.init draw every parameter in one compiled program (sizes seen nowhere
+    else in the suite: eagerly, each new shape would compile its own); a new key compiles nothing
+    new, and the draws are those of the same `jax.random` calls run eagerly."""
+    nets = (jprop.MLP((3, 17, 19, 2)), jprop.pirate_net(2, 1, width=14, blocks=1, factorised=True))
+    keys = jax.random.key(0), jax.random.key(1)
+    for net in nets:
+        before = compiles.count
+        net.init(keys[0], jnp.float32)
+        assert compiles.count - before == 1, type(net).__name__
+        drawn = net.init(keys[1], jnp.float32)
+        assert compiles.count - before == 1, type(net).__name__
+        with jax.disable_jit():
+            eager = net.init(jax.random.key(1), jnp.float32)
+        assert jax.tree.structure(drawn) == jax.tree.structure(eager)
+        for a, b in zip(jax.tree.leaves(drawn), jax.tree.leaves(eager)):
+            assert a.dtype == b.dtype == jnp.float32
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("net", ARCHITECTURES, ids=ARCH_IDS)
 def test_apply_matches_manual_formula_and_batches(net):
     params, x = params_and_input(net, jnp.float64, batch=(2, 3))

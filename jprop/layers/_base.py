@@ -48,6 +48,8 @@ class Layer:
         raise NotImplementedError
 
     def init(self, key: jax.Array, width: int, gates: int | None, dtype: Any) -> dict[str, Any]:
+        """The parameters, drawn from `key` with `jax.random` (traced: `Network.init` runs every
+        layer's `init` in one `jax.jit`)."""
         raise NotImplementedError
 
     def jet(self, params: dict[str, Any], streams: dict[str, _jet.Jet]) -> dict[str, _jet.Jet]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +19,17 @@ from . import _base, _jet
 from .dense import Dense
 
 Params = list[dict[str, Any]]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _draw(net: Network, key: jax.Array, dtype: Any) -> Params:
+    """`Network.init`'s draws, each layer's `init` traced in one compiled program per network
+    and dtype (drawn eagerly, each new parameter shape would compile one)."""
+    keys = jax.random.split(key, len(net.layers))
+    return [
+        layer.init(k, width, gates, dtype)
+        for k, layer, (width, gates) in zip(keys, net.layers, net.widths())
+    ]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,11 +110,7 @@ class Network:
         dtype = jnp.zeros(0).dtype if dtype is None else dtype
         if not jnp.issubdtype(dtype, jnp.floating):
             raise TypeError(f"jprop.Network.init: `dtype` must be a floating dtype; got {dtype}.")
-        keys = jax.random.split(key, len(self.layers))
-        return [
-            layer.init(k, width, gates, dtype)
-            for k, layer, (width, gates) in zip(keys, self.layers, self.widths())
-        ]
+        return _draw(self, key, jnp.dtype(dtype))
 
     def as_mlp(self) -> MLP:
         """This network as the `jprop.MLP` that computes the same function with the same

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,6 +15,23 @@ from .._validation import as_float_array, check_input, check_size, computation_d
 from ._activations import HIDDEN_ALIASES, OUTPUT_ALIASES, activation_function
 
 Params = list[dict[str, jax.Array]]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _draw(sizes: tuple[int, ...], key: jax.Array, dtype: Any) -> Params:
+    """`MLP.init`'s draws, one compiled program per sizes and dtype (drawn eagerly, each new
+    parameter shape would compile one)."""
+    params = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        key, kw, kb = jax.random.split(key, 3)
+        bound = 1.0 / fan_in**0.5
+        params.append(
+            {
+                "W": jax.random.uniform(kw, (fan_out, fan_in), dtype, -bound, bound),
+                "b": jax.random.uniform(kb, (fan_out,), dtype, -bound, bound),
+            }
+        )
+    return params
 
 
 def _canonical(name: Any, aliases: dict[str, str], what: str) -> str:
@@ -166,17 +184,7 @@ class MLP:
         dtype = jnp.zeros(0).dtype if dtype is None else dtype  # JAX's default float type
         if not jnp.issubdtype(dtype, jnp.floating):
             raise TypeError(f"MLP.init: `dtype` must be a floating dtype; got {dtype}.")
-        params = []
-        for fan_in, fan_out in zip(self.sizes[:-1], self.sizes[1:]):
-            key, kw, kb = jax.random.split(key, 3)
-            bound = 1.0 / fan_in**0.5
-            params.append(
-                {
-                    "W": jax.random.uniform(kw, (fan_out, fan_in), dtype, -bound, bound),
-                    "b": jax.random.uniform(kb, (fan_out,), dtype, -bound, bound),
-                }
-            )
-        return params
+        return _draw(self.sizes, key, jnp.dtype(dtype))
 
     def check_params(self, params: Any, where: str = "MLP") -> Params:
         """Check that `params` match this description, layer by layer; return them as a list."""
