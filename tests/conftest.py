@@ -8,11 +8,13 @@ than split over threads; and it runs its matrix products on one thread, leaving 
 the user lane. Each flag is set where this XLA knows it (XLA aborts on flags it does not know, so a
 child process tries it first).
 
-**The user lane** (user_lane/): the examples, the README's code, the differential test and the
-sharded runs, run as a user runs them — JAX's default configuration (float32, x64 off, standard
-promotion) and XLA's default flags. The docs' code blocks (user_lane/test_docs.py), many short
-programs each compiled once, and the benchmarks in quick mode (user_lane/test_benchmarks.py), which
-check each script's contenders against jprop and its report, not its speed, run in the same JAX
+**The user lane** (user_lane/): the README's code, the differential test, the sharded runs and
+the examples, run as a user runs them — JAX's default configuration (float32, x64 off, standard
+promotion) and XLA's default flags. The files that spend their time compiling many short programs
+rather than running them — the docs' code blocks (user_lane/test_docs.py), the benchmarks in quick
+mode (user_lane/test_benchmarks.py), which check each script's contenders against jprop and its
+report, not its speed, and the examples' quick runs (user_lane/test_examples.py; the multiscale
+example, which spends its time training, stays at the default flags) — run in the same JAX
 configuration with this lane's compile-speed flags. When tests/test_lanes.py is selected, that lane
 starts as a child pytest process as soon as collection ends, so it runs on the second core beside
 this one (each lane pinned to its own cores where the system allows: this lane to one, the child
@@ -73,7 +75,11 @@ from jprop import _program  # noqa: E402
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 USER_LANE = "user_lane"
 # the user lane's files run in JAX's default configuration with this lane's compile-speed flags
-COMPILE_BOUND = ("user_lane/test_docs.py", "user_lane/test_benchmarks.py")
+COMPILE_BOUND = (
+    "user_lane/test_docs.py",
+    "user_lane/test_benchmarks.py",
+    "user_lane/test_examples.py",
+)
 
 
 # Files of this lane that the child process runs after the user lane, in this lane's configuration
@@ -81,6 +87,8 @@ COMPILE_BOUND = ("user_lane/test_docs.py", "user_lane/test_benchmarks.py")
 HANDED_OVER = (
     "tests/test_layers.py",
     "tests/test_pinn_networks.py",
+    "tests/test_given_drift.py",
+    "tests/test_fourier.py",
 )
 
 

@@ -1,6 +1,7 @@
-"""The user lane (user_lane/: examples, README code, the differential test) passes under JAX's
-default configuration and XLA's default flags, and its docs blocks and quick benchmarks in the same
-JAX configuration (tests/conftest.py, `COMPILE_BOUND`);
+"""The user lane (user_lane/: README code, the differential test, examples) passes under JAX's
+default configuration and XLA's default flags, and its compile-bound files (docs blocks, quick
+benchmarks, the examples' quick runs) in the same JAX configuration (tests/conftest.py,
+`COMPILE_BOUND`);
 tests/conftest.py runs it beside this lane, followed by the files of this lane it hands over
 (`HANDED_OVER`), which pass too."""
 
@@ -18,7 +19,7 @@ def test_the_user_lane_passes(user_lane):
     tail = output[-6000:]
     assert codes == [0] * len(user_lane.commands), f"the child process failed ({codes}):\n{tail}"
     passed = [int(n) for n in re.findall(r"(\d+) passed", output)]
-    assert len(passed) == 3 and min(passed) >= 9, f"too few tests ran:\n{tail}"
+    assert len(passed) == 3 and min(passed) >= 5, f"too few tests ran:\n{tail}"
     assert not re.search(r"\d+ (skipped|xfailed|deselected)", output), tail
 
 

@@ -1,4 +1,8 @@
-"""Every example script runs in quick mode and asserts its own claim."""
+"""Every example script runs in quick mode and asserts its own claim (the multiscale Poisson
+example in user_lane/test_multiscale_example.py). These quick runs spend most of their time
+compiling: the full suite gives this file XLA's compile-speed flags (tests/conftest.py,
+`COMPILE_BOUND`), in JAX's default configuration; each claim holds with its margin under either
+flags, as it must on any CPU."""
 
 import pytest
 from scripts import load_script
@@ -70,14 +74,6 @@ def test_heat_pinn_example(tmp_path):
     )
     assert max(report["relative_l2"].values()) < 0.2  # main() asserted it too
     assert (tmp_path / "heat_pinn.png").stat().st_size > 10_000
-
-
-def test_multiscale_poisson_example(tmp_path, capsys):
-    report = load_script("examples/multiscale_poisson.py").main(quick=True, out=str(tmp_path))
-    (fourier,) = report["relative_l2"].values()  # quick: the Fourier-feature network alone
-    assert fourier < 0.3  # main() asserted it too
-    assert (tmp_path / "multiscale_poisson.png").stat().st_size > 10_000
-    assert "closed road" in capsys.readouterr().out
 
 
 def test_high_dim_poisson_example(capsys):
