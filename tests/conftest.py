@@ -89,7 +89,6 @@ HANDED_OVER = (
     "tests/test_pinn_networks.py",
     "tests/test_given_drift.py",
     "tests/test_fourier.py",
-    "tests/test_devices.py",
 )
 
 
