@@ -695,11 +695,9 @@ def test_each_composite_runs_the_primitive_road_names(sizes, monkeypatch):
     params, x = params_and_input(net, jnp.float64, seed=21, batch=(3,))
     keys = jax.random.split(jax.random.key(22), 3)
     calls = {
-        "tangent_prop": lambda p, o: jprop.tangent_prop(net, **o)(
-            p, x, jax.random.normal(keys[0], (3, 2, n), jnp.float64)
-        ),
+        "tangent_prop": lambda p, o: jprop.tangent_prop(net, **o)(p, x, normal(220, (3, 2, n))),
         "derivative_targets": lambda p, o: jprop.derivative_targets(net, **o)(
-            p, x, jnp.zeros((3, m), jnp.float64), jax.random.normal(keys[1], (3, m, n))
+            p, x, jnp.zeros((3, m), jnp.float64), normal(221, (3, m, n))
         ),
         "jacobian_penalty": lambda p, o: jprop.jacobian_penalty(net, **o)(p, x),
     }

@@ -36,9 +36,8 @@ def test_chunks_are_strided_when_the_batch_splits_evenly():
 def test_jprop_objectives_in_chunks_equal_the_whole_batch(road):
     net = DEEP
     params, x = params_and_input(net, jnp.float64, seed=9, batch=(12,))
-    key = jax.random.split(jax.random.key(3), 2)
-    v = jax.random.normal(key[0], x.shape, jnp.float64)
-    t = jax.random.normal(key[1], (12, net.n_outputs), jnp.float64)
+    v = normal(30, x.shape)
+    t = normal(31, (12, net.n_outputs))
     jobs = {
         name: lambda make=make, args=args, **kw: pair(make(net, method=road, **kw))(
             params, x, *args
@@ -69,9 +68,9 @@ def test_composite_objectives_in_chunks_equal_the_whole_batch(road="closed"):
     sq_params, sq_x = params_and_input(square, jnp.float64, seed=5, batch=(11,))
     keys = jax.random.split(jax.random.key(8), 4)
     n, m = net.sizes[0], net.n_outputs
-    tangents = jax.random.normal(keys[0], (11, 2, n), jnp.float64)
-    y = jax.random.normal(keys[1], (11, m), jnp.float64)
-    T = jax.random.normal(keys[2], (11, m, n), jnp.float64)
+    tangents = normal(80, (11, 2, n))
+    y = normal(81, (11, m))
+    T = normal(82, (11, m, n))
     sn = lambda **kw: jprop.SpectralNorm(net, method=road, num_iterations=3, **kw)  # noqa: E731
     state = sn().init(params, x, keys[3])
     jobs = {

@@ -19,18 +19,36 @@ def test_init_shapes_and_dtype(net):
             assert layer["W"].dtype == dtype and layer["b"].dtype == dtype
 
 
-def test_init_is_one_compiled_program_per_network_and_dtype(compiles):
-    """MLP.init and Network.init draw every parameter in one compiled program (sizes seen nowhere
-    else in the suite: eagerly, each new shape would compile its own); a new key compiles nothing
-    new, and the draws are those of the same `jax.random` calls run eagerly."""
-    nets = (jprop.MLP((3, 17, 19, 2)), jprop.pirate_net(2, 1, width=14, blocks=1, factorised=True))
-    keys = jax.random.key(0), jax.random.key(1)
-    for net in nets:
+def test_init_compiles_one_program_per_layer_shape_and_dtype(compiles):
+    """MLP.init and Network.init draw each layer in one compiled program per layer (its shape,
+    its kind) and dtype, which networks sharing the layer share (sizes seen nowhere else in the
+    suite); a new key compiles nothing new, and the draws are those of the same `jax.random` calls
+    run eagerly."""
+
+    def compiled(net, dtype=jnp.float32):
         before = compiles.count
-        net.init(keys[0], jnp.float32)
-        assert compiles.count - before == 1, type(net).__name__
-        drawn = net.init(keys[1], jnp.float32)
-        assert compiles.count - before == 1, type(net).__name__
+        net.init(jax.random.key(0), dtype)
+        return compiles.count - before
+
+    # MLPs: a program per new layer shape, none for a network of layers seen before
+    assert compiled(jprop.MLP((3, 17, 19, 2))) == 3
+    assert compiled(jprop.MLP((3, 17, 19, 19, 2))) == 1  # (19 → 19)
+    assert compiled(jprop.MLP((3, 17, 19, 19, 19, 2))) == 0
+    assert compiled(jprop.MLP((3, 17, 19, 2)), jnp.float64) == 3
+    # Networks: a program per new layer (the PirateNet's blocks share one); the same layers in a
+    # new network compile nothing once its number of layers has been seen (the keys' split and
+    # unstacking, two small programs per number of layers)
+    pirate = lambda blocks, outputs: jprop.pirate_net(  # noqa: E731
+        2, outputs, width=14, blocks=blocks, factorised=True
+    )
+    assert 4 <= compiled(pirate(2, 1)) <= 6  # embedding, gates, block, output (+ the keys)
+    assert compiled(pirate(2, 3)) == 1  # the new output layer
+    assert compiled(pirate(3, 3)) <= 2  # six keys, if new
+    assert compiled(pirate(3, 1)) == 0
+    for net in (jprop.MLP((3, 17, 19, 2)), pirate(2, 1)):
+        before = compiles.count
+        drawn = net.init(jax.random.key(1), jnp.float32)
+        assert compiles.count == before, type(net).__name__
         with jax.disable_jit():
             eager = net.init(jax.random.key(1), jnp.float32)
         assert jax.tree.structure(drawn) == jax.tree.structure(eager)

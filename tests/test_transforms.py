@@ -357,9 +357,8 @@ def test_scalar_outputs_everywhere():
     net = jprop.MLP((3, 6, 5, 1), output="tansig")
     params, x = params_and_input(net, jnp.float64, seed=4, batch=(5,))
     f = lambda p, xi: net(p, xi)[0]  # noqa: E731
-    keys = jax.random.split(jax.random.key(2), 4)
-    y, u, t = (jax.random.normal(k, (5,), jnp.float64) for k in keys[:3])
-    v, T = x[::-1], jax.random.normal(keys[3], (5, 3), jnp.float64)
+    y, u, t = (normal(20 + k, (5,)) for k in range(3))
+    v, T = x[::-1], normal(23, (5, 3))
     tangents = jnp.stack([x, jnp.cos(x)], axis=1)  # (B, P = 2, n)
     # objective -> (arguments for the scalar f, the same for the net with its output axis)
     objectives = {

@@ -222,6 +222,6 @@ def test_gradients_against_float64_differences_of_the_dense_value():
     for statistic, grads in ((top_singular_value, g_sigma), (log_abs_det, g_logdet)):
         value = mean_of(statistic)
         for k in range(3):
-            d = jax.random.normal(jax.random.key(20 + k), flat_p.shape, jnp.float64)
+            d = normal(20 + k, flat_p.shape)
             fd = (value(flat_p + eps * d) - value(flat_p - eps * d)) / (2 * eps)
             assert_close(flat(grads) @ d, fd, 1e-7, f"{statistic.__name__} along d{k}")

@@ -48,8 +48,8 @@ class Layer:
         raise NotImplementedError
 
     def init(self, key: jax.Array, width: int, gates: int | None, dtype: Any) -> dict[str, Any]:
-        """The parameters, drawn from `key` with `jax.random` (traced: `Network.init` runs every
-        layer's `init` in one `jax.jit`)."""
+        """The parameters, drawn from `key` with `jax.random` (traced: `Network.init` runs each
+        layer's `init` under `jax.jit`, with the layer, its widths and the dtype static)."""
         raise NotImplementedError
 
     def jet(self, params: dict[str, Any], streams: dict[str, _jet.Jet]) -> dict[str, _jet.Jet]:

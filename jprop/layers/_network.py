@@ -21,15 +21,12 @@ from .dense import Dense
 Params = list[dict[str, Any]]
 
 
-@functools.partial(jax.jit, static_argnums=(0, 2))
-def _draw(net: Network, key: jax.Array, dtype: Any) -> Params:
-    """`Network.init`'s draws, each layer's `init` traced in one compiled program per network
-    and dtype (drawn eagerly, each new parameter shape would compile one)."""
-    keys = jax.random.split(key, len(net.layers))
-    return [
-        layer.init(k, width, gates, dtype)
-        for k, layer, (width, gates) in zip(keys, net.layers, net.widths())
-    ]
+@functools.partial(jax.jit, static_argnums=(0, 2, 3, 4))
+def _draw(layer: _base.Layer, key: jax.Array, width: int, gates: int | None, dtype: Any):
+    """A layer's `init`, traced into one compiled program per layer, its input widths and dtype:
+    networks that share a layer share its program (drawn op by op, each new parameter shape
+    would compile several; drawn as one network, each new network one)."""
+    return layer.init(key, width, gates, dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +107,11 @@ class Network:
         dtype = jnp.zeros(0).dtype if dtype is None else dtype
         if not jnp.issubdtype(dtype, jnp.floating):
             raise TypeError(f"jprop.Network.init: `dtype` must be a floating dtype; got {dtype}.")
-        return _draw(self, key, jnp.dtype(dtype))
+        keys = jax.random.split(key, len(self.layers))
+        return [
+            _draw(layer, k, width, gates, jnp.dtype(dtype))
+            for k, layer, (width, gates) in zip(keys, self.layers, self.widths())
+        ]
 
     def as_mlp(self) -> MLP:
         """This network as the `jprop.MLP` that computes the same function with the same

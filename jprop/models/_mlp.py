@@ -17,21 +17,17 @@ from ._activations import HIDDEN_ALIASES, OUTPUT_ALIASES, activation_function
 Params = list[dict[str, jax.Array]]
 
 
-@functools.partial(jax.jit, static_argnums=(0, 2))
-def _draw(sizes: tuple[int, ...], key: jax.Array, dtype: Any) -> Params:
-    """`MLP.init`'s draws, one compiled program per sizes and dtype (drawn eagerly, each new
-    parameter shape would compile one)."""
-    params = []
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
-        key, kw, kb = jax.random.split(key, 3)
-        bound = 1.0 / fan_in**0.5
-        params.append(
-            {
-                "W": jax.random.uniform(kw, (fan_out, fan_in), dtype, -bound, bound),
-                "b": jax.random.uniform(kb, (fan_out,), dtype, -bound, bound),
-            }
-        )
-    return params
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _draw_layer(key: jax.Array, fan_in: int, fan_out: int, dtype: Any):
+    """One layer's draws and the key for the next, in one compiled program per layer shape and
+    dtype: networks that share a layer's shape share its program (drawn op by op, each new
+    parameter shape would compile several; drawn as one network, each new network one)."""
+    key, kw, kb = jax.random.split(key, 3)
+    bound = 1.0 / fan_in**0.5
+    return key, {
+        "W": jax.random.uniform(kw, (fan_out, fan_in), dtype, -bound, bound),
+        "b": jax.random.uniform(kb, (fan_out,), dtype, -bound, bound),
+    }
 
 
 def _canonical(name: Any, aliases: dict[str, str], what: str) -> str:
@@ -184,7 +180,11 @@ class MLP:
         dtype = jnp.zeros(0).dtype if dtype is None else dtype  # JAX's default float type
         if not jnp.issubdtype(dtype, jnp.floating):
             raise TypeError(f"MLP.init: `dtype` must be a floating dtype; got {dtype}.")
-        return _draw(self.sizes, key, jnp.dtype(dtype))
+        params = []
+        for fan_in, fan_out in zip(self.sizes[:-1], self.sizes[1:]):
+            key, layer = _draw_layer(key, fan_in, fan_out, jnp.dtype(dtype))
+            params.append(layer)
+        return params
 
     def check_params(self, params: Any, where: str = "MLP") -> Params:
         """Check that `params` match this description, layer by layer; return them as a list."""
