@@ -89,6 +89,7 @@ HANDED_OVER = (
     "tests/test_pinn_networks.py",
     "tests/test_given_drift.py",
     "tests/test_fourier.py",
+    "tests/test_whole_jacobian.py",
 )
 
 
