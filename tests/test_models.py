@@ -1,5 +1,7 @@
 """MLP and RBFNetwork: shapes, parameters, batching, hashability, and the hand-checkable nets."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,11 +25,13 @@ def test_init_compiles_one_program_per_layer_shape_and_dtype(compiles):
     """MLP.init and Network.init draw each layer in one compiled program per layer (its shape,
     its kind) and dtype, which networks sharing the layer share (sizes seen nowhere else in the
     suite); a new key compiles nothing new, and the draws are those of the same `jax.random` calls
-    run eagerly."""
+    written out in the test."""
+
+    key = jax.random.key(0)  # made first: its own programs are not the init's
 
     def compiled(net, dtype=jnp.float32):
         before = compiles.count
-        net.init(jax.random.key(0), dtype)
+        net.init(key, dtype)
         return compiles.count - before
 
     # MLPs: a program per new layer shape, none for a network of layers seen before
@@ -45,14 +49,38 @@ def test_init_compiles_one_program_per_layer_shape_and_dtype(compiles):
     assert compiled(pirate(2, 3)) == 1  # the new output layer
     assert compiled(pirate(3, 3)) <= 2  # six keys, if new
     assert compiled(pirate(3, 1)) == 0
-    for net in (jprop.MLP((3, 17, 19, 2)), pirate(2, 1)):
+
+    # the draws, written out in one program each: an MLP splits its key into the next key and
+    # (W, b) per layer, uniform in ±1/√fan_in; a Network splits its key over its layers
+    def mlp_draws(key, sizes):
+        layers = []
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+            key, k_w, k_b = jax.random.split(key, 3)
+            bound = 1.0 / fan_in**0.5
+            uniform = functools.partial(
+                jax.random.uniform, dtype=jnp.float32, minval=-bound, maxval=bound
+            )
+            layers.append({"W": uniform(k_w, (fan_out, fan_in)), "b": uniform(k_b, (fan_out,))})
+        return layers
+
+    def network_draws(key, net):
+        keys = jax.random.split(key, len(net.layers))
+        return [
+            layer.init(k, width, gates, jnp.dtype(jnp.float32))
+            for k, layer, (width, gates) in zip(keys, net.layers, net.widths())
+        ]
+
+    mlp = jprop.MLP((3, 17, 19, 2))
+    for net, written in (
+        (mlp, jax.jit(functools.partial(mlp_draws, sizes=mlp.sizes))),
+        (pirate(2, 1), jax.jit(functools.partial(network_draws, net=pirate(2, 1)))),
+    ):
         before = compiles.count
         drawn = net.init(jax.random.key(1), jnp.float32)
         assert compiles.count == before, type(net).__name__
-        with jax.disable_jit():
-            eager = net.init(jax.random.key(1), jnp.float32)
-        assert jax.tree.structure(drawn) == jax.tree.structure(eager)
-        for a, b in zip(jax.tree.leaves(drawn), jax.tree.leaves(eager)):
+        expected = written(jax.random.key(1))
+        assert jax.tree.structure(drawn) == jax.tree.structure(expected)
+        for a, b in zip(jax.tree.leaves(drawn), jax.tree.leaves(expected)):
             assert a.dtype == b.dtype == jnp.float32
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
