@@ -70,10 +70,10 @@ def test_init_compiles_one_program_per_layer_shape_and_dtype(compiles):
             for k, layer, (width, gates) in zip(keys, net.layers, net.widths())
         ]
 
-    mlp = jprop.MLP((3, 17, 19, 2))
+    mlp, network = jprop.MLP((3, 17, 19, 2)), pirate(2, 1)
     for net, written in (
         (mlp, jax.jit(functools.partial(mlp_draws, sizes=mlp.sizes))),
-        (pirate(2, 1), jax.jit(functools.partial(network_draws, net=pirate(2, 1)))),
+        (network, jax.jit(functools.partial(network_draws, net=network))),
     ):
         before = compiles.count
         drawn = net.init(jax.random.key(1), jnp.float32)
@@ -83,6 +83,23 @@ def test_init_compiles_one_program_per_layer_shape_and_dtype(compiles):
         for a, b in zip(jax.tree.leaves(drawn), jax.tree.leaves(expected)):
             assert a.dtype == b.dtype == jnp.float32
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_init_runs_under_a_users_vmap_and_jit():
+    """An ensemble's parameters drawn with `jax.vmap` over keys, or one set under `jax.jit`,
+    equal the plain calls, for an MLP and a Network (old-style uint32 keys too)."""
+    for net in (jprop.MLP((3, 6, 2)), jprop.pirate_net(2, 1, width=6, blocks=1, factorised=True)):
+        keys = jax.random.split(jax.random.key(3), 4)
+        ensemble = jax.vmap(lambda k, net=net: net.init(k, jnp.float32))(keys)
+        for index, key in enumerate(keys):
+            one = net.init(key, jnp.float32)
+            for a, b in zip(jax.tree.leaves(ensemble), jax.tree.leaves(one)):
+                np.testing.assert_allclose(a[index], b, rtol=1e-6, atol=1e-7)
+        jitted = jax.jit(net.init, static_argnums=1)(keys[0], jnp.float32)
+        for a, b in zip(jax.tree.leaves(jitted), jax.tree.leaves(net.init(keys[0], jnp.float32))):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+        raw = jax.random.PRNGKey(3)
+        assert jax.tree.structure(net.init(raw, jnp.float32)) == jax.tree.structure(jitted)
 
 
 @pytest.mark.parametrize("net", ARCHITECTURES, ids=ARCH_IDS)
