@@ -118,6 +118,9 @@ def test_dims_and_outputs_errors():
         ValueError, match=r"`outputs` = \(2,\) picks output 2, but there are only 2"
     ):
         jprop.hessian_diagonal(net, outputs=2)(params, x)
+    one = jprop.MLP((3, 4, 1))
+    with pytest.raises(ValueError, match=r"picks output 1, but there is only 1 output \(index 0\)"):
+        jprop.laplacian(one, outputs=(1,))(one.init(jax.random.key(0), jnp.float32), x)
     for bad in ((), (1, 1), (0.5,), "x", (-1,)):
         with pytest.raises(TypeError, match="`dims` must be a non-empty sequence of distinct"):
             jprop.laplacian(net, dims=bad)

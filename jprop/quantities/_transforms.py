@@ -102,9 +102,10 @@ def _check_outputs(outputs: tuple[int, ...] | None, out: jax.Array, where: str) 
 
 def _check_range(indices, size: int, name: str, space: str, where: str) -> None:
     if indices is not None and max(indices) >= size:
+        there = f"is only 1 {space} (index 0)" if size == 1 else f"are only {size} {space}s"
+        there += "" if size == 1 else f" (indices 0..{size - 1})"
         raise ValueError(
-            f"{where}: `{name}` = {indices} picks {space} {max(indices)}, but there are only "
-            f"{size} (indices 0..{size - 1})."
+            f"{where}: `{name}` = {indices} picks {space} {max(indices)}, but there {there}."
         )
 
 
