@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import types
 import weakref
 from collections.abc import Callable
@@ -172,17 +173,25 @@ def program(
     `compute(*args)` is the whole computation, validation included (it calls `validate` first, so
     checks run when the program is traced and an eager call costs one dispatch of the compiled
     program). The wrapper jits it once, checks the number of arguments against `names` (None:
-    `validate` checks them), validates eagerly first when an argument is not yet an array (a
+    against `validate`'s signature), validates eagerly first when an argument is not yet an array (a
     string, an object: `jax.jit` would refuse it in its own words), and turns the device's
     out-of-memory error into one that says how to bound memory. Built inside a `cached` builder,
     the program is traced once per argument shapes however often the transform is rebuilt.
     """
     compiled = jax.jit(broadcasting(compute))
+    signature = None if names is not None else inspect.signature(validate)
 
     @functools.wraps(compute)
     def call(*args: Any) -> Any:
         if names is not None and len(args) != len(names):
             raise TypeError(f"{where}: expected arguments ({', '.join(names)}); got {len(args)}.")
+        if signature is not None:
+            try:
+                signature.bind(*args)
+            except TypeError:
+                raise TypeError(
+                    f"{where}: expected arguments {signature}; got {len(args)}."
+                ) from None
         if not all_arrays(*args):
             broadcasting(validate)(*args)
         return run_compiled(compiled, where, *args)

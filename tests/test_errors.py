@@ -272,6 +272,33 @@ def test_errors_name_the_function_and_the_argument(call, error, match):
         _with_data(call)
 
 
+@pytest.mark.parametrize(
+    "build, given, expected",
+    [
+        (lambda: jprop.tangent_prop(NET), 2, "(params, x, tangents, targets=None)"),
+        (lambda: jprop.tangent_prop(NET), 5, "(params, x, tangents, targets=None)"),
+        (lambda: jprop.derivative_targets(NET), 3, "(params, x, y, T)"),
+        (lambda: jprop.jacobian_penalty(NET), 1, "(params, x"),
+        (lambda: jprop.weight_hessian_vector_product(_LOSS), 1, "(params, v, *data)"),
+        (lambda: jprop.jprop_v(NET), 2, "(params, x, v, b)"),
+    ],
+    ids=["tangent_prop 2", "tangent_prop 5", "derivative_targets", "penalty", "whvp", "jprop_v"],
+)
+def test_a_wrong_number_of_arguments_names_the_expected_ones(build, given, expected):
+    """Every objective and product says which arguments it takes, not Python's words about an
+    inner function."""
+    args = (PARAMS, *[jnp.ones((4, 3), jnp.float32)] * (given - 1))
+    with pytest.raises(TypeError) as raised:
+        build()(*args)
+    message = str(raised.value)
+    assert message.startswith("jprop.") and f"expected arguments {expected}" in message, message
+    assert "<locals>" not in message and "positional argument" not in message, message
+
+
+def _LOSS(params, x):
+    return jnp.mean(NET(params, x) ** 2)
+
+
 def test_curvature_along_a_zero_direction_under_jit_is_nan_not_a_number():
     # Under jit v's values are unknown when traced: 0/0 stays NaN (documented), never a number.
     x, y = jnp.ones((5, 3), jnp.float32), jnp.ones((5, 2), jnp.float32)
