@@ -99,6 +99,27 @@ def check_extra(
     return value.astype(dtype)
 
 
+def as_key(key: Any, where: str) -> jax.Array:
+    """A typed PRNG key array from a `jax.random.key` or raw uint32 key data (`jax.random.PRNGKey`)
+    of the PRNG implementation JAX is configured with (its key data's last axis: 2 words for the
+    default threefry, 4 for "rbg"); any leading shape."""
+    if not isinstance(key, (jax.Array, np.ndarray)):
+        raise TypeError(
+            f"{where}: `key` must be a JAX PRNG key, e.g. jax.random.key(0) (split it for new "
+            f"draws); got {type(key).__name__}."
+        )
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    words = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))).shape
+    if key.dtype != jnp.uint32 or key.shape[key.ndim - len(words) :] != words:
+        raise TypeError(
+            f"{where}: `key` must be a JAX PRNG key, e.g. jax.random.key(0), or raw key data "
+            f"(jax.random.PRNGKey) of dtype uint32 ending in shape {words}; got an array of "
+            f"dtype {key.dtype} and shape {key.shape}."
+        )
+    return jax.random.wrap_key_data(key)
+
+
 def check_method(method: str, allowed: tuple[str, ...], where: str, what: str = "method") -> str:
     if not isinstance(method, str) or method not in allowed:
         raise ValueError(

@@ -1,5 +1,7 @@
 """Bad input raises ValueError/TypeError at trace time, naming what was expected and what came."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -293,6 +295,34 @@ def test_a_wrong_number_of_arguments_names_the_expected_ones(build, given, expec
     message = str(raised.value)
     assert message.startswith("jprop.") and f"expected arguments {expected}" in message, message
     assert "<locals>" not in message and "positional argument" not in message, message
+
+
+@pytest.mark.parametrize(
+    "init, where",
+    [
+        (lambda key: NET.init(key), "MLP.init"),
+        (lambda key: jprop.pirate_net(3, 1, width=4, blocks=1).init(key), "jprop.Network.init"),
+        (lambda key: jprop.RBFNetwork(3, 4, 1).init(key), "jprop.RBFNetwork.init"),
+        (
+            lambda key: jprop.SpectralNorm(NET).init(PARAMS, jnp.ones((2, 3), jnp.float32), key),
+            "jprop.SpectralNorm.init",
+        ),
+    ],
+    ids=["MLP", "Network", "RBFNetwork", "SpectralNorm"],
+)
+def test_an_integer_seed_for_a_key_is_refused_with_the_fix(init, where):
+    """A seed where a key belongs (as PyTorch takes one) is named, with jax.random.key as the fix;
+    raw uint32 key data of the wrong shape too. Old-style keys still work (tests/test_models.py)."""
+    with pytest.raises(
+        TypeError,
+        match=rf"{re.escape(where)}: `key` must be a JAX PRNG key, e\.g\. jax\.random\.key\(0\).*got int",
+    ):
+        init(0)
+    with pytest.raises(
+        TypeError,
+        match=r"raw key data .* ending in shape \(2,\); got an array of dtype uint32 and shape \(3,\)",
+    ):
+        init(jnp.zeros(3, jnp.uint32))
 
 
 def _LOSS(params, x):

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from .._program import broadcasting
-from .._validation import check_input, check_size, computation_dtype, in_dtype
+from .._validation import as_key, check_input, check_size, computation_dtype, in_dtype
 from ..models._activations import OUTPUT_ALIASES
 from ..models._mlp import MLP
 from ..quantities import _forward_laplacian
@@ -107,7 +107,7 @@ class Network:
         dtype = jnp.zeros(0).dtype if dtype is None else dtype
         if not jnp.issubdtype(dtype, jnp.floating):
             raise TypeError(f"jprop.Network.init: `dtype` must be a floating dtype; got {dtype}.")
-        keys = jax.random.split(key, len(self.layers))
+        keys = jax.random.split(as_key(key, "jprop.Network.init"), len(self.layers))
         return [
             _draw(layer, k, width, gates, jnp.dtype(dtype))
             for k, layer, (width, gates) in zip(keys, self.layers, self.widths())

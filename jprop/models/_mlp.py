@@ -11,7 +11,14 @@ import jax
 import jax.numpy as jnp
 
 from .._program import broadcasting
-from .._validation import as_float_array, check_input, check_size, computation_dtype, in_dtype
+from .._validation import (
+    as_float_array,
+    as_key,
+    check_input,
+    check_size,
+    computation_dtype,
+    in_dtype,
+)
 from ._activations import HIDDEN_ALIASES, OUTPUT_ALIASES, activation_function
 
 Params = list[dict[str, jax.Array]]
@@ -180,6 +187,7 @@ class MLP:
         dtype = jnp.zeros(0).dtype if dtype is None else dtype  # JAX's default float type
         if not jnp.issubdtype(dtype, jnp.floating):
             raise TypeError(f"MLP.init: `dtype` must be a floating dtype; got {dtype}.")
+        key = as_key(key, "MLP.init")
         params = []
         for fan_in, fan_out in zip(self.sizes[:-1], self.sizes[1:]):
             key, layer = _draw_layer(key, fan_in, fan_out, jnp.dtype(dtype))

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from .._program import broadcasting
-from .._validation import as_float_array, check_input, check_size
+from .._validation import as_float_array, as_key, check_input, check_size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +44,7 @@ class RBFNetwork:
 
     def init(self, key: jax.Array, dtype: Any = jnp.float32) -> dict[str, jax.Array]:
         """Centres uniform in [-1, 1]^n, widths 1, output weights N(0, 1/k), bias 0."""
-        kc, kw = jax.random.split(key)
+        kc, kw = jax.random.split(as_key(key, "jprop.RBFNetwork.init"))
         shapes = self._shapes()
         return {
             "centers": jax.random.uniform(kc, shapes["centers"], dtype, -1.0, 1.0),

@@ -23,6 +23,7 @@ from .._batch import map_batches
 from .._dispatch import METHODS
 from .._program import broadcasting, cached, program
 from .._validation import (
+    as_key,
     check_batch_objective,
     check_method,
     check_size,
@@ -107,7 +108,7 @@ class SpectralNorm:
     def init(self, params: Any, x: jax.Array, key: jax.Array) -> SpectralState:
         """A random unit pair per example (σ = 0 until the first call)."""
         x, m, _ = check_batch_objective(self.f, params, x, self.where)
-        ku, kv = jax.random.split(key)
+        ku, kv = jax.random.split(as_key(key, f"{self.where}.init"))
         batch, n = x.shape
         return SpectralState(
             _unit(jax.random.normal(ku, (batch, m), x.dtype)),

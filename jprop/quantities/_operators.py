@@ -36,6 +36,7 @@ from .._dispatch import ESTIMATORS, choose
 from .._program import cached, program
 from .._validation import (
     as_float_array,
+    as_key,
     check_method,
     in_dtype,
     optional_size,
@@ -165,23 +166,8 @@ def summed_in_chunks(
 
 
 def _as_keys(key: Any, lead: tuple[int, ...], where: str) -> jax.Array:
-    """A typed PRNG key array of shape () or x's batch axes `lead`, from a `jax.random.key` or a
-    raw uint32 key (`jax.random.PRNGKey`) of the PRNG implementation JAX is configured with
-    (its key data's last axis: 2 words for the default threefry, 4 for "rbg")."""
-    if not isinstance(key, jax.Array):
-        raise TypeError(
-            f"{where}: `key` must be a JAX PRNG key, e.g. jax.random.key(0) (split it for new "
-            f"samples each step); got {type(key).__name__}."
-        )
-    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        words = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))).shape
-        if key.dtype != jnp.uint32 or key.shape[key.ndim - len(words) :] != words:
-            raise TypeError(
-                f"{where}: `key` must be a JAX PRNG key, e.g. jax.random.key(0), or raw key data "
-                f"(jax.random.PRNGKey) of dtype uint32 ending in shape {words}; got an array of "
-                f"dtype {key.dtype} and shape {key.shape}."
-            )
-        key = jax.random.wrap_key_data(key)
+    """A typed PRNG key array of shape () or x's batch axes `lead` (`as_key`)."""
+    key = as_key(key, where)
     if key.shape not in ((), lead):
         raise ValueError(
             f"{where}: `key` must have shape () (one draw shared by the batch) or x's batch axes "
