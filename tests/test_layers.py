@@ -401,6 +401,11 @@ def test_the_initialiser_follows_the_field():
         (lambda: L.Dense(3, "relu"), "unknown activation"),
         (lambda: L.FourierFeatures(8, scale=0), "positive number"),
         (lambda: jprop.pirate_net(2, 1, width=7), "even"),
+        (
+            lambda: jprop.modified_mlp(2, 1, width=0),
+            r"jprop.modified_mlp: `width` must be at least",
+        ),
+        (lambda: jprop.pirate_net(2, 1, blocks=0), r"jprop.pirate_net: `blocks` must be at least"),
     ],
 )
 def test_a_network_that_does_not_fit_is_refused_saying_why(build, message):

@@ -244,6 +244,7 @@ def modified_mlp(
     from .gated import GatedDense, Gates
 
     where = "jprop.modified_mlp"
+    width = check_size(width, "width", where)
     depth = check_size(depth, "depth", where)
     embedding = [] if fourier_features is None else [FourierFeatures(fourier_features, scale)]
     return Network(
