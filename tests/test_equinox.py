@@ -77,6 +77,8 @@ def test_conversion_errors():
         jprop.to_equinox(depth0, depth0.init(jax.random.key(0)))
     with pytest.raises(TypeError, match="expected an eqx.nn.MLP; got Linear"):
         jprop.from_equinox(eqx.nn.Linear(2, 2, key=jax.random.key(0)))
+    with pytest.raises(TypeError, match="equinox_function: `model` must be an equinox module"):
+        jprop.equinox_function({"W": jnp.ones((2, 2))})  # its parameters without the module
 
 
 def test_every_known_activation_converts_by_identity():

@@ -66,6 +66,11 @@ def equinox_function(model: eqx.Module) -> tuple[Any, Any]:
         >>> jprop.hessian(f)(params, jnp.ones(3)).shape
         (2, 3, 3)
     """
+    if not callable(model):
+        raise TypeError(
+            "jprop.equinox_function: `model` must be an equinox module, called as model(x) on one "
+            f"example, such as an eqx.nn.MLP; got {type(model).__name__}."
+        )
     params, static = eqx.partition(model, eqx.is_array)
 
     def f(params: Any, x: jax.Array) -> jax.Array:
