@@ -14,6 +14,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from ._program import type_name
 from ._validation import check_method
 from .curvature import _rules as curvature_rules
 from .layers import Network
@@ -383,7 +384,7 @@ def choose(f: Any, quantity: str, method: str = "auto", where: str | None = None
             + "."
         )
     if not callable(f):
-        raise TypeError(f"{where}: `f` must be a callable f(params, x); got {type(f).__name__}.")
+        raise TypeError(f"{where}: `f` must be a callable f(params, x); got {type_name(f)}.")
     check_method(method, METHODS, where)
     if quantity in _COMPOSITES:
         primitive, what = _COMPOSITES[quantity]
@@ -409,13 +410,15 @@ def choose(f: Any, quantity: str, method: str = "auto", where: str | None = None
             needs = (
                 "jprop.SquaredError or jprop.CrossEntropy of a jprop.MLP"
                 if quantity == "weight_curvature"
-                else "a jprop.MLP, whose structure jprop knows"
+                else "a jprop.MLP"
+                + (" or a jprop.Network" if record.network is not None else "")
+                + ", whose structure jprop knows"
             )
             if network:
                 covered = [name for name, r in REGISTRY.items() if r.network is not None]
                 needs += "; for a jprop.Network the closed road covers " + ", ".join(covered)
             raise ValueError(
-                f"{where}: method='closed' needs {needs}; got {type(f).__name__}. Use "
+                f"{where}: method='closed' needs {needs}; got {type_name(f)}. Use "
                 "method='autodiff' (or 'auto') for other models."
             )
         return Road("closed", "forced by method='closed'")
@@ -425,7 +428,7 @@ def choose(f: Any, quantity: str, method: str = "auto", where: str | None = None
     if not closed_ok:
         if network:
             return Road("autodiff", _NETWORK_ELSEWHERE + engine)
-        return Road("autodiff", f"jprop knows no closed form for a {type(f).__name__}" + engine)
+        return Road("autodiff", f"jprop knows no closed form for a {type_name(f)}" + engine)
     if network:
         takes_closed, reason = record.network(f)
         return Road("closed" if takes_closed else "autodiff", reason)

@@ -72,6 +72,12 @@ def _owner(args: tuple) -> Any:
     return None
 
 
+def type_name(value: Any) -> str:
+    """The name of `value`'s type, for messages: of the user's function itself where a builder
+    sees it through its `_Weak` view."""
+    return type(value.ref() if isinstance(value, _Weak) else value).__name__
+
+
 def _seen_weakly(value: Any, owner: Any) -> Any:
     """`value` with `owner` replaced by its `_Weak` view, directly or inside a jprop dataclass."""
     if value is owner:

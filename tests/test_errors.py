@@ -140,6 +140,32 @@ def test_closed_method_needs_an_mlp():
         jprop.hessian(rbf, method="closed")
 
 
+def test_a_users_function_is_named_by_its_own_type():
+    """Builders hold a user's function weakly; their messages name the function's type, as
+    `jprop.road` does, not the wrapper's."""
+
+    def loss(params, x):
+        return jnp.mean(NET(params, x) ** 2)
+
+    def f(params, x):
+        return NET(params, x)
+
+    x = jnp.ones((2, 3), jnp.float32)
+    calls = {
+        "laplacian": lambda: jprop.laplacian(f, method="closed")(PARAMS, x),
+        "gauss_newton": lambda: jprop.gauss_newton(loss)(PARAMS, x),
+        "weight_hessian": lambda: jprop.weight_hessian(loss, method="closed")(PARAMS, x),
+        "diagonal": lambda: jprop.weight_hessian_diagonal(loss)(PARAMS, x),
+    }
+    for name, call in calls.items():
+        with pytest.raises((TypeError, ValueError)) as raised:
+            call()
+        assert "got function" in str(raised.value) and "_Weak" not in str(raised.value), name
+    assert "for a function" in jprop.road(f, "laplacian").reason
+    with pytest.raises(ValueError, match="needs a jprop.MLP or a jprop.Network, whose structure"):
+        jprop.laplacian(f, method="closed")(PARAMS, x)
+
+
 def test_hessian_vector_product_argument_checks():
     hvp = jprop.hessian_vector_product(NET)
     with pytest.raises(ValueError, match=r"`g` must have shape \(2,\); got \(3,\)"):

@@ -32,7 +32,7 @@ from jax.flatten_util import ravel_pytree
 
 from .._batch import mean_over_batch
 from .._dispatch import REGISTRY, choose
-from .._program import broadcasting, cached, program
+from .._program import broadcasting, cached, program, type_name
 from .._validation import check_size
 from ..models._mlp import MLP
 from . import _rules
@@ -54,7 +54,7 @@ def _road(loss: Any, method: str, where: str) -> str:
     if not callable(loss):
         raise TypeError(
             f"{where}: `loss` must be jprop.SquaredError(f), jprop.CrossEntropy(net) or a callable "
-            f"E(params, *data); got {type(loss).__name__}."
+            f"E(params, *data); got {type_name(loss)}."
         )
     return choose(loss, "weight_curvature", method, where).road
 
@@ -87,7 +87,7 @@ def _check_batch_size(loss: Any, batch_size: Any, where: str) -> int | None:
     if not isinstance(loss, (SquaredError, CrossEntropy)):
         raise ValueError(
             f"{where}: batch_size needs a jprop.SquaredError or jprop.CrossEntropy loss, whose "
-            f"value is a mean over the examples of (x, t); got {type(loss).__name__}, which jprop "
+            f"value is a mean over the examples of (x, t); got {type_name(loss)}, which jprop "
             "cannot split. Chunk inside your E(params, *data) instead, or drop batch_size."
         )
     return batch_size
@@ -218,7 +218,7 @@ def _gauss_newton_product(loss: Any, method: str, batch_size: Any, where: str) -
     if not isinstance(loss, (SquaredError, CrossEntropy)):
         raise TypeError(
             f"{where}: needs a jprop.SquaredError or jprop.CrossEntropy loss (Gauss-Newton needs "
-            f"the model and the loss apart); got {type(loss).__name__}."
+            f"the model and the loss apart); got {type_name(loss)}."
         )
     road = _road(loss, method, where)
     rule = _rules.closed_gauss_newton if road == "closed" else _rules.autodiff_gauss_newton
@@ -393,7 +393,7 @@ def weight_hessian_diagonal(
     if not (isinstance(loss, (SquaredError, CrossEntropy)) and isinstance(loss.f, MLP)):
         raise ValueError(
             f"{where}: the Becker–LeCun approximation needs jprop.SquaredError or "
-            f"jprop.CrossEntropy of a jprop.MLP; got {type(loss).__name__}. Pass exact=True for "
+            f"jprop.CrossEntropy of a jprop.MLP; got {type_name(loss)}. Pass exact=True for "
             "the exact diagonal of any loss."
         )
     rule = lambda params, _, x, t: _rules.becker_lecun(loss, params, x, t)  # noqa: E731
