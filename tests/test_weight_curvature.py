@@ -353,6 +353,10 @@ def test_a_curvature_transform_built_inline_compiles_once(compiles):
         jprop.gauss_newton_vector_product(jprop.SquaredError(net))(params, params, x, t)
         jprop.weight_hessian_diagonal(jprop.SquaredError(net))(params, x, t)
     assert compiles.count - before == 2
+    before = compiles.count  # vᵀHv / vᵀv and its check for v = 0 in one program
+    along = [jprop.curvature_along(jprop.SquaredError(net))(params, params, x, t) for _ in range(3)]
+    assert compiles.count - before == 1
+    assert float(along[2]) == float(along[0])
 
 
 @pytest.mark.parametrize("targets", ["masked", "weighted", "soft", "labels"])

@@ -407,6 +407,7 @@ def weight_hessian_diagonal(
     return program(where, approximate, validate, ("params", "x", "t"))
 
 
+@cached
 def curvature_along(
     loss: Any, *, method: str = "auto", batch_size: int | None = None
 ) -> Callable[..., jax.Array]:
@@ -424,20 +425,30 @@ def curvature_along(
         >>> jprop.curvature_along(jprop.SquaredError(net))(p, p, x, t).shape
         ()
     """
-    batch_size = _check_batch_size(loss, batch_size, "jprop.curvature_along")
-    hvp = weight_hessian_vector_product(loss, method=method, batch_size=batch_size)
+    where = "jprop.curvature_along"
+    road = _road(loss, method, where)
+    product = _hvp_fn(loss, road, _check_batch_size(loss, batch_size, where))
+    validate = _directional(loss, where)
 
-    def along(params, v, *data):
-        hv = hvp(params, v, *data)
-        flat_v, flat_hv = ravel_pytree(v)[0], ravel_pytree(hv)[0]
-        if not isinstance(flat_v, jax.core.Tracer) and not bool(jnp.any(flat_v != 0)):
+    def along(params, v, *data):  # vᵀHv / vᵀv, and whether vᵀv = 0
+        v, data = validate(params, v, *data)
+        flat_v = ravel_pytree(v)[0]
+        flat_hv = ravel_pytree(_like_params(product(params, v, *data), params))[0]
+        squared = flat_v @ flat_v
+        return flat_v @ flat_hv / squared, squared == 0
+
+    compiled = program(where, along, validate)
+
+    def call(*args):  # (params, v, *data)
+        value, zero = compiled(*args)
+        if not isinstance(zero, jax.core.Tracer) and bool(zero):
             raise ValueError(
-                "jprop.curvature_along: `v` is zero, and a zero direction has no curvature "
-                "(vᵀHv / vᵀv = 0/0). Pass a non-zero direction."
+                f"{where}: `v` is zero, and a zero direction has no curvature (vᵀHv / vᵀv = "
+                "0/0). Pass a non-zero direction."
             )
-        return flat_v @ flat_hv / (flat_v @ flat_v)
+        return value
 
-    return along
+    return call
 
 
 def top_eigenpairs(
