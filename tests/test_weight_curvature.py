@@ -357,6 +357,11 @@ def test_a_curvature_transform_built_inline_compiles_once(compiles):
     along = [jprop.curvature_along(jprop.SquaredError(net))(params, params, x, t) for _ in range(3)]
     assert compiles.count - before == 1
     assert float(along[2]) == float(along[0])
+    jprop.top_eigenpairs(jprop.SquaredError(net), k=2)(params, x, t)
+    before = compiles.count  # Lanczos, built inline again: its program and start vector reused
+    pairs = [jprop.top_eigenpairs(jprop.SquaredError(net), k=2)(params, x, t) for _ in range(2)]
+    assert compiles.count == before
+    assert_close(pairs[1].eigenvalues, pairs[0].eigenvalues, 0.0, "the same program")
 
 
 @pytest.mark.parametrize("targets", ["masked", "weighted", "soft", "labels"])

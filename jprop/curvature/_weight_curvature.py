@@ -451,6 +451,7 @@ def curvature_along(
     return call
 
 
+@cached
 def top_eigenpairs(
     loss: Any,
     *,
