@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._batch import map_examples
+from ._program import cached
 from ._validation import check_input
 from .quantities._transforms import hessian, hessian_diagonal, jacobian, laplacian
 
@@ -23,6 +24,20 @@ def _to_float64(tree: Any) -> Any:
     )
 
 
+def _in_float64(one: Callable, where: str) -> Callable[[Any, jax.Array], jax.Array]:
+    """`(params, x) -> one(params, x_i)` over x's examples, in float64 (in a `jax.enable_x64`
+    context, whatever the dtypes given), as one program compiled once per argument shapes."""
+    compiled = jax.jit(lambda p, x: map_examples(lambda xi: one(p, xi), x))
+
+    def fd(params: Any, x: jax.Array) -> jax.Array:
+        x = check_input(x, where)
+        with jax.enable_x64(True):
+            return compiled(_to_float64(params), _to_float64(x))
+
+    return fd
+
+
+@cached
 def fd_jacobian(f: Callable, *, eps: float = 1e-5) -> Callable[[Any, jax.Array], jax.Array]:
     r"""The input Jacobian by float64 central differences, $[f(x+\varepsilon e_i) - f(x-\varepsilon e_i)]/2\varepsilon$.
 
@@ -42,21 +57,15 @@ def fd_jacobian(f: Callable, *, eps: float = 1e-5) -> Callable[[Any, jax.Array],
         [[2.0, 2.0]]
     """
 
-    def fd(params: Any, x: jax.Array) -> jax.Array:
-        x = check_input(x, "jprop.fd_jacobian")
-        with jax.enable_x64(True):
-            params64, x64 = _to_float64(params), _to_float64(x)
-            steps = eps * jnp.eye(x64.shape[-1], dtype=jnp.float64)
+    def one(p, xi):
+        steps = eps * jnp.eye(xi.shape[-1], dtype=jnp.float64)
+        g = jax.vmap(lambda e: f(p, xi + e))
+        return jnp.moveaxis((g(steps) - g(-steps)) / (2 * eps), 0, -1)
 
-            def one(p, xi):
-                g = jax.vmap(lambda e: f(p, xi + e))
-                return jnp.moveaxis((g(steps) - g(-steps)) / (2 * eps), 0, -1)
-
-            return jax.jit(lambda p, x: map_examples(lambda xi: one(p, xi), x))(params64, x64)
-
-    return fd
+    return _in_float64(one, "jprop.fd_jacobian")
 
 
+@cached
 def fd_hessian(f: Callable, *, eps: float = 1e-4) -> Callable[[Any, jax.Array], jax.Array]:
     r"""The input Hessian by float64 central differences.
 
@@ -76,22 +85,15 @@ def fd_hessian(f: Callable, *, eps: float = 1e-4) -> Callable[[Any, jax.Array], 
         [[[2.0, 0.0], [0.0, 2.0]]]
     """
 
-    def fd(params: Any, x: jax.Array) -> jax.Array:
-        x = check_input(x, "jprop.fd_hessian")
-        with jax.enable_x64(True):
-            params64, x64 = _to_float64(params), _to_float64(x)
-            steps = eps * jnp.eye(x64.shape[-1], dtype=jnp.float64)
-            plus = steps[:, None, :] + steps[None, :, :]  # e_i + e_j
-            minus = steps[:, None, :] - steps[None, :, :]  # e_i - e_j
+    def one(p, xi):
+        steps = eps * jnp.eye(xi.shape[-1], dtype=jnp.float64)
+        plus = steps[:, None, :] + steps[None, :, :]  # e_i + e_j
+        minus = steps[:, None, :] - steps[None, :, :]  # e_i - e_j
+        g = jax.vmap(jax.vmap(lambda e: f(p, xi + e)))
+        h = (g(plus) - g(minus) - g(-minus) + g(-plus)) / (4 * eps * eps)
+        return jnp.moveaxis(h, (0, 1), (-2, -1))
 
-            def one(p, xi):
-                g = jax.vmap(jax.vmap(lambda e: f(p, xi + e)))
-                h = (g(plus) - g(minus) - g(-minus) + g(-plus)) / (4 * eps * eps)
-                return jnp.moveaxis(h, (0, 1), (-2, -1))
-
-            return jax.jit(lambda p, x: map_examples(lambda xi: one(p, xi), x))(params64, x64)
-
-    return fd
+    return _in_float64(one, "jprop.fd_hessian")
 
 
 def _fd_laplacian(f: Callable, dims=None, outputs=None) -> Callable[[Any, jax.Array], jax.Array]:

@@ -62,6 +62,29 @@ def test_rebuilding_a_transform_inline_compiles_it_once(quantity, compiles):
     assert_close(jitted, first, 1e-6)  # under a user's jit: the same function
 
 
+def test_the_finite_difference_oracles_compile_once(compiles):
+    """`fd_jacobian`, `fd_hessian` and `check`, rebuilt and called again with new parameters,
+    reuse their float64 programs."""
+    net = jprop.MLP((3, 8, 2))
+    params, x = params_and_input(net, jnp.float32, batch=(4,))
+    again = jax.tree.map(lambda a: 2.0 * a, params)
+    first = [
+        jprop.fd_jacobian(net)(params, x),
+        jprop.fd_hessian(net)(params, x),
+        jprop.check(jprop.laplacian, net, params, x),
+    ]
+    after_first = compiles.count
+    second = [
+        jprop.fd_jacobian(net)(again, x),
+        jprop.fd_hessian(net)(again, x),
+        jprop.check(jprop.laplacian, net, again, x),
+    ]
+    assert compiles.count == after_first
+    assert first[0].dtype == second[1].dtype == jnp.float64
+    assert not np.allclose(first[1], second[1])  # the new parameters were used
+    assert first[2] < 1e-6 and second[2] < 1e-6
+
+
 def test_the_compile_counter_sees_a_transform_built_anew(compiles):
     # The counter behind the tests above: with the transform caches emptied between two calls, the
     # second call builds a new jitted program, and the counter must see it compile.
