@@ -109,6 +109,21 @@ def test_spectral_state_carried_over_calls_equals_more_iterations():
     assert_close(flat(grads), flat(grads5), 1e-12, "grads")
 
 
+def test_equal_spectral_norms_share_one_program(compiles):
+    """A SpectralNorm made anew with the same model and options (as a training loop written
+    inline makes it) runs the first one's compiled program; other options get their own."""
+    net = jprop.MLP((5, 7, 4))
+    params, x = params_and_input(net, jnp.float32, seed=4, batch=(BATCH,))
+    state = jprop.SpectralNorm(net).init(params, x, jax.random.key(3))
+    first = jprop.SpectralNorm(net)(params, x, state)
+    before = compiles.count
+    again = [jprop.SpectralNorm(net)(params, x, state) for _ in range(2)]
+    assert compiles.count == before
+    assert_close(again[1][0], first[0], 0.0, "the same program")
+    jprop.SpectralNorm(net, num_iterations=2)(params, x, state)
+    assert compiles.count > before
+
+
 def test_spectral_norm_on_the_generic_road_and_of_a_zero_jacobian():
     rbf = jprop.RBFNetwork(3, 5, 2)
     params = rbf.init(jax.random.key(0), jnp.float64)

@@ -102,8 +102,9 @@ class SpectralNorm:
         self.squared = bool(squared)
         self.batch_size = optional_size(batch_size, "batch_size", self.where)
         check_method(method, METHODS, self.where)
-        self._bilinear = bilinear(self.f, method=method, batch_size=self.batch_size)
-        self._call = program(self.where, self._compute, self._validate, ("params", "x", "state"))
+        self._call = _spectral_norm(
+            self.f, method, self.num_iterations, self.squared, self.batch_size
+        )
 
     def init(self, params: Any, x: jax.Array, key: jax.Array) -> SpectralState:
         """A random unit pair per example (σ = 0 until the first call)."""
@@ -116,9 +117,22 @@ class SpectralNorm:
             jnp.zeros((batch,), x.dtype),
         )
 
-    def _power_iteration(self, params, x, u, v):
-        f = self.f
+    def __call__(
+        self, params: Any, x: jax.Array, state: SpectralState
+    ) -> tuple[jax.Array, SpectralState]:
+        return self._call(params, x, state)
 
+
+@cached
+def _spectral_norm(
+    f: Any, method: str, num_iterations: int, squared: bool, batch_size: int | None
+) -> Callable[..., tuple[jax.Array, SpectralState]]:
+    """`SpectralNorm`'s program, `(params, x, state) -> (loss, state)`: one per `f` and options,
+    however many equal `SpectralNorm`s are made."""
+    where = "jprop.SpectralNorm"
+    bil = bilinear(f, method=method, batch_size=batch_size)
+
+    def power_iteration(params, x, u, v):
         def jv(xi, vi):
             return jax.jvp(lambda e: f(params, e), (xi,), (vi,))[1]
 
@@ -131,41 +145,38 @@ class SpectralNorm:
                 v = _unit(jax.vmap(jtu)(x, u))
                 return _unit(jax.vmap(jv)(x, v)), v
 
-            u, v = jax.lax.fori_loop(0, self.num_iterations, step, (u, v))
+            u, v = jax.lax.fori_loop(0, num_iterations, step, (u, v))
             return u, v, jnp.sum(u * jax.vmap(jv)(x, v), axis=-1)
 
-        pair = map_batches(iterate, x, u, v, batch_size=self.batch_size)
+        pair = map_batches(iterate, x, u, v, batch_size=batch_size)
         return jax.lax.stop_gradient(pair)
 
-    def __call__(
-        self, params: Any, x: jax.Array, state: SpectralState
-    ) -> tuple[jax.Array, SpectralState]:
-        return self._call(params, x, state)
-
-    def _validate(self, params, x, state):
+    def validate(params, x, state):
         if not isinstance(state, SpectralState):
             raise TypeError(
-                f"{self.where}: `state` must be the SpectralState that SpectralNorm.init or a "
+                f"{where}: `state` must be the SpectralState that SpectralNorm.init or a "
                 f"previous call returned; got {type(state).__name__}."
             )
         x, _, a = check_batch_objective(
-            self.f,
+            f,
             params,
             x,
-            self.where,
+            where,
             **{"state.u": (state.u, ("B", "m")), "state.v": (state.v, ("B", "n"))},
         )
         return x, a["state.u"], a["state.v"]
 
-    def _compute(self, params, x, state):
-        x, u, v = self._validate(params, x, state)
-        u, v, sigma = self._power_iteration(params, x, u, v)
-        if not self.squared:
-            return self._bilinear(params, x, u, v), SpectralState(u, v, sigma)
+    def compute(params, x, state):
+        x, u, v = validate(params, x, state)
+        u, v, sigma = power_iteration(params, x, u, v)
+        if not squared:
+            return bil(params, x, u, v), SpectralState(u, v, sigma)
         # σ uᵀJv has value σ² and gradient σ∇σ (σ held fixed); minus the constant ½σ², the loss
         # has value ½σ² and the gradient of ½σ².
-        loss = self._bilinear(params, x, sigma[:, None] * u, v) - 0.5 * jnp.mean(sigma**2)
+        loss = bil(params, x, sigma[:, None] * u, v) - 0.5 * jnp.mean(sigma**2)
         return loss, SpectralState(u, v, sigma)
+
+    return program(where, compute, validate, ("params", "x", "state"))
 
 
 def log_abs_det_jacobian(
