@@ -427,4 +427,8 @@ def test_devices_that_are_not_devices():
         jprop.shard_batch(jnp.ones((4, 3)), devices=["cpu:0"])
     with pytest.raises(ValueError, match="`devices` is empty"):
         jprop.batch_sharding([])
+    with pytest.raises(ValueError, match="lists .* more than once; each device takes one part"):
+        jprop.shard_batch(jnp.ones((4, 3)), devices=[jax.devices()[0]] * 2)
+    with pytest.raises(ValueError, match="argument 1 is a scalar; it has no batch axis"):
+        jprop.shard_batch(jnp.ones((4, 3)), jnp.ones(()))
     assert jprop.batch_sharding(jax.devices()[:1]).device_set == {jax.devices()[0]}

@@ -51,6 +51,12 @@ def _sharding(devices: Sequence[Any] | None, where: str) -> NamedSharding:
             f"{where}: `devices` is empty; pass at least one device, or None for all of "
             "jax.devices()."
         )
+    twice = [d for i, d in enumerate(devices) if d in devices[:i]]
+    if twice:
+        raise ValueError(
+            f"{where}: `devices` lists {twice[0]} more than once; each device takes one part of "
+            "the batch, so list each once (e.g. jax.devices()[:2])."
+        )
     return NamedSharding(Mesh(np.array(devices), ("batch",)), PartitionSpec("batch"))
 
 
@@ -71,12 +77,17 @@ def shard_batch(*arrays: Any, devices: Sequence[Any] | None = None) -> Any:
     placed = []
     for index, array in enumerate(arrays):
         array = jax.numpy.asarray(array)
-        if array.ndim == 0 or array.shape[0] % count:
-            size = "a scalar" if array.ndim == 0 else f"a batch of {array.shape[0]}"
+        if array.ndim == 0:
             raise ValueError(
-                f"jprop.shard_batch: argument {index} is {size}; its leading axis must divide "
-                f"evenly over {count} devices. Pad the batch to a multiple of {count} (and drop "
-                "the padded rows from the results), or pass fewer `devices`."
+                f"jprop.shard_batch: argument {index} is a scalar; it has no batch axis to split "
+                "over devices. Pass arrays whose leading axis is the batch, or place a scalar "
+                "with jax.device_put."
+            )
+        if array.shape[0] % count:
+            raise ValueError(
+                f"jprop.shard_batch: argument {index} is a batch of {array.shape[0]}; its leading "
+                f"axis must divide evenly over {count} devices. Pad the batch to a multiple of "
+                f"{count} (and drop the padded rows from the results), or pass fewer `devices`."
             )
         placed.append(jax.device_put(array, sharding))
     return placed[0] if len(placed) == 1 else tuple(placed)
