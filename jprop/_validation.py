@@ -120,6 +120,14 @@ def as_key(key: Any, where: str) -> jax.Array:
     return jax.random.wrap_key_data(key)
 
 
+def switch(value: Any, name: str, where: str) -> bool:
+    """An on/off option as a bool; anything else (a string such as "no", which Python counts as
+    true) refused."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{where}: `{name}` must be True or False; got {value!r}.")
+    return bool(value)
+
+
 def check_method(method: str, allowed: tuple[str, ...], where: str, what: str = "method") -> str:
     if not isinstance(method, str) or method not in allowed:
         raise ValueError(

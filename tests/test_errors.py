@@ -351,6 +351,22 @@ def test_an_integer_seed_for_a_key_is_refused_with_the_fix(init, where):
         init(jnp.zeros(3, jnp.uint32))
 
 
+def test_an_on_off_option_must_be_a_bool():
+    """A string such as "no" is true to Python; an on/off option refuses it rather than read it
+    as on."""
+    calls = {
+        "SpectralNorm": lambda: jprop.SpectralNorm(NET, squared="no"),
+        "weight_hessian_diagonal": lambda: jprop.weight_hessian_diagonal(
+            jprop.SquaredError(NET), exact="yes"
+        ),
+        "fit": lambda: jprop.fit(_LOSS, PARAMS, jnp.ones((2, 3), jnp.float32), progress="no"),
+        "pirate_net": lambda: jprop.pirate_net(2, 1, factorised=0),
+    }
+    for name, call in calls.items():
+        with pytest.raises(TypeError, match=rf"jprop.{name}: `\w+` must be True or False; got"):
+            call()
+
+
 def _LOSS(params, x):
     return jnp.mean(NET(params, x) ** 2)
 

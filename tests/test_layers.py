@@ -406,6 +406,13 @@ def test_the_initialiser_follows_the_field():
             r"jprop.modified_mlp: `width` must be at least",
         ),
         (lambda: jprop.pirate_net(2, 1, blocks=0), r"jprop.pirate_net: `blocks` must be at least"),
+        (
+            lambda: L.FourierFeatures(8, trainable="no"),
+            r"`trainable` must be True or False; got 'no'",
+        ),
+        (lambda: L.Dense(4, factorised="yes"), r"Dense: `factorised` must be True or False"),
+        (lambda: L.PeriodicEmbedding(axes=(0,), trainable=1), r"`trainable` must be True or"),
+        (lambda: jprop.modified_mlp(2, 1, factorised="no"), r"modified_mlp: `factorised` must be"),
     ],
 )
 def test_a_network_that_does_not_fit_is_refused_saying_why(build, message):

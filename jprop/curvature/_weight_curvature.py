@@ -33,7 +33,7 @@ from jax.flatten_util import ravel_pytree
 from .._batch import mean_over_batch
 from .._dispatch import REGISTRY, choose
 from .._program import broadcasting, cached, program, type_name
-from .._validation import check_size
+from .._validation import check_size, switch
 from ..models._mlp import MLP
 from . import _rules
 from ._lanczos import Eigenpairs, lanczos
@@ -383,7 +383,7 @@ def weight_hessian_diagonal(
     """
     where = "jprop.weight_hessian_diagonal"
     batch_size = _check_batch_size(loss, batch_size, where)
-    if exact:
+    if switch(exact, "exact", where):
         full = weight_hessian(loss, max_bytes=max_bytes, batch_size=batch_size)
 
         def diagonal(params, *data):

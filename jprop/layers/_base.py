@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .._validation import as_float_array, check_size
+from .._validation import as_float_array, check_size, switch
 from ..models._activations import HIDDEN_ALIASES
 from . import _jet
 
@@ -27,13 +27,17 @@ class Layer:
     layer kind")."""
 
     def __post_init__(self):
-        """A kind's `width` and `activation` fields, where it has them, checked and stored in
-        canonical form (MATLAB's names as the standard ones), so equal layers compare equal."""
+        """A kind's `width`, `activation` and on/off fields (`factorised`, `trainable`), where it
+        has them, checked and stored in canonical form (MATLAB's names as the standard ones), so
+        equal layers compare equal."""
         where = f"jprop.layers.{type(self).__name__}"
         if "width" in self.__dataclass_fields__:
             object.__setattr__(self, "width", positive_width(self.width, "width", where))
         if "activation" in self.__dataclass_fields__:
             object.__setattr__(self, "activation", activation_name(self.activation, where))
+        for flag in ("factorised", "trainable"):
+            if flag in self.__dataclass_fields__:
+                object.__setattr__(self, flag, switch(getattr(self, flag), flag, where))
 
     def output_width(self, width: int, gates: int | None) -> int:
         """The width of h after the layer, given h's width before and the gates' (None: none yet)."""

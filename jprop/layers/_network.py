@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from .._program import broadcasting
-from .._validation import as_key, check_input, check_size, computation_dtype, in_dtype
+from .._validation import as_key, check_input, check_size, computation_dtype, in_dtype, switch
 from ..models._activations import OUTPUT_ALIASES
 from ..models._mlp import MLP
 from ..quantities import _forward_laplacian
@@ -244,6 +244,7 @@ def modified_mlp(
     from .gated import GatedDense, Gates
 
     where = "jprop.modified_mlp"
+    factorised = switch(factorised, "factorised", where)
     width = check_size(width, "width", where)
     depth = check_size(depth, "depth", where)
     embedding = [] if fourier_features is None else [FourierFeatures(fourier_features, scale)]
@@ -288,6 +289,7 @@ def pirate_net(
     from .pirate import PirateBlock
 
     where = "jprop.pirate_net"
+    factorised = switch(factorised, "factorised", where)
     width = check_size(width, "width", where)
     if width % 2:
         raise ValueError(

@@ -35,6 +35,7 @@ class FourierFeatures(_base.Layer):
     trainable: bool = False
 
     def __post_init__(self):
+        super().__post_init__()
         where = "jprop.layers.FourierFeatures"
         object.__setattr__(self, "features", _base.positive_width(self.features, "features", where))
         scale = self.scale

@@ -39,6 +39,7 @@ class PeriodicEmbedding(_base.Layer):
     trainable: bool = False
 
     def __post_init__(self):
+        super().__post_init__()
         where = "jprop.layers.PeriodicEmbedding"
         axes = (self.axes,) if isinstance(self.axes, int) else self.axes
         try:

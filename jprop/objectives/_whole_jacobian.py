@@ -28,6 +28,7 @@ from .._validation import (
     check_method,
     check_size,
     optional_size,
+    switch,
     vector_output,
 )
 from ..quantities._transforms import jacobian
@@ -99,7 +100,7 @@ class SpectralNorm:
         self.where = "jprop.SpectralNorm"
         self.f = vector_output(f)  # a scalar output is m = 1, its state u of shape (B, 1)
         self.num_iterations = check_size(num_iterations, "num_iterations", self.where)
-        self.squared = bool(squared)
+        self.squared = switch(squared, "squared", self.where)
         self.batch_size = optional_size(batch_size, "batch_size", self.where)
         check_method(method, METHODS, self.where)
         self._call = _spectral_norm(

@@ -27,7 +27,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from .._validation import check_size
+from .._validation import check_size, switch
 from ..objectives._whole_jacobian import SpectralNorm
 
 SCIPY_METHODS = {"cg": "CG", "lbfgs": "L-BFGS-B"}
@@ -251,6 +251,7 @@ def fit(
         (True, True)
     """
     steps = check_size(steps, "steps", "jprop.fit")
+    progress = switch(progress, "progress", "jprop.fit")
     checkpoint_every = check_size(checkpoint_every, "checkpoint_every", "jprop.fit")
     if not callable(objective):
         raise TypeError(
