@@ -24,6 +24,12 @@ def _to_float64(tree: Any) -> Any:
     )
 
 
+def _step(eps: Any, where: str) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) or not eps > 0:
+        raise ValueError(f"{where}: `eps` must be a positive number such as 1e-4; got {eps!r}.")
+    return float(eps)
+
+
 def _in_float64(one: Callable, where: str) -> Callable[[Any, jax.Array], jax.Array]:
     """`(params, x) -> one(params, x_i)` over x's examples, in float64 (in a `jax.enable_x64`
     context, whatever the dtypes given), as one program compiled once per argument shapes."""
@@ -57,6 +63,8 @@ def fd_jacobian(f: Callable, *, eps: float = 1e-5) -> Callable[[Any, jax.Array],
         [[2.0, 2.0]]
     """
 
+    eps = _step(eps, "jprop.fd_jacobian")
+
     def one(p, xi):
         steps = eps * jnp.eye(xi.shape[-1], dtype=jnp.float64)
         g = jax.vmap(lambda e: f(p, xi + e))
@@ -84,6 +92,8 @@ def fd_hessian(f: Callable, *, eps: float = 1e-4) -> Callable[[Any, jax.Array], 
         >>> jprop.fd_hessian(f)(1.0, jnp.ones(2)).round(4).tolist()
         [[[2.0, 0.0], [0.0, 2.0]]]
     """
+
+    eps = _step(eps, "jprop.fd_hessian")
 
     def one(p, xi):
         steps = eps * jnp.eye(xi.shape[-1], dtype=jnp.float64)
