@@ -399,6 +399,7 @@ def test_the_initialiser_follows_the_field():
         (lambda: jprop.Network(2, [L.PeriodicEmbedding(axes=(2,)), L.Dense(1)]), "only 2"),
         (lambda: jprop.Network(2, [jnp.tanh, L.Dense(1)]), r"layers\[0\]"),
         (lambda: L.Dense(3, "relu"), "unknown activation"),
+        (lambda: L.Dense(3, jnp.tanh), r"Dense: unknown activation .* e\.g\. 'tanh' for jnp\.tanh"),
         (lambda: L.FourierFeatures(8, scale=0), "positive number"),
         (lambda: jprop.pirate_net(2, 1, width=7), "even"),
         (

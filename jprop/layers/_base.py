@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from .._validation import as_float_array, check_size, switch
 from ..models._activations import HIDDEN_ALIASES
+from ..models._mlp import canonical_activation
 from . import _jet
 
 
@@ -62,13 +63,7 @@ class Layer:
 
 def activation_name(name: Any, where: str) -> str:
     """The canonical name of a hidden activation, or a ValueError listing the known ones."""
-    if not isinstance(name, str) or name not in HIDDEN_ALIASES:
-        raise ValueError(
-            f"{where}: unknown activation {name!r}; known: "
-            + ", ".join(repr(a) for a in HIDDEN_ALIASES)
-            + "."
-        )
-    return HIDDEN_ALIASES[name]
+    return canonical_activation(name, HIDDEN_ALIASES, "activation", where)
 
 
 def positive_width(value: Any, name: str, where: str) -> int:

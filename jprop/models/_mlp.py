@@ -37,8 +37,9 @@ def _draw_layer(key: jax.Array, fan_in: int, fan_out: int, dtype: Any):
     }
 
 
-def _canonical(name: Any, aliases: dict[str, str], what: str) -> str:
-    """The canonical name of an activation given by its standard or MATLAB name."""
+def canonical_activation(name: Any, aliases: dict[str, str], what: str, where: str = "MLP") -> str:
+    """The canonical name of an activation given by its standard or MATLAB name, or a ValueError
+    listing the known ones (and, for a function given instead of its name, saying so)."""
     if not isinstance(name, str) or name not in aliases:
         hint = (
             " Pass the activation's name as a string, e.g. 'tanh' for jnp.tanh."
@@ -46,7 +47,7 @@ def _canonical(name: Any, aliases: dict[str, str], what: str) -> str:
             else ""
         )
         raise ValueError(
-            f"MLP: unknown {what} {name!r}; known: "
+            f"{where}: unknown {what} {name!r}; known: "
             + ", ".join(repr(a) for a in aliases)
             + "."
             + hint
@@ -110,14 +111,15 @@ class MLP:
                     f"for sizes {self.sizes}; got {len(self.activation)}: {tuple(self.activation)!r}."
                 )
             names = tuple(
-                _canonical(a, HIDDEN_ALIASES, "hidden activation") for a in self.activation
+                canonical_activation(a, HIDDEN_ALIASES, "hidden activation")
+                for a in self.activation
             )
             activation = names[0] if len(set(names)) == 1 else names
         else:
-            activation = _canonical(self.activation, HIDDEN_ALIASES, "hidden activation")
+            activation = canonical_activation(self.activation, HIDDEN_ALIASES, "hidden activation")
         object.__setattr__(self, "activation", activation)
         object.__setattr__(
-            self, "output", _canonical(self.output, OUTPUT_ALIASES, "output activation")
+            self, "output", canonical_activation(self.output, OUTPUT_ALIASES, "output activation")
         )
         if self.output == "softmax" and self.sizes[-1] < 2:
             raise ValueError("MLP: a softmax output needs at least 2 outputs; got m = 1.")
