@@ -60,3 +60,22 @@ def test_the_child_runs_every_user_lane_file_once_and_the_user_lane_at_default_f
     user_env = commands[0][1]
     assert user_env.get("XLA_FLAGS") == _USER_XLA_FLAGS
     assert commands[1][1]["XLA_FLAGS"] == os.environ["XLA_FLAGS"]  # the compile-speed flags
+
+
+def test_the_stated_python_floor_is_one_the_dependencies_install_on():
+    """pyproject's requires-python, the README and the install page state one Python floor, and
+    it is no lower than the floor of the JAX installed here (the newest in one lane, the declared
+    minimum in the other): a Python JAX does not support could not install jprop at all."""
+    import importlib.metadata
+    import tomllib
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    declared = tomllib.loads((root / "pyproject.toml").read_text())["project"]["requires-python"]
+    floor = re.fullmatch(r">=\s*3\.(\d+)", declared)
+    assert floor, declared
+    minor = int(floor.group(1))
+    jax_needs = importlib.metadata.metadata("jax")["Requires-Python"]
+    jax_minor = int(re.search(r">=\s*3\.(\d+)", jax_needs).group(1))
+    assert minor >= jax_minor, f"requires-python {declared}, but jax needs {jax_needs}"
+    assert f"Python ≥ 3.{minor} " in (root / "README.md").read_text()
+    assert f"Python 3.{minor} or later" in (root / "docs" / "install.md").read_text()
