@@ -122,6 +122,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer points and steps")
     parser.add_argument("--out", default=None, help="folder for the figure (default examples/out)")
-    parser.add_argument("--activation", default="tanh", help="hidden units: tanh (default) or sin")
+    parser.add_argument(
+        "--activation", default="tanh", choices=("tanh", "sin"), help="hidden units"
+    )
     args = parser.parse_args()
     main(args.quick, out=args.out, activation=args.activation)

@@ -155,4 +155,10 @@ if __name__ == "__main__":
     parser.add_argument("--steps", type=int, default=None, help="20,000 at d ≤ 100, else 4,000")
     parser.add_argument("--quick", action="store_true", help="fewer steps")
     args = parser.parse_args()
+    if args.dim < 2:
+        parser.error(
+            f"--dim must be at least 2 (the problem pairs x_i with x_(i+1)); got {args.dim}"
+        )
+    if args.estimator == "sparse" and not 1 <= args.probes <= args.dim:
+        parser.error(f"--probes must be between 1 and --dim ({args.dim}) for the sparse estimator")
     main(args.dim, args.estimator, args.steps, args.probes, quick=args.quick)
