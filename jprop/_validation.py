@@ -8,6 +8,7 @@ expected, what came, and how to fix it.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import jax
@@ -34,9 +35,10 @@ def as_float_array(value: Any, name: str, where: str) -> jax.Array:
             f"{where}: `{name}` must be an array of floats; got {type(value).__name__} ({error})."
         ) from None
     if not jnp.issubdtype(dtype, jnp.floating):
+        code = re.sub(r" \(\w+\)", "", name)  # "params[0] (Dense)['W']" as code: params[0]['W']
         raise TypeError(
             f"{where}: `{name}` must have a floating dtype (float32 or float64); got {dtype}. "
-            f"Convert it first, e.g. `{name}.astype(jnp.float32)`."
+            f"Convert it first, e.g. `{code}.astype(jnp.float32)`."
         )
     return jnp.asarray(value)
 

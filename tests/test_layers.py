@@ -426,6 +426,12 @@ def test_params_that_do_not_fit_name_the_layer_and_entry():
     params[2]["dense"][1]["W"] = params[2]["dense"][1]["W"][:, :3]
     with pytest.raises(ValueError, match=r"params\[2\] \(PirateBlock\)\['dense'\]\[1\]\['W'\]"):
         jprop.laplacian(net)(params, x)
+    params = net.init(jax.random.key(0))
+    params[1]["U"]["b"] = params[1]["U"]["b"].astype(jnp.int32)  # the fix it suggests is code
+    with pytest.raises(
+        TypeError, match=r"e\.g\. `params\[1\]\['U'\]\['b'\]\.astype\(jnp\.float32\)`"
+    ):
+        jprop.laplacian(net)(params, x)
     with pytest.raises(ValueError, match="closed road covers .*laplacian"):
         jprop.hessian(net, method="closed")
 
