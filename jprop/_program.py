@@ -168,6 +168,20 @@ def all_arrays(*trees: Any) -> bool:
     return True
 
 
+def _arity(validate: Callable[..., Any]) -> tuple[int, float, str]:
+    """The fewest and most positional arguments `validate` takes, and its signature as text."""
+    signature = inspect.signature(validate)
+    kinds = [p.kind for p in signature.parameters.values()]
+    positional = [
+        p
+        for p in signature.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    fewest = sum(p.default is p.empty for p in positional)
+    most = float("inf") if inspect.Parameter.VAR_POSITIONAL in kinds else len(positional)
+    return fewest, most, str(signature)
+
+
 def program(
     where: str,
     compute: Callable[..., Any],
@@ -185,19 +199,15 @@ def program(
     the program is traced once per argument shapes however often the transform is rebuilt.
     """
     compiled = jax.jit(broadcasting(compute))
-    signature = None if names is not None else inspect.signature(validate)
+    if names is not None:
+        fewest, most, expected = len(names), len(names), f"({', '.join(names)})"
+    else:
+        fewest, most, expected = _arity(validate)
 
     @functools.wraps(compute)
     def call(*args: Any) -> Any:
-        if names is not None and len(args) != len(names):
-            raise TypeError(f"{where}: expected arguments ({', '.join(names)}); got {len(args)}.")
-        if signature is not None:
-            try:
-                signature.bind(*args)
-            except TypeError:
-                raise TypeError(
-                    f"{where}: expected arguments {signature}; got {len(args)}."
-                ) from None
+        if not fewest <= len(args) <= most:
+            raise TypeError(f"{where}: expected arguments {expected}; got {len(args)}.")
         if not all_arrays(*args):
             broadcasting(validate)(*args)
         return run_compiled(compiled, where, *args)
