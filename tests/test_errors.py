@@ -374,6 +374,15 @@ def test_a_finite_difference_step_must_be_a_positive_number(oracle, eps):
         oracle(NET, eps=eps)
 
 
+def test_a_loss_needs_a_model_and_lanczos_a_key():
+    with pytest.raises(TypeError, match=r"jprop.SquaredError: `f` must be the model.*got int"):
+        jprop.SquaredError(3)
+    pairs = jprop.top_eigenpairs(jprop.SquaredError(NET), k=2)
+    x, t = jnp.ones((4, 3), jnp.float32), jnp.ones((4, 2), jnp.float32)
+    with pytest.raises(TypeError, match=r"jprop.top_eigenpairs: `key` must be a JAX PRNG key"):
+        pairs(PARAMS, x, t, key=3)
+
+
 def _LOSS(params, x):
     return jnp.mean(NET(params, x) ** 2)
 

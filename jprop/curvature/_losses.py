@@ -39,6 +39,13 @@ class SquaredError:
 
     f: Any
 
+    def __post_init__(self):
+        if not callable(self.f):
+            raise TypeError(
+                "jprop.SquaredError: `f` must be the model, a callable f(params, x) such as a "
+                f"jprop.MLP; got {type(self.f).__name__}."
+            )
+
     def __call__(self, params: Any, x: jax.Array, t: jax.Array) -> jax.Array:
         return self.value(params, *check_data(self, params, x, t, "jprop.SquaredError"))
 

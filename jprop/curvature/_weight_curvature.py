@@ -33,7 +33,7 @@ from jax.flatten_util import ravel_pytree
 from .._batch import mean_over_batch
 from .._dispatch import REGISTRY, choose
 from .._program import broadcasting, cached, program, type_name
-from .._validation import check_size, switch
+from .._validation import as_key, check_size, switch
 from ..models._mlp import MLP
 from . import _rules
 from ._lanczos import Eigenpairs, lanczos
@@ -517,7 +517,7 @@ def top_eigenpairs(
                 f"{where}: k = {k} eigenpairs need at least k Lanczos steps; num_iterations "
                 f"gives {steps} (P = {size})."
             )
-        key = jax.random.key(0) if key is None else key
+        key = jax.random.key(0) if key is None else as_key(key, where)
         start = jax.random.normal(key, (size,), flat.dtype)
         return Eigenpairs(*run(params, tuple(data), start, steps), steps)
 
