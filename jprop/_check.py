@@ -11,7 +11,7 @@ import numpy as np
 
 from ._batch import map_examples
 from ._program import cached
-from ._validation import check_input
+from ._validation import check_input, positive_number
 from .quantities._transforms import hessian, hessian_diagonal, jacobian, laplacian
 
 
@@ -22,12 +22,6 @@ def _to_float64(tree: Any) -> Any:
         ),
         tree,
     )
-
-
-def _step(eps: Any, where: str) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) or not eps > 0:
-        raise ValueError(f"{where}: `eps` must be a positive number such as 1e-4; got {eps!r}.")
-    return float(eps)
 
 
 def _in_float64(one: Callable, where: str) -> Callable[[Any, jax.Array], jax.Array]:
@@ -63,7 +57,7 @@ def fd_jacobian(f: Callable, *, eps: float = 1e-5) -> Callable[[Any, jax.Array],
         [[2.0, 2.0]]
     """
 
-    eps = _step(eps, "jprop.fd_jacobian")
+    eps = positive_number(eps, "eps", "jprop.fd_jacobian", example="1e-5")
 
     def one(p, xi):
         steps = eps * jnp.eye(xi.shape[-1], dtype=jnp.float64)
@@ -93,7 +87,7 @@ def fd_hessian(f: Callable, *, eps: float = 1e-4) -> Callable[[Any, jax.Array], 
         [[[2.0, 0.0], [0.0, 2.0]]]
     """
 
-    eps = _step(eps, "jprop.fd_hessian")
+    eps = positive_number(eps, "eps", "jprop.fd_hessian", example="1e-4")
 
     def one(p, xi):
         steps = eps * jnp.eye(xi.shape[-1], dtype=jnp.float64)

@@ -122,6 +122,21 @@ def as_key(key: Any, where: str) -> jax.Array:
     return jax.random.wrap_key_data(key)
 
 
+def positive_number(
+    value: Any, name: str, where: str, meaning: str = "", example: str = "1.0"
+) -> float:
+    """A positive real number (bools, strings and NaN refused), as a Python float."""
+    number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, bool
+    )
+    if not number or not value > 0:
+        described = f"`{name}`, {meaning}," if meaning else f"`{name}`"
+        raise ValueError(
+            f"{where}: {described} must be a positive number such as {example}; got {value!r}."
+        )
+    return float(value)
+
+
 def switch(value: Any, name: str, where: str) -> bool:
     """An on/off option as a bool; anything else (a string such as "no", which Python counts as
     true) refused."""

@@ -7,6 +7,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from .._validation import positive_number
 from . import _base, _jet
 
 
@@ -38,13 +39,9 @@ class FourierFeatures(_base.Layer):
         super().__post_init__()
         where = "jprop.layers.FourierFeatures"
         object.__setattr__(self, "features", _base.positive_width(self.features, "features", where))
-        scale = self.scale
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
-            raise ValueError(
-                f"{where}: `scale`, the standard deviation of B's entries, must be a positive "
-                f"number such as 1.0 or 10.0; got {scale!r}."
-            )
-        object.__setattr__(self, "scale", float(scale))
+        meaning = "the standard deviation of B's entries"
+        scale = positive_number(self.scale, "scale", where, meaning, "1.0 or 10.0")
+        object.__setattr__(self, "scale", scale)
 
     def output_width(self, width, gates):
         return 2 * self.features

@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .._validation import check_size
+from .._validation import check_size, positive_number
 
 
 def fourier_features(
@@ -57,11 +57,9 @@ def fourier_features(
     where = "jprop.fourier_features"
     n_inputs = check_size(n_inputs, "n_inputs", where)
     features = check_size(features, "features", where)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
-        raise ValueError(
-            f"{where}: `scale`, the standard deviation of B's entries, must be a positive number "
-            f"such as 1.0 or 10.0; got {scale!r}."
-        )
+    scale = positive_number(
+        scale, "scale", where, "the standard deviation of B's entries", "1.0 or 10.0"
+    )
     dtype = jnp.dtype(dtype) if dtype is not None else jnp.zeros(()).dtype
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"{where}: `dtype` must be a floating dtype; got {dtype}.")
