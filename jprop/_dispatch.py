@@ -41,6 +41,37 @@ class Road:
     reason: str
 
 
+def check_loss(f: Any, where: str) -> None:
+    """Weight curvature is of a scalar loss; a jprop model is not one (its output is an array per
+    example), and taken as one it fails inside jax.grad with no word of the fix."""
+    from .models._rbf import RBFNetwork  # lazily, as below
+
+    if isinstance(f, (MLP, Network, RBFNetwork)):
+        wrap = "jprop.SquaredError(net)" + (
+            " or jprop.CrossEntropy(net) for its softmax output"
+            if isinstance(f, MLP) and f.output == "softmax"
+            else ""
+        )
+        raise TypeError(
+            f"{where}: weight curvature is of a scalar loss E(params, *data); got a "
+            f"jprop.{type(f).__name__}, a model, whose output is an array per example. Wrap it in "
+            f"a loss: {wrap}, or write E(params, *data) that returns a scalar."
+        )
+
+
+def _loss_elsewhere(f: Any) -> str:
+    """Why a loss takes JAX's jvp of its gradient rather than the weight-space R passes."""
+    from .curvature._losses import CrossEntropy, SquaredError
+
+    if isinstance(f, (SquaredError, CrossEntropy)):
+        return (
+            "the weight-space R passes cover jprop.SquaredError and jprop.CrossEntropy of a "
+            f"jprop.MLP; this {type(f).__name__}'s model is a {type_name(f.f)}: jax.jvp of "
+            "jax.grad of the loss"
+        )
+    return f"jprop knows no closed form for this {type_name(f)}: jax.jvp of jax.grad of the loss"
+
+
 def _is_closed_loss(f: Any) -> bool:
     # Weight-space curvature: a SquaredError / CrossEntropy of an MLP has closed passes. Imported
     # lazily: the losses module builds on this one.
@@ -386,6 +417,8 @@ def choose(f: Any, quantity: str, method: str = "auto", where: str | None = None
     if not callable(f):
         raise TypeError(f"{where}: `f` must be a callable f(params, x); got {type_name(f)}.")
     check_method(method, METHODS, where)
+    if quantity == "weight_curvature":
+        check_loss(f, where)
     if quantity in _COMPOSITES:
         primitive, what = _COMPOSITES[quantity]
         # the primitive's own check: an error for method="closed"
@@ -426,9 +459,11 @@ def choose(f: Any, quantity: str, method: str = "auto", where: str | None = None
     if method == "autodiff":
         return Road("autodiff", "forced by method='autodiff'" + engine)
     if not closed_ok:
+        if quantity == "weight_curvature":
+            return Road("autodiff", _loss_elsewhere(f))
         if network:
             return Road("autodiff", _NETWORK_ELSEWHERE + engine)
-        return Road("autodiff", f"jprop knows no closed form for a {type_name(f)}" + engine)
+        return Road("autodiff", f"jprop knows no closed form for this {type_name(f)}" + engine)
     if network:
         takes_closed, reason = record.network(f)
         return Road("closed" if takes_closed else "autodiff", reason)

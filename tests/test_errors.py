@@ -161,7 +161,7 @@ def test_a_users_function_is_named_by_its_own_type():
         with pytest.raises((TypeError, ValueError)) as raised:
             call()
         assert "got function" in str(raised.value) and "_Weak" not in str(raised.value), name
-    assert "for a function" in jprop.road(f, "laplacian").reason
+    assert "for this function" in jprop.road(f, "laplacian").reason
     with pytest.raises(ValueError, match="needs a jprop.MLP or a jprop.Network, whose structure"):
         jprop.laplacian(f, method="closed")(PARAMS, x)
 
@@ -385,6 +385,61 @@ def test_a_loss_needs_a_model_and_lanczos_a_key():
 
 def _LOSS(params, x):
     return jnp.mean(NET(params, x) ** 2)
+
+
+_CURVATURE = {
+    "jprop.weight_hessian_vector_product": lambda loss, x: jprop.weight_hessian_vector_product(
+        loss
+    )(PARAMS, PARAMS, x),
+    "jprop.gauss_newton_vector_product": lambda loss, x: jprop.gauss_newton_vector_product(loss)(
+        PARAMS, PARAMS, x, x
+    ),
+    "jprop.weight_hessian": lambda loss, x: jprop.weight_hessian(loss)(PARAMS, x),
+    "jprop.weight_hessian_diagonal": lambda loss, x: jprop.weight_hessian_diagonal(loss)(PARAMS, x),
+    "jprop.curvature_along": lambda loss, x: jprop.curvature_along(loss)(PARAMS, PARAMS, x),
+    "jprop.top_eigenpairs": lambda loss, x: jprop.top_eigenpairs(loss, k=1)(
+        PARAMS, x, key=jax.random.key(0)
+    ),
+    "jprop.road": lambda loss, x: jprop.road(loss, "weight_curvature"),
+}
+
+
+@pytest.mark.parametrize("where", list(_CURVATURE))
+@pytest.mark.parametrize(
+    "model, wrap",
+    [
+        (NET, r"jprop.SquaredError\(net\), or"),
+        (jprop.MLP((3, 4, 2), output="softmax"), r"jprop.CrossEntropy\(net\) for its softmax"),
+        (jprop.Network(3, [jprop.layers.Dense(4), jprop.layers.Dense(2, "identity")]), "Error"),
+    ],
+)
+def test_weight_curvature_of_a_model_says_to_wrap_it_in_a_loss(where, model, wrap):
+    # taken as a loss, a model failed inside jax.grad ("Gradient only defined for scalar-output
+    # functions"), naming neither the transform nor the fix
+    x = jnp.ones((4, 3), jnp.float32)
+    with pytest.raises(TypeError, match=rf"{re.escape(where)}: .*scalar loss.*a model.*{wrap}"):
+        _CURVATURE[where](model, x)
+
+
+@pytest.mark.parametrize(
+    "where", [w for w in _CURVATURE if "gauss" not in w and "diagonal" not in w and "road" not in w]
+)
+def test_weight_curvature_of_a_loss_that_is_not_a_scalar(where):
+    x = jnp.ones((4, 3), jnp.float32)
+    with pytest.raises(
+        TypeError, match=rf"{re.escape(where)}: the loss must return a scalar.*\(4, 2\)"
+    ):
+        _CURVATURE[where](lambda p, x: NET(p, x), x)
+    _CURVATURE[where](_LOSS, x)  # a scalar loss of the user's own is taken as it is
+
+
+def test_road_says_why_a_loss_takes_autodiff():
+    network = jprop.Network(3, [jprop.layers.Dense(4), jprop.layers.Dense(2, "identity")])
+    assert jprop.road(jprop.SquaredError(NET), "weight_curvature").road == "closed"
+    chosen = jprop.road(jprop.SquaredError(network), "weight_curvature")
+    assert chosen.road == "autodiff"
+    assert "of a jprop.MLP; this SquaredError's model is a Network" in chosen.reason
+    assert "for this function" in jprop.road(_LOSS, "weight_curvature").reason
 
 
 def test_curvature_along_a_zero_direction_under_jit_is_nan_not_a_number():

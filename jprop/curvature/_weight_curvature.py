@@ -31,7 +31,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from .._batch import mean_over_batch
-from .._dispatch import REGISTRY, choose
+from .._dispatch import REGISTRY, check_loss, choose
 from .._program import broadcasting, cached, program, type_name
 from .._validation import as_key, check_size, switch
 from ..models._mlp import MLP
@@ -108,16 +108,34 @@ def _mean_of(rule_sums: Callable, batch_size: int | None) -> Callable:
 # Public transforms
 
 
-def _hvp_fn(loss, road, batch_size=None):
+def _scalar(loss: Callable, where: str) -> Callable:
+    """A loss of the user's own, refused when traced if it does not return a scalar (jax.grad's
+    own error would name neither the transform nor the fix)."""
+
+    def value(params, *data):
+        out = loss(params, *data)
+        if jnp.shape(out) != ():
+            raise TypeError(
+                f"{where}: the loss must return a scalar; E(params, *data) returned shape "
+                f"{jnp.shape(out)}. Reduce it to one number (e.g. jnp.mean over the examples), "
+                "or use jprop.SquaredError(f)."
+            )
+        return out
+
+    return value
+
+
+def _hvp_fn(loss, road, where, batch_size=None):
     record = REGISTRY["weight_curvature"]
     if road == "closed":
 
         def rule(params, v, x, t):
             return record.closed(loss, params, x, t, v)
     else:
+        value = loss if isinstance(loss, (SquaredError, CrossEntropy)) else _scalar(loss, where)
 
         def rule(params, v, *data):
-            return record.autodiff(loss, params, v, *data)
+            return record.autodiff(value, params, v, *data)
 
     if not isinstance(loss, (SquaredError, CrossEntropy)):  # not a batch mean: as it is
         return rule
@@ -170,7 +188,7 @@ def weight_hessian_vector_product(
     """
     where = "jprop.weight_hessian_vector_product"
     road = _road(loss, method, where)
-    product = _hvp_fn(loss, road, _check_batch_size(loss, batch_size, where))
+    product = _hvp_fn(loss, road, where, _check_batch_size(loss, batch_size, where))
     validate = _directional(loss, where)
 
     def hvp(params, v, *data):
@@ -215,6 +233,7 @@ def gauss_newton_vector_product(
 
 def _gauss_newton_product(loss: Any, method: str, batch_size: Any, where: str) -> Callable:
     """`(params, v, x, t) -> Gv` on data already checked."""
+    check_loss(loss, where)
     if not isinstance(loss, (SquaredError, CrossEntropy)):
         raise TypeError(
             f"{where}: needs a jprop.SquaredError or jprop.CrossEntropy loss (Gauss-Newton needs "
@@ -326,7 +345,7 @@ def weight_hessian(
     where = "jprop.weight_hessian"
     road = _road(loss, method, where)
     check_size(max_bytes, "max_bytes", where)
-    product = _hvp_fn(loss, road, _check_batch_size(loss, batch_size, where))
+    product = _hvp_fn(loss, road, where, _check_batch_size(loss, batch_size, where))
     return _matrix(loss, product, max_bytes, where, "weight Hessian")
 
 
@@ -382,6 +401,7 @@ def weight_hessian_diagonal(
         True
     """
     where = "jprop.weight_hessian_diagonal"
+    check_loss(loss, where)
     batch_size = _check_batch_size(loss, batch_size, where)
     if switch(exact, "exact", where):
         full = weight_hessian(loss, max_bytes=max_bytes, batch_size=batch_size)
@@ -427,7 +447,7 @@ def curvature_along(
     """
     where = "jprop.curvature_along"
     road = _road(loss, method, where)
-    product = _hvp_fn(loss, road, _check_batch_size(loss, batch_size, where))
+    product = _hvp_fn(loss, road, where, _check_batch_size(loss, batch_size, where))
     validate = _directional(loss, where)
 
     def along(params, v, *data):  # vᵀHv / vᵀv, and whether vᵀv = 0
@@ -494,7 +514,7 @@ def top_eigenpairs(
         num_iterations = check_size(num_iterations, "num_iterations", where)
     if operator == "hessian":
         road = _road(loss, method, where)
-        product = _hvp_fn(loss, road, batch_size)
+        product = _hvp_fn(loss, road, where, batch_size)
     else:
         gvp = gauss_newton_vector_product(loss, method=method, batch_size=batch_size)
         product = lambda p, v, x, t: gvp(p, v, x, t)  # noqa: E731
