@@ -59,6 +59,20 @@ def check_loss(f: Any, where: str) -> None:
         )
 
 
+def check_model(f: Any, where: str) -> None:
+    """Input derivatives and objectives are of a model f(params, x); a jprop loss is not one (it
+    takes targets too), and taken as one it fails on a missing argument."""
+    from .curvature._losses import CrossEntropy, SquaredError
+
+    if isinstance(f, (SquaredError, CrossEntropy)):
+        call, rest = where.split(" ")[0], (", ..." if where == "jprop.road" else "")
+        raise TypeError(
+            f"{where}: `f` must be a model f(params, x); got a jprop.{type(f).__name__}, a loss "
+            f"of (params, x, t). Pass its model instead, e.g. {call}(net{rest}) for "
+            f"jprop.{type(f).__name__}(net)."
+        )
+
+
 def _loss_elsewhere(f: Any) -> str:
     """Why a loss takes JAX's jvp of its gradient rather than the weight-space R passes."""
     from .curvature._losses import CrossEntropy, SquaredError
@@ -419,6 +433,8 @@ def choose(f: Any, quantity: str, method: str = "auto", where: str | None = None
     check_method(method, METHODS, where)
     if quantity == "weight_curvature":
         check_loss(f, where)
+    else:
+        check_model(f, where)
     if quantity in _COMPOSITES:
         primitive, what = _COMPOSITES[quantity]
         # the primitive's own check: an error for method="closed"

@@ -16,6 +16,17 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def not_params(value: Any) -> str:
+    """What came where a model's params were expected, for messages: an array by its shape and
+    dtype, with the hint that the arguments come as (params, x); anything else by its type."""
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return (
+            f"an array of shape {tuple(value.shape)} ({value.dtype}). The arguments are "
+            "(params, x), params first"
+        )
+    return type(value).__name__
+
+
 def as_float_array(value: Any, name: str, where: str) -> jax.Array:
     """`value` as a JAX array with a floating dtype, or a `TypeError` that says so."""
     if value is None:

@@ -433,6 +433,50 @@ def test_weight_curvature_of_a_loss_that_is_not_a_scalar(where):
     _CURVATURE[where](_LOSS, x)  # a scalar loss of the user's own is taken as it is
 
 
+_MODEL_TAKERS = {
+    "jprop.jacobian": lambda f: jprop.jacobian(f),
+    "jprop.hessian": lambda f: jprop.hessian(f),
+    "jprop.laplacian": lambda f: jprop.laplacian(f),
+    "jprop.hessian_diagonal": lambda f: jprop.hessian_diagonal(f),
+    "jprop.hessian_vector_product": lambda f: jprop.hessian_vector_product(f),
+    "jprop.hessian_trace": lambda f: jprop.hessian_trace(f),
+    "jprop.R": lambda f: jprop.R(f),
+    "jprop.jprop_u": lambda f: jprop.jprop_u(f),
+    "jprop.jprop_v": lambda f: jprop.jprop_v(f),
+    "jprop.bilinear": lambda f: jprop.bilinear(f),
+    "jprop.double_backprop": lambda f: jprop.double_backprop(f),
+    "jprop.tangent_prop": lambda f: jprop.tangent_prop(f),
+    "jprop.derivative_targets": lambda f: jprop.derivative_targets(f),
+    "jprop.jacobian_penalty": lambda f: jprop.jacobian_penalty(f),
+    "jprop.SpectralNorm": lambda f: jprop.SpectralNorm(f),
+    "jprop.log_abs_det_jacobian": lambda f: jprop.log_abs_det_jacobian(f),
+    "jprop.road": lambda f: jprop.road(f, "laplacian"),
+}
+
+
+@pytest.mark.parametrize("where", list(_MODEL_TAKERS))
+@pytest.mark.parametrize("loss", [jprop.SquaredError, jprop.CrossEntropy])
+def test_a_loss_given_for_a_model_says_to_pass_its_model(where, loss):
+    # a loss takes (params, x, t): taken as a model it failed on the missing t, deep inside
+    net = jprop.MLP((3, 4, 2), output="softmax") if loss is jprop.CrossEntropy else NET
+    name = loss.__name__
+    with pytest.raises(TypeError, match=rf"{re.escape(where)}: `f` must be a model.*jprop.{name}"):
+        _MODEL_TAKERS[where](loss(net))
+
+
+@pytest.mark.parametrize(
+    "model",
+    [NET, jprop.modified_mlp(3, 2, width=4, depth=1), jprop.RBFNetwork(3, 4, 2)],
+    ids=["MLP", "Network", "RBFNetwork"],
+)
+def test_swapped_params_and_x_are_named(model):
+    params, x = model.init(jax.random.key(0)), jnp.ones((4, 3), jnp.float32)
+    expected = r"got an array of shape \(4, 3\) \(float32\)\. The arguments are \(params, x\)"
+    for call in (lambda: model(x, params), lambda: jprop.laplacian(model)(x, params)):
+        with pytest.raises((TypeError, ValueError), match=expected):
+            call()
+
+
 def test_road_says_why_a_loss_takes_autodiff():
     network = jprop.Network(3, [jprop.layers.Dense(4), jprop.layers.Dense(2, "identity")])
     assert jprop.road(jprop.SquaredError(NET), "weight_curvature").road == "closed"

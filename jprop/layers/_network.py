@@ -11,7 +11,15 @@ import jax
 import jax.numpy as jnp
 
 from .._program import broadcasting
-from .._validation import as_key, check_input, check_size, computation_dtype, in_dtype, switch
+from .._validation import (
+    as_key,
+    check_input,
+    check_size,
+    computation_dtype,
+    in_dtype,
+    not_params,
+    switch,
+)
 from ..models._activations import OUTPUT_ALIASES
 from ..models._mlp import MLP
 from ..quantities import _forward_laplacian
@@ -167,7 +175,7 @@ class Network:
             got = (
                 f"{len(params)} entries"
                 if isinstance(params, (list, tuple))
-                else type(params).__name__
+                else not_params(params)
             )
             raise ValueError(
                 f"{where}: params must be a list with one dict per layer ({len(self.layers)}), as "

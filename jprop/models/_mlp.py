@@ -18,6 +18,7 @@ from .._validation import (
     check_size,
     computation_dtype,
     in_dtype,
+    not_params,
 )
 from ._activations import HIDDEN_ALIASES, OUTPUT_ALIASES, activation_function
 
@@ -201,7 +202,7 @@ class MLP:
         if not isinstance(params, (list, tuple)):
             raise TypeError(
                 f"{where}: params must be a list of {self.depth} dicts {{'W', 'b'}} as made by "
-                f"MLP.init; got {type(params).__name__}."
+                f"MLP.init; got {not_params(params)}."
             )
         if len(params) != self.depth:
             raise ValueError(

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from .._program import broadcasting
-from .._validation import as_float_array, as_key, check_input, check_size
+from .._validation import as_float_array, as_key, check_input, check_size, not_params
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +56,7 @@ class RBFNetwork:
     def check_params(self, params: Any, where: str = "RBFNetwork") -> dict[str, jax.Array]:
         shapes = self._shapes()
         if not isinstance(params, dict) or set(params) != set(shapes):
-            got = sorted(params) if isinstance(params, dict) else type(params).__name__
+            got = sorted(params) if isinstance(params, dict) else not_params(params)
             raise ValueError(
                 f"{where}: params must be a dict with keys {sorted(shapes)}; got {got}."
             )

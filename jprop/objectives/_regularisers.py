@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from .._dispatch import check_model
 from .._program import cached, program
 from .._validation import (
     as_float_scalar,
@@ -77,6 +78,7 @@ def tangent_prop(f: Any, *, method: str = "auto", batch_size: int | None = None)
 @cached
 def _build_tangent_prop(f: Any, method: str, batch_size: Any):
     where = "jprop.tangent_prop"
+    check_model(f, where)
     batch_size = optional_size(batch_size, "batch_size", where)
     inner = jprop_v(vector_output(f), method=method, batch_size=batch_size)
 
@@ -126,6 +128,7 @@ def derivative_targets(
 @cached
 def _build_derivative_targets(f: Any, method: str, value_weight: Any, batch_size: Any):
     where = "jprop.derivative_targets"
+    check_model(f, where)
     batch_size = optional_size(batch_size, "batch_size", where)
     value_weight = as_float_scalar(value_weight, "value_weight", where)
     by_columns = jprop_v(vector_output(f), method=method, batch_size=batch_size)
@@ -179,6 +182,7 @@ def jacobian_penalty(
 @cached
 def _build_jacobian_penalty(f: Any, method: str, num_probes: Any, batch_size: Any):
     where = "jprop.jacobian_penalty"
+    check_model(f, where)
     batch_size = optional_size(batch_size, "batch_size", where)
     if num_probes is not None:
         num_probes = check_size(num_probes, "num_probes", where)

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from .._batch import map_batches
-from .._dispatch import METHODS
+from .._dispatch import METHODS, check_model
 from .._program import broadcasting, cached, program
 from .._validation import (
     as_key,
@@ -98,6 +98,7 @@ class SpectralNorm:
         batch_size: int | None = None,
     ):
         self.where = "jprop.SpectralNorm"
+        check_model(f, self.where)
         self.f = vector_output(f)  # a scalar output is m = 1, its state u of shape (B, 1)
         self.num_iterations = check_size(num_iterations, "num_iterations", self.where)
         self.squared = switch(squared, "squared", self.where)
@@ -207,6 +208,7 @@ def log_abs_det_jacobian(
 @cached
 def _log_abs_det_jacobian(f: Any, method: str, batch_size: Any) -> Callable[..., jax.Array]:
     where = "jprop.log_abs_det_jacobian"
+    check_model(f, where)
     batch_size = optional_size(batch_size, "batch_size", where)
     jac = jacobian(vector_output(f), method=method, batch_size=batch_size)
     bil = bilinear(vector_output(f), method=method, batch_size=batch_size)
