@@ -16,6 +16,24 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def float_dtype(dtype: Any, where: str) -> np.dtype:
+    """A floating dtype for new parameters: None gives JAX's default float type (float64 when
+    `jax_enable_x64` is on, float32 otherwise); a name, a NumPy or JAX type are read as NumPy
+    reads them; anything else, or an integer or complex dtype, is refused by name."""
+    if dtype is None:
+        return jnp.zeros(0).dtype
+    try:
+        read = jnp.dtype(dtype)
+    except TypeError:
+        read = None
+    if read is None or not jnp.issubdtype(read, jnp.floating):
+        raise TypeError(
+            f"{where}: `dtype` must be a floating dtype such as jnp.float32 or jnp.float64; got "
+            f"{f'{dtype!r}, which is no dtype' if read is None else read.name}."
+        )
+    return read
+
+
 def not_params(value: Any) -> str:
     """What came where a model's params were expected, for messages: an array by its shape and
     dtype, with the hint that the arguments come as (params, x); anything else by its type."""

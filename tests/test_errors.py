@@ -477,6 +477,39 @@ def test_swapped_params_and_x_are_named(model):
             call()
 
 
+_INITS = {
+    "MLP.init": lambda dtype: NET.init(jax.random.key(0), dtype),
+    "jprop.Network.init": lambda dtype: jprop.modified_mlp(3, 1, width=4, depth=1).init(
+        jax.random.key(0), dtype
+    ),
+    "jprop.RBFNetwork.init": lambda dtype: jprop.RBFNetwork(3, 4, 2).init(jax.random.key(0), dtype),
+    "jprop.fourier_features": lambda dtype: jprop.fourier_features(
+        jax.random.key(0), 3, 4, dtype=dtype
+    ),
+}
+
+
+@pytest.mark.parametrize("where", list(_INITS))
+@pytest.mark.parametrize(
+    "dtype, got",
+    [(jnp.int32, "int32"), (jnp.complex64, "complex64"), ("banana", "'banana', which is no dtype")],
+)
+def test_new_parameters_need_a_floating_dtype(where, dtype, got):
+    with pytest.raises(
+        TypeError, match=rf"{re.escape(where)}: `dtype` must be a floating.*got {got}"
+    ):
+        _INITS[where](dtype)
+
+
+@pytest.mark.parametrize("where", list(_INITS))
+def test_new_parameters_default_to_jaxs_float_type(where):
+    # float64 under the suite's jax_enable_x64, as JAX's own default float type
+    assert {leaf.dtype for leaf in jax.tree.leaves(_INITS[where](None))} == {jnp.zeros(0).dtype}
+    assert {leaf.dtype for leaf in jax.tree.leaves(_INITS[where]("float32"))} == {
+        jnp.dtype("float32")
+    }
+
+
 def test_road_says_why_a_loss_takes_autodiff():
     network = jprop.Network(3, [jprop.layers.Dense(4), jprop.layers.Dense(2, "identity")])
     assert jprop.road(jprop.SquaredError(NET), "weight_curvature").road == "closed"

@@ -16,6 +16,7 @@ from .._validation import (
     check_input,
     check_size,
     computation_dtype,
+    float_dtype,
     in_dtype,
     not_params,
     switch,
@@ -112,12 +113,10 @@ class Network:
 
         **Returns:** a list with one dict per layer.
         """
-        dtype = jnp.zeros(0).dtype if dtype is None else dtype
-        if not jnp.issubdtype(dtype, jnp.floating):
-            raise TypeError(f"jprop.Network.init: `dtype` must be a floating dtype; got {dtype}.")
+        dtype = float_dtype(dtype, "jprop.Network.init")
         keys = jax.random.split(as_key(key, "jprop.Network.init"), len(self.layers))
         return [
-            _draw(layer, k, width, gates, jnp.dtype(dtype))
+            _draw(layer, k, width, gates, dtype)
             for k, layer, (width, gates) in zip(keys, self.layers, self.widths())
         ]
 

@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .._validation import check_size, positive_number
+from .._validation import check_size, float_dtype, positive_number
 
 
 def fourier_features(
@@ -60,9 +60,7 @@ def fourier_features(
     scale = positive_number(
         scale, "scale", where, "the standard deviation of B's entries", "1.0 or 10.0"
     )
-    dtype = jnp.dtype(dtype) if dtype is not None else jnp.zeros(()).dtype
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"{where}: `dtype` must be a floating dtype; got {dtype}.")
+    dtype = float_dtype(dtype, where)
     frequencies = scale * jax.random.normal(key, (features, n_inputs), dtype)
     phases = jnp.concatenate([jnp.full(features, jnp.pi / 2, dtype), jnp.zeros(features, dtype)])
     return {"W": jnp.concatenate([frequencies, frequencies]), "b": phases}

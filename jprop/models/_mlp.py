@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from .._program import broadcasting
 from .._validation import (
@@ -17,6 +16,7 @@ from .._validation import (
     check_input,
     check_size,
     computation_dtype,
+    float_dtype,
     in_dtype,
     not_params,
 )
@@ -187,13 +187,11 @@ class MLP:
 
         **Returns:** `[{"W": (n_l, n_{l-1}), "b": (n_l,)} for l = 1..L]`.
         """
-        dtype = jnp.zeros(0).dtype if dtype is None else dtype  # JAX's default float type
-        if not jnp.issubdtype(dtype, jnp.floating):
-            raise TypeError(f"MLP.init: `dtype` must be a floating dtype; got {dtype}.")
+        dtype = float_dtype(dtype, "MLP.init")
         key = as_key(key, "MLP.init")
         params = []
         for fan_in, fan_out in zip(self.sizes[:-1], self.sizes[1:]):
-            key, layer = _draw_layer(key, fan_in, fan_out, jnp.dtype(dtype))
+            key, layer = _draw_layer(key, fan_in, fan_out, dtype)
             params.append(layer)
         return params
 

@@ -9,7 +9,14 @@ import jax
 import jax.numpy as jnp
 
 from .._program import broadcasting
-from .._validation import as_float_array, as_key, check_input, check_size, not_params
+from .._validation import (
+    as_float_array,
+    as_key,
+    check_input,
+    check_size,
+    float_dtype,
+    not_params,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,8 +49,10 @@ class RBFNetwork:
         n, k, m = self.n_inputs, self.n_centers, self.n_outputs
         return {"centers": (k, n), "log_widths": (k,), "W": (m, k), "b": (m,)}
 
-    def init(self, key: jax.Array, dtype: Any = jnp.float32) -> dict[str, jax.Array]:
-        """Centres uniform in [-1, 1]^n, widths 1, output weights N(0, 1/k), bias 0."""
+    def init(self, key: jax.Array, dtype: Any = None) -> dict[str, jax.Array]:
+        """Centres uniform in [-1, 1]^n, widths 1, output weights N(0, 1/k), bias 0, in `dtype`, a
+        floating dtype (default: JAX's default float type, as for `jprop.MLP.init`)."""
+        dtype = float_dtype(dtype, "jprop.RBFNetwork.init")
         kc, kw = jax.random.split(as_key(key, "jprop.RBFNetwork.init"))
         shapes = self._shapes()
         return {
