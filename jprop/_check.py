@@ -148,10 +148,20 @@ def relative_error(computed: Any, reference: Any, floor: float = 0.0) -> float:
     """
     a, b = np.asarray(computed, np.float64), np.asarray(reference, np.float64)
     if a.shape != b.shape:
-        raise ValueError(f"relative_error: shapes differ, {a.shape} against {b.shape}.")
+        raise ValueError(f"jprop.relative_error: shapes differ, {a.shape} against {b.shape}.")
     scale = max(float(np.max(np.abs(b))) if b.size else 0.0, floor)
     diff = float(np.max(np.abs(a - b))) if a.size else 0.0
     return diff / scale if scale > 0 else diff
+
+
+def _named(value: Any) -> str:
+    """A transform as a user wrote it: jprop's and JAX's by their public names (jprop.fit,
+    jax.hessian), another function by its own, anything else by its repr."""
+    name = getattr(value, "__name__", None)
+    if name is None:
+        return repr(value)
+    package = (getattr(value, "__module__", None) or "").split(".")[0]
+    return f"{package}.{name}" if package in ("jprop", "jax") else name
 
 
 def check(transform: Callable, f: Callable, params: Any, x: jax.Array, **options: Any) -> float:
@@ -184,7 +194,7 @@ def check(transform: Callable, f: Callable, params: Any, x: jax.Array, **options
     if transform not in _REFERENCES:
         names = ", ".join(f"jprop.{t.__name__}" for t in _REFERENCES)
         raise ValueError(
-            f"jprop.check: no finite-difference oracle for {transform!r}; use one of {names}."
+            f"jprop.check: no finite-difference oracle for {_named(transform)}; use one of {names}."
         )
     computed = transform(f, **options)(params, x)
     selection = {name: options[name] for name in ("dims", "outputs") if name in options}

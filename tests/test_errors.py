@@ -510,6 +510,21 @@ def test_new_parameters_default_to_jaxs_float_type(where):
     }
 
 
+@pytest.mark.parametrize(
+    "transform, named",
+    [(jprop.fit, "jprop.fit"), (jax.hessian, "jax.hessian"), ("laplacian", "'laplacian'")],
+)
+def test_check_names_a_transform_it_has_no_oracle_for(transform, named):
+    with pytest.raises(ValueError, match=rf"jprop.check: no finite-difference oracle for {named};"):
+        jprop.check(transform, NET, PARAMS, X)
+
+
+def test_unbiased_square_needs_a_key():
+    estimate = jprop.laplacian(NET, estimator="sparse", probes=2)
+    with pytest.raises(TypeError, match=r"jprop.unbiased_square: `key` must be a JAX PRNG key"):
+        jprop.unbiased_square(lambda k: estimate(PARAMS, X, k), 3)
+
+
 def test_road_says_why_a_loss_takes_autodiff():
     network = jprop.Network(3, [jprop.layers.Dense(4), jprop.layers.Dense(2, "identity")])
     assert jprop.road(jprop.SquaredError(NET), "weight_curvature").road == "closed"

@@ -504,5 +504,5 @@ def unbiased_square(residual: Callable[[jax.Array], jax.Array], key: jax.Array) 
             "jprop.unbiased_square: `residual` must be a function of a key, e.g. "
             f"lambda k: lap(params, x, k) - g; got {type(residual).__name__}."
         )
-    first, second = jax.random.split(key)
+    first, second = jax.random.split(as_key(key, "jprop.unbiased_square"))
     return residual(first) * residual(second)
