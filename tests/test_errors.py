@@ -519,6 +519,15 @@ def test_check_names_a_transform_it_has_no_oracle_for(transform, named):
         jprop.check(transform, NET, PARAMS, X)
 
 
+def test_an_objective_called_with_too_few_arguments_says_how_many_came():
+    with pytest.raises(
+        TypeError,
+        match=r"jprop.double_backprop: expected arguments "
+        r"\(params, x, t, lam\); got 3\.",
+    ):
+        jprop.double_backprop(NET)(PARAMS, X, X)
+
+
 def test_unbiased_square_needs_a_key():
     estimate = jprop.laplacian(NET, estimator="sparse", probes=2)
     with pytest.raises(TypeError, match=r"jprop.unbiased_square: `key` must be a JAX PRNG key"):

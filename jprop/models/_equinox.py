@@ -79,6 +79,15 @@ def equinox_function(model: eqx.Module) -> tuple[Any, Any]:
     return f, params
 
 
+def _called(function: Any) -> str:
+    """A function by its name, as its user wrote it (jax.nn.relu is a custom_jvp object whose repr
+    is an address); by its repr when it has none (a partial)."""
+    name = getattr(function, "__name__", None)
+    if name == "<lambda>":
+        return "given as a lambda"
+    return repr(function) if name is None else name
+
+
 def _name_of(function: Any, what: str) -> str:
     """Which jprop activation `function` is (by identity), or a clear refusal."""
     for known, name in _known():
@@ -97,7 +106,8 @@ def _name_of(function: Any, what: str) -> str:
         else ""
     )
     raise ValueError(
-        f"jprop.from_equinox: the {what} {function!r} is not one jprop knows exactly (jnp.tanh, "
+        f"jprop.from_equinox: the {what} {_called(function)} is not one jprop knows exactly "
+        "(jnp.tanh, "
         "jax.nn.sigmoid, the identity, jnp.sin, jax.nn.softplus, jax.nn.silu, or jprop's own "
         "tansig/logsig/purelin/sin/softplus/silu/gelu; a wrapped or clipped function is refused "
         "because its derivatives differ)." + hint + " Use jprop.equinox_function(model) for the "

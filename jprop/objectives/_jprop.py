@@ -160,7 +160,9 @@ def _objective(quantity: str, f: Any, method: str, batch_size: Any) -> Callable[
 
     def validate(params, x, args):
         if len(args) != len(names):
-            raise TypeError(f"{where}: expected arguments (params, x, {', '.join(names)}).")
+            raise TypeError(
+                f"{where}: expected arguments (params, x, {', '.join(names)}); got {2 + len(args)}."
+            )
         x, out, given = prepare_call(f, params, x, where)
         if len(out.shape) > 1:
             raise TypeError(
