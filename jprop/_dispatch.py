@@ -65,10 +65,10 @@ def check_model(f: Any, where: str) -> None:
     from .curvature._losses import CrossEntropy, SquaredError
 
     if isinstance(f, (SquaredError, CrossEntropy)):
-        call, rest = where.split(" ")[0], (", ..." if where == "jprop.road" else "")
+        rest = ", ..." if where == "jprop.road" else ""  # road takes the quantity too
         raise TypeError(
             f"{where}: `f` must be a model f(params, x); got a jprop.{type(f).__name__}, a loss "
-            f"of (params, x, t). Pass its model instead, e.g. {call}(net{rest}) for "
+            f"of (params, x, t). Pass its model instead, e.g. {where}(net{rest}) for "
             f"jprop.{type(f).__name__}(net)."
         )
 
