@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import numpy as np
 
 _MEMOS: list[Any] = []
 
@@ -73,9 +74,13 @@ def _owner(args: tuple) -> Any:
 
 
 def type_name(value: Any) -> str:
-    """The name of `value`'s type, for messages: of the user's function itself where a builder
-    sees it through its `_Weak` view."""
-    return type(value.ref() if isinstance(value, _Weak) else value).__name__
+    """What `value` is, for messages: the name of its type (of the user's function itself where a
+    builder sees it through its `_Weak` view), or an array's shape and dtype (its type's name,
+    e.g. ArrayImpl or a tracer's, would say nothing to its user)."""
+    value = value.ref() if isinstance(value, _Weak) else value
+    if isinstance(value, (jax.Array, np.ndarray)):
+        return f"an array of shape {tuple(value.shape)} ({value.dtype})"
+    return type(value).__name__
 
 
 def _seen_weakly(value: Any, owner: Any) -> Any:

@@ -528,6 +528,31 @@ def test_an_objective_called_with_too_few_arguments_says_how_many_came():
         jprop.double_backprop(NET)(PARAMS, X, X)
 
 
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda a: jprop.laplacian(a),
+        lambda a: jprop.SquaredError(a),
+        lambda a: jprop.weight_hessian_vector_product(a),
+        lambda a: jprop.fit(a, PARAMS, X, steps=1, progress=False),
+        lambda a: jprop.equinox_function(a),
+        lambda a: jprop.unbiased_square(a, jax.random.key(0)),
+    ],
+    ids=[
+        "laplacian",
+        "SquaredError",
+        "weight_hessian_vector_product",
+        "fit",
+        "equinox",
+        "unbiased",
+    ],
+)
+def test_an_array_given_for_a_function_is_named_by_its_shape(call):
+    # its type's name (ArrayImpl) said nothing to its user; typically a value computed too early
+    with pytest.raises(TypeError, match=r"got an array of shape \(3,\) \(float32\)\."):
+        call(jnp.ones(3, jnp.float32))
+
+
 def test_unbiased_square_needs_a_key():
     estimate = jprop.laplacian(NET, estimator="sparse", probes=2)
     with pytest.raises(TypeError, match=r"jprop.unbiased_square: `key` must be a JAX PRNG key"):
@@ -609,7 +634,9 @@ def test_running_out_of_memory_points_at_batch_size():
 def test_devices_that_are_not_devices():
     """An array (a batch passed where the devices go) or a list of other things is refused by
     name, before JAX's mesh would complain about its dimensions."""
-    with pytest.raises(TypeError, match=r"list of JAX devices .* got ArrayImpl.*shard_batch"):
+    with pytest.raises(
+        TypeError, match=r"list of JAX devices .* got an array of shape \(4, 3\).*shard_batch"
+    ):
         jprop.batch_sharding(jnp.ones((4, 3)))
     with pytest.raises(TypeError, match="must hold JAX devices.*got str"):
         jprop.shard_batch(jnp.ones((4, 3)), devices=["cpu:0"])

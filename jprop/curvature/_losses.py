@@ -10,6 +10,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from .._program import type_name
 from .._validation import check_batch_objective, per_example_outputs
 from ..models._activations import activation_function
 from ..models._mlp import MLP, Params
@@ -43,7 +44,7 @@ class SquaredError:
         if not callable(self.f):
             raise TypeError(
                 "jprop.SquaredError: `f` must be the model, a callable f(params, x) such as a "
-                f"jprop.MLP; got {type(self.f).__name__}."
+                f"jprop.MLP; got {type_name(self.f)}."
             )
 
     def __call__(self, params: Any, x: jax.Array, t: jax.Array) -> jax.Array:

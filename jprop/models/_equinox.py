@@ -15,6 +15,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .._program import type_name
 from ._activations import gelu, logsig, purelin, silu, sin, softplus, tansig
 from ._mlp import MLP, Params
 
@@ -69,7 +70,7 @@ def equinox_function(model: eqx.Module) -> tuple[Any, Any]:
     if not callable(model):
         raise TypeError(
             "jprop.equinox_function: `model` must be an equinox module, called as model(x) on one "
-            f"example, such as an eqx.nn.MLP; got {type(model).__name__}."
+            f"example, such as an eqx.nn.MLP; got {type_name(model)}."
         )
     params, static = eqx.partition(model, eqx.is_array)
 
@@ -128,7 +129,7 @@ def from_equinox(model: eqx.nn.MLP) -> tuple[MLP, Params]:
     """
     if not isinstance(model, eqx.nn.MLP):
         raise TypeError(
-            f"jprop.from_equinox: expected an eqx.nn.MLP; got {type(model).__name__}. For other "
+            f"jprop.from_equinox: expected an eqx.nn.MLP; got {type_name(model)}. For other "
             "equinox models use jprop.equinox_function(model)."
         )
     if model.in_size == "scalar" or model.out_size == "scalar":
@@ -180,7 +181,7 @@ def to_equinox(net: MLP, params: Params) -> eqx.nn.MLP:
             )
         net = net.as_mlp()
     if not isinstance(net, MLP):
-        raise TypeError(f"jprop.to_equinox: expected a jprop.MLP; got {type(net).__name__}.")
+        raise TypeError(f"jprop.to_equinox: expected a jprop.MLP; got {type_name(net)}.")
     if net.output == "softmax":
         raise ValueError(
             "jprop.to_equinox: eqx.nn.MLP applies its final activation to each output alone, so "

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 
 from .._batch import map_batches
 from .._dispatch import ESTIMATORS, choose
-from .._program import cached, program
+from .._program import cached, program, type_name
 from .._validation import (
     as_float_array,
     as_key,
@@ -502,7 +502,7 @@ def unbiased_square(residual: Callable[[jax.Array], jax.Array], key: jax.Array) 
     if not callable(residual):
         raise TypeError(
             "jprop.unbiased_square: `residual` must be a function of a key, e.g. "
-            f"lambda k: lap(params, x, k) - g; got {type(residual).__name__}."
+            f"lambda k: lap(params, x, k) - g; got {type_name(residual)}."
         )
     first, second = jax.random.split(as_key(key, "jprop.unbiased_square"))
     return residual(first) * residual(second)

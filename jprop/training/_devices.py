@@ -18,6 +18,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from .._program import type_name
+
 
 def batch_sharding(devices: Sequence[Any] | None = None) -> NamedSharding:
     """A sharding that splits an array's leading axis over `devices` (default: all of them).
@@ -36,7 +38,7 @@ def _sharding(devices: Sequence[Any] | None, where: str) -> NamedSharding:
     ):
         raise TypeError(
             f"{where}: `devices` must be a list of JAX devices such as jax.devices(), or None for "
-            f"all of them; got {type(devices).__name__}. To place arrays, pass them to "
+            f"all of them; got {type_name(devices)}. To place arrays, pass them to "
             "jprop.shard_batch(x, ...) or to jax.device_put(x, jprop.batch_sharding())."
         )
     devices = list(jax.devices() if devices is None else devices)

@@ -27,6 +27,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
+from .._program import type_name
 from .._validation import check_size, switch
 from ..objectives._whole_jacobian import SpectralNorm
 
@@ -256,7 +257,7 @@ def fit(
     if not callable(objective):
         raise TypeError(
             "jprop.fit: `objective` must be a scalar loss (params, *data) -> value, e.g. a jprop "
-            f"objective or a sum of losses; got {type(objective).__name__}."
+            f"objective or a sum of losses; got {type_name(objective)}."
         )
     stateful = (
         " A loss that carries a state from step to step, such as jprop.SpectralNorm's "
@@ -302,7 +303,7 @@ def fit(
     if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(
             "jprop.fit: `optimizer` must be an optax GradientTransformation (e.g. optax.adam(1e-3)) "
-            f"or 'cg' / 'lbfgs'; got {type(optimizer).__name__}."
+            f"or 'cg' / 'lbfgs'; got {type_name(optimizer)}."
         )
     return _fit_optax(
         objective, params, data, optimizer, steps, progress, checkpoint, checkpoint_every
