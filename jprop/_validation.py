@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._program import type_name
+
 
 def float_dtype(dtype: Any, where: str) -> np.dtype:
     """A floating dtype for new parameters: None gives JAX's default float type (float64 when
@@ -35,14 +37,10 @@ def float_dtype(dtype: Any, where: str) -> np.dtype:
 
 
 def not_params(value: Any) -> str:
-    """What came where a model's params were expected, for messages: an array by its shape and
-    dtype, with the hint that the arguments come as (params, x); anything else by its type."""
-    if hasattr(value, "shape") and hasattr(value, "dtype"):
-        return (
-            f"an array of shape {tuple(value.shape)} ({value.dtype}). The arguments are "
-            "(params, x), params first"
-        )
-    return type(value).__name__
+    """What came where a model's params were expected, for messages (`type_name`), with the hint
+    that the arguments come as (params, x) when it is an array, as x would be."""
+    hint = ". The arguments are (params, x), params first"
+    return type_name(value) + (hint if isinstance(value, (jax.Array, np.ndarray)) else "")
 
 
 def as_float_array(value: Any, name: str, where: str) -> jax.Array:
