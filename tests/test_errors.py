@@ -414,8 +414,8 @@ _CURVATURE = {
     ],
 )
 def test_weight_curvature_of_a_model_says_to_wrap_it_in_a_loss(where, model, wrap):
-    # taken as a loss, a model failed inside jax.grad ("Gradient only defined for scalar-output
-    # functions"), naming neither the transform nor the fix
+    # taken as a loss, a model would fail inside jax.grad ("Gradient only defined for
+    # scalar-output functions"), naming neither the transform nor the fix
     x = jnp.ones((4, 3), jnp.float32)
     with pytest.raises(TypeError, match=rf"{re.escape(where)}: .*scalar loss.*a model.*{wrap}"):
         _CURVATURE[where](model, x)
@@ -457,7 +457,7 @@ _MODEL_TAKERS = {
 @pytest.mark.parametrize("where", list(_MODEL_TAKERS))
 @pytest.mark.parametrize("loss", [jprop.SquaredError, jprop.CrossEntropy])
 def test_a_loss_given_for_a_model_says_to_pass_its_model(where, loss):
-    # a loss takes (params, x, t): taken as a model it failed on the missing t, deep inside
+    # a loss takes (params, x, t): taken as a model it would fail on the missing t, deep inside
     net = jprop.MLP((3, 4, 2), output="softmax") if loss is jprop.CrossEntropy else NET
     name = loss.__name__
     with pytest.raises(TypeError, match=rf"{re.escape(where)}: `f` must be a model.*jprop.{name}"):
@@ -548,7 +548,7 @@ def test_an_objective_called_with_too_few_arguments_says_how_many_came():
     ],
 )
 def test_an_array_given_for_a_function_is_named_by_its_shape(call):
-    # its type's name (ArrayImpl) said nothing to its user; typically a value computed too early
+    # its type's name (ArrayImpl) would say nothing to its user; typically a value computed early
     with pytest.raises(TypeError, match=r"got an array of shape \(3,\) \(float32\)\."):
         call(jnp.ones(3, jnp.float32))
 
