@@ -159,10 +159,6 @@ def _objective(quantity: str, f: Any, method: str, batch_size: Any) -> Callable[
     names = tuple(name for name, _ in arguments) + scalars
 
     def validate(params, x, args):
-        if len(args) != len(names):
-            raise TypeError(
-                f"{where}: expected arguments (params, x, {', '.join(names)}); got {2 + len(args)}."
-            )
         x, out, given = prepare_call(f, params, x, where)
         if len(out.shape) > 1:
             raise TypeError(
@@ -195,7 +191,9 @@ def _objective(quantity: str, f: Any, method: str, batch_size: Any) -> Callable[
         x, arrays, shared = validate(params, x, args)
         return loss(params, x, *arrays, *shared)
 
-    return program(where, compute, lambda params, x, *args: validate(params, x, args))
+    return program(
+        where, compute, lambda params, x, *args: validate(params, x, args), ("params", "x", *names)
+    )
 
 
 def _sum_of(per_example: Callable, f: Any) -> Callable[..., jax.Array]:
