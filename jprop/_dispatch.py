@@ -17,9 +17,11 @@ from typing import Any
 from ._program import type_name
 from ._validation import check_method
 from .curvature import _rules as curvature_rules
+from .curvature._losses import CrossEntropy, SquaredError
 from .layers import Network
 from .layers import _network as layer_passes
 from .models._mlp import MLP
+from .models._rbf import RBFNetwork
 from .objectives import _roads as objective_roads
 from .quantities import _autodiff, _closed, _forward_laplacian, _trained_curvature
 from .quantities._trained_jacobian import jacobian as trained_jacobian
@@ -44,8 +46,6 @@ class Road:
 def check_loss(f: Any, where: str) -> None:
     """Weight curvature is of a scalar loss; a jprop model is not one (its output is an array per
     example), and taken as one it fails inside jax.grad with no word of the fix."""
-    from .models._rbf import RBFNetwork  # lazily, as below
-
     if isinstance(f, (MLP, Network, RBFNetwork)):
         wrap = "jprop.SquaredError(net)" + (
             " or jprop.CrossEntropy(net) for its softmax output"
@@ -62,8 +62,6 @@ def check_loss(f: Any, where: str) -> None:
 def check_model(f: Any, where: str) -> None:
     """Input derivatives and objectives are of a model f(params, x); a jprop loss is not one (it
     takes targets too), and taken as one it fails on a missing argument."""
-    from .curvature._losses import CrossEntropy, SquaredError
-
     if isinstance(f, (SquaredError, CrossEntropy)):
         rest = ", ..." if where == "jprop.road" else ""  # road takes the quantity too
         raise TypeError(
@@ -75,8 +73,6 @@ def check_model(f: Any, where: str) -> None:
 
 def _loss_elsewhere(f: Any) -> str:
     """Why a loss takes JAX's jvp of its gradient rather than the weight-space R passes."""
-    from .curvature._losses import CrossEntropy, SquaredError
-
     if isinstance(f, (SquaredError, CrossEntropy)):
         return (
             "the weight-space R passes cover jprop.SquaredError and jprop.CrossEntropy of a "
@@ -87,10 +83,7 @@ def _loss_elsewhere(f: Any) -> str:
 
 
 def _is_closed_loss(f: Any) -> bool:
-    # Weight-space curvature: a SquaredError / CrossEntropy of an MLP has closed passes. Imported
-    # lazily: the losses module builds on this one.
-    from .curvature._losses import CrossEntropy, SquaredError
-
+    # Weight-space curvature: a SquaredError / CrossEntropy of an MLP has closed passes.
     return isinstance(f, (SquaredError, CrossEntropy)) and isinstance(f.f, MLP)
 
 
