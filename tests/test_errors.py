@@ -473,8 +473,11 @@ def test_swapped_params_and_x_are_named(model):
     params, x = model.init(jax.random.key(0)), jnp.ones((4, 3), jnp.float32)
     expected = r"got an array of shape \(4, 3\) \(float32\)\. The arguments are \(params, x\)"
     for call in (lambda: model(x, params), lambda: jprop.laplacian(model)(x, params)):
-        with pytest.raises((TypeError, ValueError), match=expected):
+        with pytest.raises(TypeError, match=expected):  # a wrong type, as for any argument
             call()
+    if isinstance(params, list):  # the right type with the wrong contents is a ValueError
+        with pytest.raises(ValueError, match="params"):
+            model(params[:-1], x)
 
 
 _INITS = {

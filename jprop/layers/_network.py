@@ -171,12 +171,9 @@ class Network:
     def check_params(self, params: Any, where: str = "jprop.Network") -> Params:
         """Check that `params` match the layers, naming the first entry that does not."""
         if not isinstance(params, (list, tuple)) or len(params) != len(self.layers):
-            got = (
-                f"{len(params)} entries"
-                if isinstance(params, (list, tuple))
-                else not_params(params)
-            )
-            raise ValueError(
+            wrong_type = not isinstance(params, (list, tuple))
+            got = not_params(params) if wrong_type else f"{len(params)} entries"
+            raise (TypeError if wrong_type else ValueError)(
                 f"{where}: params must be a list with one dict per layer ({len(self.layers)}), as "
                 f"made by Network.init; got {got}."
             )

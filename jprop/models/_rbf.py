@@ -65,8 +65,9 @@ class RBFNetwork:
     def check_params(self, params: Any, where: str = "RBFNetwork") -> dict[str, jax.Array]:
         shapes = self._shapes()
         if not isinstance(params, dict) or set(params) != set(shapes):
-            got = sorted(params) if isinstance(params, dict) else not_params(params)
-            raise ValueError(
+            wrong_type = not isinstance(params, dict)
+            got = not_params(params) if wrong_type else sorted(params)
+            raise (TypeError if wrong_type else ValueError)(
                 f"{where}: params must be a dict with keys {sorted(shapes)}; got {got}."
             )
         for name, expected in shapes.items():
