@@ -78,5 +78,5 @@ def test_heat_pinn_example(tmp_path):
 
 def test_high_dim_poisson_example(capsys):
     report = load_script("examples/high_dim_poisson.py").main(quick=True, estimator="sparse")
-    assert report["relative_l2"] < 5e-2  # main() asserted it too; full runs reach 4.8e-3
+    assert report["relative_l2"] < 5e-2  # main() asserted it too; full runs reach 5.2e-3
     assert "sparse estimator, 16 probes" in capsys.readouterr().out
