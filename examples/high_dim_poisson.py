@@ -61,14 +61,18 @@ def source(c, x):
     return -2 * d * phi - 4 * radial + (1 - jnp.sum(x * x, -1)) * lap_phi
 
 
+def radii(key, count: int, dim: int):
+    """(count, 1) radii of points uniform in the unit d-ball, P(r < ρ) = ρ^d, drawn as
+    r = exp(−E/d), E exponential. (The textbook U^{1/d}, U uniform, puts every U that float32
+    rounds to 0 at the centre: at d = 10,000 that is the whole mass of r < 0.998.)"""
+    return jnp.exp(-jax.random.exponential(key, (count, 1)) / dim)
+
+
 def ball(key, count: int, dim: int):
-    """Points uniform in the unit ball: a uniform direction at a radius r with P(r < ρ) = ρ^d,
-    drawn as r = exp(−E/d), E exponential. (The textbook U^{1/d}, U uniform, puts every U that
-    float32 rounds to 0 at the centre: at d = 10,000 that is the whole mass of r < 0.998.)"""
+    """Points uniform in the unit ball: a uniform direction at a radius from `radii`."""
     k_dir, k_rad = jax.random.split(key)
     z = jax.random.normal(k_dir, (count, dim))
-    radius = jnp.exp(-jax.random.exponential(k_rad, (count, 1)) / dim)
-    return radius * z / jnp.linalg.norm(z, axis=-1, keepdims=True)
+    return radii(k_rad, count, dim) * z / jnp.linalg.norm(z, axis=-1, keepdims=True)
 
 
 def ball_sums(fn, args, key, count: int, dim: int, chunk: int = 100):

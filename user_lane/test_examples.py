@@ -4,6 +4,8 @@ compiling: the full suite gives this file XLA's compile-speed flags (tests/conft
 `COMPILE_BOUND`), in JAX's default configuration; each claim holds with its margin under either
 flags, as it must on any CPU."""
 
+import jax
+import numpy as np
 import pytest
 from scripts import load_script
 
@@ -74,6 +76,21 @@ def test_heat_pinn_example(tmp_path):
     )
     assert max(report["relative_l2"].values()) < 0.2  # main() asserted it too
     assert (tmp_path / "heat_pinn.png").stat().st_size > 10_000
+
+
+def test_high_dim_poisson_radii_follow_the_ball_law():
+    """Radii of points uniform in the d-ball have r^d uniform on (0, 1], and none lands at the
+    centre: this key's float32 uniform draw holds an exact 0, which U^(1/d) sent to r = 0 (a
+    held-out point at the centre, whose u outweighed the rest) where the law puts r near 0.999."""
+    radii = load_script("examples/high_dim_poisson.py").radii
+    key = jax.random.split(jax.random.key(10**6))[1]
+    for dim in (3, 10_000):
+        r = np.asarray(radii(key, 10_000, dim), np.float64)[:, 0]
+        u = r**dim
+        assert abs(u.mean() - 0.5) < 5 * (1 / 12 / u.size) ** 0.5  # 5 standard errors
+        assert abs(u.var() - 1 / 12) < 0.005
+        assert r.max() <= 1
+    assert r.min() > 0.99  # P(r < 0.99) = 0.99^10000 ≈ 2e-44 at d = 10,000
 
 
 def test_high_dim_poisson_example(capsys):
