@@ -417,7 +417,7 @@ def weight_hessian_diagonal(
             "the exact diagonal of any loss."
         )
     rule = lambda params, _, x, t: _rules.becker_lecun(loss, params, x, t)  # noqa: E731
-    chunked = _mean_of(rule, _check_batch_size(loss, batch_size, where))
+    chunked = _mean_of(rule, batch_size)
     validate = functools.partial(_validate_data, loss, where=where)
 
     def approximate(params, x, t):

@@ -108,11 +108,10 @@ def _name_of(function: Any, what: str) -> str:
     )
     raise ValueError(
         f"jprop.from_equinox: the {what} {_called(function)} is not one jprop knows exactly "
-        "(jnp.tanh, "
-        "jax.nn.sigmoid, the identity, jnp.sin, jax.nn.softplus, jax.nn.silu, or jprop's own "
-        "tansig/logsig/purelin/sin/softplus/silu/gelu; a wrapped or clipped function is refused "
-        "because its derivatives differ)." + hint + " Use jprop.equinox_function(model) for the "
-        "generic road instead."
+        "(jnp.tanh, jax.nn.sigmoid, the identity, jnp.sin, jax.nn.softplus, jax.nn.silu, or "
+        "jprop's own tansig/logsig/purelin/sin/softplus/silu/gelu; a wrapped or clipped function "
+        "is refused because its derivatives differ)." + hint + " Use "
+        "jprop.equinox_function(model) for the generic road instead."
     )
 
 
