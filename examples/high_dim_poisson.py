@@ -78,6 +78,8 @@ def ball(key, count: int, dim: int):
 def ball_sums(fn, args, key, count: int, dim: int, chunk: int = 100):
     """Σ fn(x, *args) over `count` points uniform in the ball, drawn `chunk` at a time in one
     compiled loop, so that memory is O(chunk · d) (10,000 points in 100,000 dimensions are 4 GB)."""
+    if count % chunk:
+        raise ValueError(f"ball_sums: count ({count}) must be a multiple of chunk ({chunk}).")
 
     @jax.jit
     def sums(keys, args):

@@ -5,6 +5,7 @@ compiling: the full suite gives this file XLA's compile-speed flags (tests/conft
 flags, as it must on any CPU."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from scripts import load_script
@@ -91,6 +92,20 @@ def test_high_dim_poisson_radii_follow_the_ball_law():
         assert abs(u.var() - 1 / 12) < 0.005
         assert r.max() <= 1
     assert r.min() > 0.99  # P(r < 0.99) = 0.99^10000 ≈ 2e-44 at d = 10,000
+
+
+def test_high_dim_poisson_sums_over_the_ball_in_chunks():
+    """`ball_sums` draws and sums `count` points `chunk` at a time: the same sum as the points
+    drawn chunk by chunk from the same keys, and a count that is not a multiple of the chunk is
+    refused rather than cut short."""
+    script = load_script("examples/high_dim_poisson.py")
+    key, dim = jax.random.key(3), 5
+    total = script.ball_sums(lambda x, w: jnp.sum(x @ w), (jnp.arange(dim),), key, 300, dim)
+    keys = jax.random.split(key, 3)
+    expected = sum(float(jnp.sum(script.ball(k, 100, dim) @ jnp.arange(dim))) for k in keys)
+    np.testing.assert_allclose(float(total), expected, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"count \(150\) must be a multiple of chunk \(100\)"):
+        script.ball_sums(lambda x: jnp.sum(x), (), key, 150, dim)
 
 
 def test_high_dim_poisson_example(capsys):
