@@ -475,9 +475,10 @@ def test_swapped_params_and_x_are_named(model):
     for call in (lambda: model(x, params), lambda: jprop.laplacian(model)(x, params)):
         with pytest.raises(TypeError, match=expected):  # a wrong type, as for any argument
             call()
-    if isinstance(params, list):  # the right type with the wrong contents is a ValueError
-        with pytest.raises(ValueError, match="params"):
-            model(params[:-1], x)
+    # the right type with the wrong contents is a ValueError: a layer short, or a key missing
+    short = params[:-1] if isinstance(params, list) else dict(list(params.items())[:-1])
+    with pytest.raises(ValueError, match=r"params (must be a|have 1 layers but)"):
+        model(short, x)
 
 
 _INITS = {
