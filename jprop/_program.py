@@ -173,9 +173,16 @@ def all_arrays(*trees: Any) -> bool:
     return True
 
 
-def _arity(validate: Callable[..., Any]) -> tuple[int, float, str]:
-    """The fewest and most positional arguments `validate` takes, and its signature as text."""
-    signature = inspect.signature(validate)
+def _signature(validate: Callable[..., Any], names: tuple[str, ...] | None) -> inspect.Signature:
+    """The arguments a program takes: `names`, in order, or `validate`'s own signature."""
+    if names is None:
+        return inspect.signature(validate)
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    return inspect.Signature([inspect.Parameter(name, kind) for name in names])
+
+
+def _arity(signature: inspect.Signature) -> tuple[int, float, str]:
+    """The fewest and most positional arguments of `signature`, and the signature as text."""
     kinds = [p.kind for p in signature.parameters.values()]
     positional = [
         p
@@ -185,6 +192,22 @@ def _arity(validate: Callable[..., Any]) -> tuple[int, float, str]:
     fewest = sum(p.default is p.empty for p in positional)
     most = float("inf") if inspect.Parameter.VAR_POSITIONAL in kinds else len(positional)
     return fewest, most, str(signature)
+
+
+def _by_position(
+    where: str, signature: inspect.Signature, expected: str, args: tuple, kwargs: dict
+) -> tuple:
+    """`args` with the arguments passed by name (`key=...`, `b=...`) put in their places, and any
+    left out before them at their defaults."""
+    unknown = [name for name in kwargs if name not in signature.parameters]
+    try:
+        if unknown:  # the wrong name is the mistake, not the argument it left out
+            raise TypeError(f"got an unexpected keyword argument {unknown[0]!r}")
+        bound = signature.bind(*args, **kwargs)
+    except TypeError as error:
+        raise TypeError(f"{where}: {error}; the arguments are {expected}.") from None
+    bound.apply_defaults()
+    return bound.args
 
 
 def program(
@@ -197,26 +220,28 @@ def program(
 
     `compute(*args)` is the whole computation, validation included (it calls `validate` first, so
     checks run when the program is traced and an eager call costs one dispatch of the compiled
-    program). The wrapper jits it once, checks the number of arguments against `names` (None:
-    against `validate`'s signature), validates eagerly first when an argument is not yet an array (a
-    string, an object: `jax.jit` would refuse it in its own words), and turns the device's
-    out-of-memory error into one that says how to bound memory. Built inside a `cached` builder,
-    the program is traced once per argument shapes however often the transform is rebuilt.
+    program). The wrapper jits it once, takes the arguments by position or by the names `names`
+    gives them (None: `validate`'s signature), checks their number, validates eagerly first when an
+    argument is not yet an array (a string, an object: `jax.jit` would refuse it in its own words),
+    and turns the device's out-of-memory error into one that says how to bound memory. Built inside
+    a `cached` builder, the program is traced once per argument shapes however often the transform
+    is rebuilt. `inspect.signature` of the result (and `help`) shows those arguments.
     """
     compiled = jax.jit(broadcasting(compute))
-    if names is not None:
-        fewest, most, expected = len(names), len(names), f"({', '.join(names)})"
-    else:
-        fewest, most, expected = _arity(validate)
+    signature = _signature(validate, names)
+    fewest, most, expected = _arity(signature)
 
     @functools.wraps(compute)
-    def call(*args: Any) -> Any:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if kwargs:
+            args = _by_position(where, signature, expected, args, kwargs)
         if not fewest <= len(args) <= most:
             raise TypeError(f"{where}: expected arguments {expected}; got {len(args)}.")
         if not all_arrays(*args):
             broadcasting(validate)(*args)
         return run_compiled(compiled, where, *args)
 
+    call.__signature__ = signature  # what `help` and editors show, not `compute`'s *others
     return call
 
 

@@ -4,6 +4,7 @@ hand-written derivative rules (Laplacian, Jacobian, Hessian, its diagonal, the H
 against autodiff and float64 differences."""
 
 import gc
+import inspect
 import re
 import weakref
 
@@ -83,6 +84,34 @@ def test_the_finite_difference_oracles_compile_once(compiles):
     assert first[0].dtype == second[1].dtype == jnp.float64
     assert not np.allclose(first[1], second[1])  # the new parameters were used
     assert first[2] < 1e-6 and second[2] < 1e-6
+
+
+def test_arguments_by_name_equal_arguments_by_position_and_compile_once(compiles):
+    """A transform's or objective's arguments may be passed by the names its error messages use
+    (`key=`, `sigma=`, `b=`, `targets=`): the same numbers, and no second program."""
+    net = jprop.MLP((3, 8, 1))
+    params, x = params_and_input(net, jnp.float32, batch=(4,))
+    key, sigma = jax.random.key(1), jnp.eye(3)[:, :2]
+    estimate = jprop.laplacian(net, estimator="rademacher", probes=2)
+    operator = jprop.hessian_trace(net, drift="given")
+    tangents = jnp.ones((4, 1, 3), jnp.float32)
+    objective = jprop.tangent_prop(net)
+    by_position = [
+        estimate(params, x, key),
+        operator(params, x, sigma, x),
+        objective(params, x, tangents, jnp.zeros((4, 1, 1), x.dtype)),
+    ]
+    compiled = compiles.count
+    by_name = [
+        estimate(params, x, key=key),
+        operator(params, x, b=x, sigma=sigma),
+        objective(params, x, targets=jnp.zeros((4, 1, 1), x.dtype), tangents=tangents),
+    ]
+    assert compiles.count == compiled
+    for a, b in zip(jax.tree.leaves(by_position), jax.tree.leaves(by_name)):
+        np.testing.assert_array_equal(a, b)
+    assert not np.allclose(by_position[0], estimate(params, x, jax.random.key(2)))  # key is used
+    assert str(inspect.signature(operator)) == "(params, x, sigma, b)"  # what help() shows
 
 
 def test_the_compile_counter_sees_a_transform_built_anew(compiles):

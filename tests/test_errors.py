@@ -523,6 +523,37 @@ def test_check_names_a_transform_it_has_no_oracle_for(transform, named):
         jprop.check(transform, NET, PARAMS, X)
 
 
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (
+            lambda: jprop.laplacian(NET)(PARAMS, X, key=jax.random.key(0)),
+            r"jprop.laplacian: got an unexpected keyword argument 'key'; "
+            r"the arguments are \(params, x\)\.",
+        ),
+        (
+            lambda: jprop.laplacian(NET, estimator="sparse", probes=2)(PARAMS, X, seed=0),
+            r"jprop.laplacian: got an unexpected keyword argument 'seed'; "
+            r"the arguments are \(params, x, key\)\.",
+        ),
+        (
+            lambda: jprop.hessian_trace(NET)(PARAMS, X, jnp.eye(3), sigma=jnp.eye(3)),
+            r"jprop.hessian_trace: multiple values for argument 'sigma'",
+        ),
+        (
+            lambda: jprop.tangent_prop(NET)(PARAMS, X, target=X),
+            r"jprop.tangent_prop: got an unexpected keyword argument 'target'; the arguments are "
+            r"\(params, x, tangents, targets=None\)\.",
+        ),
+    ],
+    ids=["a key to an exact transform", "a misnamed key", "sigma twice", "a misnamed objective"],
+)
+def test_an_argument_by_a_wrong_name_is_named_with_the_right_ones(call, match):
+    with pytest.raises(TypeError, match=match) as raised:
+        call()
+    assert "<locals>" not in str(raised.value)
+
+
 def test_an_objective_called_with_too_few_arguments_says_how_many_came():
     with pytest.raises(
         TypeError,
