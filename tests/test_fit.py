@@ -110,6 +110,12 @@ def test_fit_errors():
         jprop.fit(quadratic, {"w": jnp.zeros(3)}, TARGET, optimizer=0.1)
     with pytest.raises(ValueError, match="`steps` must be at least 1"):
         jprop.fit(quadratic, {"w": jnp.zeros(3)}, TARGET, steps=0)
+    # an optimizer or a method name after the data, by position, would be data: it is named
+    for optimizer, what in ((optax.adam(1e-3), "an optax GradientTransformation"), ("cg", "'cg'")):
+        with pytest.raises(
+            TypeError, match=rf"data argument 2 \(after params\) is {what}; .*optimizer=optax"
+        ):
+            jprop.fit(quadratic, {"w": jnp.zeros(3)}, TARGET, optimizer)
 
 
 def test_a_stop_returns_and_checkpoints_the_last_finite_step(tmp_path):

@@ -27,7 +27,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from .._program import type_name
+from .._program import all_arrays, type_name
 from .._validation import check_size, switch
 from ..objectives._whole_jacobian import SpectralNorm
 
@@ -259,6 +259,7 @@ def fit(
             "jprop.fit: `objective` must be a scalar loss (params, *data) -> value, e.g. a jprop "
             f"objective or a sum of losses; got {type_name(objective)}."
         )
+    _check_data(data)
     stateful = (
         " A loss that carries a state from step to step, such as jprop.SpectralNorm's "
         "(value, state), is trained in a loop of your own: jax.value_and_grad(loss, "
@@ -308,6 +309,26 @@ def fit(
     return _fit_optax(
         objective, params, data, optimizer, steps, progress, checkpoint, checkpoint_every
     )
+
+
+def _check_data(data: tuple) -> None:
+    """Each of fit's data arguments is arrays (or numbers): an optimizer or a method name passed
+    after them by position would otherwise reach JAX as data."""
+    for index, item in enumerate(data):
+        if all_arrays(item):
+            continue
+        what = (
+            "an optax GradientTransformation"
+            if isinstance(item, optax.GradientTransformation)
+            else repr(item)
+            if isinstance(item, str)
+            else type_name(item)
+        )
+        raise TypeError(
+            f"jprop.fit: data argument {index + 1} (after params) is {what}; `objective(params, "
+            "*data)` takes arrays, or pytrees of them, after params. The optimizer goes by name: "
+            "jprop.fit(loss, params, x, y, optimizer=optax.adam(1e-3), steps=1000)."
+        )
 
 
 def _stopped(step: int, value: float | str) -> str:
