@@ -35,7 +35,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ..models._activations import activation_function, is_linear, slopes
+from ..models._activations import activation_function, computed_once, is_linear, slopes
 from ..quantities._forward_laplacian import columns, scale, sum_tangents, times_wt
 
 
@@ -105,10 +105,35 @@ def activate(h: Jet, name: str) -> Jet:
     if not h.second:
         s1 = _first_slope(name, h, y)
         return h.with_parts(y, scale(s1, t), drift=_times(s1, h.drift))
-    s1, s2 = slopes(name, h.value, y, orders=2)
+    return _with_slopes(h, y, *slopes(name, h.value, y, orders=2))
+
+
+def _with_slopes(h: Jet, y: jax.Array, s1: jax.Array, s2: jax.Array) -> Jet:
+    """φ(h) for an elementwise φ with φ(h) = y, φ'(h) = s1 and φ''(h) = s2, for an h with tangents
+    and the Laplacian."""
+    t = h.tangents
     squares = t * t if h.per_tangent else sum_tangents(t * t)
     lap = _plus(_times(s1, h.lap), scale(s2, jnp.broadcast_to(squares, _batch(y, squares))))
     return h.with_parts(y, scale(s1, t), lap, _times(s1, h.drift))
+
+
+def waves(z: Jet) -> Jet:
+    """[cos z, sin z] side by side, from one cosine and one sine of z: the slopes of each are the
+    other's values up to sign (cos' = −sin, cos'' = −cos; sin' = cos, sin'' = −sin)."""
+    c, s = computed_once(z.value, jnp.cos(z.value), jnp.sin(z.value))
+    if z.tangents is None:
+        parts = [
+            z.with_parts(c, drift=_times(-s, z.drift)),
+            z.with_parts(s, drift=_times(c, z.drift)),
+        ]
+    elif not z.second:
+        parts = [
+            z.with_parts(c, scale(-s, z.tangents), drift=_times(-s, z.drift)),
+            z.with_parts(s, scale(c, z.tangents), drift=_times(c, z.drift)),
+        ]
+    else:
+        parts = [_with_slopes(z, c, -s, -c), _with_slopes(z, s, c, -s)]
+    return concatenate(parts)
 
 
 def _first_slope(name: str, h: Jet, y: jax.Array) -> jax.Array:

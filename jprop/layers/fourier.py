@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 
 from .._validation import positive_number
 from . import _base, _jet
@@ -54,8 +53,4 @@ class FourierFeatures(_base.Layer):
 
     def jet(self, params, streams):
         b = params["B"] if self.trainable else jax.lax.stop_gradient(params["B"])
-        # cos z = sin(z + π/2): one sine layer over [B; B] with phases [π/2, 0]
-        half = jnp.full((self.features,), jnp.pi / 2, b.dtype)
-        phases = jnp.concatenate([half, jnp.zeros_like(half)])
-        z = _jet.linear(streams["h"], jnp.concatenate([b, b]), phases)
-        return {**streams, "h": _jet.activate(z, "sin")}
+        return {**streams, "h": _jet.waves(_jet.linear(streams["h"], b))}

@@ -91,14 +91,11 @@ class PeriodicEmbedding(_base.Layer):
         width = h.value.shape[-1]
         omega = params["omega"] if self.trainable else jax.lax.stop_gradient(params["omega"])
         p = len(self.axes)
-        # ω_i h_i for the periodic coordinates, twice (cos as a phase-shifted sine): one map
+        # ω_i h_i for the periodic coordinates: one map, then its cosines and sines
         pick = np.zeros((p, width), np.float32)
         pick[np.arange(p), list(self.axes)] = 1
         scaled = omega[:, None] * jnp.asarray(pick, omega.dtype)
-        phases = jnp.concatenate(
-            [jnp.full((p,), jnp.pi / 2, omega.dtype), jnp.zeros((p,), omega.dtype)]
-        )
-        waves = _jet.activate(_jet.linear(h, jnp.concatenate([scaled, scaled]), phases), "sin")
+        waves = _jet.waves(_jet.linear(h, scaled))
         others = [i for i in range(width) if i not in self.axes]
         if not others:
             return {**streams, "h": waves}

@@ -413,13 +413,22 @@ def slopes(name: str, z: jax.Array, y: jax.Array, orders: int = 2) -> tuple[jax.
     table = _ELEMENTWISE[name][1]
     arg = y if table.argument == "output" else z
     values = tuple(d(arg) for d in (table.d1, table.d2, table.d3)[:orders])
-    if name in _COMPUTED_ONCE and z.ndim:
-        # exactly 1 wherever z is finite; NaN where it is not, and there the sine is NaN already.
-        # Elementwise: a one broadcast from fewer values becomes a reciprocal times v, a product,
-        # which fusion duplicates again.
-        one = 1 + 0 * z
-        values = tuple(v / one for v in values)
+    if name in _COMPUTED_ONCE:
+        values = computed_once(z, *values)
     return values
+
+
+def computed_once(z: jax.Array, *values: jax.Array) -> tuple[jax.Array, ...]:
+    """`values`, functions of z elementwise, each divided by a one computed from z at run time,
+    so that XLA computes each once and reads it back rather than again inside every fused kernel
+    that reads it (see `_COMPUTED_ONCE`)."""
+    if not z.ndim:
+        return values
+    # exactly 1 wherever z is finite; NaN where it is not, and there the sine is NaN already.
+    # Elementwise: a one broadcast from fewer values becomes a reciprocal times v, a product,
+    # which fusion duplicates again.
+    one = 1 + 0 * z
+    return tuple(v / one for v in values)
 
 
 def derivatives(name: str) -> Derivatives:
