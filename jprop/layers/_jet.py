@@ -19,6 +19,7 @@ Hessian diagonal). Every operation maps jets to jets by the chain and product ru
     linear     W h + b:      T ↦ W T,                λ ↦ W λ
     activate   σ(a):         T ↦ σ'(a) ∘ T,          λ ↦ σ'(a) ∘ λ + σ''(a) ∘ Σ_p T_p²
     multiply   u ∘ v:        T ↦ u ∘ T_v + v ∘ T_u,  λ ↦ u ∘ λ_v + v ∘ λ_u + 2 Σ_p T_u,p ∘ T_v,p
+    waves      [cos a, sin a]: activate's rules, each slope read from the one cosine and sine
     add, scale, concatenate: linear, term by term.
 
 The drift g follows T's rules for one tangent. The input's tangents are the identity's columns: the
