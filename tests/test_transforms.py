@@ -316,7 +316,7 @@ def test_check_detects_a_wrong_transform():
 
 
 def test_finite_differences_work_without_global_x64():
-    # The suite enables x64 globally, so run a user's session, with JAX's defaults, in a subprocess:
+    # The suite enables x64 globally, so run a user's script, with JAX's defaults, in a subprocess:
     # fd_* must switch float64 on locally and still agree with the float32 Jacobian.
     script = """
 import jax, jax.numpy as jnp, jprop
