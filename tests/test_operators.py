@@ -528,8 +528,9 @@ def test_more_inputs_than_first_units_run_along_as_many_directions(monkeypatch):
     """Over k inputs (or directions) more than the first layer's h₁ units, an MLP's Laplacian runs
     along h₁ directions with the same first-layer Gram matrix: exact in value, in the gradient
     in (params, x, σ) and in the Hessian over the params times a direction (through the Cholesky
-    factor's derivative), against the autodiff road in float64; an all-zero first layer (no Cholesky
-    factor) keeps the value and the gradient exact and finite. A counter shows the path runs."""
+    factor's derivative), against the autodiff road in float64; a first layer whose directions'
+    Gram matrix has no Cholesky factor (all zero, or two units alike) keeps the value and the
+    gradient exact and finite. A counter shows the path runs."""
     from jprop.quantities import _forward_laplacian
 
     calls = []
@@ -556,6 +557,11 @@ def test_more_inputs_than_first_units_run_along_as_many_directions(monkeypatch):
         ),
     }
     zero_first = [{"W": jnp.zeros_like(params[0]["W"]), "b": params[0]["b"]}, *params[1:]]
+    # two units alike: the directions' Gram matrix has rank h₁ - 1 and no Cholesky factor, but a
+    # Laplacian that is not zero (as the all-zero layer's is, whatever the directions)
+    w_twins = params[0]["W"].at[-1].set(params[0]["W"][0])
+    twins = [{"W": w_twins, "b": params[0]["b"].at[-1].set(params[0]["b"][0])}, *params[1:]]
+    assert np.linalg.matrix_rank(np.asarray(w_twins[:, list(dims)])) == h - 1
     for name, case in cases.items():
         calls.clear()
 
@@ -583,10 +589,11 @@ def test_more_inputs_than_first_units_run_along_as_many_directions(monkeypatch):
             ours, theirs = (along(m, cosines_like(params)) for m in ("closed", "autodiff"))
             assert_close(flat(ours), flat(theirs), 1e-11, f"{name}: Hessian in the params")
         if name == "dims":  # no Cholesky factor: the rows' basis held fixed
-            ours = jax.jit(jax.value_and_grad(loss("closed")))(zero_first, x, sigma)
-            theirs = jax.jit(jax.value_and_grad(loss("autodiff")))(zero_first, x, sigma)
-            assert np.all(np.isfinite(flat(ours)))
-            assert_close(flat(ours), flat(theirs), 1e-12, f"{name}: an all-zero first layer")
+            for first, label in ((zero_first, "an all-zero first layer"), (twins, "twin units")):
+                ours = jax.jit(jax.value_and_grad(loss("closed")))(first, x, sigma)
+                theirs = jax.jit(jax.value_and_grad(loss("autodiff")))(first, x, sigma)
+                assert np.all(np.isfinite(flat(ours)))
+                assert_close(flat(ours), flat(theirs), 1e-12, f"{name}: {label}")
     # half precision: the directions are factored in float32 (LAPACK has no bfloat16)
     half = jax.tree.map(lambda a: a.astype(jnp.bfloat16), (params, x))
     lap = jprop.laplacian(net)(*half)
