@@ -529,8 +529,8 @@ def test_more_inputs_than_first_units_run_along_as_many_directions(monkeypatch):
     along h₁ directions with the same first-layer Gram matrix: exact in value, in the gradient
     in (params, x, σ) and in the Hessian over the params times a direction (through the Cholesky
     factor's derivative), against the autodiff road in float64; a first layer whose directions'
-    Gram matrix has no Cholesky factor (all zero, or one unit without weights) keeps the value and the
-    gradient exact and finite. A counter shows the path runs."""
+    Gram matrix has no Cholesky factor (all zero, or one unit without weights) keeps the value
+    and the gradient exact and finite. A counter shows the path runs."""
     from jprop.quantities import _forward_laplacian
 
     calls = []
