@@ -140,6 +140,8 @@ def test_every_input_quantity_is_the_plain_networks(case):
             "drift: value": value,
             "drift: x·∇f": slope,
             "drift: laplacian": lap,
+            # the value and x·∇f alone, from a pass that carries no input tangents
+            "propagate: x·∇f": net.propagate(params, x, drift=True).drift,
             "value": net(params, x),
             "laplacian": jprop.laplacian(net)(params, x),
             "laplacian dims": jprop.laplacian(net, dims=dims)(params, x),
@@ -162,6 +164,7 @@ def test_every_input_quantity_is_the_plain_networks(case):
             "drift: value": per_example(plain, params, x),
             "drift: x·∇f": jnp.einsum("bkn,bn->bk", jac, x),
             "drift: laplacian": jnp.trace(h, axis1=-2, axis2=-1),
+            "propagate: x·∇f": jnp.einsum("bkn,bn->bk", jac, x),
             "value": per_example(plain, params, x),
             "laplacian": jnp.trace(h, axis1=-2, axis2=-1),
             "laplacian dims": diagonal[..., list(dims)].sum(-1),
