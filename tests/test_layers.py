@@ -140,7 +140,7 @@ def test_every_input_quantity_is_the_plain_networks(case):
             "drift: value": value,
             "drift: x·∇f": slope,
             "drift: laplacian": lap,
-            # the value and x·∇f alone, from a pass that carries no input tangents
+            # x·∇f from a pass that carries no input tangents (Network.propagate, as a user calls it)
             "propagate: x·∇f": net.propagate(params, x, drift=True).drift,
             "value": net(params, x),
             "laplacian": jprop.laplacian(net)(params, x),
