@@ -411,20 +411,21 @@ def test_the_hessian_rule_in_chunks(monkeypatch, sizes, batch, wide_first, loops
     "quantity, sizes",
     [
         ("laplacian", (10, 12, 5, 1)),  # h₁ ≥ n: along the 10 inputs, not h₁ directions
-        ("hessian_diagonal", (10, 6, 5, 2)),
+        ("hessian_diagonal", (10, 6, 5, 1)),  # one output: the closed value's fused reduction
         ("hessian", (10, 6, 5, 1)),
         ("jacobian", (10, 6, 12)),
     ],
 )
 def test_the_rules_with_more_inputs_than_they_unroll(quantity, sizes):
     # Above UNROLLED_TANGENTS inputs the tangent sums are reductions and the per-tangent scaling a
-    # broadcast: the other branch of the same rules, against autodiff (grad in weights and x, jvp)
-    # and float64 central differences in the weights.
+    # broadcast: the other branch of the same rules (and of the closed values), against autodiff
+    # (value, grad in weights and x, jvp) and float64 central differences in the weights.
     net = jprop.MLP(sizes, output="tansig" if len(sizes) == 3 else "purelin")
     assert net.sizes[0] > _forward_laplacian.UNROLLED_TANGENTS
     params, x = params_and_input(net, jnp.float64, seed=13, batch=(3,))
     direction = jax.tree.map(np.cos, params)
     losses = [_trained_loss(quantity, net, m) for m in ("closed", "autodiff")]
+    assert_close(*(jax.jit(loss)(params, x) for loss in losses), 1e-12, "value")
     (got, got_x), (expected, expected_x) = (
         jax.jit(jax.grad(loss, (0, 1)))(params, x) for loss in losses
     )

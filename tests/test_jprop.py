@@ -41,22 +41,24 @@ def arguments(net, dtype, batch=4, seed=5):
     }
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def reference_u(net, params, x, u, a):  # docs/math.md §3's autodiff reference, batch mean
-    def e(p):
-        jtu = jax.vmap(lambda xi, ui: jax.vjp(lambda v: net(p, v), xi)[1](ui)[0])(x, u)
-        return 0.5 * jnp.mean(jnp.sum((jtu - a) ** 2, -1))
+def energy_u(net, p, x, u, a):  # docs/math.md §3's autodiff reference, batch mean
+    jtu = jax.vmap(lambda xi, ui: jax.vjp(lambda z: net(p, z), xi)[1](ui)[0])(x, u)
+    return 0.5 * jnp.mean(jnp.sum((jtu - a) ** 2, -1))
 
-    return jax.jit(jax.value_and_grad(e))(params)
+
+def energy_v(net, p, x, v, b):
+    jv = jax.vmap(lambda xi, vi: jax.jvp(lambda z: net(p, z), (xi,), (vi,))[1])(x, v)
+    return 0.5 * jnp.mean(jnp.sum((jv - b) ** 2, -1))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def reference_u(net, params, x, u, a):
+    return jax.value_and_grad(lambda p: energy_u(net, p, x, u, a))(params)
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def reference_v(net, params, x, v, b):
-    def e(p):
-        jv = jax.vmap(lambda xi, vi: jax.jvp(lambda z: net(p, z), (xi,), (vi,))[1])(x, v)
-        return 0.5 * jnp.mean(jnp.sum((jv - b) ** 2, -1))
-
-    return jax.jit(jax.value_and_grad(e))(params)
+    return jax.value_and_grad(lambda p: energy_v(net, p, x, v, b))(params)
 
 
 def assert_result_close(result, reference, tol, what=""):
@@ -106,6 +108,39 @@ def test_jprop_against_autodiff_references(net, dtype, road):
 
     for (got, expected), what in zip(results(params, x), ["E_u", "E_v", "bilinear"]):
         assert_result_close(got, expected, TOL_EXACT[dtype], what)
+
+
+@pytest.mark.parametrize("road", ROADS)
+def test_objectives_differentiate_in_their_data(road):
+    # jax.grad and jax.jvp in x and in the per-example arguments, not only in the weights: the
+    # data's tangent runs the value's own jvp, beside the passes' weight gradient
+    net = ARCHITECTURES[0]
+    params, x = params_and_input(net, jnp.float64, seed=6, batch=(4,))
+    args = arguments(net, jnp.float64, seed=6)
+    tangents = [normal(70 + i, a.shape, jnp.float64) for i, a in enumerate((x, *args.values()))]
+    cases = [
+        (jprop.jprop_u(net, method=road), energy_u, "ua"),
+        (jprop.jprop_v(net, method=road), energy_v, "vb"),
+    ]
+
+    @jax.jit
+    def run():
+        out = []
+        for energy, oracle, names in cases:
+            data = (x, *(args[k] for k in names))
+            plain = functools.partial(oracle, net)
+            dx, d1, d2 = tangents[0], *(tangents[1 + "uavb".index(k)] for k in names)
+            forward = [
+                jax.jvp(lambda *d, e=e: e(params, *d), data, (dx, d1, d2))[1]
+                for e in (energy, plain)
+            ]
+            grads = [jax.grad(e, argnums=(0, 1, 2, 3))(params, *data) for e in (energy, plain)]
+            out.append((forward, grads))
+        return out
+
+    for (forward, grads), what in zip(run(), ["E_u", "E_v"]):
+        assert_close(forward[0], forward[1], 1e-12, f"{what} jvp in the data")
+        assert_close(flat(grads[0]), flat(grads[1]), 1e-12, f"{what} grad in weights and data")
 
 
 @pytest.mark.parametrize("net", ARCHITECTURES[:5], ids=ARCH_IDS[:5])
@@ -275,9 +310,18 @@ def test_derivative_targets_and_frobenius_penalty(net):
     )
     assert_result_close(pair(jprop.jacobian_penalty(net))(params, x), frob, 1e-12, "exact ‖J‖²")
     # The random-probe estimate is unbiased: with many probes it approaches the exact value, and
-    # for fixed probes it is exactly the gradient of ½ mean ‖J v_p‖².
+    # for the probes its key draws (as its docstring says) it is exactly ½ mean ‖J v_p‖².
     estimate, _ = pair(jprop.jacobian_penalty(net, num_probes=4000))(params, x, jax.random.key(0))
     np.testing.assert_allclose(estimate, frob[0], rtol=0.08)
+    key, probes = jax.random.key(1), 3
+    v = jax.random.normal(key, (3 * probes, n), jnp.float64).reshape(3, probes, n)
+
+    def hutchinson(p):
+        return jnp.mean(0.5 * jnp.sum(jnp.einsum("bmn,bpn->bpm", jac(p), v) ** 2, -1))
+
+    got = pair(jprop.jacobian_penalty(net, num_probes=probes))(params, x, key)
+    expected = jax.jit(jax.value_and_grad(hutchinson))(params)
+    assert_result_close(got, expected, 1e-12, "fixed probes")
 
 
 def test_objectives_compose_with_jit_and_grad():

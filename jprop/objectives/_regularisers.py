@@ -164,8 +164,10 @@ def jacobian_penalty(
 
     Exact with `num_probes=None`: $\tfrac12\sum_i\|J e_i\|^2$ over the fewer of J's columns or rows.
     With `num_probes=k`: the unbiased estimate $\tfrac1k\sum_p \tfrac12\|J v_p\|^2$,
-    $v_p \sim N(0, I)$ (Hutchinson; Hoffman et al. 2019), which then needs a `key`. `batch_size`
-    chunks the examples (and probes) for bounded memory.
+    $v_p \sim N(0, I)$ (Hutchinson; Hoffman et al. 2019), which then needs a `key`: the probes
+    are `jax.random.normal(key, (B * k, n))`, example i taking rows i·k to i·k + k − 1, so a key
+    gives the same estimate every time. `batch_size` chunks the examples (and probes) for bounded
+    memory.
 
     **Returns:** a loss `(params, x, key=None) -> penalty`; `x` `(B, n)`; the batch mean.
 
