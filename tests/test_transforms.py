@@ -183,11 +183,15 @@ def test_auto_picks_closed_form(monkeypatch):
     assert_close(jprop.hessian(net, method="autodiff")(params, x), right, 1e-13)
 
 
-@pytest.mark.parametrize("batch_size", [4, 7])  # 10 examples: strided steps of 2 and of 5
+@pytest.mark.parametrize(
+    "batch, batch_size",
+    [((2, 5), 4), ((2, 5), 7), ((11,), 4)],
+    ids=["strided steps of 2", "strided steps of 5", "chunks and a remainder"],
+)
 @pytest.mark.parametrize("method", METHODS)
-def test_chunked_batches_equal_plain(method, batch_size):
+def test_chunked_batches_equal_plain(method, batch, batch_size):
     net = SOFTMAX
-    params, x = params_and_input(net, jnp.float64, seed=12, batch=(2, 5))
+    params, x = params_and_input(net, jnp.float64, seed=12, batch=batch)
     for transform in [jprop.jacobian, jprop.hessian, jprop.laplacian, jprop.hessian_diagonal]:
         plain = transform(net, method=method)(params, x)
         chunked = transform(net, method=method, batch_size=batch_size)(params, x)
