@@ -111,10 +111,10 @@ def test_jprop_against_autodiff_references(net, dtype, road):
 
 
 @pytest.mark.parametrize("road", ROADS)
-def test_objectives_differentiate_in_their_data(road):
+@pytest.mark.parametrize("net", [WIDER_IN, LOGSIG], ids=["n>m", "n<m"])
+def test_objectives_differentiate_in_their_data(net, road):
     # jax.grad and jax.jvp in x and in the per-example arguments, not only in the weights: the
     # data's tangent runs the value's own jvp, beside the passes' weight gradient
-    net = ARCHITECTURES[0]
     params, x = params_and_input(net, jnp.float64, seed=6, batch=(4,))
     args = arguments(net, jnp.float64, seed=6)
     tangents = [normal(70 + i, a.shape, jnp.float64) for i, a in enumerate((x, *args.values()))]
