@@ -78,6 +78,13 @@ def plain_fourier_mlp(params, x):
     return dense(params[-1], h)
 
 
+def plain_wide_residual(params, x):
+    """tanh(W x + b) over more inputs than the rules unroll, h + tanh(W h + b), a linear output."""
+    h = jnp.tanh(dense(params[0], x))
+    h = h + jnp.tanh(dense(params[1], h))
+    return dense(params[2], h)
+
+
 CASES = {
     "fourier + modified MLP, factorised": (
         jprop.modified_mlp(2, 2, width=6, depth=2, fourier_features=3, scale=2.0, factorised=True),
@@ -102,6 +109,10 @@ CASES = {
             [L.FourierFeatures(3), L.Dense(5), L.Dense(4, "sin"), L.Dense(3, "identity")],
         ),
         plain_fourier_mlp,
+    ),
+    "wide input + residual": (
+        jprop.Network(10, [L.Dense(12), L.Residual("tanh"), L.Dense(2, "identity")]),
+        plain_wide_residual,
     ),
 }
 

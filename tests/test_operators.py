@@ -140,11 +140,12 @@ def test_the_hessian_diagonal_in_chunks(name):
         assert_close(a, b, 1e-12, "gradient")
 
 
-def test_the_operators_gradient_is_autodiffs():
+@pytest.mark.parametrize("r", [3, 10])  # 10: more directions than the rule unrolls
+def test_the_operators_gradient_is_autodiffs(r):
     """The MLP's hand-written rule for tr(σσᵀH) differentiated in params, x and a per-example σ
-    against jax.grad of the jax.hessian oracle."""
+    (n × r) against jax.grad of the jax.hessian oracle."""
     f, params, x, _ = operator_case("mlp")
-    sigma = normal(3, (4, 5, 3), jnp.float64)
+    sigma = normal(3, (4, 5, r), jnp.float64)
 
     def oracle(p, v, s):
         h = jax.vmap(jax.hessian(lambda xi: MLP(p, xi)))(v)
@@ -282,22 +283,31 @@ def test_the_sparse_variance_is_the_diagonals_spread():
     assert_close(jnp.var(draws, 0), 2 * jnp.sum(off**2, (-1, -2)) / k, 0.15, "Rademacher")
 
 
-@pytest.mark.parametrize("name", ["mlp", "function"])
-def test_the_dense_rule_is_the_gradient_of_nested_jvps_on_the_same_probes(name):
+@pytest.mark.parametrize(
+    "name, k, per_example",
+    [("mlp", 3, False), ("function", 3, False), ("mlp", 12, True), ("function", 12, True)],
+)
+def test_the_dense_rule_is_the_gradient_of_nested_jvps_on_the_same_probes(name, k, per_example):
     """jax.grad of a loss on the Rademacher estimate equals jax.grad of the nested-jvp estimator
-    a JAX user writes, with the probes the key draws."""
+    a JAX user writes, with the probes the key draws: one key for the batch, or one per example
+    with more probes than the rule unrolls."""
     f, params, x, _ = operator_case(name)
-    key = jax.random.key(7)
-    probes = _draw("rademacher", key, 3, 5, jnp.float64)  # what the estimator draws
-    estimate = jprop.laplacian(f, estimator="rademacher", probes=3)
+    draw = functools.partial(_draw, "rademacher", k=k, count=5, dtype=jnp.float64)
+    if per_example:
+        key = jax.random.split(jax.random.key(7), x.shape[0])
+        probes = jax.vmap(lambda one_key: draw(one_key))(key)  # what the estimator draws
+    else:
+        key = jax.random.key(7)
+        probes = jnp.broadcast_to(draw(key), (x.shape[0], k, 5))
+    estimate = jprop.laplacian(f, estimator="rademacher", probes=k)
 
     def nested(p):
-        def one(xi):
+        def one(xi, directions):
             g = lambda v: MLP(p, v)  # noqa: E731
             second = lambda v, d: jax.jvp(lambda u: jax.jvp(g, (u,), (d,))[1], (v,), (d,))[1]  # noqa: E731
-            return jnp.mean(jax.vmap(lambda d: second(xi, d))(probes), 0)
+            return jnp.mean(jax.vmap(lambda d: second(xi, d))(directions), 0)
 
-        return jnp.sum(jnp.tanh(jax.vmap(one)(x)))
+        return jnp.sum(jnp.tanh(jax.vmap(one)(x, probes)))
 
     ours = jax.jit(jax.grad(lambda p: jnp.sum(jnp.tanh(estimate(p, x, key)))))(params)
     for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(jax.jit(jax.grad(nested))(params))):

@@ -117,6 +117,50 @@ def scale(s: jax.Array, v: jax.Array) -> jax.Array:
     return s * v if v.ndim == s.ndim else s[:, None, :] * v
 
 
+def loops_pay(s: jax.Array, v: jax.Array) -> bool:
+    """Whether scaling the tangents v (1 or B, k, n) by s (B, n) runs one example at a time
+    (`by_example`): over more than `UNROLLED_TANGENTS` tangents of a batch, where JAX can
+    transpose a loop inside a rule (`_closed.RULES_MAY_LOOP`)."""
+    return v.shape[1] > UNROLLED_TANGENTS and s.shape[0] > 1 and _closed.RULES_MAY_LOOP
+
+
+def by_example(pairs) -> jax.Array:
+    """Σ_i s_i ∘ v_i (B, k, n) over pairs of slopes s_i (B, n) and tangents v_i, shared by the
+    batch (1, k, n) or per example (B, k, n), written one example at a time (`jax.lax.map`).
+
+    Its transpose is then one loop over the examples, reading each example's cotangent (k, n)
+    once for all of its contractions: s_i's (a sum over the tangents) and a shared v_i's (a
+    running sum over the batch). Written as broadcast products, the transpose is a reduction of
+    a (B, k, n) product per contraction, over the middle or the leading axis, which XLA's CPU
+    backend runs several times slower than the loop (`benchmarks.high_dim` times the step). The
+    tangents of the first layer are shared by the batch; the later layers' are per example and
+    their products fuse with the matrix products around them, so they stay broadcast."""
+    batch = pairs[0][0].shape[0]
+    mapped, shared = {}, {}
+    for i, (s, v) in enumerate(pairs):
+        mapped[f"s{i}"] = s
+        if v.shape[0] == batch:
+            mapped[f"v{i}"] = v
+        else:
+            shared[f"v{i}"] = v[0]
+
+    def one(example):
+        parts = {**example, **shared}
+        terms = [parts[f"s{i}"] * parts[f"v{i}"] for i in range(len(pairs))]
+        return sum(terms[1:], terms[0])
+
+    return jax.lax.map(one, mapped)
+
+
+def first_tangents_dot(s1_dot, big_a, s1, big_a_dot):
+    """The first layer's Ṫ¹ = ṡ1 ∘ A¹ + s1 ∘ Ȧ¹ (B, k, n_1), for A¹ and Ȧ¹ shared by the batch
+    (1, k, n_1) or per example (B, k, n_1): one example at a time where `loops_pay`, so that its
+    transpose reads each example's cotangent once (`by_example`)."""
+    if loops_pay(s1, big_a):
+        return by_example([(s1_dot, big_a), (s1, big_a_dot)])
+    return scale_tangents(s1_dot, big_a) + scale(s1, big_a_dot)
+
+
 def _squares(big_a: jax.Array, other: jax.Array, per_tangent: bool) -> jax.Array:
     """Σ_p A_p ∘ O_p over the tangents, or each tangent's A_p ∘ O_p kept apart (`per_tangent`)."""
     return big_a * other if per_tangent else sum_tangents(big_a * other)
@@ -232,7 +276,10 @@ def _tangent(
         lam_dot = times_dot(s2_dot, jnp.broadcast_to(q, q_dot.shape)) + scale(s2, q_dot)
         if mu is not None:
             lam_dot = lam_dot + times_dot(s1_dot, mu) + scale(s1, mu_dot)
-        t_dot = scale_tangents(s1_dot, big_a) + scale(s1, big_a_dot)
+        if t is None:
+            t_dot = first_tangents_dot(s1_dot, big_a, s1, big_a_dot)
+        else:
+            t_dot = scale_tangents(s1_dot, big_a) + scale(s1, big_a_dot)
         if drift:
             g_dot = s1_dot * big_g + s1 * big_g_dot
         y_dot = s1 * a_dot
