@@ -408,21 +408,33 @@ def test_the_hessian_rule_in_chunks(monkeypatch, sizes, batch, wide_first, loops
 
 
 @pytest.mark.parametrize(
-    "quantity, sizes",
+    "quantity, sizes, recomputed",
     [
-        ("laplacian", (10, 12, 5, 1)),  # h₁ ≥ n: along the 10 inputs, not h₁ directions
-        ("hessian_diagonal", (10, 6, 5, 1)),  # one output: the closed value's fused reduction
-        ("hessian", (10, 6, 5, 1)),
-        ("jacobian", (10, 6, 12)),
+        ("laplacian", (10, 12, 5, 1), False),  # h₁ ≥ n: along the 10 inputs, not h₁ directions
+        ("laplacian", (10, 11, 5, 2), True),  # the first layer's T¹ formed again, by slices
+        ("hessian_diagonal", (10, 6, 5, 1), False),  # one output: the closed value's reduction
+        ("hessian", (10, 6, 5, 1), False),
+        ("jacobian", (10, 6, 12), False),
     ],
 )
-def test_the_rules_with_more_inputs_than_they_unroll(quantity, sizes):
+def test_the_rules_with_more_inputs_than_they_unroll(monkeypatch, quantity, sizes, recomputed):
     # Above UNROLLED_TANGENTS inputs the tangent sums are reductions and the per-tangent scaling a
     # broadcast: the other branch of the same rules (and of the closed values), against autodiff
-    # (value, grad in weights and x, jvp) and float64 central differences in the weights.
+    # (value, grad in weights and x, jvp) and float64 central differences in the weights. With
+    # `recomputed`, the Laplacian's rule forms T¹ dWᵀ from T¹'s factors, in slices of the batch
+    # (five examples: two slices of two and the rest), as it does for a large T¹.
     net = jprop.MLP(sizes, output="tansig" if len(sizes) == 3 else "purelin")
     assert net.sizes[0] > _forward_laplacian.UNROLLED_TANGENTS
-    params, x = params_and_input(net, jnp.float64, seed=13, batch=(3,))
+    slices = []
+    if recomputed:
+        times_wt = _forward_laplacian.FirstTangents.times_wt
+        monkeypatch.setattr(_forward_laplacian, "RECOMPUTED_FROM", 0)
+        monkeypatch.setattr(
+            _forward_laplacian.FirstTangents,
+            "times_wt",
+            lambda self, dw: slices.append(self.s1.shape) or times_wt(self, dw),
+        )
+    params, x = params_and_input(net, jnp.float64, seed=13, batch=(5,) if recomputed else (3,))
     direction = jax.tree.map(np.cos, params)
     losses = [_trained_loss(quantity, net, m) for m in ("closed", "autodiff")]
     assert_close(*(jax.jit(loss)(params, x) for loss in losses), 1e-12, "value")
@@ -439,6 +451,7 @@ def test_the_rules_with_more_inputs_than_they_unroll(quantity, sizes):
     w, unravel = ravel_pytree(params)
     fd = central_differences(lambda w: losses[0](unravel(w), x), w)
     assert_close(flat(got), fd, 1e-7, "weights vs differences")
+    assert bool(slices) == recomputed and all(shape == (5, 11) for shape in slices)
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,8 @@ W̄ gathers μ̄ λᵀ + Ā Tᵀ + ā yᵀ, and σ''' enters through ṡ2 — th
 J-prop, fused over the batch, with no autodiff through the forward code's loops. Forward mode
 (`jax.jvp`, `jax.jacfwd`, `jax.hessian`) runs the tangent pass itself. At the first layer T^0 = I
 is a constant: A^1 = W^1[:, dims] is shared by the batch and Ȧ^1 = dW^1[:, dims] costs no product.
+Over many inputs the rule keeps T^1 = s1 ∘ A^1 by its two factors and forms it again, a slice of
+the batch at a time, where the backward pass needs it (`FirstTangents`).
 
 The Hessian diagonal is the same pass before the sum over tangents (`per_tangent`): q_p = A_p²
 and λ_p are kept per tangent, and W^L λ_p^{L-1} is column p of every output's diagonal. It pushes
@@ -33,7 +35,7 @@ through it for few inputs only (`_trained_curvature.PER_TANGENT_DIAGONAL_INPUTS`
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -152,6 +154,39 @@ def by_example(pairs) -> jax.Array:
     return jax.lax.map(one, mapped)
 
 
+RECOMPUTED_PIECES = 4
+RECOMPUTED_FROM = 2**20
+
+
+def recomputed(s1: jax.Array, big_a: jax.Array) -> bool:
+    """Whether the first layer's tangents T¹ = s1 ∘ A¹ are kept by their factors
+    (`FirstTangents`): A¹ shared by the batch, over more than `UNROLLED_TANGENTS` tangents, and
+    T¹ of at least `RECOMPUTED_FROM` entries, below which forming it again in slices costs more
+    than holding it (`benchmarks.high_dim` times both sizes: the exact step and the estimates)."""
+    size = s1.shape[0] * big_a.shape[1] * big_a.shape[2]
+    return big_a.shape[0] == 1 and loops_pay(s1, big_a) and size >= RECOMPUTED_FROM
+
+
+class FirstTangents(NamedTuple):
+    """The first layer's tangents T¹ = s1 ∘ A¹ (B, k, n_1), A¹ (k, n_1) shared by the batch, kept
+    by their two factors: the tangent pass forms T¹ dWᵀ for the second layer's weight tangent
+    `RECOMPUTED_PIECES` slices of the batch at a time, each slice of T¹ formed again inside the
+    loop (`jax.checkpoint`), so that reverse mode forms it again in its own loop rather than
+    holding the whole (B, k, n_1) array from the forward pass to the backward. The step's
+    temporaries shrink by that array; at glibc's defaults, temporaries above 32 MiB are mapped
+    afresh on every call and their pages faulted in one by one (docs/benchmarks.md)."""
+
+    s1: jax.Array
+    columns: jax.Array
+
+    def times_wt(self, dw: jax.Array) -> jax.Array:
+        def one(s):  # one example's T¹ dWᵀ (k, n_2)
+            return (s * self.columns) @ dw.T
+
+        size = -(-self.s1.shape[0] // RECOMPUTED_PIECES)
+        return jax.lax.map(jax.checkpoint(one), self.s1, batch_size=size)
+
+
 def first_tangents_dot(s1_dot, big_a, s1, big_a_dot):
     """The first layer's Ṫ¹ = ṡ1 ∘ A¹ + s1 ∘ Ȧ¹ (B, k, n_1), for A¹ and Ȧ¹ shared by the batch
     (1, k, n_1) or per example (B, k, n_1): one example at a time where `loops_pay`, so that its
@@ -182,6 +217,7 @@ def _forward(
     g^l = s1 ∘ G^l, left out of q, which starts from G^1 = W^1 b — for b = x, the first layer's
     own product."""
     y, t, lam, g, kept = x, None, None, None, []
+    t_kept = None  # T as the tangent pass reads it (the first layer's by its factors)
     names = net.activations()
     for index, (layer, name) in enumerate(zip(params, names)):
         w = layer["W"]
@@ -194,7 +230,7 @@ def _forward(
             big_g = g @ w.T if g is not None else product if b is None else b @ w.T
         last = index == net.depth - 1
         if last and is_linear(name):
-            kept.append((y, t, lam, g, None))
+            kept.append((y, t_kept, lam, g, None))
             if mu is None:  # no hidden layer: every second derivative is 0
                 mu = jnp.zeros(a.shape[:1] + big_a.shape[1 if per_tangent else 2 :], a.dtype)
             return ((a, big_g, mu) if drift else mu), kept
@@ -204,8 +240,9 @@ def _forward(
         lam_next = scale(s2, jnp.broadcast_to(q, (a.shape[0], *q.shape[1:])))
         if mu is not None:
             lam_next = lam_next + scale(s1, mu)
-        kept.append((y, t, lam, g, (big_a, mu, q, s1, s2, s3, big_g)))
+        kept.append((y, t_kept, lam, g, (big_a, mu, q, s1, s2, s3, big_g)))
         y, t, lam = y_next, scale(s1, big_a), lam_next
+        t_kept = FirstTangents(s1, big_a[0]) if index == 0 and recomputed(s1, big_a) else t
         g = None if big_g is None else s1 * big_g
     return ((y, g, lam) if drift else lam), kept
 
@@ -222,7 +259,12 @@ def _first_order(layer, d_layer, y, t, y_dot, t_dot, dims):
     product_dot = times_few_wt(y, dw)
     if y_dot is not None:
         product_dot = product_dot + y_dot @ w.T
-    big_a_dot = columns(dw, dims) if t is None else times_wt(t, dw)
+    if t is None:
+        big_a_dot = columns(dw, dims)
+    elif isinstance(t, FirstTangents):
+        big_a_dot = t.times_wt(dw)
+    else:
+        big_a_dot = times_wt(t, dw)
     if t_dot is not None:
         big_a_dot = big_a_dot + times_wt(t_dot, w)
     return product_dot + d_layer["b"], big_a_dot, product_dot
