@@ -101,3 +101,20 @@ def swap_road(monkeypatch, quantity, **fields):
     monkeypatch.setitem(_dispatch.REGISTRY, quantity, dataclasses.replace(record, **fields))
     _program.clear_caches()
     return record
+
+
+def first_tangents_by_slices(monkeypatch) -> list:
+    """Make the Laplacian's rule keep its first layer's tangents by their factors and form them
+    by slices of the batch (`_forward_laplacian.FirstTangents`) whatever their size, for a test on
+    a small batch; returns the list that each slicing appends its s1's shape to."""
+    from jprop.quantities import _forward_laplacian
+
+    slices = []
+    second_layer = _forward_laplacian.FirstTangents.second_layer
+    monkeypatch.setattr(_forward_laplacian, "RECOMPUTED_FROM", 0)
+    monkeypatch.setattr(
+        _forward_laplacian.FirstTangents,
+        "second_layer",
+        lambda self, dw, w: slices.append(self.s1.shape) or second_layer(self, dw, w),
+    )
+    return slices

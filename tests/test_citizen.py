@@ -22,6 +22,7 @@ from helpers import (
     WIDER_IN,
     assert_close,
     central_differences,
+    first_tangents_by_slices,
     flat,
     normal,
     pair,
@@ -421,19 +422,11 @@ def test_the_rules_with_more_inputs_than_they_unroll(monkeypatch, quantity, size
     # Above UNROLLED_TANGENTS inputs the tangent sums are reductions and the per-tangent scaling a
     # broadcast: the other branch of the same rules (and of the closed values), against autodiff
     # (value, grad in weights and x, jvp) and float64 central differences in the weights. With
-    # `recomputed`, the Laplacian's rule forms T¹ dWᵀ from T¹'s factors, in slices of the batch
-    # (five examples: two slices of two and the rest), as it does for a large T¹.
+    # `recomputed`, the Laplacian's rule forms T¹ dWᵀ + Ṫ¹ Wᵀ from T¹'s and Ṫ¹'s factors, in slices
+    # of the batch (five examples: two slices of two and the rest), as it does for a large T¹.
     net = jprop.MLP(sizes, output="tansig" if len(sizes) == 3 else "purelin")
     assert net.sizes[0] > _forward_laplacian.UNROLLED_TANGENTS
-    slices = []
-    if recomputed:
-        times_wt = _forward_laplacian.FirstTangents.times_wt
-        monkeypatch.setattr(_forward_laplacian, "RECOMPUTED_FROM", 0)
-        monkeypatch.setattr(
-            _forward_laplacian.FirstTangents,
-            "times_wt",
-            lambda self, dw: slices.append(self.s1.shape) or times_wt(self, dw),
-        )
+    slices = first_tangents_by_slices(monkeypatch) if recomputed else []
     params, x = params_and_input(net, jnp.float64, seed=13, batch=(5,) if recomputed else (3,))
     direction = jax.tree.map(np.cos, params)
     losses = [_trained_loss(quantity, net, m) for m in ("closed", "autodiff")]

@@ -11,7 +11,14 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_close, central_differences, cosines_like, flat, normal
+from helpers import (
+    assert_close,
+    central_differences,
+    cosines_like,
+    first_tangents_by_slices,
+    flat,
+    normal,
+)
 
 import jprop
 from jprop import layers
@@ -157,6 +164,29 @@ def test_the_operators_gradient_is_autodiffs(r):
     expected = jax.jit(jax.grad(oracle, argnums=(0, 1, 2)))(params, x, sigma)
     for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(expected)):
         assert_close(a, b, 1e-11, "gradient")
+
+
+def test_the_first_layers_tangents_formed_by_slices_train_as_kept(monkeypatch):
+    """tr(σσᵀH) for a σ shared by the batch with more columns than the rule unrolls, its first
+    layer's tangents formed again by slices of the batch (`FirstTangents`, forced on a small
+    batch), differentiated in params, x and σ — σ moves the first layer's tangents too — against
+    jax.grad of the jax.hessian oracle."""
+    net = jprop.MLP((10, 12, 5, 2), activation=("tanh", "silu"))
+    params = net.init(jax.random.key(0), jnp.float64)
+    x, sigma = normal(1, (5, 10), jnp.float64), normal(2, (10, 9), jnp.float64)
+    slices = first_tangents_by_slices(monkeypatch)
+
+    def oracle(p, v, s):
+        h = jax.vmap(jax.hessian(lambda xi: net(p, xi)))(v)
+        return jnp.sum(jnp.sin(jnp.einsum("nr,bmnq,qr->bm", s, h, s)))
+
+    ours = jax.jit(
+        jax.grad(lambda p, v, s: jnp.sum(jnp.sin(jprop.hessian_trace(net)(p, v, s))), (0, 1, 2))
+    )(params, x, sigma)
+    expected = jax.jit(jax.grad(oracle, argnums=(0, 1, 2)))(params, x, sigma)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(expected)):
+        assert_close(a, b, 1e-11, "gradient")
+    assert slices and all(shape == (5, 12) for shape in slices)
 
 
 @pytest.mark.parametrize("sizes", [(3, 5, 1), (4, 6, 5, 2), (7, 3, 4, 2)])

@@ -37,14 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from ..models._activations import activation_function, computed_once, is_linear, slopes
-from ..quantities._forward_laplacian import (
-    by_example,
-    columns,
-    loops_pay,
-    scale,
-    sum_tangents,
-    times_wt,
-)
+from ..quantities._forward_laplacian import columns, scale, sum_tangents, times_wt
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,15 +75,6 @@ def _times(s: jax.Array, v: jax.Array | None) -> jax.Array | None:
     return None if v is None else scale(s, v)
 
 
-def _scaled_tangents(s: jax.Array, t: jax.Array) -> jax.Array:
-    """s (B, w) scaling each tangent of t (1 or B, k, w): tangents shared by the batch (the first
-    layer's) one example at a time where `loops_pay`, whose derivative is then one loop over
-    the examples (`by_example`)."""
-    if t.shape[0] == 1 and loops_pay(s, t):
-        return by_example([(s, t)])
-    return scale(s, t)
-
-
 def linear(h: Jet, w: jax.Array, b: jax.Array | None = None) -> Jet:
     """W h + b: the tangents, the Laplacian and the drift go through W alone."""
     product = h.value @ w.T
@@ -121,7 +105,7 @@ def activate(h: Jet, name: str) -> Jet:
     t = h.tangents
     if not h.second:
         s1 = _first_slope(name, h, y)
-        return h.with_parts(y, _scaled_tangents(s1, t), drift=_times(s1, h.drift))
+        return h.with_parts(y, scale(s1, t), drift=_times(s1, h.drift))
     return _with_slopes(h, y, *slopes(name, h.value, y, orders=2))
 
 
@@ -131,7 +115,7 @@ def _with_slopes(h: Jet, y: jax.Array, s1: jax.Array, s2: jax.Array) -> Jet:
     t = h.tangents
     squares = t * t if h.per_tangent else sum_tangents(t * t)
     lap = _plus(_times(s1, h.lap), scale(s2, jnp.broadcast_to(squares, _batch(y, squares))))
-    return h.with_parts(y, _scaled_tangents(s1, t), lap, _times(s1, h.drift))
+    return h.with_parts(y, scale(s1, t), lap, _times(s1, h.drift))
 
 
 def waves(z: Jet) -> Jet:

@@ -24,8 +24,8 @@ W̄ gathers μ̄ λᵀ + Ā Tᵀ + ā yᵀ, and σ''' enters through ṡ2 — th
 J-prop, fused over the batch, with no autodiff through the forward code's loops. Forward mode
 (`jax.jvp`, `jax.jacfwd`, `jax.hessian`) runs the tangent pass itself. At the first layer T^0 = I
 is a constant: A^1 = W^1[:, dims] is shared by the batch and Ȧ^1 = dW^1[:, dims] costs no product.
-Over many inputs the rule keeps T^1 = s1 ∘ A^1 by its two factors and forms it again, a slice of
-the batch at a time, where the backward pass needs it (`FirstTangents`).
+Over many inputs the rule keeps T^1 = s1 ∘ A^1 and Ṫ^1 by their factors and the second layer
+forms them, a slice of the batch at a time, where it reads them (`FirstTangents`).
 
 The Hessian diagonal is the same pass before the sum over tangents (`per_tangent`): q_p = A_p²
 and λ_p are kept per tangent, and W^L λ_p^{L-1} is column p of every output's diagonal. It pushes
@@ -119,81 +119,53 @@ def scale(s: jax.Array, v: jax.Array) -> jax.Array:
     return s * v if v.ndim == s.ndim else s[:, None, :] * v
 
 
-def loops_pay(s: jax.Array, v: jax.Array) -> bool:
-    """Whether scaling the tangents v (1 or B, k, n) by s (B, n) runs one example at a time
-    (`by_example`): over more than `UNROLLED_TANGENTS` tangents of a batch, where JAX can
-    transpose a loop inside a rule (`_closed.RULES_MAY_LOOP`)."""
-    return v.shape[1] > UNROLLED_TANGENTS and s.shape[0] > 1 and _closed.RULES_MAY_LOOP
-
-
-def by_example(pairs) -> jax.Array:
-    """Σ_i s_i ∘ v_i (B, k, n) over pairs of slopes s_i (B, n) and tangents v_i, shared by the
-    batch (1, k, n) or per example (B, k, n), written one example at a time (`jax.lax.map`).
-
-    Its transpose is then one loop over the examples, reading each example's cotangent (k, n)
-    once for all of its contractions: s_i's (a sum over the tangents) and a shared v_i's (a
-    running sum over the batch). Written as broadcast products, the transpose is a reduction of
-    a (B, k, n) product per contraction, over the middle or the leading axis, which XLA's CPU
-    backend runs several times slower than the loop (`benchmarks.high_dim` times the step). The
-    tangents of the first layer are shared by the batch; the later layers' are per example and
-    their products fuse with the matrix products around them, so they stay broadcast."""
-    batch = pairs[0][0].shape[0]
-    mapped, shared = {}, {}
-    for i, (s, v) in enumerate(pairs):
-        mapped[f"s{i}"] = s
-        if v.shape[0] == batch:
-            mapped[f"v{i}"] = v
-        else:
-            shared[f"v{i}"] = v[0]
-
-    def one(example):
-        parts = {**example, **shared}
-        terms = [parts[f"s{i}"] * parts[f"v{i}"] for i in range(len(pairs))]
-        return sum(terms[1:], terms[0])
-
-    return jax.lax.map(one, mapped)
-
-
 RECOMPUTED_PIECES = 4
 RECOMPUTED_FROM = 2**20
 
 
 def recomputed(s1: jax.Array, big_a: jax.Array) -> bool:
     """Whether the first layer's tangents T¹ = s1 ∘ A¹ are kept by their factors
-    (`FirstTangents`): A¹ shared by the batch, over more than `UNROLLED_TANGENTS` tangents, and
-    T¹ of at least `RECOMPUTED_FROM` entries, below which forming it again in slices costs more
-    than holding it (`benchmarks.high_dim` times both sizes: the exact step and the estimates)."""
-    size = s1.shape[0] * big_a.shape[1] * big_a.shape[2]
-    return big_a.shape[0] == 1 and loops_pay(s1, big_a) and size >= RECOMPUTED_FROM
+    (`FirstTangents`): A¹ shared by the batch, over more than `UNROLLED_TANGENTS` tangents of more
+    than one example, T¹ of at least `RECOMPUTED_FROM` entries (below which forming it again in
+    slices costs more than it saves: `benchmarks.high_dim` times both sizes, the exact step and
+    the estimates), and where JAX can transpose a loop inside a rule (`_closed.RULES_MAY_LOOP`)."""
+    batch, k, units = s1.shape[0], big_a.shape[1], big_a.shape[2]
+    return (
+        big_a.shape[0] == 1
+        and k > UNROLLED_TANGENTS
+        and batch > 1
+        and batch * k * units >= RECOMPUTED_FROM
+        and _closed.RULES_MAY_LOOP
+    )
 
 
 class FirstTangents(NamedTuple):
     """The first layer's tangents T¹ = s1 ∘ A¹ (B, k, n_1), A¹ (k, n_1) shared by the batch, kept
-    by their two factors: the tangent pass forms T¹ dWᵀ for the second layer's weight tangent
-    `RECOMPUTED_PIECES` slices of the batch at a time, each slice of T¹ formed again inside the
-    loop (`jax.checkpoint`), so that reverse mode forms it again in its own loop rather than
-    holding the whole (B, k, n_1) array from the forward pass to the backward. The step's
-    temporaries shrink by that array; at glibc's defaults, temporaries above 32 MiB are mapped
-    afresh on every call and their pages faulted in one by one (docs/benchmarks.md)."""
+    by their two factors, and their tangent Ṫ¹ = ṡ1 ∘ A¹ + s1 ∘ Ȧ¹ by its own (`s1_dot`,
+    `columns_dot`; None in the forward pass).
+
+    The second layer reads them only through Ȧ² = T¹ dW²ᵀ + Ṫ¹ W²ᵀ, which `second_layer` forms
+    `RECOMPUTED_PIECES` slices of the batch at a time, each slice of T¹ and Ṫ¹ formed inside the
+    loop (`jax.checkpoint`). Reverse mode then forms T¹ again slice by slice rather than holding
+    the whole (B, k, n_1) array from the forward pass to the backward, and meets Ṫ¹'s cotangent a
+    slice at a time too, so the step's temporaries shrink by two such arrays and the broadcasts of
+    s1 and A¹ that Ṫ¹'s transpose multiplies it by. At glibc's defaults, temporaries above
+    32 MiB are mapped afresh on every call and their pages faulted in one by one
+    (docs/benchmarks.md)."""
 
     s1: jax.Array
     columns: jax.Array
+    s1_dot: jax.Array | None = None
+    columns_dot: jax.Array | None = None
 
-    def times_wt(self, dw: jax.Array) -> jax.Array:
-        def one(s):  # one example's T¹ dWᵀ (k, n_2)
-            return (s * self.columns) @ dw.T
+    def second_layer(self, dw: jax.Array, w: jax.Array) -> jax.Array:
+        def one(e):  # one example's T¹ dWᵀ + Ṫ¹ Wᵀ (k, n_2)
+            s, s_dot = e
+            t_dot = s_dot * self.columns + s * self.columns_dot
+            return (s * self.columns) @ dw.T + t_dot @ w.T
 
         size = -(-self.s1.shape[0] // RECOMPUTED_PIECES)
-        return jax.lax.map(jax.checkpoint(one), self.s1, batch_size=size)
-
-
-def first_tangents_dot(s1_dot, big_a, s1, big_a_dot):
-    """The first layer's Ṫ¹ = ṡ1 ∘ A¹ + s1 ∘ Ȧ¹ (B, k, n_1), for A¹ and Ȧ¹ shared by the batch
-    (1, k, n_1) or per example (B, k, n_1): one example at a time where `loops_pay`, so that its
-    transpose reads each example's cotangent once (`by_example`)."""
-    if loops_pay(s1, big_a):
-        return by_example([(s1_dot, big_a), (s1, big_a_dot)])
-    return scale_tangents(s1_dot, big_a) + scale(s1, big_a_dot)
+        return jax.lax.map(jax.checkpoint(one), (self.s1, self.s1_dot), batch_size=size)
 
 
 def _squares(big_a: jax.Array, other: jax.Array, per_tangent: bool) -> jax.Array:
@@ -259,12 +231,9 @@ def _first_order(layer, d_layer, y, t, y_dot, t_dot, dims):
     product_dot = times_few_wt(y, dw)
     if y_dot is not None:
         product_dot = product_dot + y_dot @ w.T
-    if t is None:
-        big_a_dot = columns(dw, dims)
-    elif isinstance(t, FirstTangents):
-        big_a_dot = t.times_wt(dw)
-    else:
-        big_a_dot = times_wt(t, dw)
+    if isinstance(t_dot, FirstTangents):
+        return product_dot + d_layer["b"], t_dot.second_layer(dw, w), product_dot
+    big_a_dot = columns(dw, dims) if t is None else times_wt(t, dw)
     if t_dot is not None:
         big_a_dot = big_a_dot + times_wt(t_dot, w)
     return product_dot + d_layer["b"], big_a_dot, product_dot
@@ -318,8 +287,9 @@ def _tangent(
         lam_dot = times_dot(s2_dot, jnp.broadcast_to(q, q_dot.shape)) + scale(s2, q_dot)
         if mu is not None:
             lam_dot = lam_dot + times_dot(s1_dot, mu) + scale(s1, mu_dot)
-        if t is None:
-            t_dot = first_tangents_dot(s1_dot, big_a, s1, big_a_dot)
+        t_next = kept[index + 1][1] if index + 1 < len(kept) else None
+        if isinstance(t_next, FirstTangents):  # formed by the next layer, a slice at a time
+            t_dot = t_next._replace(s1_dot=s1_dot, columns_dot=big_a_dot[0])
         else:
             t_dot = scale_tangents(s1_dot, big_a) + scale(s1, big_a_dot)
         if drift:
