@@ -148,10 +148,10 @@ class FirstTangents(NamedTuple):
     `RECOMPUTED_PIECES` slices of the batch at a time, each slice of T¹ and Ṫ¹ formed inside the
     loop (`jax.checkpoint`). Reverse mode then forms T¹ again slice by slice rather than holding
     the whole (B, k, n_1) array from the forward pass to the backward, and meets Ṫ¹'s cotangent a
-    slice at a time too, so the step's temporaries shrink by two such arrays and the broadcasts of
-    s1 and A¹ that Ṫ¹'s transpose multiplies it by. At glibc's defaults, temporaries above
+    slice at a time too, as it does the broadcasts of s1 and A¹ that its transpose multiplies that
+    cotangent by: none of these four arrays exists whole. At glibc's defaults, temporaries above
     32 MiB are mapped afresh on every call and their pages faulted in one by one
-    (docs/benchmarks.md)."""
+    (docs/benchmarks.md), so the smaller step also runs faster."""
 
     s1: jax.Array
     columns: jax.Array
