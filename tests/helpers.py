@@ -103,11 +103,13 @@ def swap_road(monkeypatch, quantity, **fields):
     return record
 
 
-def first_tangents_by_slices(monkeypatch) -> list:
+def first_tangents_by_slices(monkeypatch) -> tuple[list, bool]:
     """Make the Laplacian's rule keep its first layer's tangents by their factors and form them
     by slices of the batch (`_forward_laplacian.FirstTangents`) whatever their size, for a test on
-    a small batch; returns the list that each slicing appends its s1's shape to."""
-    from jprop.quantities import _forward_laplacian
+    a small batch; returns the list that each slicing appends its s1's shape to, and whether the
+    slices run at all: not under a JAX that cannot transpose a loop inside a rule
+    (`_closed.RULES_MAY_LOOP`), where the rule keeps the whole arrays."""
+    from jprop.quantities import _closed, _forward_laplacian
 
     slices = []
     second_layer = _forward_laplacian.FirstTangents.second_layer
@@ -117,4 +119,4 @@ def first_tangents_by_slices(monkeypatch) -> list:
         "second_layer",
         lambda self, dw, w: slices.append(self.s1.shape) or second_layer(self, dw, w),
     )
-    return slices
+    return slices, _closed.RULES_MAY_LOOP
