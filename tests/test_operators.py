@@ -166,13 +166,18 @@ def test_the_operators_gradient_is_autodiffs(r):
         assert_close(a, b, 1e-11, "gradient")
 
 
-def test_the_first_layers_tangents_formed_by_slices_train_as_kept(monkeypatch):
+@pytest.mark.parametrize("params_dtype", [jnp.float64, jnp.float32])
+def test_the_first_layers_tangents_formed_by_slices_train_as_kept(
+    monkeypatch, compiles, params_dtype
+):
     """tr(σσᵀH) for a σ shared by the batch with more columns than the rule unrolls, its first
     layer's tangents formed again by slices of the batch (`FirstTangents`, forced on a small
     batch), differentiated in params, x and σ — σ moves the first layer's tangents too — against
-    jax.grad of the jax.hessian oracle."""
+    jax.grad of the jax.hessian oracle; with float32 weights and float64 x too (computed in their
+    promotion). The gradient program compiles once for new inputs and a second build, and stays
+    finite where every first-layer unit saturates (|x| = 1e4)."""
     net = jprop.MLP((10, 12, 5, 2), activation=("tanh", "silu"))
-    params = net.init(jax.random.key(0), jnp.float64)
+    params = net.init(jax.random.key(0), params_dtype)
     x, sigma = normal(1, (5, 10), jnp.float64), normal(2, (10, 9), jnp.float64)
     slices, sliced = first_tangents_by_slices(monkeypatch)
 
@@ -180,13 +185,22 @@ def test_the_first_layers_tangents_formed_by_slices_train_as_kept(monkeypatch):
         h = jax.vmap(jax.hessian(lambda xi: net(p, xi)))(v)
         return jnp.sum(jnp.sin(jnp.einsum("nr,bmnq,qr->bm", s, h, s)))
 
-    ours = jax.jit(
-        jax.grad(lambda p, v, s: jnp.sum(jnp.sin(jprop.hessian_trace(net)(p, v, s))), (0, 1, 2))
-    )(params, x, sigma)
+    def ours():  # a new build each time: the same program
+        return jax.grad(
+            lambda p, v, s: jnp.sum(jnp.sin(jprop.hessian_trace(net)(p, v, s))), (0, 1, 2)
+        )
+
+    got = ours()(params, x, sigma)
     expected = jax.jit(jax.grad(oracle, argnums=(0, 1, 2)))(params, x, sigma)
-    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(expected)):
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+        assert a.dtype == b.dtype
         assert_close(a, b, 1e-11, "gradient")
     assert bool(slices) == sliced and all(shape == (5, 12) for shape in slices)
+    far = 1e4 * x
+    before = compiles.count
+    saturated = ours()(params, far, sigma)
+    assert compiles.count == before, "a new x and a second build compile nothing"
+    assert all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves(saturated))
 
 
 @pytest.mark.parametrize("sizes", [(3, 5, 1), (4, 6, 5, 2), (7, 3, 4, 2)])
