@@ -136,6 +136,36 @@ def hessians(plain, params, x):
     return jax.vmap(lambda xi: jax.hessian(lambda v: plain(params, v))(xi))(x)
 
 
+def _products(jaxpr):
+    """Every dot_general of a jaxpr, its sub-jaxprs' included."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            yield eqn
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                sub = getattr(sub, "jaxpr", sub)  # a closed jaxpr's own
+                if hasattr(sub, "eqns"):
+                    yield from _products(sub)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_one_examples_value_is_vector_matrix_products(case):
+    """The network on one example (n,) runs vector–matrix products, as the plain function does —
+    not a batch of one row, which JAX's per-example transforms (`jax.hessian`, `jax.jacrev` under
+    `jax.vmap`, folx) would carry as an extra axis through every product — and on any leading
+    axes it is the plain function of each example."""
+    net, plain, params, x = setup_case(case, batch=6)
+    jaxpr = jax.make_jaxpr(lambda v: net(params, v))(x[0]).jaxpr
+    products = list(_products(jaxpr))
+    assert products, "the network's jaxpr has no matrix product"
+    for eqn in products:
+        ranks = [v.aval.ndim for v in eqn.invars]
+        assert min(ranks) == 1 and eqn.outvars[0].aval.ndim == 1, (eqn.primitive, ranks)
+    assert_close(net(params, x[0]), plain(params, x[0]), 1e-13)
+    grid = x.reshape(2, 3, net.n_inputs)
+    assert_close(net(params, grid), per_example(plain, params, x).reshape(2, 3, -1), 1e-13)
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_every_input_quantity_is_the_plain_networks(case):
     net, plain, params, x = setup_case(case)

@@ -195,8 +195,9 @@ class Network:
         """Run every layer's step on x (B, n): the output's value and, given input `tangents` (the
         identity's columns for chosen inputs, or an array (B or 1, k, n)), its tangents and, if
         `second`, its Laplacian (each tangent's apart with `per_tangent`); with `drift`, its
-        derivative along b (B, n) too, along x itself when b is None. The passes of the closed
-        road call this; users call the network or jprop's transforms."""
+        derivative along b (B, n) too, along x itself when b is None. The value alone takes x
+        with any leading axes, (..., n). The passes of the closed road call this; users call the
+        network or jprop's transforms."""
         # one precision throughout: the params in x's dtype, which the caller has promoted
         params = in_dtype(params, x.dtype)
         if isinstance(tangents, jax.Array):
@@ -213,8 +214,10 @@ class Network:
         params = self.check_params(params)
         x = check_input(x, "jprop.Network", self.n_inputs)
         x = x.astype(computation_dtype(params, x))  # JAX's promotion of params and x
-        flat = x.reshape(-1, x.shape[-1])
-        return self.propagate(params, flat).value.reshape(*x.shape[:-1], self.n_outputs)
+        # the value alone maps the last axis, whatever the leading ones: x is not flattened, so
+        # JAX's transforms of one example (jax.jacrev, jax.hessian under jax.vmap) see plain
+        # vector-matrix products, not batches of one row
+        return self.propagate(params, x).value
 
 
 def modified_mlp(
