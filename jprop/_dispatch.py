@@ -412,6 +412,17 @@ def estimated(chosen: Road, estimator: str | None) -> Road:
     return Road(chosen.road, f"{ESTIMATORS[estimator]}; {chosen.reason}")
 
 
+def computed_as(f: Any, road: str) -> Any:
+    """What computes `f`'s quantities on `road`: on the closed road a `jprop.Network` of plain
+    Dense layers runs as its `jprop.MLP` (`Network.as_mlp`, the same function and parameters),
+    whose passes are written for that one structure — the hand-derived training rules among
+    them — where each layer's own step would be differentiated by `jax.grad`; anything else runs
+    as itself. `choose` gives such a network the MLP's road, and says so."""
+    if road == "closed" and isinstance(f, Network) and not f._not_an_mlp():
+        return f.as_mlp()
+    return f
+
+
 def choose(f: Any, quantity: str, method: str = "auto", where: str | None = None) -> Road:
     """The road for `quantity` of `f` under `method`, or a clear error (internal form of `road`)."""
     where = where or f"jprop.{quantity}"
@@ -439,10 +450,9 @@ def choose(f: Any, quantity: str, method: str = "auto", where: str | None = None
         return Road(inner.road, f"{what}, through jprop.{name}: {inner.reason}")
     network = isinstance(f, Network)
     record = REGISTRY[quantity]
-    if network and record.network is None and quantity != "weight_curvature":
-        if not f._not_an_mlp():  # the input Hessian and its products, as its MLP
-            inner = choose(f.as_mlp(), quantity, method, where)
-            return Road(inner.road, _PLAIN_NETWORK + inner.reason)
+    if network and quantity != "weight_curvature" and not f._not_an_mlp():
+        inner = choose(f.as_mlp(), quantity, method, where)  # `computed_as` runs it so
+        return Road(inner.road, _PLAIN_NETWORK + inner.reason)
     if quantity == "weight_curvature":
         closed_ok = _is_closed_loss(f)
     else:

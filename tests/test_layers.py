@@ -12,6 +12,8 @@ from helpers import assert_close, central_differences, cosines_like, flat, norma
 
 import jprop
 from jprop import layers as L
+from jprop.layers import _network as layer_passes
+from jprop.objectives import _roads as objective_roads
 
 ACT = {
     "tanh": jnp.tanh,
@@ -528,33 +530,58 @@ def test_mixed_dtypes_compute_in_their_promotion_and_extremes_stay_finite():
 )
 def test_an_mlp_is_the_network_of_its_layers(net):
     # The same parameters through the MLP's own passes and through its layers' steps: every
-    # quantity both roads cover, and jax.grad of a loss on each, agree.
+    # quantity both cover, and jax.grad of a loss on each, agree. jprop's transforms run such a
+    # network as its MLP (the road says so), so the layers' steps are called here directly.
     network = net.as_network()
     assert [type(layer) for layer in network.layers] == [L.Dense] * net.depth
     params = net.init(jax.random.key(0), jnp.float64)
     x = normal(1, (4, net.n_inputs), jnp.float64)
     r = normal(2, x.shape, jnp.float64)
     transforms = {
-        "laplacian": lambda f: jprop.laplacian(f),
-        "laplacian, dims": lambda f: jprop.laplacian(f, dims=(0,)),
-        "hessian_diagonal": lambda f: jprop.hessian_diagonal(f),
-        "jacobian": lambda f: jprop.jacobian(f, method="closed"),
-        "R": lambda f: lambda p, x: jprop.R(f)(p, x, r),
+        "laplacian": (
+            lambda f: jprop.laplacian(f),
+            lambda p, x: layer_passes.laplacian(network, p, x),
+        ),
+        "laplacian, dims": (
+            lambda f: jprop.laplacian(f, dims=(0,)),
+            lambda p, x: layer_passes.laplacian(network, p, x, dims=(0,)),
+        ),
+        "hessian_diagonal": (
+            lambda f: jprop.hessian_diagonal(f),
+            lambda p, x: layer_passes.hessian_diagonal(network, p, x),
+        ),
+        "jacobian": (
+            lambda f: jprop.jacobian(f, method="closed"),
+            lambda p, x: layer_passes.jacobian(network, p, x),
+        ),
+        "R": (
+            lambda f: lambda p, x: jprop.R(f)(p, x, r),
+            lambda p, x: layer_passes.jacobian_vector_product(network, p, x, r),
+        ),
     }
-    for name, transform in transforms.items():
+    for name, (transform, steps) in transforms.items():
+        assert jprop.road(network, name.split(",")[0]).reason.startswith(
+            "a jprop.Network of plain Dense layers, run as its jprop.MLP"
+        )
+        assert_close(steps(params, x), transform(net)(params, x), 1e-12, name)
         assert_close(transform(network)(params, x), transform(net)(params, x), 1e-12, name)
 
-        def loss(p, f=None):
-            return jnp.sum(jnp.sin(transform(f)(p, x)))
+        def loss(p, fn=None):
+            return jnp.sum(jnp.sin(fn(p, x)))
 
-        ours = jax.jit(jax.grad(functools.partial(loss, f=network)))(params)
-        theirs = jax.jit(jax.grad(functools.partial(loss, f=net)))(params)
+        ours = jax.jit(jax.grad(functools.partial(loss, fn=steps)))(params)
+        theirs = jax.jit(jax.grad(functools.partial(loss, fn=transform(net))))(params)
         assert_close(flat(ours), flat(theirs), 1e-11, f"grad of {name}")
     m = net.n_outputs
     v, b = r, jnp.ones((4, m), jnp.float64)
-    for objective in (jprop.jprop_v, jprop.jprop_u):
+    steps = {
+        jprop.jprop_v: objective_roads.layers_jprop_v,
+        jprop.jprop_u: objective_roads.layers_jprop_u,
+    }
+    for objective, layer_sums in steps.items():
         args = (v, b) if objective is jprop.jprop_v else (b, v)
-        ours = jax.jit(jax.value_and_grad(objective(network, method="closed")))(params, x, *args)
+        mean = lambda p, x, *a, sums=layer_sums: sums(network, p, x, *a) / x.shape[0]  # noqa: E731
+        ours = jax.jit(jax.value_and_grad(mean))(params, x, *args)
         theirs = jax.jit(jax.value_and_grad(objective(net, method="closed")))(params, x, *args)
         assert_close(flat(ours), flat(theirs), 1e-11, objective.__name__)
     assert_close(network(params, x), net(params, x), 1e-14, "value")
@@ -579,6 +606,40 @@ def test_an_mlp_is_the_network_of_its_layers(net):
 
         grads = [jax.jit(jax.grad(functools.partial(loss, fn=fn)))(params) for fn in (ours, theirs)]
         assert_close(flat(grads[0]), flat(grads[1]), 1e-11, f"grad of {name}")
+
+
+def test_a_network_of_dense_layers_runs_no_layer_step(monkeypatch):
+    """Every transform of a Network of plain Dense layers runs its MLP's passes: a counter on the
+    layers' jets with tangents stays at zero through each value and weight gradient, and counts
+    on a PirateNet, whose layers' steps run."""
+    carried = []
+    propagate = jprop.Network.propagate
+
+    def counted(self, params, x, tangents=None, *args, **kwargs):
+        carried.append(tangents is not None)
+        return propagate(self, params, x, tangents, *args, **kwargs)
+
+    monkeypatch.setattr(jprop.Network, "propagate", counted)
+    network = jprop.MLP((3, 7, 5, 2), activation=("tanh", "silu")).as_network()
+    params = network.init(jax.random.key(0), jnp.float64)
+    x, r = normal(1, (5, 3), jnp.float64), normal(2, (5, 3), jnp.float64)
+    g, key = normal(3, (5, 2), jnp.float64), jax.random.key(4)
+    losses = {
+        "laplacian": lambda f, p: jprop.laplacian(f)(p, x),
+        "sparse estimate": lambda f, p: jprop.laplacian(f, estimator="sparse", probes=2)(p, x, key),
+        "hessian_diagonal": lambda f, p: jprop.hessian_diagonal(f)(p, x),
+        "jacobian": lambda f, p: jprop.jacobian(f, method="closed")(p, x),
+        "R": lambda f, p: jprop.R(f)(p, x, r),
+        "jprop_v": lambda f, p: jprop.jprop_v(f, method="closed")(p, x, r, g),
+        "jprop_u": lambda f, p: jprop.jprop_u(f, method="closed")(p, x, g, r),
+    }
+    for name, loss in losses.items():
+        value = jax.jit(jax.value_and_grad(lambda p, loss=loss: jnp.sum(loss(network, p))))
+        jax.block_until_ready(value(params))
+        assert not any(carried), name
+    pirate = jprop.pirate_net(3, 1, width=10, blocks=1)
+    jax.grad(lambda p: jnp.sum(jprop.laplacian(pirate)(p, x)))(pirate.init(jax.random.key(0)))
+    assert any(carried)
 
 
 def test_a_network_of_dense_layers_runs_its_mlps_hessian_as_a_citizen(compiles):

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
 from .._batch import mean_over_batch
-from .._dispatch import REGISTRY, choose
+from .._dispatch import REGISTRY, choose, computed_as
 from .._program import broadcasting, cached, program
 from .._validation import (
     as_float_array,
@@ -148,11 +148,12 @@ def _objective(quantity: str, f: Any, method: str, batch_size: Any) -> Callable[
     road = choose(f, quantity, method, where).road
     batch_size = optional_size(batch_size, "batch_size", where)
     value_sums = _sum_of(record.autodiff, vector_output(f))
-    if road == "closed" and isinstance(f, Network):  # each layer's tangent step (layers/)
-        value_sums = functools.partial(record.layers, f)
+    computing = computed_as(f, road)
+    if road == "closed" and isinstance(computing, Network):  # each layer's tangent step (layers/)
+        value_sums = functools.partial(record.layers, computing)
         rule_sums = autodiff_rule(value_sums)
     elif road == "closed":
-        rule_sums = _in_computation_dtype(record.closed, f)
+        rule_sums = _in_computation_dtype(record.closed, computing)
     else:
         rule_sums = autodiff_rule(value_sums)
     loss = mean_loss(value_sums, rule_sums, batch_size)

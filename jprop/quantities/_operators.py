@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from .._batch import map_batches
-from .._dispatch import ESTIMATORS, choose
+from .._dispatch import ESTIMATORS, choose, computed_as
 from .._program import cached, program, type_name
 from .._validation import (
     as_float_array,
@@ -276,8 +276,9 @@ def operator_transform(
     road = choose(f, "hessian_trace", method, where).road
     batch_size = optional_size(batch_size, "batch_size", where)
     tangent_chunk = optional_size(tangent_chunk, "tangent_chunk", where)
-    subnet = road == "closed" and isinstance(f, MLP) and outputs is not None
-    net = _subnet(f, outputs) if subnet else f
+    computing = computed_as(f, road)  # a Network of plain Dense layers as its MLP
+    subnet = road == "closed" and isinstance(computing, MLP) and outputs is not None
+    net = _subnet(computing, outputs) if subnet else computing
     if road != "closed" and outputs is not None:
         net = _picked_model(f, outputs)
     along = Along(net, road, diagonal)

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._batch import map_batches, map_examples
-from .._dispatch import REGISTRY, choose
+from .._dispatch import REGISTRY, choose, computed_as
 from .._program import broadcasting, cached, program
 from .._validation import (
     check_extra,
@@ -143,12 +143,10 @@ def _input_transform(
     record = REGISTRY[quantity]
     extra = tuple(name for name, _ in record.arguments)
     closed, autodiff = record.closed, record.autodiff
-    # What computes on the closed road: f itself, or for a Network of plain Dense layers and a
-    # quantity only an MLP's passes give, its MLP (`choose` said so; the same params). `f` keeps
-    # validating the arguments, so errors name the Network's own layers.
-    computing = f
-    if road == "closed" and isinstance(f, Network) and record.network is None:
-        computing = f.as_mlp()
+    # What computes: f itself, or on the closed road for a Network of plain Dense layers its MLP
+    # (`computed_as`; the same params). `f` keeps validating the arguments, so errors name the
+    # Network's own layers.
+    computing = computed_as(f, road)
     # Output selection on the closed road: a sub-network computing only those outputs, unless a
     # softmax couples them (then all are computed and the chosen ones kept).
     subnet = (
@@ -573,6 +571,7 @@ def R(f: Callable[[Any, jax.Array], Any], *, method: str = "auto") -> Callable[.
 def _r_operator(f: Any, method: str) -> Callable[..., Any]:
     where = "jprop.R"
     road = choose(f, "R", method, where).road
+    computing = computed_as(f, road)
 
     known = isinstance(f, (MLP, Network))
 
@@ -589,8 +588,8 @@ def _r_operator(f: Any, method: str) -> Callable[..., Any]:
         x, r = validate(params, x, r)
         record = REGISTRY["R"]
         if road == "closed":  # one tangent forwards; it takes any leading batch axes as they are
-            rule = record.layers if isinstance(f, Network) else record.closed
-            return rule(f, in_dtype(params, x.dtype), x, r)
+            rule = record.layers if isinstance(computing, Network) else record.closed
+            return rule(computing, in_dtype(params, x.dtype), x, r)
         return record.autodiff(f, params, x, r)
 
     return program(where, compute, validate, ("params", "x", "r"))
