@@ -124,8 +124,8 @@ class Network:
         """This network as the `jprop.MLP` that computes the same function with the same
         parameters, the inverse of `MLP.as_network()`: for a network whose every layer is a plain
         `jprop.layers.Dense` (not factorised), with an identity, tanh or sigmoid output layer.
-        jprop's transforms run such a network's Hessian and Hessian-vector product as this MLP
-        (the passes written for its one structure), and `jprop.to_equinox` converts it through it.
+        jprop's transforms run every quantity of such a network as this MLP (the passes written
+        for its one structure), and `jprop.to_equinox` converts it through it.
 
         Raises `ValueError` naming the first layer an MLP cannot hold.
 
