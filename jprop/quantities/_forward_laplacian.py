@@ -120,21 +120,24 @@ def scale(s: jax.Array, v: jax.Array) -> jax.Array:
 
 
 RECOMPUTED_PIECES = 4
-RECOMPUTED_FROM = 2**20
+RECOMPUTED_FROM = 2**22
 
 
-def recomputed(s1: jax.Array, big_a: jax.Array) -> bool:
+def recomputed(s1: jax.Array, big_a: jax.Array, hidden: int) -> bool:
     """Whether the first layer's tangents T¹ = s1 ∘ A¹ are kept by their factors
     (`FirstTangents`): A¹ shared by the batch, over more than `UNROLLED_TANGENTS` tangents of more
-    than one example, T¹ of at least `RECOMPUTED_FROM` entries (below which forming it again in
-    slices costs more than it saves: `benchmarks.high_dim` times both sizes, the exact step and
-    the estimates), and where JAX can transpose a loop inside a rule (`_closed.RULES_MAY_LOOP`)."""
-    batch, k, units = s1.shape[0], big_a.shape[1], big_a.shape[2]
+    than one example, where the tangents of all `hidden` units together hold at least
+    `RECOMPUTED_FROM` entries, and where JAX can transpose a loop inside a rule
+    (`_closed.RULES_MAY_LOOP`). Forming T¹ again in slices saves memory, not operations: below
+    that size the step's temporaries are small and the slices cost more than they save
+    (`benchmarks.high_dim` times the exact step and the estimates, `benchmarks.pinn_step` the
+    step over 32 inputs)."""
+    batch, k = s1.shape[0], big_a.shape[1]
     return (
         big_a.shape[0] == 1
         and k > UNROLLED_TANGENTS
         and batch > 1
-        and batch * k * units >= RECOMPUTED_FROM
+        and batch * k * hidden >= RECOMPUTED_FROM
         and _closed.RULES_MAY_LOOP
     )
 
@@ -214,7 +217,8 @@ def _forward(
             lam_next = lam_next + scale(s1, mu)
         kept.append((y, t_kept, lam, g, (big_a, mu, q, s1, s2, s3, big_g)))
         y, t, lam = y_next, scale(s1, big_a), lam_next
-        t_kept = FirstTangents(s1, big_a[0]) if index == 0 and recomputed(s1, big_a) else t
+        sliced = index == 0 and recomputed(s1, big_a, sum(net.sizes[1:-1]))
+        t_kept = FirstTangents(s1, big_a[0]) if sliced else t
         g = None if big_g is None else s1 * big_g
     return ((y, g, lam) if drift else lam), kept
 
