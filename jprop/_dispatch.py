@@ -451,7 +451,8 @@ def choose(f: Any, quantity: str, method: str = "auto", where: str | None = None
     network = isinstance(f, Network)
     record = REGISTRY[quantity]
     if network and quantity != "weight_curvature" and not f._not_an_mlp():
-        inner = choose(f.as_mlp(), quantity, method, where)  # `computed_as` runs it so
+        # the MLP's road, on which `computed_as` hands that MLP to the builders
+        inner = choose(f.as_mlp(), quantity, method, where)
         return Road(inner.road, _PLAIN_NETWORK + inner.reason)
     if quantity == "weight_curvature":
         closed_ok = _is_closed_loss(f)

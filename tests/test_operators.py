@@ -166,6 +166,22 @@ def test_the_operators_gradient_is_autodiffs(r):
         assert_close(a, b, 1e-11, "gradient")
 
 
+def test_the_first_layers_tangents_are_sliced_only_where_all_layers_tangents_are_large():
+    """Slicing T¹ saves memory, not operations, so it is taken by the size of every hidden
+    layer's tangents: the exact step over 100 inputs at a batch of 100 through four layers of 128
+    (the high-dimensional benchmark's) slices, 32 inputs at 256 through three does not (the
+    training-step benchmark's, whose temporaries are small), nor 16 probes at 100."""
+    from jprop.quantities import _closed, _forward_laplacian
+
+    def sliced(batch, k, widths):
+        s1 = jnp.zeros((batch, widths[0]), jnp.float32)
+        return _forward_laplacian.recomputed(s1, jnp.zeros((1, k, widths[0])), sum(widths))
+
+    assert sliced(100, 100, (128,) * 4) == _closed.RULES_MAY_LOOP
+    assert not sliced(256, 32, (128,) * 3)
+    assert not sliced(100, 16, (128,) * 4)
+
+
 @pytest.mark.parametrize("params_dtype", [jnp.float64, jnp.float32])
 def test_the_first_layers_tangents_formed_by_slices_train_as_kept(
     monkeypatch, compiles, params_dtype
