@@ -642,24 +642,33 @@ def test_a_network_of_dense_layers_runs_no_layer_step(monkeypatch):
     assert any(carried)
 
 
-def test_a_network_of_dense_layers_runs_its_mlps_hessian_as_a_citizen(compiles):
-    """The Hessian a Network of plain Dense layers takes from its MLP: its weight gradient against
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda f: jprop.hessian(f, method="closed"),
+        lambda f: jprop.laplacian(f),
+        lambda f: jprop.hessian_diagonal(f, dims=(0, 2)),
+    ],
+    ids=["hessian", "laplacian", "hessian_diagonal"],
+)
+def test_a_network_of_dense_layers_runs_its_mlps_passes_as_a_citizen(compiles, build):
+    """A quantity a Network of plain Dense layers takes from its MLP: its weight gradient against
     float64 central differences, wrong params named by the Network's own layers, and built again
     with new parameters it compiles nothing new."""
     network = jprop.MLP((3, 8, 5, 2), activation=("sin", "softplus"), output="logsig").as_network()
     params = network.init(jax.random.key(0), jnp.float64)
     x = normal(1, (2, 3), jnp.float64)
-    hessian = jprop.hessian(network, method="closed")
+    transform = build(network)
     w, unravel = jax.flatten_util.ravel_pytree(params)
-    loss = lambda p: jnp.sum(jnp.sin(hessian(p, x)))  # noqa: E731
+    loss = lambda p: jnp.sum(jnp.sin(transform(p, x)))  # noqa: E731
     fd = central_differences(lambda v: loss(unravel(v)), w)
     assert_close(flat(jax.jit(jax.grad(loss))(params)), fd, 1e-7, "weights vs differences")
     wrong = [dict(params[0], W=params[0]["W"][:, :2]), *params[1:]]
     with pytest.raises(ValueError, match=r"params\[0\] \(Dense\)\['W'\] must have shape"):
-        hessian(wrong, x)
-    first, scaled = hessian(params, x), jax.tree.map(lambda a: 1.5 * a, params)
+        transform(wrong, x)
+    first, scaled = transform(params, x), jax.tree.map(lambda a: 1.5 * a, params)
     before = compiles.count
-    again = jprop.hessian(network, method="closed")(scaled, x)
+    again = build(network)(scaled, x)
     assert compiles.count == before and not np.allclose(again, first)
 
 
