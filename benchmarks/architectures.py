@@ -4,9 +4,11 @@ For each network, one step `jax.grad` of mean(Δu²) with respect to every train
 the forward Laplacian alone, raced in one run (`benchmarks.harness.race`):
 
 - jprop: `jprop.laplacian(net)`, the closed road through each layer's own jet step;
-- folx + jax.grad: folx's forward Laplacian of the same network's evaluation `net(params, x)`
-  (plain jnp operations, checked against the authors' equations in tests/test_layers.py);
-- trace(jax.hessian) + jax.grad on the same evaluation;
+- folx + jax.grad: folx's forward Laplacian of the same network, in the faster of two forms of
+  one example's evaluation: jprop's own `net(params, x)` (products h Wᵀ, checked against the
+  authors' equations in tests/test_layers.py) and those equations written as a plain function
+  (`written`, products W h) — neither form is the faster on every network;
+- trace(jax.hessian) + jax.grad on the faster of the same two forms;
 - jprop's step again, its gradient accumulated over 4 chunks of the batch in one `jax.lax.scan`
   (each chunk's own `jax.grad`; nothing recomputed): the same numbers with one chunk's
   temporaries, which on a CPU under Linux stay below glibc's mmap threshold.
@@ -33,6 +35,7 @@ import jax.numpy as jnp
 import jprop
 from benchmarks import harness
 from jprop import layers
+from jprop.models._activations import activation_function
 
 
 def networks(quick: bool):
@@ -71,6 +74,46 @@ def networks(quick: bool):
     ]
 
 
+def written(net: jprop.Network):
+    """The network's equations as a plain JAX function of one example x (n,), each product
+    written W h as their authors write them (jprop's own evaluation forms h Wᵀ): the form a user
+    of folx or `jax.hessian` would write, for the layer kinds these rows use."""
+
+    def dense(p, h, name):
+        return activation_function(name)(p["W"] @ h + p["b"])
+
+    def f(params, x):
+        h, u, v = x, None, None
+        for layer, p in zip(net.layers, params):
+            if isinstance(layer, layers.FourierFeatures):
+                z = (p["B"] if layer.trainable else jax.lax.stop_gradient(p["B"])) @ h
+                h = jnp.concatenate([jnp.cos(z), jnp.sin(z)])
+            elif isinstance(layer, layers.Gates):
+                u, v = dense(p["U"], h, layer.activation), dense(p["V"], h, layer.activation)
+            elif isinstance(layer, layers.GatedDense):
+                z = dense(p, h, layer.activation)
+                h = z * u + (1 - z) * v
+            elif isinstance(layer, layers.PirateBlock):
+                first, second, third = p["dense"]
+                f1 = dense(first, h, layer.activation)
+                z1 = f1 * u + (1 - f1) * v
+                g = dense(second, z1, layer.activation)
+                z2 = g * u + (1 - g) * v
+                h = p["alpha"] * dense(third, z2, layer.activation) + (1 - p["alpha"]) * h
+            elif isinstance(layer, layers.Residual):
+                h = h + dense(p, h, layer.activation)
+            elif isinstance(layer, layers.Dense) and not layer.factorised:
+                h = dense(p, h, layer.activation)
+            else:
+                raise TypeError(f"benchmarks.architectures.written: no plain form for {layer}")
+        return h
+
+    return f
+
+
+FORMS = ("network's evaluation", "written")
+
+
 def _step(laplacian):
     return jax.grad(lambda p, x: jnp.mean(laplacian(p, x) ** 2))
 
@@ -106,17 +149,19 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
             for layer in params
         ]
         x = jax.random.uniform(jax.random.key(3), (batch, net.n_inputs), jnp.float32, -1, 1)
-        evaluate = lambda p, v, net=net: net(p, v)  # noqa: E731
+        forms = dict(zip(FORMS, (lambda p, v, net=net: net(p, v), written(net))))
 
-        def hessian_trace(p, x, f=evaluate):
-            one = lambda xi: jnp.trace(jax.hessian(lambda v: f(p, v)[0])(xi))  # noqa: E731
-            return jax.vmap(one)(x)[:, None]
+        def hessian_trace(f):
+            def trace(p, x):
+                one = lambda xi: jnp.trace(jax.hessian(lambda v: f(p, v)[0])(xi))  # noqa: E731
+                return jax.vmap(one)(x)[:, None]
 
-        laplacians = {
-            "jprop": jprop.laplacian(net),
-            "folx": harness.folx_laplacian(evaluate),
-            "trace(jax.hessian)": hessian_trace,
-        }
+            return trace
+
+        laplacians = {"jprop": jprop.laplacian(net)}
+        for form, evaluate in forms.items():
+            laplacians[f"folx, {form}"] = harness.folx_laplacian(evaluate)
+            laplacians[f"trace(jax.hessian), {form}"] = hessian_trace(evaluate)
         contenders = {
             **{f"{k} step": _step(fn) for k, fn in laplacians.items()},
             "jprop step, accumulated": _accumulated_step(laplacians["jprop"]),
@@ -129,9 +174,24 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
             others += ["jprop step, accumulated"] if kind == "step" else []
             harness.agree(outs, f"jprop {kind}", others, f"{name} {kind}", 1e-3)
         ms = {k: r["ms"] for k, r in results.items()}
+        taken = {}  # each rival in its faster form
+        for rival in ("folx", "trace(jax.hessian)"):
+            for kind in ("step", "forward"):
+                timed = {form: ms[f"{rival}, {form} {kind}"] for form in FORMS}
+                taken[f"{rival} {kind}"] = min(timed, key=timed.get)
+                ms[f"{rival} {kind}"] = timed[taken[f"{rival} {kind}"]]
         mib = {k: (r["peak_bytes"] or 0) / 2**20 for k, r in results.items()}
         gflop = {k: (harness.flops(r["compiled"]) or 0) / 1e9 for k, r in results.items()}
-        rows.append({"network": name, "batch": batch, "ms": ms, "peak_mib": mib, "gflop": gflop})
+        rows.append(
+            {
+                "network": name,
+                "batch": batch,
+                "ms": ms,
+                "form": taken,
+                "peak_mib": mib,
+                "gflop": gflop,
+            }
+        )
         print(
             f"{name:42s} step: jprop {ms['jprop step']:.2f} ms, folx "
             f"{ms['folx step'] / ms['jprop step']:.2f}×, trace(hessian) "
@@ -144,7 +204,8 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
     objectives = objective_rows(quick, repeats)
 
     def cell(row, key, reference):
-        return f"{row['ms'][key]:.2f} ms ({row['ms'][key] / row['ms'][reference]:.2f}×)"
+        mark = {"written": ", W h", "network's evaluation": ", h Wᵀ"}.get(row["form"].get(key), "")
+        return f"{row['ms'][key]:.2f} ms ({row['ms'][key] / row['ms'][reference]:.2f}×{mark})"
 
     header = [
         "network (jprop.Network)",
@@ -178,7 +239,10 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
     ]
     footer = (
         f"Medians of {repeats} interleaved rounds, float32; a step is `jax.grad` of mean(Δu²) with "
-        "respect to every parameter (B and ω fixed); × is the rival's time over jprop's. The "
+        "respect to every parameter (B and ω fixed); × is the rival's time over jprop's. Each "
+        "rival runs on the faster of two forms of one example's evaluation, named in its cell: "
+        "jprop's own (products h Wᵀ) and the equations written as a plain function (products "
+        "W h). The "
         "accumulated step is the same gradient summed over chunks of the batch in one loop "
         "(each chunk's own `jax.grad`, nothing recomputed), whose temporaries are one chunk's. XLA's "
         "operation count is the compiled programs' floating-point work, not their speed; its peak memory "
