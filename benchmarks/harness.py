@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 import jprop
-from jprop.models._activations import primitive_activations
+from jprop.models._activations import activation_function, primitive_activations
 
 
 def compile_timed(fn: Callable, *args) -> tuple[Callable, float]:
@@ -148,8 +148,23 @@ def composition_baselines(net, quantity):
         }
     return {
         "trace(vmap(jax.hessian))": lambda p, x: jnp.trace(h(p, x), axis1=-2, axis2=-1),
-        "folx.forward_laplacian": folx_laplacian(net),
+        **folx_forms(net, "folx.forward_laplacian"),
     }
+
+
+def written_mlp(net: jprop.MLP) -> Callable:
+    """A `jprop.MLP` as its equations, a plain function of one example x (n,): each layer
+    σ(W h + b) with the product written W h, where the MLP's own evaluation writes h Wᵀ. Which
+    form folx runs faster differs (its training step on this one, its forward Laplacian alone
+    often on the other), so folx's contenders race both (`folx_forms`, `faster_forms`)."""
+
+    def f(params, x):
+        h = x
+        for layer, name in zip(params, net.activations()):
+            h = activation_function(name)(layer["W"] @ h + layer["b"])
+        return h
+
+    return f
 
 
 def folx_laplacian(model: Callable) -> Callable:
@@ -164,6 +179,33 @@ def folx_laplacian(model: Callable) -> Callable:
             return jax.vmap(lambda xi: one(xi).laplacian)(x)
 
     return laplacian
+
+
+FORMS = {"h Wᵀ": "the network's own evaluation", "W h": "its equations, `written_mlp`"}
+
+
+def folx_forms(net: jprop.MLP, name: str = "folx") -> dict[str, Callable]:
+    """folx's Laplacian of an MLP in both forms of one example's products, named
+    "<name>, <form>" (`FORMS`): each a contender, of which a table shows the faster."""
+    return {
+        f"{name}, h Wᵀ": folx_laplacian(net),
+        f"{name}, W h": folx_laplacian(written_mlp(net)),
+    }
+
+
+def faster_forms(ms: dict[str, float]) -> tuple[dict[str, float], dict[str, str]]:
+    """Times keyed "<name>, <form>" (`folx_forms`) collapsed to "<name>", the faster form's time,
+    with the form each took; other keys pass as they are."""
+    collapsed: dict[str, float] = {}
+    taken: dict[str, str] = {}
+    for key, value in ms.items():
+        name, _, form = key.rpartition(", ")
+        if form not in FORMS:
+            collapsed[key] = value
+            continue
+        if name not in collapsed or value < collapsed[name]:
+            collapsed[name], taken[name] = value, form
+    return collapsed, taken
 
 
 def markdown_table(header: list[str], lines: list[list[str]], footer: str) -> str:

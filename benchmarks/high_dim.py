@@ -10,8 +10,9 @@ take N and x·∇N from one `jax.jvp` along x and ΔN their own way:
   128 directions with the same Gram matrix);
 - jprop sparse / dense: `jprop.laplacian(net, estimator="sparse" | "rademacher", probes=16,
   drift="x")`;
-- folx: folx's exact forward Laplacian of the MLP in plain jnp, whose units it reads as
-  elementwise (not run where it would not fit in memory);
+- folx: folx's exact forward Laplacian of the MLP, whose units it reads as elementwise, in the
+  faster of two forms of its products (`harness.folx_forms`) (not run where it would not fit in
+  memory);
 - nested jvp, sparse / dense: the same 16 coordinates or Rademacher probes (drawn from the same key
   as jprop's), each pushed by `jax.jvp` of `jax.jvp` under `jax.vmap`, as a JAX user writes an
   SDGD or Hutchinson estimate, through the MLP's own evaluation (its tanh's derivative rule,
@@ -175,7 +176,8 @@ def row(dim: int, width: int, batch: int, repeats: int, folx_up_to: int):
     }
     exact_steps = {"jprop exact": _fused_step(dim, exact)}
     if dim <= folx_up_to:
-        exact_steps["folx exact"] = _step(net, dim, harness.folx_laplacian(plain))
+        for name, laplacian in harness.folx_forms(net, "folx exact").items():
+            exact_steps[name] = _step(net, dim, laplacian)
     exact_steps["products alone"] = products(net, min(dim, width))
     # the same samples: the estimates of ΔN agree (a step's gradient alone would hide a wrong
     # sample, ΔN being one term of the residual)
@@ -200,8 +202,8 @@ def row(dim: int, width: int, batch: int, repeats: int, folx_up_to: int):
     out = harness.outputs(results)
     harness.agree(out, "jprop sparse", ["nested jvp sparse", "jet sparse"], label, 1e-3)
     harness.agree(out, "jprop dense", ["nested jvp dense"], label, 1e-3)
-    if "folx exact" in out:
-        harness.agree(out, "jprop exact", ["folx exact"], label, 1e-3)
+    folx = [name for name in out if name.startswith("folx exact")]
+    harness.agree(out, "jprop exact", folx, label, 1e-3)
     # the estimate alone: jax.grad of mean(ΔN²), without the residual's N and x·∇N, whose first
     # layer reads all d inputs for every contender alike
     alone = {
@@ -217,14 +219,20 @@ def row(dim: int, width: int, batch: int, repeats: int, folx_up_to: int):
     out = harness.outputs(estimate_alone)
     harness.agree(out, "jprop sparse", ["nested jvp sparse"], f"{label} ΔN alone", 1e-3)
     harness.agree(out, "jprop dense", ["nested jvp dense"], f"{label} ΔN alone", 1e-3)
+    ms, forms = harness.faster_forms({k: r["ms"] for k, r in results.items()})
+    peak = {k: (r["peak_bytes"] or 0) / 2**20 for k, r in results.items()}
+    for name, form in forms.items():  # the faster form's memory beside its time
+        peak[name] = peak[f"{name}, {form}"]
     return {
         "estimate_alone_ms": {k: r["ms"] for k, r in estimate_alone.items()},
         "dim": dim,
         "batch": batch,
         "sizes": net.sizes,
-        "ms": {k: r["ms"] for k, r in results.items()},
+        "ms": ms,
+        "form": forms,
+        "ms_each_form": {k: r["ms"] for k, r in results.items() if k.startswith("folx")},
         "compile_s": {k: r["compile_s"] for k, r in results.items()},
-        "peak_mib": {k: (r["peak_bytes"] or 0) / 2**20 for k, r in results.items()},
+        "peak_mib": peak,
     }
 
 
@@ -245,7 +253,8 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
         if name.startswith(("nested", "jet")):
             rival = "jprop " + name.split()[-1]
         if rival:
-            text += f" ({r['ms'][name] / r['ms'][rival]:.2f}×)"
+            form = f", {r['form'][name]}" if name in r.get("form", {}) else ""
+            text += f" ({r['ms'][name] / r['ms'][rival]:.2f}×{form})"
         return text
 
     header = ["d", *names]
@@ -258,7 +267,9 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
         '`jprop.laplacian(..., drift="x")`, the others N and x·∇N from one `jax.jvp`. Randomized '
         f"rows use {PROBES} probes drawn from one key; × is a rival's time over jprop's on the "
         "same samples (folx and the products alone against jprop exact). Nested jvp runs through the MLP's own "
-        "evaluation, whose tanh rule suits it; folx and jet through the MLP in plain jnp. "
+        "evaluation, whose tanh rule suits it; jet through the MLP in plain jnp; folx in the "
+        "faster of two forms of one example's products, named in its cell: the MLP's own "
+        "evaluation (h Wᵀ) and its equations written W h. "
         "Products alone: the (B·k × h) @ (h × h) matrix products jprop's exact step runs between "
         "hidden layers along k = min(d, h₁) tangents, forward and backward, by themselves (folx's "
         "step runs its products along all d tangents)."
