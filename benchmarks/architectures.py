@@ -111,7 +111,17 @@ def written(net: jprop.Network):
     return f
 
 
-FORMS = ("network's evaluation", "written")
+def _hessian_trace(f):
+    """trace(jax.hessian) of one example's evaluation f(p, v), mapped over the batch."""
+
+    def trace(p, x):
+        one = lambda xi: jnp.trace(jax.hessian(lambda v: f(p, v)[0])(xi))  # noqa: E731
+        return jax.vmap(one)(x)[:, None]
+
+    return trace
+
+
+RIVALS = {"folx": harness.folx_laplacian, "trace(jax.hessian)": _hessian_trace}
 
 
 def _step(laplacian):
@@ -149,37 +159,28 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
             for layer in params
         ]
         x = jax.random.uniform(jax.random.key(3), (batch, net.n_inputs), jnp.float32, -1, 1)
-        forms = dict(zip(FORMS, (lambda p, v, net=net: net(p, v), written(net))))
+        # one example's evaluation in both forms (`harness.FORMS`): jprop's own and the equations
+        evaluations = {"h Wᵀ": lambda p, v, net=net: net(p, v), "W h": written(net)}
 
-        def hessian_trace(f):
-            def trace(p, x):
-                one = lambda xi: jnp.trace(jax.hessian(lambda v: f(p, v)[0])(xi))  # noqa: E731
-                return jax.vmap(one)(x)[:, None]
-
-            return trace
-
-        laplacians = {"jprop": jprop.laplacian(net)}
-        for form, evaluate in forms.items():
-            laplacians[f"folx, {form}"] = harness.folx_laplacian(evaluate)
-            laplacians[f"trace(jax.hessian), {form}"] = hessian_trace(evaluate)
+        laplacian = jprop.laplacian(net)
         contenders = {
-            **{f"{k} step": _step(fn) for k, fn in laplacians.items()},
-            "jprop step, accumulated": _accumulated_step(laplacians["jprop"]),
-            **{f"{k} forward": fn for k, fn in laplacians.items()},
+            "jprop step": _step(laplacian),
+            "jprop step, accumulated": _accumulated_step(laplacian),
+            "jprop forward": laplacian,
         }
+        for form, evaluate in evaluations.items():
+            for rival, fn in RIVALS.items():
+                contenders[f"{rival} step, {form}"] = _step(fn(evaluate))
+                contenders[f"{rival} forward, {form}"] = fn(evaluate)
         results = harness.race(contenders, (params, x), repeats)
         outs = harness.outputs(results)
         for kind in ("step", "forward"):
-            others = [f"{k} {kind}" for k in laplacians if k != "jprop"]
+            others = [k for k in contenders if not k.startswith("jprop") and f" {kind}," in k]
             others += ["jprop step, accumulated"] if kind == "step" else []
             harness.agree(outs, f"jprop {kind}", others, f"{name} {kind}", 1e-3)
-        ms = {k: r["ms"] for k, r in results.items()}
-        taken = {}  # each rival in its faster form
-        for rival in ("folx", "trace(jax.hessian)"):
-            for kind in ("step", "forward"):
-                timed = {form: ms[f"{rival}, {form} {kind}"] for form in FORMS}
-                taken[f"{rival} {kind}"] = min(timed, key=timed.get)
-                ms[f"{rival} {kind}"] = timed[taken[f"{rival} {kind}"]]
+        # each rival in its faster form, named
+        each = {k: r["ms"] for k, r in results.items()}
+        ms, taken = harness.faster_forms(each)
         mib = {k: (r["peak_bytes"] or 0) / 2**20 for k, r in results.items()}
         gflop = {k: (harness.flops(r["compiled"]) or 0) / 1e9 for k, r in results.items()}
         rows.append(
@@ -188,6 +189,7 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
                 "batch": batch,
                 "ms": ms,
                 "form": taken,
+                "ms_each_form": {k: v for k, v in each.items() if k not in ms},
                 "peak_mib": mib,
                 "gflop": gflop,
             }
@@ -204,7 +206,7 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
     objectives = objective_rows(quick, repeats)
 
     def cell(row, key, reference):
-        mark = {"written": ", W h", "network's evaluation": ", h Wᵀ"}.get(row["form"].get(key), "")
+        mark = f", {row['form'][key]}" if key in row["form"] else ""
         return f"{row['ms'][key]:.2f} ms ({row['ms'][key] / row['ms'][reference]:.2f}×{mark})"
 
     header = [
