@@ -643,22 +643,24 @@ def test_a_network_of_dense_layers_runs_no_layer_step(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "build",
-    [
-        lambda f: jprop.hessian(f, method="closed"),
-        lambda f: jprop.laplacian(f),
-        lambda f: jprop.hessian_diagonal(f, dims=(0, 2)),
-    ],
+    "quantity, options",
+    [("hessian", {}), ("laplacian", {}), ("hessian_diagonal", {"dims": (0, 2)})],
     ids=["hessian", "laplacian", "hessian_diagonal"],
 )
-def test_a_network_of_dense_layers_runs_its_mlps_passes_as_a_citizen(compiles, build):
-    """A quantity a Network of plain Dense layers takes from its MLP: its weight gradient against
-    float64 central differences, wrong params named by the Network's own layers, and built again
-    with new parameters it compiles nothing new."""
+def test_a_network_of_dense_layers_runs_its_mlps_passes_as_a_citizen(compiles, quantity, options):
+    """A quantity a Network of plain Dense layers takes from its MLP's passes: its weight gradient
+    against float64 central differences, wrong params named by the Network's own layers, built
+    again with new parameters it compiles nothing new; float32 weights with float64 x give the
+    autodiff road's value in the promoted dtype and gradients in the weights' dtype, and
+    saturated units at |x| = 1e4 stay finite."""
     network = jprop.MLP((3, 8, 5, 2), activation=("sin", "softplus"), output="logsig").as_network()
     params = network.init(jax.random.key(0), jnp.float64)
     x = normal(1, (2, 3), jnp.float64)
-    transform = build(network)
+
+    def build(method="closed"):
+        return getattr(jprop, quantity)(network, method=method, **options)
+
+    transform = build()
     w, unravel = jax.flatten_util.ravel_pytree(params)
     loss = lambda p: jnp.sum(jnp.sin(transform(p, x)))  # noqa: E731
     fd = central_differences(lambda v: loss(unravel(v)), w)
@@ -668,8 +670,18 @@ def test_a_network_of_dense_layers_runs_its_mlps_passes_as_a_citizen(compiles, b
         transform(wrong, x)
     first, scaled = transform(params, x), jax.tree.map(lambda a: 1.5 * a, params)
     before = compiles.count
-    again = build(network)(scaled, x)
+    again = build()(scaled, x)
     assert compiles.count == before and not np.allclose(again, first)
+    single = jax.tree.map(lambda a: a.astype(jnp.float32), params)
+    mixed = transform(single, x)
+    assert mixed.dtype == jnp.float64
+    assert_close(mixed, build("autodiff")(single, x), 1e-10, "float32 weights, float64 x")
+    grads = jax.grad(lambda p: jnp.sum(transform(p, x)))(single)
+    assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
+    far = jnp.full((2, 3), 1e4, jnp.float32)
+    assert np.all(np.isfinite(transform(single, far)))
+    grads = jax.grad(lambda p: jnp.sum(transform(p, far)))(single)
+    assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
 
 
 def test_a_softmax_mlp_has_no_layers_and_says_why():
