@@ -608,6 +608,32 @@ def test_an_mlp_is_the_network_of_its_layers(net):
         assert_close(flat(grads[0]), flat(grads[1]), 1e-11, f"grad of {name}")
 
 
+@pytest.mark.parametrize("quantity", ["laplacian", "hessian_diagonal"])
+def test_a_training_step_sums_the_tangents_products_by_additions_not_a_reduction(quantity):
+    """Through a layer's activation and gate, s ∘ T_p scales each tangent; under `jax.grad` its
+    transpose in s, Σ_p T̄_p ∘ T_p, is written as k - 1 additions, which XLA fuses with the work
+    around them: the compiled step of a residual and a gated network reduces over no tangent
+    axis (a sum over the tangents' axis {1} of a (B, k, w) array), and its gradient is the
+    autodiff road's."""
+    import re
+
+    x = normal(0, (8, 3), jnp.float32)
+    for network in (
+        jprop.Network(3, [L.Dense(16), L.Residual(), L.Residual(), L.Dense(1, "identity")]),
+        jprop.modified_mlp(3, 1, width=16, depth=2, fourier_features=8),
+    ):
+        params = network.init(jax.random.key(1), jnp.float32)
+        transform = getattr(jprop, quantity)
+
+        def step(p, method):
+            return jax.grad(lambda q: jnp.mean(transform(network, method=method)(q, x) ** 2))(p)
+
+        text = jax.jit(step, static_argnums=1).lower(params, "closed").compile().as_text()
+        reductions = re.findall(r"= f32\[8,16\]\{1,0\} reduce\([^\n]*dimensions=\{1\}", text)
+        assert not reductions, (network, reductions)
+        assert_close(flat(step(params, "closed")), flat(step(params, "autodiff")), 1e-4, quantity)
+
+
 def test_a_network_of_dense_layers_runs_no_layer_step(monkeypatch):
     """Every transform of a Network of plain Dense layers runs its MLP's passes: a counter on the
     layers' jets with tangents stays at zero through each value and weight gradient, and counts

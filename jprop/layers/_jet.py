@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from ..models._activations import activation_function, computed_once, is_linear, slopes
-from ..quantities._forward_laplacian import columns, scale, sum_tangents, times_wt
+from ..quantities._forward_laplacian import columns, scale_tangents, sum_tangents, times_wt
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +68,28 @@ def _plus(a: jax.Array | None, b: jax.Array | None) -> jax.Array | None:
     if a is None:
         return b
     return a if b is None else a + b
+
+
+@jax.custom_jvp
+def _scaled_tangents(s: jax.Array, v: jax.Array) -> jax.Array:
+    """s (B, w) scaling each tangent of v (B or 1, k, w): one broadcast product. Its derivative
+    rule writes ṡ's term per tangent, so that under `jax.grad` the step sums Σ_p T̄_p ∘ T_p as
+    k - 1 additions fused with the elementwise work around them (as `scale_tangents` does for
+    the MLP's passes), where JAX's own transpose of the broadcast is a reduction over the
+    tangents' axis, a kernel of its own with its own temporaries."""
+    return s[:, None, :] * v
+
+
+@_scaled_tangents.defjvp
+def _scaled_tangents_jvp(primals, tangents):
+    """The product rule, ṡ's term per tangent (`scale_tangents`)."""
+    (s, v), (s_dot, v_dot) = primals, tangents
+    return _scaled_tangents(s, v), scale_tangents(s_dot, v) + s[:, None, :] * v_dot
+
+
+def scale(s: jax.Array, v: jax.Array) -> jax.Array:
+    """s (B, w) scaling v (B, w), or each tangent of v (B or 1, k, w)."""
+    return s * v if v.ndim == s.ndim else _scaled_tangents(s, v)
 
 
 def _times(s: jax.Array, v: jax.Array | None) -> jax.Array | None:
