@@ -11,7 +11,9 @@ the forward Laplacian alone, raced in one run (`benchmarks.harness.race`):
 - trace(jax.hessian) + jax.grad on the faster of the same two forms;
 - jprop's step again, its gradient accumulated over 4 chunks of the batch in one `jax.lax.scan`
   (each chunk's own `jax.grad`; nothing recomputed): the same numbers with one chunk's
-  temporaries, which on a CPU under Linux stay below glibc's mmap threshold.
+  temporaries, which on a CPU under Linux stay below glibc's mmap threshold;
+- the matrix products of jprop's compiled step alone (`harness.products_alone`): what they take
+  by themselves, beside the step that runs them and folx's, which does as much work.
 
 Rows: Fourier features (128 frequencies, s = 1) + modified MLP 4×256 tanh, 2 inputs; PirateNet
 3 blocks × 256 with 128 Fourier frequencies, 3 inputs; Fourier features (64) + tanh MLP 3×128,
@@ -172,7 +174,13 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
             for rival, fn in RIVALS.items():
                 contenders[f"{rival} step, {form}"] = _step(fn(evaluate))
                 contenders[f"{rival} forward, {form}"] = fn(evaluate)
-        results = harness.race(contenders, (params, x), repeats)
+        # every contender takes (params, x, operands); only the products alone read the operands
+        products, operands = harness.products_alone(
+            jax.jit(contenders["jprop step"]).lower(params, x).compile()
+        )
+        contenders = {k: lambda p, v, _, f=f: f(p, v) for k, f in contenders.items()}
+        contenders["products alone"] = lambda p, v, operands: products(operands)
+        results = harness.race(contenders, (params, x, operands), repeats)
         outs = harness.outputs(results)
         for kind in ("step", "forward"):
             others = [k for k in contenders if not k.startswith("jprop") and f" {kind}," in k]
@@ -199,7 +207,8 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
             f"{ms['folx step'] / ms['jprop step']:.2f}×, trace(hessian) "
             f"{ms['trace(jax.hessian) step'] / ms['jprop step']:.2f}×; step/forward "
             f"{ms['jprop step'] / ms['jprop forward']:.2f}, accumulated "
-            f"{ms['jprop step, accumulated'] / ms['jprop forward']:.2f}",
+            f"{ms['jprop step, accumulated'] / ms['jprop forward']:.2f}; products alone "
+            f"{ms['products alone'] / ms['jprop step']:.0%} of the step",
             flush=True,
         )
 
@@ -218,6 +227,7 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
         "jprop step / its forward",
         f"jprop step accumulated over {CHUNKS} chunks / its forward",
         "the same in XLA's operation count",
+        "the step's matrix products alone (share of jprop's step; folx's step over them)",
         "jprop forward",
         "folx forward",
         "trace(jax.hessian) forward",
@@ -233,6 +243,7 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
             f"{r['ms']['jprop step, accumulated'] / r['ms']['jprop forward']:.2f} "
             f"({r['ms']['jprop step, accumulated']:.2f} ms)",
             flop_ratio(r),
+            products_cell(r),
             f"{r['ms']['jprop forward']:.2f} ms",
             cell(r, "folx forward", "jprop forward"),
             cell(r, "trace(jax.hessian) forward", "jprop forward"),
@@ -248,7 +259,9 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
         "accumulated step is the same gradient summed over chunks of the batch in one loop "
         "(each chunk's own `jax.grad`, nothing recomputed), whose temporaries are one chunk's. XLA's "
         "operation count is the compiled programs' floating-point work, not their speed; its peak memory "
-        "per program is in the JSON file beside this table."
+        "per program is in the JSON file beside this table. The matrix products alone are those of "
+        "jprop's compiled step (`harness.products_alone`), each from its own operands, with "
+        "nothing else; folx's step does as much floating-point work."
     )
     table = harness.markdown_table(header, lines, footer) + "\n\n" + objectives_table(objectives)
     print(table)
@@ -259,6 +272,15 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
         {"laplacian": rows, "objectives": objectives},
     )
     return rows
+
+
+def products_cell(row: dict) -> str:
+    ms = row["ms"]
+    share = ms["products alone"] / ms["jprop step"]
+    return (
+        f"{ms['products alone']:.2f} ms ({share:.0%}; "
+        f"{ms['folx step'] / ms['products alone']:.2f}×)"
+    )
 
 
 def flop_ratio(row: dict) -> str:

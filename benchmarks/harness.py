@@ -10,6 +10,7 @@ memory-hungry one can otherwise look several times slower). Medians are reported
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -74,6 +75,55 @@ def race(contenders: dict[str, Callable], args: tuple, repeats: int) -> dict[str
     for r in results.values():
         r["ms"] = 1e3 * statistics.median(r["times"])
     return results
+
+
+_INSTRUCTION = re.compile(r"%([\w.\-]+) = (\w+)\[([\d,]*)\]")
+_DOT = re.compile(r"dot\(%([\w.\-]+), %([\w.\-]+)\)(.*)")
+
+
+def products_alone(compiled) -> tuple[Callable, list[jax.Array]]:
+    """The matrix products of a compiled program, read from XLA's optimized HLO (what runs, dead
+    code gone), as a program of their own: a function of a list of operands (returned beside
+    it, random arrays of the products' operand shapes) that forms each product from its own
+    operands, independent of the others, and nothing else. What those products take by
+    themselves on this machine, beside the whole program. Their operands come from memory, not
+    from a cache the operation before warmed, so a program whose work is almost all products
+    can take less. Its output, one entry of each product summed, keeps every product live."""
+    text = compiled.as_text()
+    if re.search(r"\bwhile\(", text):
+        raise ValueError("products_alone: the program has a loop; its products' count is unknown")
+    shapes = {}
+    for name, dtype, dims in _INSTRUCTION.findall(text):
+        shapes[name] = (dtype, tuple(int(d) for d in dims.split(",") if d))
+    specs = []
+    for line in text.splitlines():
+        match = _DOT.search(line)
+        if match and re.search(r"= \w+\[[\d,]*\]\S* dot\(", line):
+            lhs, rhs, rest = match.groups()
+            dims = {
+                key: tuple(int(d) for d in value.split(",") if d)
+                for key, value in re.findall(r"(\w+_dims)=\{([\d,]*)\}", rest)
+            }
+            numbers = (
+                (dims.get("lhs_contracting_dims", ()), dims.get("rhs_contracting_dims", ())),
+                (dims.get("lhs_batch_dims", ()), dims.get("rhs_batch_dims", ())),
+            )
+            specs.append((shapes[lhs], shapes[rhs], numbers))
+    keys = iter(jax.random.split(jax.random.key(0), 2 * len(specs)))
+    operands = [
+        jax.random.normal(next(keys), shape, jnp.dtype({"f32": "float32", "f64": "float64"}[dtype]))
+        for lhs, rhs, _ in specs
+        for dtype, shape in (lhs, rhs)
+    ]
+
+    def run(operands):
+        total = 0.0
+        for i, (_, _, numbers) in enumerate(specs):
+            product = jax.lax.dot_general(operands[2 * i], operands[2 * i + 1], numbers)
+            total = total + product.reshape(-1)[0]
+        return total
+
+    return run, operands
 
 
 def agree(outputs: dict, reference: str, names, label: str, tolerance: float) -> dict[str, float]:

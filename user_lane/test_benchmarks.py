@@ -230,6 +230,31 @@ def test_architectures_benchmark_quick(checks, tmp_path):
     assert "folx + jax.grad" in published and "E_u: JAX composition" in published
     gflop = rows[0]["gflop"]  # XLA's count: a step (forward + reverse) does more than its forward
     assert gflop["jprop step"] > gflop["jprop forward"] > 0
+    # the step's products alone: no more work than the step, most of it
+    assert 0.5 * gflop["jprop step"] < gflop["products alone"] <= gflop["jprop step"]
+
+
+def test_products_alone_are_the_compiled_programs_live_products():
+    """`harness.products_alone` runs the products XLA kept (a dead one gone), batched ones too,
+    each from its own operands, and sums one entry of each."""
+    import jax
+
+    harness = load_script("benchmarks/harness.py")
+
+    def program(a, w, v, c, d):
+        dead = a @ jnp.ones((32, 8))  # noqa: F841 - never used: XLA drops it
+        batched = jnp.einsum("bij,bjk->bik", c, d)
+        return jnp.tanh(a @ w) @ v.T, batched
+
+    shapes = [(64, 32), (32, 48), (16, 48), (4, 8, 5), (4, 5, 6)]
+    args = [jnp.ones(s) for s in shapes]
+    run, operands = harness.products_alone(jax.jit(program).lower(*args).compile())
+    assert len(operands) == 6  # three products, two operands each
+    # with every operand ones, each product's entries are its contraction's length
+    ones = [jnp.ones_like(o) for o in operands]
+    assert float(jax.jit(run)(ones)) == 32 + 48 + 5
+    work = 2 * (64 * 32 * 48 + 64 * 48 * 16 + 4 * 8 * 5 * 6)
+    assert harness.flops(jax.jit(run).lower(operands).compile()) == pytest.approx(work, rel=0.01)
 
 
 def test_high_dim_benchmark_quick(checks, tmp_path):
