@@ -109,9 +109,16 @@ def products_alone(compiled) -> tuple[Callable, list[jax.Array]]:
                 (dims.get("lhs_batch_dims", ()), dims.get("rhs_batch_dims", ())),
             )
             specs.append((shapes[lhs], shapes[rhs], numbers))
+    known = {"f16": "float16", "bf16": "bfloat16", "f32": "float32", "f64": "float64"}
+    unknown = {dtype for lhs, rhs, _ in specs for dtype, _ in (lhs, rhs)} - set(known)
+    if unknown:
+        raise ValueError(
+            f"products_alone: products of {sorted(unknown)}; it forms floating-point products "
+            f"({sorted(known)}) only"
+        )
     keys = iter(jax.random.split(jax.random.key(0), 2 * len(specs)))
     operands = [
-        jax.random.normal(next(keys), shape, jnp.dtype({"f32": "float32", "f64": "float64"}[dtype]))
+        jax.random.normal(next(keys), shape, jnp.dtype(known[dtype]))
         for lhs, rhs, _ in specs
         for dtype, shape in (lhs, rhs)
     ]

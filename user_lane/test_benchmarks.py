@@ -255,6 +255,10 @@ def test_products_alone_are_the_compiled_programs_live_products():
     assert float(jax.jit(run)(ones)) == 32 + 48 + 5
     work = 2 * (64 * 32 * 48 + 64 * 48 * 16 + 4 * 8 * 5 * 6)
     assert harness.flops(jax.jit(run).lower(operands).compile()) == pytest.approx(work, rel=0.01)
+    # integer products are not what it times, and it says so
+    integers = jax.jit(lambda a, b: a @ b).lower(jnp.ones((4, 3), int), jnp.ones((3, 2), int))
+    with pytest.raises(ValueError, match=r"products of \['s(32|64)'\].*floating-point"):
+        harness.products_alone(integers.compile())
 
 
 def test_high_dim_benchmark_quick(checks, tmp_path):
