@@ -253,3 +253,66 @@ def test_folx_reads_jprops_units_as_elementwise():
         assert "custom_jvp_call" not in traced()
         assert "custom_jvp_call" not in str(jax.make_jaxpr(units)(x[0]))  # in a user's own f
     assert "custom_jvp_call" in traced()  # jprop's rules, for JAX's own transforms
+
+
+def test_sine_and_cosine_in_float32_are_within_an_ulp_over_the_reduced_range():
+    # One reduction by π/2 and two polynomials, against float64's sine and cosine: within an
+    # ulp of 1 (2^-23) everywhere up to |z| = 1e5, the quadrants' edges included, and relatively
+    # exact near zero; the array-level switch takes that road for every such array.
+    from jprop.models._activations import _reduced_sine_and_cosine, sine_and_cosine
+
+    rng = np.random.default_rng(0)
+    z = np.concatenate(
+        [
+            rng.uniform(-1e5, 1e5, 200_000),
+            10 * rng.standard_normal(100_000),
+            np.arange(-4000, 4001) * np.pi / 4,
+            [0.0, -0.0, 1e-30, -1e-37, 1e-3, 1e5, -1e5],
+        ]
+    ).astype(np.float32)
+    got = jax.jit(sine_and_cosine)(z)
+    for value, reduced in zip(got, jax.jit(_reduced_sine_and_cosine)(z)):
+        np.testing.assert_array_equal(value, reduced)
+    exact = z.astype(np.float64)
+    for value, want in zip(got, (np.sin(exact), np.cos(exact))):
+        assert np.max(np.abs(np.asarray(value, np.float64) - want)) <= 2.0**-23
+    small = np.abs(z) < 1e-3
+    sine = np.asarray(got[0], np.float64)[small]
+    np.testing.assert_allclose(sine, np.sin(exact[small]), rtol=2.0**-23, atol=0)
+    assert np.array_equal(np.signbit(np.asarray(got[0])[z == 0]), np.signbit(z[z == 0]))
+
+
+def test_sine_and_cosine_are_jaxs_own_beyond_the_reduced_range_in_other_dtypes_and_for_folx():
+    from jprop.models._activations import primitive_activations, sine_and_cosine
+
+    z = np.array([0.5, 1.5e5, -3e7, 1e30, -3.4e38, np.inf, -np.inf, np.nan], np.float32)
+    s, c = jax.jit(sine_and_cosine)(z)
+    np.testing.assert_array_equal(s, jnp.sin(z))
+    np.testing.assert_array_equal(c, jnp.cos(z))
+    assert np.all(np.isfinite(s[:5])) and np.all(np.isfinite(c[:5]))
+    for dtype in (jnp.float16, jnp.bfloat16, jnp.float64):
+        v = jnp.linspace(-30, 30, 61, dtype=dtype)
+        s, c = sine_and_cosine(v)
+        assert s.dtype == c.dtype == dtype
+        np.testing.assert_array_equal(s, jnp.sin(v))
+        np.testing.assert_array_equal(c, jnp.cos(v))
+    with primitive_activations():
+        text = str(jax.make_jaxpr(sine_and_cosine)(jnp.ones(3, jnp.float32)))
+    assert " sin " in text and " cos " in text and "custom_jvp" not in text and "cond" not in text
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_sine_and_cosine_derivatives_are_each_others_at_every_order(which):
+    # d/dz (sin, cos) = (cos, −sin): the rule's derivatives against JAX's own sine's, in float32,
+    # in reverse mode under vmap (the switch then computes both roads) and in forward mode.
+    from jprop.models._activations import sine_and_cosine
+
+    z = jnp.linspace(-40.0, 40.0, 81, dtype=jnp.float32)
+    ours = lambda v: sine_and_cosine(v)[which]  # noqa: E731
+    theirs = (jnp.sin, jnp.cos)[which]
+    for order in range(4):
+        np.testing.assert_allclose(
+            nth_derivative(ours, order)(z), nth_derivative(theirs, order)(z), rtol=0, atol=3e-7
+        )
+    tangent = jax.jvp(jax.jit(ours), (z,), (2 * jnp.ones_like(z),))[1]
+    np.testing.assert_allclose(tangent, 2 * jax.vmap(jax.grad(theirs))(z), rtol=0, atol=6e-7)

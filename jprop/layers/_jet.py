@@ -36,7 +36,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ..models._activations import activation_function, computed_once, is_linear, slopes
+from ..models._activations import activation_function, is_linear, sine_and_cosine, slopes
 from ..quantities._forward_laplacian import columns, scale_tangents, sum_tangents, times_wt
 
 
@@ -141,9 +141,10 @@ def _with_slopes(h: Jet, y: jax.Array, s1: jax.Array, s2: jax.Array) -> Jet:
 
 
 def waves(z: Jet) -> Jet:
-    """[cos z, sin z] side by side, from one cosine and one sine of z: the slopes of each are the
-    other's values up to sign (cos' = −sin, cos'' = −cos; sin' = cos, sin'' = −sin)."""
-    c, s = computed_once(z.value, jnp.cos(z.value), jnp.sin(z.value))
+    """[cos z, sin z] side by side, from one cosine and one sine of z (`sine_and_cosine`): the
+    slopes of each are the other's values up to sign (cos' = −sin, cos'' = −cos; sin' = cos,
+    sin'' = −sin)."""
+    s, c = sine_and_cosine(z.value)
     if z.tangents is None:
         parts = [
             z.with_parts(c, drift=_times(-s, z.drift)),

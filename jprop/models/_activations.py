@@ -201,6 +201,76 @@ def _sin_jvp(primals, tangents):
     return sin(x), jnp.cos(x) * dx
 
 
+def sine_and_cosine(z: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(sin z, cos z) elementwise, as the Fourier layers' jets read them.
+
+    In float32, both come from one shared reduction of z by π/2 and two short polynomials:
+    elementwise arithmetic that XLA vectorises on every backend, where its own sine and cosine
+    need not be. Within 1 ulp of `jnp.sin` and `jnp.cos` for |z| ≤ 1e5 (in float32 the spacing
+    of z itself is then below 0.01); an array with any larger or non-finite entry takes
+    `jnp.sin` and `jnp.cos` whole, so every value stays theirs to within an ulp. Other dtypes,
+    and tracing inside `primitive_activations` (for folx), take JAX's primitives. The derivative
+    rule is (cos z · ż, −sin z · ż), exact at every order.
+    """
+    z = jnp.asarray(z)
+    if _primitives_only.get() or z.dtype != jnp.float32:
+        return jnp.sin(z), jnp.cos(z)
+    return _sine_and_cosine(z)
+
+
+# π/2 as a sum of three float32s (Cody & Waite's split, as in Cephes' sinf): the first has 8
+# significant bits, so k·part is exact for |k| < 2^16, which |z| ≤ _REDUCED_RANGE keeps.
+_HALF_PI_PARTS = (1.5703125, 4.837512969970703125e-4, 7.54978995489188216e-8)
+_REDUCED_RANGE = 1e5
+# Minimax polynomials on [−π/4, π/4] (Cephes' sinf and cosf), in r² from the highest power.
+_SINE_POLYNOMIAL = (-1.9515295891e-4, 8.3321608736e-3, -1.6666654611e-1)
+_COSINE_POLYNOMIAL = (2.443315711809948e-5, -1.388731625493765e-3, 4.166664568298827e-2)
+
+
+def _horner(coefficients: tuple[float, ...], x: jax.Array) -> jax.Array:
+    out = jnp.full_like(x, coefficients[0])
+    for c in coefficients[1:]:
+        out = out * x + c
+    return out
+
+
+def _reduced_sine_and_cosine(z: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """sin z and cos z for |z| ≤ _REDUCED_RANGE: z = k·π/2 + r with |r| ≤ π/4, the polynomials
+    at r, and the quadrant k mod 4 choosing which is which and its sign."""
+    k = jnp.round(z * (2 / jnp.pi))
+    r = z
+    for part in _HALF_PI_PARTS:
+        r = r - k * part
+    r2 = r * r
+    s = r + r * r2 * _horner(_SINE_POLYNOMIAL, r2)
+    c = 1 - 0.5 * r2 + r2 * r2 * _horner(_COSINE_POLYNOMIAL, r2)
+    quadrant = k.astype(jnp.int32) & 3
+    odd = (quadrant & 1) == 1
+    sine = jnp.where(odd, c, s)
+    cosine = jnp.where(odd, s, c)
+    sine = jnp.where(quadrant >= 2, -sine, sine)
+    sine = jnp.where(z == 0, z, sine)  # sin(−0) = −0
+    cosine = jnp.where((quadrant == 1) | (quadrant == 2), -cosine, cosine)
+    return sine, cosine
+
+
+@jax.custom_jvp
+def _sine_and_cosine(z: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def exact(z):
+        return jnp.sin(z), jnp.cos(z)
+
+    # NaN in z fails the comparison and takes the exact branch, which returns NaN there.
+    within = jnp.max(jnp.abs(z), initial=0.0) <= _REDUCED_RANGE
+    return jax.lax.cond(within, _reduced_sine_and_cosine, exact, z)
+
+
+@_sine_and_cosine.defjvp
+def _sine_and_cosine_jvp(primals, tangents):
+    (z,), (dz,) = primals, tangents
+    s, c = _sine_and_cosine(z)
+    return (s, c), (c * dz, -s * dz)
+
+
 @jax.custom_jvp
 def softplus(x: jax.Array) -> jax.Array:
     r"""$\mathrm{softplus}(x) = \log(1 + e^x)$, evaluated stably (`jax.nn.softplus`); its
