@@ -206,9 +206,9 @@ def sine_and_cosine(z: jax.Array) -> tuple[jax.Array, jax.Array]:
 
     In float32, both come from one shared reduction of z by π/2 and two short polynomials:
     elementwise arithmetic that XLA vectorises on every backend, where its own sine and cosine
-    need not be. Within 1 ulp of `jnp.sin` and `jnp.cos` for |z| ≤ 1e5 (in float32 the spacing
-    of z itself is then below 0.01); an array with any larger or non-finite entry takes
-    `jnp.sin` and `jnp.cos` whole, so every value stays theirs to within an ulp. Other dtypes,
+    need not be. Within 2⁻²² (two units in the last place at 1) of the exact values for
+    |z| ≤ 1e5, where the spacing of float32 z itself is below 0.01; an array with any larger or
+    non-finite entry takes `jnp.sin` and `jnp.cos` whole. Other dtypes,
     and tracing inside `primitive_activations` (for folx), take JAX's primitives. The derivative
     rule is (cos z · ż, −sin z · ż), exact at every order.
     """
@@ -218,9 +218,10 @@ def sine_and_cosine(z: jax.Array) -> tuple[jax.Array, jax.Array]:
     return _sine_and_cosine(z)
 
 
-# π/2 as a sum of three float32s (Cody & Waite's split, as in Cephes' sinf): the first has 8
-# significant bits, so k·part is exact for |k| < 2^16, which |z| ≤ _REDUCED_RANGE keeps.
-_HALF_PI_PARTS = (1.5703125, 4.837512969970703125e-4, 7.54978995489188216e-8)
+# π/2 as a sum of four float32s (Cody & Waite's reduction): each of the first three has 8
+# significant bits, so k·part is exact for |k| < 2^16, which |z| ≤ _REDUCED_RANGE keeps, whether
+# or not the compiler fuses a product and its subtraction into one rounding.
+_HALF_PI_PARTS = (1.5703125, 4.825592041015625e-4, 1.2665987014770508e-6, 9.920935184482005e-10)
 _REDUCED_RANGE = 1e5
 # Minimax polynomials on [−π/4, π/4] (Cephes' sinf and cosf), in r² from the highest power.
 _SINE_POLYNOMIAL = (-1.9515295891e-4, 8.3321608736e-3, -1.6666654611e-1)
