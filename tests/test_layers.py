@@ -730,3 +730,68 @@ def test_a_network_with_other_layers_is_no_mlp_and_says_which(layer_list, why):
     with pytest.raises(ValueError, match=why + ".*only a network of plain Dense layers"):
         net.as_mlp()
     assert "as_mlp" not in jprop.road(net, "hessian").reason
+
+
+EMBEDDED = {  # the cases with a Fourier or periodic embedding: (case, the input axis it reads)
+    "fourier + modified MLP, factorised": 0,
+    "pirate net": 0,
+    "periodic + residual": 1,
+    "fourier + tanh/sin MLP": 0,
+}
+
+
+@pytest.mark.parametrize("case", EMBEDDED)
+def test_float32_embeddings_take_the_shared_sine_and_cosine_and_stay_the_plain_networks(case):
+    """In float32 the embeddings read their sines and cosines from one reduction by π/2 and two
+    polynomials (`sine_and_cosine`, behind a switch: the jaxpr holds its `cond`). The Laplacian,
+    the Hessian diagonal over chosen inputs, and a loss's gradient (reverse mode) and its
+    derivative along a direction (forward mode) in the parameters, also mapped over two parameter
+    sets, against the plain network: at ordinary inputs evaluated in float64 from the same
+    float32 numbers; at inputs up to 1e4 (arguments up to 1e5, still the reduced road) in float32
+    through `jax.hessian` and JAX's own sine, on the same rounded arguments (one non-zero
+    coordinate, so both products round alike)."""
+    net, plain, params, x = setup_case(case)
+    axis, dims = EMBEDDED[case], (1,)
+    p32 = jax.tree.map(lambda a: a.astype(jnp.float32), params)
+    direction = jax.tree.map(lambda a: a.astype(jnp.float32), cosines_like(params))
+    far = np.zeros((4, net.n_inputs), np.float32)
+    far[:, axis] = [1e4, -3e3, 7e2, -7e3]
+
+    def loss(lap, diag):
+        return lambda p, x: jnp.mean(lap(p, x) ** 2) + jnp.mean(jnp.sin(diag(p, x)))
+
+    ours = loss(jprop.laplacian(net), jprop.hessian_diagonal(net, dims=dims))
+    oracle = loss(
+        lambda p, x: jnp.trace(hessians(plain, p, x), axis1=-2, axis2=-1),
+        lambda p, x: jnp.diagonal(hessians(plain, p, x), axis1=-2, axis2=-1)[..., list(dims)],
+    )
+
+    def results(loss, p, x):
+        return (
+            jax.grad(loss)(p, x),
+            jax.jvp(
+                lambda q: loss(q, x), (p,), (jax.tree.map(lambda d: d.astype(x.dtype), direction),)
+            )[1],
+        )
+
+    assert " cond[" in str(jax.make_jaxpr(jprop.laplacian(net))(p32, x.astype(jnp.float32)))
+    up = lambda tree: jax.tree.map(lambda a: a.astype(jnp.float64), tree)  # noqa: E731
+    laplacian = lambda p, v: jnp.trace(hessians(plain, p, v), axis1=-2, axis2=-1)  # noqa: E731
+    for points, cast, tol in [(x.astype(jnp.float32), up, 5e-5), (jnp.asarray(far), None, 5e-5)]:
+        cast = cast or (lambda tree: tree)
+        (g_ours, t_ours, lap_ours), (g_ref, t_ref, lap_ref) = jax.jit(
+            lambda p, v: (
+                (*results(ours, p, v), jprop.laplacian(net)(p, v)),
+                (*results(oracle, cast(p), cast(v)), laplacian(cast(p), cast(v))),
+            )
+        )(p32, points)
+        where = f"{case}, |x| ≤ {float(jnp.max(jnp.abs(points))):.0e}"
+        assert np.all(np.isfinite(flat(g_ours))), f"{where}: gradient not finite"
+        assert_close(lap_ours, lap_ref, tol, f"{where}: Laplacian")
+        assert_close(flat(g_ours), flat(g_ref), tol, f"{where}: gradients")
+        assert_close(t_ours, t_ref, tol, f"{where}: forward mode in the parameters")
+    two = jax.tree.map(lambda a: jnp.stack([a, 1.1 * a]), p32)
+    mapped = jax.vmap(jprop.laplacian(net), in_axes=(0, None))(two, points)
+    for i in range(2):
+        one = jax.tree.map(lambda a: a[i], two)
+        assert_close(mapped[i], jprop.laplacian(net)(one, points), 1e-6, f"{case}: mapped")
