@@ -17,9 +17,11 @@ the forward Laplacian alone, raced in one run (`benchmarks.harness.race`):
 
 Rows: Fourier features (128 frequencies, s = 1) + modified MLP 4×256 tanh, 2 inputs; PirateNet
 3 blocks × 256 with 128 Fourier frequencies, 3 inputs; Fourier features (64) + tanh MLP 3×128,
-3 inputs; residual tanh 3-128×4-1; and, beside the PirateNet, the same embedding and eleven
-dense tanh layers of width 256 without its gates and skips (its step against its own forward is
-the reference for the PirateNet's) — all at B = 512, float32. PirateNet blocks get α = 0.5 (at
+3 inputs; residual tanh 3-128×4-1 and, beside it, the same network without its skips, a plain
+tanh MLP 3-128×5-1 on `jprop.MLP`'s own hand-derived rule (its ratio to folx is the reference for
+the residual network's); and, beside the PirateNet, the same embedding and eleven dense tanh
+layers of width 256 without its gates and skips (its step against its own forward is the
+reference for the PirateNet's) — all at B = 512, float32. PirateNet blocks get α = 0.5 (at
 α = 0 a block is the identity and its work would be wasted). Each row asserts that every
 gradient and Laplacian agrees with jprop's.
 
@@ -66,6 +68,11 @@ def networks(quick: bool):
         (
             "residual tanh 3-128×4-1",
             jprop.Network(3, [*residual, layers.Dense(1, "identity")]),
+            512,
+        ),
+        (  # the residual network without its skips: a plain MLP, on its own hand-derived rule
+            "tanh MLP 3-128×5-1",
+            jprop.Network(3, [*[layers.Dense(128) for _ in range(5)], layers.Dense(1, "identity")]),
             512,
         ),
         (  # the PirateNet's embedding and eleven dense layers, without its gates and skips
