@@ -305,7 +305,7 @@ def test_sine_and_cosine_are_jaxs_own_beyond_the_reduced_range_in_other_dtypes_a
 @pytest.mark.parametrize("which", [0, 1])
 def test_sine_and_cosine_derivatives_are_each_others_at_every_order(which):
     # d/dz (sin, cos) = (cos, −sin): the rule's derivatives against JAX's own sine's, in float32,
-    # in reverse mode under vmap (the switch then computes both roads) and in forward mode.
+    # in reverse mode under vmap and in forward mode.
     from jprop.models._activations import sine_and_cosine
 
     z = jnp.linspace(-40.0, 40.0, 81, dtype=jnp.float32)
@@ -317,3 +317,39 @@ def test_sine_and_cosine_derivatives_are_each_others_at_every_order(which):
         )
     tangent = jax.jvp(jax.jit(ours), (z,), (2 * jnp.ones_like(z),))[1]
     np.testing.assert_allclose(tangent, 2 * jax.vmap(jax.grad(theirs))(z), rtol=0, atol=6e-7)
+
+
+def _sines_outside_a_switch(jaxpr) -> list[str]:
+    """The sin and cos primitives of a jaxpr (its sub-jaxprs' included) that no cond holds."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "cond":
+            continue
+        if eqn.primitive.name in ("sin", "cos"):
+            found.append(eqn.primitive.name)
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                sub = getattr(sub, "jaxpr", sub)
+                if hasattr(sub, "eqns"):
+                    found += _sines_outside_a_switch(sub)
+    return found
+
+
+def test_sine_and_cosine_under_vmap_switch_once_for_the_whole_batch():
+    # Under jax.vmap (a user's map over examples, jax.hessian mapped over a batch) the mapped axis
+    # is more elements of one elementwise function: one switch for all of them, as unmapped, not
+    # a selection between the two roads that computes JAX's sine and cosine as well.
+    from jprop.models._activations import sine_and_cosine
+
+    z = jnp.linspace(-60.0, 60.0, 48, dtype=jnp.float32).reshape(2, 3, 8)
+    far = z.at[1, 2, 5].set(3e5)  # one entry beyond the reduced range: JAX's own for the batch
+    grad = jax.grad(lambda v: jnp.sum(sine_and_cosine(v)[0] * sine_and_cosine(v)[1]))
+    for mapped in (jax.vmap(sine_and_cosine), jax.vmap(jax.vmap(sine_and_cosine))):
+        assert _sines_outside_a_switch(jax.make_jaxpr(mapped)(z).jaxpr) == []
+        for got, want in zip(jax.jit(mapped)(z), jax.jit(sine_and_cosine)(z)):
+            np.testing.assert_allclose(got, want, rtol=0, atol=2.0**-23)
+        for got, want in zip(jax.jit(mapped)(far), (jnp.sin(far), jnp.cos(far))):
+            np.testing.assert_array_equal(got, want)
+    mapped_grad = jax.vmap(jax.vmap(grad))
+    assert _sines_outside_a_switch(jax.make_jaxpr(mapped_grad)(z).jaxpr) == []
+    np.testing.assert_allclose(jax.jit(mapped_grad)(z), jnp.cos(2 * z), rtol=0, atol=1e-6)

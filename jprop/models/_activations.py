@@ -265,14 +265,31 @@ def _reduced_sine_and_cosine(z: jax.Array) -> tuple[jax.Array, jax.Array]:
     return sine, cosine
 
 
-@jax.custom_jvp
-def _sine_and_cosine(z: jax.Array) -> tuple[jax.Array, jax.Array]:
+@jax.custom_batching.custom_vmap
+def _switched(z: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The reduced road when every |z| ≤ _REDUCED_RANGE, else JAX's sine and cosine: one switch
+    for the whole array."""
+
     def exact(z):
         return jnp.sin(z), jnp.cos(z)
 
     # NaN in z fails the comparison and takes the exact branch, which returns NaN there.
     within = jnp.max(jnp.abs(z), initial=0.0) <= _REDUCED_RANGE
     return jax.lax.cond(within, _reduced_sine_and_cosine, exact, z)
+
+
+@_switched.def_vmap
+def _switched_vmap(axis_size, in_batched, z):
+    """Under `jax.vmap` the mapped axis is more elements of one elementwise function: one switch
+    over all of them. (JAX's own rule would turn a switch on a mapped condition into a selection
+    that runs both roads.)"""
+    (batched,) = in_batched
+    return _switched(z), (batched, batched)
+
+
+@jax.custom_jvp
+def _sine_and_cosine(z: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return _switched(z)
 
 
 @_sine_and_cosine.defjvp
