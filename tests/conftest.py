@@ -25,6 +25,7 @@ in `HANDED_OVER`, in this lane's configuration (their items are deselected here)
 summary says when each finished.
 """
 
+import gc
 import os
 import pathlib
 import subprocess
@@ -71,6 +72,13 @@ jax.config.update("jax_numpy_dtype_promotion", "strict")
 import pytest  # noqa: E402
 
 from jprop import _program  # noqa: E402
+
+# Tracing builds many short-lived Python objects, and the collector's default thresholds run a
+# full collection over every live one (JAX's caches, the imported modules) thousands of times
+# per file: the modules imported so far are frozen out of its reach, and collections run less
+# often. (A user's process keeps Python's defaults; this is the test runner's own economy.)
+gc.freeze()
+gc.set_threshold(200_000, 50, 100)
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 USER_LANE = "user_lane"
