@@ -3,6 +3,8 @@ network's own pass, against jax.jvp along b and jax.hessian in float64."""
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -74,25 +76,31 @@ def test_a_given_drift_field_rides_the_same_pass(monkeypatch, compiles, name):
         every["sigma"] = every["batch_size"] = (value, slope, trace)
         return {label: every[label] for label in labels}
 
-    compiled_oracle = jax.jit(oracle)
-    for field in (b, b[1]):  # per example, and shared by the batch
-        got, want = jax.jit(ours)(params, x, field), compiled_oracle(params, x, field)
-        for label in want:
-            for part, a, c in zip(("f", "b·∇f", "operator"), got[label], want[label]):
-                assert_close(a, c, 1e-12, f"{label}: {part}")
+    trained = ("laplacian", "sigma")
+    tangents = (jax.tree.map(jnp.ones_like, params), jnp.cos(b))
+
+    @functools.partial(jax.jit, static_argnums=0)  # one compiled program for each side
+    def everything(fn, p, v, c):
+        """The triples for b per example and shared, the gradient of a loss on them in (params,
+        x, b), and their derivative along a direction in (params, b)."""
+        grad = jax.grad(lambda *a: _triple_loss(fn(*a, trained)), argnums=(0, 1, 2))
+        pushed = jax.jvp(lambda q, e: fn(q, v, e, ("laplacian",)), (p, c), tangents)[1]
+        return [fn(p, v, c), fn(p, v, c[1])], grad(p, v, c), pushed["laplacian"]
+
+    (got, mine, pushed), (want, theirs, pulled) = (
+        everything(fn, params, x, b) for fn in (ours, oracle)
+    )
+    for field, triples, expected in zip(("per example", "shared"), got, want):
+        for label in expected:
+            for part, a, c in zip(("f", "b·∇f", "operator"), triples[label], expected[label]):
+                assert_close(a, c, 1e-12, f"{label}, b {field}: {part}")
     fused = [s for s in started if s is not None]
     assert fused  # the network's own pass started from b
-
-    trained = ("laplacian", "sigma")
-    mine = jax.jit(jax.grad(lambda *a: _triple_loss(ours(*a, trained)), argnums=(0, 1, 2)))(
-        params, x, b
-    )
-    theirs = jax.jit(jax.grad(lambda *a: _triple_loss(oracle(*a, trained)), argnums=(0, 1, 2)))(
-        params, x, b
-    )
     for a, c in zip(jax.tree.leaves(mine), jax.tree.leaves(theirs)):
         assert_close(a, c, 1e-11, "gradient")
     assert float(jnp.max(jnp.abs(mine[2]))) > 1e-3  # b's gradient is not vacuous
+    for a, c in zip(pushed, pulled):
+        assert_close(a, c, 1e-11, "jvp")
     # the pass's derivative in b (the MLP's hand-written tangent pass, the Network's jet rules),
     # against float64 differences rather than another autodiff
     fd = central_differences(
@@ -107,24 +115,19 @@ def test_a_given_drift_field_rides_the_same_pass(monkeypatch, compiles, name):
         jax.value_and_grad(lambda p, c: _triple_loss({"": lap(p, huge, c)}), argnums=(0, 1))
     )(low, field)
     assert np.isfinite(value) and all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
-    tangents = (jax.tree.map(jnp.ones_like, params), jnp.cos(b))
 
-    def pushed(fn):
-        return jax.jit(
-            lambda p, c: jax.jvp(lambda q, e: fn(q, x, e, ("laplacian",)), (p, c), tangents)[1]
+    @jax.jit
+    def mapped(params, x, b):  # a user's vmap over the examples, b per example and shared
+        return (
+            jax.vmap(lambda xi, ci: jprop.laplacian(f, drift="given")(params, xi, ci))(x, b),
+            jax.vmap(lambda xi: jprop.laplacian(f, drift="given")(params, xi, b[1]))(x),
         )
 
-    for a, c in zip(pushed(ours)(params, b)["laplacian"], pushed(oracle)(params, b)["laplacian"]):
-        assert_close(a, c, 1e-11, "jvp")
-    mapped = jax.vmap(lambda xi, ci: jprop.laplacian(f, drift="given")(params, xi, ci))(x, b)
-    shared = jax.vmap(lambda xi: jprop.laplacian(f, drift="given")(params, xi, b[1]))(x)
-    for label, triple, field in (("vmap", mapped, b), ("vmap, shared b", shared, b[1])):
-        for part, a, c in zip(
-            ("f", "b·∇f", "operator"), triple, compiled_oracle(params, x, field)["laplacian"]
-        ):
+    for label, triple, expected in zip(("vmap", "vmap, shared b"), mapped(params, x, b), want):
+        for part, a, c in zip(("f", "b·∇f", "operator"), triple, expected["laplacian"]):
             assert_close(a, c, 1e-13, f"{label}: {part}")
     jprop.laplacian(f, drift="given")(params, x, b)
     scaled, doubled = jax.tree.map(lambda a: 1.5 * a, params), 2 * b
     before = compiles.count
     again = jprop.laplacian(f, drift="given")(scaled, x, doubled)
-    assert compiles.count == before and not np.allclose(again[1], want["laplacian"][1])
+    assert compiles.count == before and not np.allclose(again[1], got[0]["laplacian"][1])

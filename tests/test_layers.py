@@ -559,30 +559,49 @@ def test_an_mlp_is_the_network_of_its_layers(net):
             lambda p, x: layer_passes.jacobian_vector_product(network, p, x, r),
         ),
     }
-    for name, (transform, steps) in transforms.items():
+    for name in transforms:
         assert jprop.road(network, name.split(",")[0]).reason.startswith(
             "a jprop.Network of plain Dense layers, run as its jprop.MLP"
         )
-        assert_close(steps(params, x), transform(net)(params, x), 1e-12, name)
-        assert_close(transform(network)(params, x), transform(net)(params, x), 1e-12, name)
 
-        def loss(p, fn=None):
-            return jnp.sum(jnp.sin(fn(p, x)))
+    def sine_sum(fn):
+        return lambda p: jnp.sum(jnp.sin(fn(p, x)))
 
-        ours = jax.jit(jax.grad(functools.partial(loss, fn=steps)))(params)
-        theirs = jax.jit(jax.grad(functools.partial(loss, fn=transform(net))))(params)
-        assert_close(flat(ours), flat(theirs), 1e-11, f"grad of {name}")
+    @jax.jit  # every quantity's three roads, and two gradients, in one compiled program
+    def quantities(params):
+        out = {}
+        for name, (transform, steps) in transforms.items():
+            values = (steps(params, x), transform(net)(params, x), transform(network)(params, x))
+            grads = [jax.grad(sine_sum(fn))(params) for fn in (steps, transform(net))]
+            out[name] = values, grads
+        return out
+
+    for name, ((steps, mlp, network_road), grads) in quantities(params).items():
+        assert_close(steps, mlp, 1e-12, name)
+        assert_close(network_road, mlp, 1e-12, name)
+        assert_close(flat(grads[0]), flat(grads[1]), 1e-11, f"grad of {name}")
     m = net.n_outputs
     v, b = r, jnp.ones((4, m), jnp.float64)
     steps = {
         jprop.jprop_v: objective_roads.layers_jprop_v,
         jprop.jprop_u: objective_roads.layers_jprop_u,
     }
-    for objective, layer_sums in steps.items():
-        args = (v, b) if objective is jprop.jprop_v else (b, v)
-        mean = lambda p, x, *a, sums=layer_sums: sums(network, p, x, *a) / x.shape[0]  # noqa: E731
-        ours = jax.jit(jax.value_and_grad(mean))(params, x, *args)
-        theirs = jax.jit(jax.value_and_grad(objective(net, method="closed")))(params, x, *args)
+
+    @jax.jit
+    def objectives(params):
+        out = []
+        for objective, layer_sums in steps.items():
+            args = (v, b) if objective is jprop.jprop_v else (b, v)
+            mean = lambda p, *a, sums=layer_sums: sums(network, p, x, *a) / x.shape[0]  # noqa: E731
+            out.append(
+                (
+                    jax.value_and_grad(mean)(params, *args),
+                    jax.value_and_grad(objective(net, method="closed"))(params, x, *args),
+                )
+            )
+        return out
+
+    for objective, (ours, theirs) in zip(steps, objectives(params)):
         assert_close(flat(ours), flat(theirs), 1e-11, objective.__name__)
     assert_close(network(params, x), net(params, x), 1e-14, "value")
     assert network.as_mlp() == net  # and back: the same MLP, whose programs it shares
@@ -595,17 +614,20 @@ def test_an_mlp_is_the_network_of_its_layers(net):
             lambda p, x: jprop.hessian_vector_product(f, method=method)(p, x, g, r)
         ),
     }
-    for name, transform in products.items():
+    for name in products:
         assert jprop.road(network, name).reason.startswith("a jprop.Network of plain Dense layers")
-        ours = transform(network, "closed")
-        theirs = transform(network, "autodiff")
-        assert_close(ours(params, x), theirs(params, x), 1e-12, name)
 
-        def loss(p, fn=None):
-            return jnp.sum(jnp.sin(fn(p, x)))
+    @jax.jit  # the closed and the autodiff road, values and gradients, in one compiled program
+    def both(params):
+        out = {}
+        for name, transform in products.items():
+            fns = [transform(network, method) for method in ("closed", "autodiff")]
+            out[name] = [(fn(params, x), jax.grad(sine_sum(fn))(params)) for fn in fns]
+        return out
 
-        grads = [jax.jit(jax.grad(functools.partial(loss, fn=fn)))(params) for fn in (ours, theirs)]
-        assert_close(flat(grads[0]), flat(grads[1]), 1e-11, f"grad of {name}")
+    for name, ((value, grads), (expected, expected_grads)) in both(params).items():
+        assert_close(value, expected, 1e-12, name)
+        assert_close(flat(grads), flat(expected_grads), 1e-11, f"grad of {name}")
 
 
 @pytest.mark.parametrize("quantity", ["laplacian", "hessian_diagonal"])
@@ -734,10 +756,9 @@ def test_a_network_with_other_layers_is_no_mlp_and_says_which(layer_list, why):
 
 # the cases with a Fourier or periodic embedding: (case, the input axis it reads); the PirateNet's
 # embedding is the modified MLP's FourierFeatures layer, so one of the two suffices
-EMBEDDED = {
+EMBEDDED = {  # each embedding once (a sine layer in float32: tests/test_fourier.py)
     "fourier + modified MLP, factorised": 0,
     "periodic + residual": 1,
-    "fourier + tanh/sin MLP": 0,
 }
 
 

@@ -873,33 +873,32 @@ def test_drift_gives_the_value_and_the_derivative_along_x_in_the_same_pass(
         }
         return {label: every[label] for label in labels}
 
-    got, want = jax.jit(ours)(params, x), jax.jit(oracle)(params, x)
+    trained = ("laplacian", "sigma")  # directions shared (the inputs) and per example (σ)
+    tangent = jax.tree.map(jnp.ones_like, params)
+
+    @functools.partial(jax.jit, static_argnums=0)  # one compiled program for each side
+    def everything(fn, p, v):
+        """The triples, the gradient of a loss on them in (params, x), and the Laplacian's triple
+        along a direction in the params."""
+        grad = jax.grad(lambda p, v: _triple_loss(fn(p, v, trained)), argnums=(0, 1))
+        pushed = jax.jvp(lambda q: fn(q, v, ("laplacian",)), (p,), (tangent,))[1]
+        return fn(p, v), grad(p, v), pushed["laplacian"]
+
+    (got, mine, pushed), (want, theirs, pulled) = (
+        everything(fn, params, x) for fn in (ours, oracle)
+    )
     for label in want:
         for part, a, b in zip(("f", "x·∇f", "operator"), got[label], want[label]):
             assert_close(a, b, 1e-12, f"{label}: {part}")
     assert any(fused) == (f is model)  # the network's own pass carried f and x·∇f
-
-    # the training rule, with directions shared (the inputs) and per example (σ)
-    trained = ("laplacian", "sigma")
-    mine = jax.jit(jax.grad(lambda p, v: _triple_loss(ours(p, v, trained)), argnums=(0, 1)))(
-        params, x
-    )
-    theirs = jax.jit(jax.grad(lambda p, v: _triple_loss(oracle(p, v, trained)), argnums=(0, 1)))(
-        params, x
-    )
     for a, b in zip(jax.tree.leaves(mine), jax.tree.leaves(theirs)):
         assert_close(a, b, 1e-11, "gradient")
-    tangent = jax.tree.map(jnp.ones_like, params)
-
-    def pushed(fn):
-        return jax.jit(lambda p: jax.jvp(lambda q: fn(q, x, ("laplacian",)), (p,), (tangent,))[1])
-
+    for a, b in zip(pushed, pulled):
+        assert_close(a, b, 1e-11, "jvp")
     if isinstance(f, jprop.MLP):  # the hand-written tangent pass, against float64 differences
         w, unravel = jax.flatten_util.ravel_pytree(params)
         fd = central_differences(lambda v: _triple_loss(ours(unravel(v), x, trained)), w)
         assert_close(flat(mine[0]), fd, 1e-7, "weights vs differences")
-    for a, b in zip(pushed(ours)(params)["laplacian"], pushed(oracle)(params)["laplacian"]):
-        assert_close(a, b, 1e-11, "jvp")
     if isinstance(f, jprop.MLP):  # the triple in chunks of examples, and per-example keys
         chunked = jprop.laplacian(f, drift="x", batch_size=2)(params, x)  # 3 = 2 + 1
         keys = jax.random.split(jax.random.key(5), x.shape[0])

@@ -192,9 +192,19 @@ def test_auto_picks_closed_form(monkeypatch):
 def test_chunked_batches_equal_plain(method, batch, batch_size):
     net = SOFTMAX
     params, x = params_and_input(net, jnp.float64, seed=12, batch=batch)
-    for transform in [jprop.jacobian, jprop.hessian, jprop.laplacian, jprop.hessian_diagonal]:
-        plain = transform(net, method=method)(params, x)
-        chunked = transform(net, method=method, batch_size=batch_size)(params, x)
+    transforms = [jprop.jacobian, jprop.hessian, jprop.laplacian, jprop.hessian_diagonal]
+
+    @jax.jit  # whole and in chunks, every transform, in one compiled program
+    def both(params, x):
+        return [
+            [
+                transform(net, method=method, **chunks)(params, x)
+                for chunks in ({}, {"batch_size": batch_size})
+            ]
+            for transform in transforms
+        ]
+
+    for transform, (plain, chunked) in zip(transforms, both(params, x)):
         assert_close(chunked, plain, 1e-14, transform.__name__)
 
 
