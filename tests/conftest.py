@@ -73,10 +73,10 @@ import pytest  # noqa: E402
 
 from jprop import _program  # noqa: E402
 
-# Tracing builds many short-lived Python objects, and the collector's default thresholds run a
-# full collection over every live one (JAX's caches, the imported modules) thousands of times
-# per file: the modules imported so far are frozen out of its reach, and collections run less
-# often. (A user's process keeps Python's defaults; this is the test runner's own economy.)
+# Tracing builds many short-lived Python objects: at the collector's default thresholds a test
+# file runs thousands of collections, and each full one scans every live object (JAX's caches,
+# the imported modules). The modules imported so far are frozen out of its reach, and collections
+# run less often. (A user's process keeps Python's defaults; this is the test runner's economy.)
 gc.freeze()
 gc.set_threshold(200_000, 50, 100)
 
