@@ -130,10 +130,14 @@ def setup_case(name, batch=4):
     return net, plain, params, x
 
 
+# The plain networks' oracles, each one compiled program (run eagerly, they would compile every
+# operation on its own).
+@functools.partial(jax.jit, static_argnums=0)
 def per_example(plain, params, x):
     return jax.vmap(lambda xi: plain(params, xi))(x)
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def hessians(plain, params, x):
     return jax.vmap(lambda xi: jax.hessian(lambda v: plain(params, v))(xi))(x)
 
@@ -163,9 +167,20 @@ def test_one_examples_value_is_vector_matrix_products(case):
     for eqn in products:
         ranks = [v.aval.ndim for v in eqn.invars]
         assert min(ranks) == 1 and eqn.outvars[0].aval.ndim == 1, (eqn.primitive, ranks)
-    assert_close(net(params, x[0]), plain(params, x[0]), 1e-13)
-    grid = x.reshape(2, 3, net.n_inputs)
-    assert_close(net(params, grid), per_example(plain, params, x).reshape(2, 3, -1), 1e-13)
+
+    @jax.jit  # one example and a grid of them, both networks, in one compiled program
+    def values(params, x):
+        grid = x.reshape(2, 3, net.n_inputs)
+        return (
+            net(params, x[0]),
+            plain(params, x[0]),
+            net(params, grid),
+            per_example(plain, params, x),
+        )
+
+    one, plain_one, on_grid, plain_each = values(params, x)
+    assert_close(one, plain_one, 1e-13)
+    assert_close(on_grid, plain_each.reshape(2, 3, -1), 1e-13)
 
 
 @pytest.mark.parametrize("case", CASES)
