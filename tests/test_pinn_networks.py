@@ -99,9 +99,10 @@ def test_dims_and_outputs_select_the_laplacian_and_diagonal(net):
         return jprop.hessian(net, method="autodiff")(params, x), selected, grads
 
     H, selected, grads = results(params, x)
+    H = np.asarray(H)  # the oracle's selections in NumPy (eager jnp would compile each one)
     for (dims, outputs), roads in zip(selections, selected):
         o = list(np.atleast_1d(outputs))
-        diagonal = jnp.diagonal(H, axis1=-2, axis2=-1)[:, o][..., list(dims)]
+        diagonal = np.diagonal(H, axis1=-2, axis2=-1)[:, o][..., list(dims)]
         for method, (lap, got) in zip(("closed", "autodiff"), roads):
             options = dict(method=method, dims=dims, outputs=outputs)
             assert_close(lap, diagonal.sum(-1), 1e-12, f"laplacian {options}")
