@@ -119,8 +119,39 @@ CASES = {
 }
 
 
+def plain_pirate_on_x(params, x):
+    """Gates on x; a PirateNet block whose h is x itself; h + sin(W h + b); a linear output."""
+    u, v = jax.nn.sigmoid(dense(params[0]["U"], x)), jax.nn.sigmoid(dense(params[0]["V"], x))
+    w1, w2, w3 = params[1]["dense"]
+    f = jnp.tanh(dense(w1, x))
+    z1 = f * u + (1 - f) * v
+    g = jnp.tanh(dense(w2, z1))
+    z2 = g * u + (1 - g) * v
+    h = params[1]["alpha"] * jnp.tanh(dense(w3, z2)) + (1 - params[1]["alpha"]) * x
+    h = h + jnp.sin(dense(params[2], h))
+    return dense(params[3], h)
+
+
+# Networks that add x itself to a branch: the input's tangents, which a linear map reads as its
+# weight's columns, are written out there (the gates pass h = x on unchanged).
+ON_X = {
+    "pirate block and residual on x": (
+        jprop.Network(
+            3,
+            [
+                L.Gates(3, "sigmoid"),
+                L.PirateBlock("tanh"),
+                L.Residual("sin"),
+                L.Dense(2, "identity"),
+            ],
+        ),
+        plain_pirate_on_x,
+    ),
+}
+
+
 def setup_case(name, batch=4):
-    net, plain = CASES[name]
+    net, plain = (CASES | ON_X)[name]
     params = net.init(jax.random.key(0), jnp.float64)
     # non-zero biases and skip weights, so that every term of every rule is exercised
     leaves, tree = jax.tree.flatten(params)
@@ -183,7 +214,7 @@ def test_one_examples_value_is_vector_matrix_products(case):
     assert_close(on_grid, plain_each.reshape(2, 3, -1), 1e-13)
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", CASES | ON_X)
 def test_every_input_quantity_is_the_plain_networks(case):
     net, plain, params, x = setup_case(case)
     m, n = net.n_outputs, net.n_inputs
@@ -246,7 +277,7 @@ def test_every_input_quantity_is_the_plain_networks(case):
         assert jprop.road(net, quantity).road == "closed"
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", CASES | ON_X)
 def test_training_through_each_quantity_is_the_plain_networks(case):
     """jax.grad in the parameters and in x, and jax.jvp in the parameters, of losses on the
     Laplacian, the Hessian diagonal over chosen inputs and the Jacobian's columns."""

@@ -63,6 +63,17 @@ class Jet:
         return Jet(value, tangents, lap, self.per_tangent, self.second, drift)
 
 
+def _arrays(h: Jet) -> Jet:
+    """h with the input's tangents (an `Identity`) written out as the identity's chosen columns,
+    (1 or B, k, n): what every operation but `linear` reads. `linear` takes them as the chosen
+    columns of its weight instead, and a network whose every layer begins with a linear map never
+    forms them; a layer that adds the input itself to a branch (a residual block on x) does."""
+    if not isinstance(h.tangents, Identity):
+        return h
+    eye = jnp.eye(h.value.shape[-1], dtype=h.value.dtype)
+    return dataclasses.replace(h, tangents=columns(eye, h.tangents.dims))
+
+
 def _plus(a: jax.Array | None, b: jax.Array | None) -> jax.Array | None:
     """a + b where None stands for an exact zero."""
     if a is None:
@@ -119,6 +130,7 @@ def activate(h: Jet, name: str) -> Jet:
     σ'' adds the tangents' squares."""
     if is_linear(name):
         return h
+    h = _arrays(h)
     y = activation_function(name)(h.value)
     if h.tangents is None:
         return h.with_parts(
@@ -144,6 +156,7 @@ def waves(z: Jet) -> Jet:
     """[cos z, sin z] side by side, from one cosine and one sine of z (`sine_and_cosine`): the
     slopes of each are the other's values up to sign (cos' = −sin, cos'' = −cos; sin' = cos,
     sin'' = −sin)."""
+    z = _arrays(z)
     s, c = sine_and_cosine(z.value)
     if z.tangents is None:
         parts = [
@@ -171,6 +184,7 @@ def _batch(value: jax.Array, v: jax.Array) -> tuple[int, ...]:
 
 def multiply(u: Jet, v: Jet) -> Jet:
     """u ∘ v, elementwise, by the product rule."""
+    u, v = _arrays(u), _arrays(v)
     value = u.value * v.value
     tangents = _plus(_times(u.value, v.tangents), _times(v.value, u.tangents))
     lap = _plus(_times(u.value, v.lap), _times(v.value, u.lap))
@@ -184,6 +198,7 @@ def multiply(u: Jet, v: Jet) -> Jet:
 
 def add(u: Jet, v: Jet, alpha: Any = None) -> Jet:
     """u + v, or u + α v for a scalar α."""
+    u, v = _arrays(u), _arrays(v)
     if alpha is not None:
         v = v.with_parts(
             alpha * v.value,
@@ -206,6 +221,7 @@ def subtract(u: Jet, v: Jet) -> Jet:
 
 def concatenate(parts: list[Jet]) -> Jet:
     """The jets side by side along the units; a part without tangents contributes zeros."""
+    parts = [_arrays(p) for p in parts]
     first = parts[0]
     value = jnp.concatenate([p.value for p in parts], axis=-1)
 
@@ -232,5 +248,6 @@ def concatenate(parts: list[Jet]) -> Jet:
 
 def columns_of(h: Jet, index: jax.Array | slice) -> Jet:
     """The units `index` of h."""
+    h = _arrays(h)
     pick = lambda a: None if a is None else a[..., index]  # noqa: E731
     return h.with_parts(h.value[..., index], pick(h.tangents), pick(h.lap), pick(h.drift))
