@@ -155,7 +155,10 @@ def setup_case(name, batch=4):
     params = net.init(jax.random.key(0), jnp.float64)
     # non-zero biases and skip weights, so that every term of every rule is exercised
     leaves, tree = jax.tree.flatten(params)
-    leaves = [a + 0.3 * normal(seed, a.shape, a.dtype) for seed, a in enumerate(leaves, 10)]
+    leaves = [  # in NumPy: an eager JAX sum would compile one program per new shape
+        jax.device_put(np.asarray(a) + 0.3 * np.asarray(normal(seed, a.shape, a.dtype)))
+        for seed, a in enumerate(leaves, 10)
+    ]
     params = jax.tree.unflatten(tree, leaves)
     x = normal(2, (batch, net.n_inputs), jnp.float64)
     return net, plain, params, x
@@ -821,8 +824,9 @@ def test_float32_embeddings_take_the_shared_sine_and_cosine_and_stay_the_plain_n
     coordinate, so both products round alike)."""
     net, plain, params, x = setup_case(case)
     axis, dims = EMBEDDED[case], (1,)
-    p32 = jax.tree.map(lambda a: a.astype(jnp.float32), params)
-    direction = jax.tree.map(lambda a: a.astype(jnp.float32), cosines_like(params))
+    # cast, stacked and indexed in NumPy: run eagerly in JAX, each leaf's shape compiles apart
+    p32 = jax.tree.map(lambda a: np.asarray(a, np.float32), params)
+    direction = jax.tree.map(lambda a: np.asarray(a, np.float32), cosines_like(params))
     far = np.zeros((4, net.n_inputs), np.float32)
     far[:, axis] = [1e4, -3e3, 7e2, -7e3]
 
@@ -843,10 +847,11 @@ def test_float32_embeddings_take_the_shared_sine_and_cosine_and_stay_the_plain_n
             )[1],
         )
 
-    assert " cond[" in str(jax.make_jaxpr(jprop.laplacian(net))(p32, x.astype(jnp.float32)))
+    x32 = np.asarray(x, np.float32)
+    assert " cond[" in str(jax.make_jaxpr(jprop.laplacian(net))(p32, x32))
     up = lambda tree: jax.tree.map(lambda a: a.astype(jnp.float64), tree)  # noqa: E731
     laplacian = lambda p, v: jnp.trace(hessians(plain, p, v), axis1=-2, axis2=-1)  # noqa: E731
-    for points, cast, tol in [(x.astype(jnp.float32), up, 5e-5), (jnp.asarray(far), None, 5e-5)]:
+    for points, cast, tol in [(x32, up, 5e-5), (far, None, 5e-5)]:
         cast = cast or (lambda tree: tree)
         (g_ours, t_ours, lap_ours), (g_ref, t_ref, lap_ref) = jax.jit(
             lambda p, v: (
@@ -854,12 +859,12 @@ def test_float32_embeddings_take_the_shared_sine_and_cosine_and_stay_the_plain_n
                 (*results(oracle, cast(p), cast(v)), laplacian(cast(p), cast(v))),
             )
         )(p32, points)
-        where = f"{case}, |x| ≤ {float(jnp.max(jnp.abs(points))):.0e}"
+        where = f"{case}, |x| ≤ {float(np.max(np.abs(points))):.0e}"
         assert np.all(np.isfinite(flat(g_ours))), f"{where}: gradient not finite"
         assert_close(lap_ours, lap_ref, tol, f"{where}: Laplacian")
         assert_close(flat(g_ours), flat(g_ref), tol, f"{where}: gradients")
         assert_close(t_ours, t_ref, tol, f"{where}: forward mode in the parameters")
-    two = jax.tree.map(lambda a: jnp.stack([a, 1.1 * a]), p32)
+    two = jax.tree.map(lambda a: np.stack([a, 1.1 * a]), p32)
     mapped = jax.vmap(jprop.laplacian(net), in_axes=(0, None))(two, points)
     for i in range(2):
         one = jax.tree.map(lambda a: a[i], two)
