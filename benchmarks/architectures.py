@@ -196,6 +196,11 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
         # each rival in its faster form, named
         each = {k: r["ms"] for k, r in results.items()}
         ms, taken = harness.faster_forms(each)
+        # each program's compile time, a rival's in the form its timed row took
+        seconds, _ = harness.faster_forms({k: r["compile_s"] for k, r in results.items()})
+        compile_s = {
+            k: results[k if k not in taken else f"{k}, {taken[k]}"]["compile_s"] for k in seconds
+        }
         mib = {k: (r["peak_bytes"] or 0) / 2**20 for k, r in results.items()}
         gflop = {k: (harness.flops(r["compiled"]) or 0) / 1e9 for k, r in results.items()}
         rows.append(
@@ -207,6 +212,7 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
                 "ms_each_form": {k: v for k, v in each.items() if k not in ms},
                 "peak_mib": mib,
                 "gflop": gflop,
+                "compile_s": compile_s,
             }
         )
         print(
@@ -238,6 +244,7 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
         "jprop forward",
         "folx forward",
         "trace(jax.hessian) forward",
+        "compile, step (s): jprop / folx / trace(jax.hessian)",
     ]
     lines = [
         [
@@ -254,6 +261,10 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
             f"{r['ms']['jprop forward']:.2f} ms",
             cell(r, "folx forward", "jprop forward"),
             cell(r, "trace(jax.hessian) forward", "jprop forward"),
+            " / ".join(
+                f"{r['compile_s'][k]:.2f}"
+                for k in ("jprop step", "folx step", "trace(jax.hessian) step")
+            ),
         ]
         for r in rows
     ]
@@ -268,7 +279,8 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
         "operation count is the compiled programs' floating-point work, not their speed; its peak memory "
         "per program is in the JSON file beside this table. The matrix products alone are those of "
         "jprop's compiled step (`harness.products_alone`), each from its own operands, with "
-        "nothing else; folx's step does as much floating-point work."
+        "nothing else; folx's step does as much floating-point work. Compile times are each "
+        "program's `lower(...).compile()`, once, at XLA's default flags."
     )
     table = harness.markdown_table(header, lines, footer) + "\n\n" + objectives_table(objectives)
     print(table)

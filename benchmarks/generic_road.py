@@ -129,7 +129,12 @@ def fourier_closed_row(quick: bool, repeats: int) -> dict:
     results = harness.race(contenders, (params, plain_params, x), repeats)
     name = f"Fourier features {features} + tanh MLP {width}^{depth}: jprop.MLP, closed road"
     harness.agree(harness.outputs(results), "jprop", list(theirs), name, 1e-3)
-    return {"network": name, "batch": batch, "ms": {k: r["ms"] for k, r in results.items()}}
+    return {
+        "network": name,
+        "batch": batch,
+        "ms": {k: r["ms"] for k, r in results.items()},
+        "compile_s": {k: r["compile_s"] for k, r in results.items()},
+    }
 
 
 def main(quick: bool = False, repeats: int | None = None, out: str | None = None) -> list[dict]:
@@ -152,7 +157,13 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
         harness.agree(harness.outputs(results), "jprop", others, f"generic {name}", 1e-3)
         ms = {k: r["ms"] for k, r in results.items()}
         rows.append(
-            {"network": name, "batch": batch, "ms": ms, "road": str(jprop.road(f, "laplacian"))}
+            {
+                "network": name,
+                "batch": batch,
+                "ms": ms,
+                "compile_s": {k: r["compile_s"] for k, r in results.items()},
+                "road": str(jprop.road(f, "laplacian")),
+            }
         )
         print(
             f"{name:40s} B={batch}: jprop {ms['jprop']:.2f} ms | "
@@ -160,18 +171,21 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
         )
     rows.append(fourier_closed_row(quick, repeats))
     header = ["network (a plain JAX function)", "batch", "jprop", *others]
+    header.append("compile (s): jprop / folx / trace(jax.hessian)")
     lines = [
         [
             r["network"],
             str(r["batch"]),
             f"{r['ms']['jprop']:.2f} ms",
             *(f"{r['ms'][k]:.2f} ms ({r['ms'][k] / r['ms']['jprop']:.2f}×)" for k in others),
+            " / ".join(f"{r['compile_s'][k]:.2f}" for k in ("jprop", *others)),
         ]
         for r in rows
     ]
     footer = (
         f"Medians of {repeats} interleaved rounds, float32, 3 inputs; one step `jax.grad` of "
-        "mean(Δu²) with respect to every parameter; × is the rival's time over jprop's."
+        "mean(Δu²) with respect to every parameter; × is the rival's time over jprop's. Compile "
+        "times are each step's `lower(...).compile()`, once, at XLA's default flags."
     )
     table = harness.markdown_table(header, lines, footer)
     print(table)

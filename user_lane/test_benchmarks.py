@@ -206,6 +206,8 @@ def test_generic_road_benchmark_quick(checks, tmp_path):
         ["folx + jax.grad", "trace(jax.hessian) + jax.grad"]
     ] * 4
     assert "folx + jax.grad" in (tmp_path / "generic_road.md").read_text()
+    for row in rows:  # each step's compile time, measured apart
+        assert set(row["compile_s"]) == set(row["ms"]) and min(row["compile_s"].values()) > 0
 
 
 def test_architectures_benchmark_quick(checks, tmp_path):
@@ -228,6 +230,9 @@ def test_architectures_benchmark_quick(checks, tmp_path):
         assert ms[key] == timed[form] == min(timed.values()), (key, timed)
     published = (tmp_path / "architectures.md").read_text()
     assert "folx + jax.grad" in published and "E_u: JAX composition" in published
+    # each program's compile time, a rival's in the form its timed row took
+    assert set(rows[0]["compile_s"]) == set(ms) and min(rows[0]["compile_s"].values()) > 0
+    assert "compile, step (s)" in published
     gflop = rows[0]["gflop"]  # XLA's count: a step (forward + reverse) does more than its forward
     assert gflop["jprop step"] > gflop["jprop forward"] > 0
     # the step's products alone: no more work than the step, most of it
