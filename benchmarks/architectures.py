@@ -197,10 +197,7 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
         each = {k: r["ms"] for k, r in results.items()}
         ms, taken = harness.faster_forms(each)
         # each program's compile time, a rival's in the form its timed row took
-        seconds, _ = harness.faster_forms({k: r["compile_s"] for k, r in results.items()})
-        compile_s = {
-            k: results[k if k not in taken else f"{k}, {taken[k]}"]["compile_s"] for k in seconds
-        }
+        compile_s = {k: results[f"{k}, {taken[k]}" if k in taken else k]["compile_s"] for k in ms}
         mib = {k: (r["peak_bytes"] or 0) / 2**20 for k, r in results.items()}
         gflop = {k: (harness.flops(r["compiled"]) or 0) / 1e9 for k, r in results.items()}
         rows.append(
