@@ -552,11 +552,13 @@ def test_to_equinox_takes_a_network_of_dense_layers_and_refuses_others_saying_wh
         jprop.to_equinox(factorised, factorised.init(jax.random.key(0)))
 
 
-def test_mixed_dtypes_compute_in_their_promotion_and_extremes_stay_finite():
+@pytest.mark.parametrize("case", ["pirate net", *ON_X])
+def test_mixed_dtypes_compute_in_their_promotion_and_extremes_stay_finite(case):
     """float32 params with float64 x compute in float64 (to float64 accuracy, under the strict
     promotion this lane sets); bfloat16 params with float32 x in float32; saturated units at
-    |x| = 1e4 give finite Laplacians and gradients."""
-    net, plain, params, x = setup_case("pirate net")
+    |x| = 1e4 give finite Laplacians and gradients. Also where x itself joins a branch, its
+    tangents written out in x's dtype."""
+    net, plain, params, x = setup_case(case)
     cast = lambda tree, dtype: jax.tree.map(lambda a: np.asarray(a).astype(dtype), tree)  # noqa: E731
     low = cast(params, np.float32)
     exact = np.trace(hessians(plain, cast(low, np.float64), x), axis1=-2, axis2=-1)
