@@ -94,7 +94,6 @@ COMPILE_BOUND = (
 # (tests/conftest.py sets it up there too): the user lane ends sooner, and its core would idle.
 HANDED_OVER = (
     "tests/test_layers.py",
-    "tests/test_pinn_networks.py",
     "tests/test_given_drift.py",
     "tests/test_fourier.py",
     "tests/test_whole_jacobian.py",

@@ -109,6 +109,10 @@ def test_high_dim_poisson_sums_over_the_ball_in_chunks():
 
 
 def test_high_dim_poisson_example(capsys):
-    report = load_script("examples/high_dim_poisson.py").main(quick=True, estimator="sparse")
-    assert report["relative_l2"] < 5e-2  # main() asserted it too; full runs reach 5.2e-3
-    assert "sparse estimator, 16 probes" in capsys.readouterr().out
+    # half the quick run's steps: main() asserts the quick run's claim (under 5%) after them too
+    report = load_script("examples/high_dim_poisson.py").main(
+        steps=200, quick=True, estimator="sparse"
+    )
+    assert report["relative_l2"] < 5e-2  # full runs reach 5.2e-3
+    out = capsys.readouterr().out
+    assert "sparse estimator, 16 probes" in out and "after 200 Adam steps" in out
