@@ -92,11 +92,13 @@ COMPILE_BOUND = (
 
 # Files of this lane that the child process runs after the user lane, in this lane's configuration
 # (tests/conftest.py sets it up there too): the user lane ends sooner, and its core would idle.
+# A package of jprop stands for its modules' docstring examples.
 HANDED_OVER = (
     "tests/test_layers.py",
     "tests/test_given_drift.py",
     "tests/test_fourier.py",
     "tests/test_whole_jacobian.py",
+    "jprop/curvature",
 )
 
 
