@@ -9,7 +9,9 @@ For each network, `jax.grad` of mean(Δu²) with respect to every parameter, rac
 - trace(jax.hessian) + jax.grad.
 
 The networks are the ones physics-informed practice trains: a tanh MLP, Fourier features
-[cos Bx, sin Bx] (B fixed) before a tanh MLP, and residual blocks h ← h + tanh(W h + b). A last row
+[cos Bx, sin Bx] (B fixed) before a tanh MLP, and residual blocks h ← h + tanh(W h + b); then the
+residual network as an equinox module of `eqx.nn.Linear` layers, given to jprop as
+`jprop.equinox_function(model)` and to folx as the same function. A last row
 gives the Fourier-feature network to jprop as what it is, a `jprop.MLP` with a sine first layer
 (`jprop.fourier_features`), on the closed road. Each row asserts that every gradient agrees with
 jprop's.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import pathlib
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 
@@ -78,17 +81,45 @@ def residual(n: int, width: int, blocks: int):
     return f, params
 
 
+class _ResidualModule(eqx.Module):
+    """The residual network as an equinox user writes it: h = tanh(W₀x + b₀), h ← h + tanh(W h + b)
+    per block, a linear output, each map an `eqx.nn.Linear`."""
+
+    first: eqx.nn.Linear
+    blocks: list[eqx.nn.Linear]
+    last: eqx.nn.Linear
+
+    def __call__(self, x):
+        h = jnp.tanh(self.first(x))
+        for block in self.blocks:
+            h = h + jnp.tanh(block(h))
+        return self.last(h)
+
+
+def equinox_residual(n: int, width: int, blocks: int):
+    """`residual`'s network as an equinox module, split into `(f, params)` for jprop."""
+    keys = jax.random.split(jax.random.key(4), blocks + 2)
+    model = _ResidualModule(
+        eqx.nn.Linear(n, width, key=keys[0]),
+        [eqx.nn.Linear(width, width, key=k) for k in keys[1:-1]],
+        eqx.nn.Linear(width, 1, key=keys[-1]),
+    )
+    return jprop.equinox_function(model)
+
+
 def networks(quick: bool):
     if quick:
         return [
             ("tanh MLP 3-16-16-1", *mlp(3, 16, 2), 32),
             ("Fourier features 8 + tanh MLP 16²", *fourier_mlp(3, 8, 16, 2), 32),
             ("residual tanh 3-16×2-1", *residual(3, 16, 2), 32),
+            ("equinox module: residual tanh 3-16×2-1", *equinox_residual(3, 16, 2), 32),
         ]
     return [
         ("tanh MLP 3-128³-1", *mlp(3, 128, 3), 512),
         ("Fourier features 64 + tanh MLP 128³", *fourier_mlp(3, 64, 128, 3), 512),
         ("residual tanh 3-128×4-1", *residual(3, 128, 4), 512),
+        ("equinox module: residual tanh 3-128×4-1", *equinox_residual(3, 128, 4), 512),
     ]
 
 
@@ -170,7 +201,7 @@ def main(quick: bool = False, repeats: int | None = None, out: str | None = None
             + " | ".join(f"{k} {ms[k]:.2f} ms ({ms[k] / ms['jprop']:.2f}×)" for k in others)
         )
     rows.append(fourier_closed_row(quick, repeats))
-    header = ["network (a plain JAX function)", "batch", "jprop", *others]
+    header = ["network (the user's own function or module)", "batch", "jprop", *others]
     header.append("compile (s): jprop / folx / trace(jax.hessian)")
     lines = [
         [

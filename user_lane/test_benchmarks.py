@@ -199,12 +199,13 @@ def test_eager_benchmark_quick(checks):
 
 def test_generic_road_benchmark_quick(checks, tmp_path):
     rows = load_script("benchmarks/generic_road.py").main(quick=True, repeats=1, out=str(tmp_path))
-    # three plain-JAX networks on the generic road, then the Fourier network as a jprop.MLP
-    assert len(rows) == 4 and all("folx" in r["road"] for r in rows[:3])
-    assert "closed road" in rows[3]["network"]
+    # three plain-JAX networks and an equinox module on the generic road, then the Fourier
+    # network as a jprop.MLP
+    assert len(rows) == 5 and all("folx" in r["road"] for r in rows[:4])
+    assert "equinox" in rows[3]["network"] and "closed road" in rows[4]["network"]
     assert [list(names) for _, _, names, _ in checks] == [
         ["folx + jax.grad", "trace(jax.hessian) + jax.grad"]
-    ] * 4
+    ] * 5
     assert "folx + jax.grad" in (tmp_path / "generic_road.md").read_text()
     for row in rows:  # each step's compile time, measured apart
         assert set(row["compile_s"]) == set(row["ms"]) and min(row["compile_s"].values()) > 0
