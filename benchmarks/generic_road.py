@@ -10,8 +10,8 @@ For each network, `jax.grad` of mean(Δu²) with respect to every parameter, rac
 
 The networks are the ones physics-informed practice trains: a tanh MLP, Fourier features
 [cos Bx, sin Bx] (B fixed) before a tanh MLP, and residual blocks h ← h + tanh(W h + b); then the
-residual network as an equinox module of `eqx.nn.Linear` layers, given to jprop as
-`jprop.equinox_function(model)` and to folx as the same function. A last row
+residual network, with the same weights, as an equinox module of `eqx.nn.Linear` layers, given
+to jprop as `jprop.equinox_function(model)` and to folx as the same function. A last row
 gives the Fourier-feature network to jprop as what it is, a `jprop.MLP` with a sine first layer
 (`jprop.fourier_features`), on the closed road. Each row asserts that every gradient agrees with
 jprop's.
@@ -97,12 +97,17 @@ class _ResidualModule(eqx.Module):
 
 
 def equinox_residual(n: int, width: int, blocks: int):
-    """`residual`'s network as an equinox module, split into `(f, params)` for jprop."""
-    keys = jax.random.split(jax.random.key(4), blocks + 2)
+    """`residual`'s network, with its weights, as an equinox module split into `(f, params)` for
+    jprop: the same numbers as the plain function's row."""
+    _, plain = residual(n, width, blocks)
+
+    def linear(layer):
+        out, into = layer["W"].shape
+        empty = eqx.nn.Linear(into, out, key=jax.random.key(0))
+        return eqx.tree_at(lambda m: (m.weight, m.bias), empty, (layer["W"], layer["b"]))
+
     model = _ResidualModule(
-        eqx.nn.Linear(n, width, key=keys[0]),
-        [eqx.nn.Linear(width, width, key=k) for k in keys[1:-1]],
-        eqx.nn.Linear(width, 1, key=keys[-1]),
+        linear(plain["in"]), [linear(b) for b in plain["blocks"]], linear(plain["out"])
     )
     return jprop.equinox_function(model)
 

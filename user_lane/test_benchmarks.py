@@ -5,6 +5,7 @@ or checks fewer contenders than it races, fails here; and a wrong contender must
 import pathlib
 
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from scripts import load_script
 
@@ -198,7 +199,12 @@ def test_eager_benchmark_quick(checks):
 
 
 def test_generic_road_benchmark_quick(checks, tmp_path):
-    rows = load_script("benchmarks/generic_road.py").main(quick=True, repeats=1, out=str(tmp_path))
+    script = load_script("benchmarks/generic_road.py")
+    rows = script.main(quick=True, repeats=1, out=str(tmp_path))
+    # the equinox module's row is the plain residual row's network, with its weights
+    x = jnp.linspace(-1.0, 1.0, 3)
+    (plain, p), (module, q) = script.residual(3, 16, 2), script.equinox_residual(3, 16, 2)
+    np.testing.assert_allclose(module(q, x), plain(p, x), rtol=1e-6)
     # three plain-JAX networks and an equinox module on the generic road, then the Fourier
     # network as a jprop.MLP
     assert len(rows) == 5 and all("folx" in r["road"] for r in rows[:4])
